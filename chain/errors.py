@@ -1,0 +1,37 @@
+"""The one exception family of Swiftchain Health.
+
+Every error that the project raises on purpose is a :class:`SwiftchainError`. Each subclass
+names *what went wrong* from the caller's point of view; ``services/common/errors.py`` maps each
+to one gRPC status code in a single table. Messages are for people: say what was expected and
+what was found ("expected 32 bytes, got 31").
+"""
+
+from __future__ import annotations
+
+
+class SwiftchainError(Exception):
+    """Root of every error raised on purpose by Swiftchain Health."""
+
+
+class InvalidInputError(SwiftchainError):
+    """Input that is malformed or out of range: a parse error, a wrong length, a missing field."""
+
+
+class VerificationError(SwiftchainError):
+    """A signature, proof, checkpoint or commitment that does not hold."""
+
+
+class NotFoundError(SwiftchainError):
+    """The thing asked for does not exist (yet)."""
+
+
+class ConflictError(SwiftchainError):
+    """The request contradicts what is already recorded (e.g. another commitment for a version)."""
+
+
+class PreconditionError(SwiftchainError):
+    """The system is not in a state where the request can be carried out."""
+
+
+class UnavailableError(SwiftchainError):
+    """A dependency (Kafka, the database, a quorum of nodes) cannot be reached right now."""

@@ -1,0 +1,5 @@
+"""``python -m chain.node``: run a chain node."""
+
+from chain.node.main import main
+
+main()

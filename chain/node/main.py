@@ -1,0 +1,82 @@
+"""Entry point of a chain node: ``python -m chain.node`` (or ``swiftchain node run``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from swiftchain.chain.v1 import chain_service_pb2_grpc
+
+from chain.consortium import parse_consortium
+from chain.node.node import COSIGNATURES_TOPIC, ORDERING_TOPIC, ChainNode
+from chain.node.service import ChainServicer
+from chain.node.store import ALIAS, ChainStore
+from chain.note import new_signer
+from services.common import mongo
+from services.common.kafka import make_producer
+from services.common.server import ServiceRegistration, build_server, run_until_signalled
+from services.common.settings import FIRST_NODE_PORT, ProcessSettings
+from services.common.telemetry import configure_logging, configure_tracing
+
+_log = logging.getLogger(__name__)
+
+
+class NodeSettings(ProcessSettings):
+    """A chain node's settings (``SWIFTCHAIN_*``)."""
+
+    process_name: str = "chain-node"
+    port: int = FIRST_NODE_PORT
+    #: The member name this node signs with (must be in the consortium config).
+    node_name: str = "hospital-a"
+    #: The consortium config (``swiftchain-consortium/v1`` JSON).
+    consortium_file: Path = Path(".stack/run/consortium/consortium.json")
+    #: The node's signed-note private key (``PRIVATE+KEY+name+hash+key``), kept secret.
+    signing_key_file: Path = Path(".stack/run/consortium/hospital-a.key")
+    ordering_topic: str = ORDERING_TOPIC
+    cosignatures_topic: str = COSIGNATURES_TOPIC
+
+    #: The node's own Mongo database; empty means ``chain_<node name>``.
+    database: str = ""
+
+    @property
+    def database_name(self) -> str:
+        """The node's own Mongo database."""
+        return self.database or "chain_" + self.node_name.replace("-", "_")
+
+
+def build_node(settings: NodeSettings) -> ChainNode:
+    """Connect the store and Kafka and return a node ready to :meth:`ChainNode.start`."""
+    config = parse_consortium(settings.consortium_file.read_text())
+    signer = new_signer(settings.signing_key_file.read_text().strip())
+    mongo.connect(settings.mongo_uri, settings.database_name, alias=ALIAS)
+    producer = make_producer(settings.kafka_bootstrap, f"chain-node-{settings.node_name}")
+    return ChainNode(
+        name=settings.node_name,
+        config=config,
+        signer=signer,
+        store=ChainStore(),
+        kafka_bootstrap=settings.kafka_bootstrap,
+        producer=producer,
+        ordering_topic=settings.ordering_topic,
+        cosignatures_topic=settings.cosignatures_topic,
+    )
+
+
+def main() -> None:
+    """Run a node until SIGTERM."""
+    settings = NodeSettings()
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    configure_tracing(f"chain-node-{settings.node_name}")
+    node = build_node(settings)
+    node.start()
+    servicer = ChainServicer(node)
+    server = build_server(
+        settings,
+        [
+            ServiceRegistration(
+                "swiftchain.chain.v1.ChainService",
+                lambda s: chain_service_pb2_grpc.add_ChainServiceServicer_to_server(servicer, s),
+            )
+        ],
+    )
+    run_until_signalled(server, settings.shutdown_grace_seconds, on_stop=node.stop)

@@ -1,0 +1,484 @@
+"""The running chain node: Kafka order in, blocks and cosigned checkpoints out (DESIGN §3.2-3.4).
+
+Two threads do the work. The *sequencing* thread reads ``chain.ordering.v1`` in order from the
+offset after the last persisted block, feeds a :class:`~chain.sequencer.Sequencer`, persists
+each block it cuts (entries, tiles, block, then the state document), signs the checkpoint and
+publishes the signature; it also sends a time-to-cut message when its oldest pending entry is
+older than the consortium's ``batch_timeout_ms``. The *cosigning* thread reads
+``chain.cosignatures.v1`` from the start, checks each member's signature, raises alarms for
+conflicts, and seals a checkpoint once ``quorum`` distinct members signed the text this node
+computed itself. Readers (the ChainService) see only sealed checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, TopicPartition
+from swiftchain.chain.v1 import ordering_pb2
+from swiftchain.common.v1 import common_pb2
+
+from chain.checkpoint import GENESIS_PREVIOUS_HASH, checkpoint_hash, parse_checkpoint
+from chain.consortium import ConsortiumConfig
+from chain.entry import parse_entry
+from chain.errors import SwiftchainError, VerificationError
+from chain.hashing import leaf_hash
+from chain.node.store import ChainStore, NodeState
+from chain.note import Signer, signature_line, verify_signature_line
+from chain.proof_build import tree_root
+from chain.sequencer import Block, OrderedRecord, Sequencer, ttc_record
+from chain.tiles import MemoryHashStore, tile_bytes, tiles_touched
+from chain.validation import EntryValidator, KeyRegistry
+
+_log = logging.getLogger(__name__)
+
+ORDERING_TOPIC = "chain.ordering.v1"
+COSIGNATURES_TOPIC = "chain.cosignatures.v1"
+
+
+@dataclass(frozen=True)
+class SealedCheckpoint:
+    """A checkpoint signed by a quorum: the full note and what it says."""
+
+    height: int
+    tree_size: int
+    text: str
+    note: str
+    signers: tuple[str, ...]
+
+
+@dataclass
+class _BlockInfo:
+    height: int
+    tree_size: int
+    text: str
+
+
+class ChainNode:
+    """One consortium member's node. Create, :meth:`start`, and :meth:`stop` when done."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        config: ConsortiumConfig,
+        signer: Signer,
+        store: ChainStore,
+        kafka_bootstrap: str,
+        producer: object,
+        ordering_topic: str = ORDERING_TOPIC,
+        cosignatures_topic: str = COSIGNATURES_TOPIC,
+        poll_max_records: int = 5000,
+    ) -> None:
+        if signer.name != name:
+            raise VerificationError(f"expected a signing key named {name!r}, got {signer.name!r}")
+        config.member(name)
+        self.name = name
+        self.config = config
+        self._signer = signer
+        self._store = store
+        self._bootstrap = kafka_bootstrap
+        self._producer = producer
+        self._poll_max = poll_max_records
+        self._ordering_topic = ordering_topic
+        self._cosignatures_topic = cosignatures_topic
+        self.tree = MemoryHashStore()
+        self.can_sign = True
+        self._lock = threading.Lock()
+        self._sealed_changed = threading.Condition(self._lock)
+        self._blocks_by_size: dict[int, _BlockInfo] = {}
+        self._sealed: dict[int, SealedCheckpoint] = {}
+        self._latest_sealed: SealedCheckpoint | None = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._sequencer: Sequencer | None = None
+        self.applied_offset = -1
+        self.end_offset = 0
+        self.alarm_count = 0
+        self.failure: BaseException | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Recover from the store, then start the sequencing and cosigning threads."""
+        self._recover()
+        for target, name in ((self._sequence_loop, "sequencer"), (self._cosign_loop, "cosigner")):
+            thread = threading.Thread(target=self._guard(target), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop both threads (the store stays consistent whenever this happens)."""
+        self._stop.set()
+        with self._lock:
+            self._sealed_changed.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    @property
+    def running(self) -> bool:
+        """True while both threads are alive."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except BaseException as error:  # a dead thread must be visible, not silent
+                self.failure = error
+                _log.exception("%s thread failed", threading.current_thread().name)
+                self._stop.set()
+
+        return run
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self) -> None:
+        state = self._store.load_state()
+        registry = KeyRegistry(self.config.genesis_keys)
+        key_indexes = set(self._store.key_entry_indexes())
+        leaf_hashes: list[bytes] = []
+        for index, raw in self._store.iter_entries():
+            if index >= state.tree_size:
+                break
+            leaf_hashes.append(leaf_hash(raw))
+            if index in key_indexes:
+                registry.apply(parse_entry(raw).body.key)
+        if len(leaf_hashes) != state.tree_size:
+            self._store_mismatch(
+                state.tree_size,
+                f"expected {state.tree_size} stored entries, found {len(leaf_hashes)}",
+            )
+        self.tree.extend(leaf_hashes)
+        self._check_tiles(state.tree_size)
+        previous_hash = GENESIS_PREVIOUS_HASH
+        for block in self._store.blocks():
+            if block.id > state.height:
+                break
+            checkpoint = parse_checkpoint(block.checkpoint)
+            if block.tree_size <= self.tree.size and (
+                tree_root(block.tree_size, self.tree) != checkpoint.root_hash
+            ):
+                self._store_mismatch(
+                    block.tree_size,
+                    f"the stored entries give another root than checkpoint {block.id}",
+                )
+            info = _BlockInfo(block.id, block.tree_size, block.checkpoint)
+            self._blocks_by_size[block.tree_size] = info
+            if block.sealed_note:
+                self._remember_sealed(info, block.sealed_note, tuple(block.signers))
+            previous_hash = checkpoint_hash(block.checkpoint)
+        self.applied_offset = state.applied_offset
+        self._sequencer = Sequencer(
+            self.config,
+            self.tree,
+            EntryValidator(registry),
+            next_height=state.height + 1,
+            previous_hash=previous_hash,
+        )
+        _log.info(
+            "node %s recovered: %d entries, height %d, offset %d%s",
+            self.name,
+            state.tree_size,
+            state.height,
+            state.applied_offset,
+            "" if self.can_sign else " — REFUSING TO SIGN: the store disagrees with itself",
+        )
+
+    def _check_tiles(self, size: int) -> None:
+        if size == 0:
+            return
+        stored = {}
+        for level in range(0, 8):
+            for index, width, data in self._store.read_tiles(level):
+                stored[(level, index)] = (width, data)
+        for tile in tiles_touched(0, size):
+            got = stored.get((tile.level, tile.index))
+            if got is None or got[1][: len(tile_bytes(self.tree, tile))] != tile_bytes(
+                self.tree, tile
+            ):
+                self._store_mismatch(
+                    size, f"stored tile {tile.level}/{tile.index} disagrees with the entries"
+                )
+                return
+
+    def _store_mismatch(self, tree_size: int, detail: str) -> None:
+        self.can_sign = False
+        _log.error("store mismatch: %s; this node will not sign", detail)
+        if self._store.raise_alarm(
+            f"store-mismatch/{self.name}/{tree_size}",
+            "STORE_MISMATCH",
+            member=self.name,
+            tree_size=tree_size,
+            checkpoints=[],
+            lines=[],
+            detail=detail,
+        ):
+            self.alarm_count += 1
+
+    # ------------------------------------------------------------------ sequencing
+
+    def _sequence_loop(self) -> None:
+        assert self._sequencer is not None
+        sequencer = self._sequencer
+        consumer = KafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            client_id=f"chain-node-{self.name}",
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+            max_poll_records=self._poll_max,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        partition = TopicPartition(self._ordering_topic, 0)
+        consumer.assign([partition])
+        consumer.seek(partition, self.applied_offset + 1)
+        pending_since: float | None = None
+        ttc_sent_for = 0
+        timeout = self.config.batch_timeout_ms / 1000
+        try:
+            while not self._stop.is_set():
+                batches = consumer.poll(timeout_ms=10, max_records=self._poll_max)
+                records = [
+                    OrderedRecord(r.offset, r.timestamp, r.value)
+                    for rs in batches.values()
+                    for r in rs
+                ]
+                if records:
+                    records.sort(key=lambda r: r.offset)
+                    output = sequencer.apply(records, self._store.stored_ids)
+                    for block in output.blocks:
+                        self._persist(block)
+                    self._store.write_rejections(
+                        (r.offset, r.entry_id, r.reason) for r in output.rejections
+                    )
+                    self.end_offset = records[-1].offset + 1
+                if sequencer.pending_count == 0:
+                    pending_since = None
+                elif pending_since is None:
+                    pending_since = time.monotonic()
+                elif (
+                    time.monotonic() - pending_since >= timeout
+                    and ttc_sent_for != sequencer.next_height
+                ):
+                    ttc_sent_for = sequencer.next_height
+                    self._producer.send(  # type: ignore[attr-defined]
+                        self._ordering_topic, ttc_record(ttc_sent_for, self.name)
+                    )
+                    self._producer.flush()  # type: ignore[attr-defined]
+        finally:
+            consumer.close()
+
+    def _persist(self, block: Block) -> None:
+        checkpoint = block.checkpoint
+        first = block.entries[0].leaf_index
+        self._store.write_entries(first, [e.parsed.raw for e in block.entries])
+        self._store.write_entry_ids(
+            (e.parsed.entry_id, e.leaf_index, e.offset, e.parsed.body.kind) for e in block.entries
+        )
+        self._store.write_tiles(
+            (tile.level, tile.index, tile.width, tile_bytes(self.tree, tile))
+            for tile in tiles_touched(first, checkpoint.size)
+        )
+        text = block.text
+        self._store.write_block(checkpoint.height, checkpoint.size, text, block.cut_offset)
+        self._store.save_state(NodeState(block.cut_offset, checkpoint.size, checkpoint.height))
+        self.applied_offset = block.cut_offset
+        info = _BlockInfo(checkpoint.height, checkpoint.size, text)
+        with self._lock:
+            self._blocks_by_size[checkpoint.size] = info
+        if self.can_sign:
+            line = signature_line(self._signer, text)
+            message = ordering_pb2.Cosignature(
+                node=self.name,
+                height=checkpoint.height,
+                tree_size=checkpoint.size,
+                checkpoint=text,
+                signature_line=line,
+            )
+            self._producer.send(  # type: ignore[attr-defined]
+                self._cosignatures_topic, message.SerializeToString(), key=self.name.encode()
+            )
+            self._producer.flush()  # type: ignore[attr-defined]
+        self._try_seal(checkpoint.size)
+
+    # ------------------------------------------------------------------ cosigning
+
+    def _cosign_loop(self) -> None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            client_id=f"chain-node-{self.name}-cosign",
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=10,
+        )
+        partition = TopicPartition(self._cosignatures_topic, 0)
+        consumer.assign([partition])
+        consumer.seek_to_beginning(partition)
+        try:
+            while not self._stop.is_set():
+                for records in consumer.poll(timeout_ms=50).values():
+                    for record in records:
+                        self._on_cosignature(record.value)
+        finally:
+            consumer.close()
+
+    def _on_cosignature(self, value: bytes) -> None:
+        message = ordering_pb2.Cosignature()
+        try:
+            message.ParseFromString(value)
+            member = self.config.member(message.node)
+            verify_signature_line(message.checkpoint, message.signature_line, [member.verifier])
+            checkpoint = parse_checkpoint(message.checkpoint)
+        except Exception as error:
+            self._alarm(
+                "BAD_COSIGNATURE",
+                message.node,
+                message.tree_size,
+                [message.checkpoint],
+                [message.signature_line],
+                f"cosignature does not verify: {error}",
+            )
+            return
+        text_hash = checkpoint_hash(message.checkpoint).hex()
+        for earlier in self._store.cosignatures(checkpoint.size):
+            if earlier.member == member.name and earlier.checkpoint != message.checkpoint:
+                self._alarm(
+                    "COSIGNATURE_CONFLICT",
+                    member.name,
+                    checkpoint.size,
+                    [earlier.checkpoint, message.checkpoint],
+                    [earlier.signature_line, message.signature_line],
+                    f"{member.name} signed two different checkpoints for size {checkpoint.size}",
+                )
+        self._store.write_cosignature(
+            member.name,
+            checkpoint.size,
+            message.checkpoint,
+            message.signature_line,
+            key=f"{member.name}/{checkpoint.size}/{text_hash}",
+        )
+        self._try_seal(checkpoint.size)
+
+    def _try_seal(self, tree_size: int) -> None:
+        with self._lock:
+            ours = self._blocks_by_size.get(tree_size)
+            if ours is None or tree_size in self._sealed:
+                return
+        agreeing: dict[str, str] = {}
+        for cosignature in self._store.cosignatures(tree_size):
+            if cosignature.checkpoint == ours.text:
+                agreeing.setdefault(cosignature.member, cosignature.signature_line)
+            else:
+                self._alarm(
+                    "CHECKPOINT_MISMATCH",
+                    cosignature.member,
+                    tree_size,
+                    [ours.text, cosignature.checkpoint],
+                    [cosignature.signature_line],
+                    f"{cosignature.member} signed a checkpoint for size {tree_size} that differs "
+                    f"from the one {self.name} computed",
+                )
+        if len(agreeing) < self.config.quorum:
+            return
+        # Lines in member order, so every node's sealed note has the same bytes.
+        order = [m.name for m in self.config.members]
+        signers = tuple(sorted(agreeing, key=order.index))
+        note = ours.text + "\n" + "".join(agreeing[name].rstrip("\n") + "\n" for name in signers)
+        self._store.seal_block(ours.height, note, signers)
+        self._remember_sealed(ours, note, signers)
+
+    def _remember_sealed(self, info: _BlockInfo, note: str, signers: tuple[str, ...]) -> None:
+        sealed = SealedCheckpoint(info.height, info.tree_size, info.text, note, signers)
+        with self._lock:
+            self._sealed[info.tree_size] = sealed
+            if self._latest_sealed is None or info.tree_size > self._latest_sealed.tree_size:
+                self._latest_sealed = sealed
+            self._sealed_changed.notify_all()
+
+    def _alarm(
+        self,
+        kind: str,
+        member: str,
+        tree_size: int,
+        checkpoints: list[str],
+        lines: list[str],
+        detail: str,
+    ) -> None:
+        alarm_id = f"{kind}/{member}/{tree_size}/" + "/".join(
+            checkpoint_hash(c).hex()[:16] for c in checkpoints
+        )
+        if self._store.raise_alarm(
+            alarm_id,
+            kind,
+            member=member,
+            tree_size=tree_size,
+            checkpoints=checkpoints,
+            lines=lines,
+            detail=detail,
+        ):
+            self.alarm_count += 1
+            _log.error("ALARM %s: %s", kind, detail)
+
+    # ------------------------------------------------------------------ reads
+
+    @property
+    def store(self) -> ChainStore:
+        """The node's store (read-only use by the service)."""
+        return self._store
+
+    @property
+    def pending_count(self) -> int:
+        """Valid entries waiting for the next cut."""
+        return self._sequencer.pending_count if self._sequencer else 0
+
+    def is_pending(self, entry_id: str) -> bool:
+        """True if ``entry_id`` is valid and waiting for the next cut."""
+        sequencer = self._sequencer
+        return sequencer is not None and any(
+            e.parsed.entry_id == entry_id for e in list(sequencer.pending)
+        )
+
+    def latest_sealed(self) -> SealedCheckpoint | None:
+        """The newest sealed checkpoint, if any."""
+        with self._lock:
+            return self._latest_sealed
+
+    def sealed_checkpoints(self, from_size: int = 0) -> list[SealedCheckpoint]:
+        """Sealed checkpoints with tree size >= ``from_size``, oldest first."""
+        with self._lock:
+            return sorted(
+                (s for s in self._sealed.values() if s.tree_size >= from_size),
+                key=lambda s: s.tree_size,
+            )
+
+    def sealed_at(self, tree_size: int) -> SealedCheckpoint | None:
+        """The sealed checkpoint of exactly ``tree_size`` leaves, if there is one."""
+        with self._lock:
+            return self._sealed.get(tree_size)
+
+    def wait_sealed(
+        self, predicate: Callable[[SealedCheckpoint], bool], timeout: float
+    ) -> SealedCheckpoint | None:
+        """Wait up to ``timeout`` s for a sealed checkpoint satisfying ``predicate``."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                latest = self._latest_sealed
+                if latest is not None and predicate(latest):
+                    return latest
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return None
+                self._sealed_changed.wait(remaining)
+
+    def kind_of(self, raw: bytes) -> int:
+        """The entry kind of stored entry bytes (ENTRY_KIND_UNSPECIFIED if unparseable)."""
+        try:
+            return parse_entry(raw).body.kind
+        except SwiftchainError:
+            return common_pb2.ENTRY_KIND_UNSPECIFIED

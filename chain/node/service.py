@@ -1,0 +1,292 @@
+"""ChainService: the node's gRPC face. Translates protobuf <-> node reads; no logic of its own
+beyond bounds checks. Only sealed checkpoints are served (DESIGN §3.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import grpc
+from swiftchain.chain.v1 import (
+    chain_service_pb2 as pb,
+)
+from swiftchain.chain.v1 import (
+    chain_service_pb2_grpc as pb_grpc,
+)
+from swiftchain.chain.v1 import consortium_pb2, entry_pb2
+from swiftchain.common.v1 import common_pb2
+
+from chain.checkpoint import parse_checkpoint
+from chain.consortium import ConsortiumConfig
+from chain.entry import KINDS_BY_NAME
+from chain.errors import InvalidInputError, NotFoundError, PreconditionError
+from chain.node.node import ChainNode, SealedCheckpoint
+from chain.node.store import EntryIdDoc
+from chain.proof_build import consistency_proof, inclusion_proof
+
+MAX_ENTRIES_PER_PAGE = 1000
+DEFAULT_WAIT_SECONDS = 30.0
+
+
+def sealed_message(sealed: SealedCheckpoint) -> pb.SealedCheckpoint:
+    """The protobuf form of a sealed checkpoint."""
+    checkpoint = parse_checkpoint(sealed.text)
+    message = pb.SealedCheckpoint(
+        note=sealed.note,
+        origin=checkpoint.origin,
+        tree_size=checkpoint.size,
+        root_hash=checkpoint.root_hash,
+        height=checkpoint.height,
+        previous_checkpoint_hash=checkpoint.previous_hash,
+        signers=list(sealed.signers),
+    )
+    message.cut_time.FromMilliseconds(checkpoint.cut_time_ms)
+    return message
+
+
+def consortium_message(config: ConsortiumConfig) -> consortium_pb2.Consortium:
+    """The protobuf form of the consortium config."""
+    message = consortium_pb2.Consortium(
+        origin=config.origin,
+        quorum=config.quorum,
+        batch_max=config.batch_max,
+        members=[
+            consortium_pb2.ConsortiumMember(name=m.name, verifier_key=m.verifier_key)
+            for m in config.members
+        ],
+        genesis_keys=[
+            entry_pb2.KeyDetail(
+                action=entry_pb2.KEY_ACTION_REGISTER,
+                owner_id=k.owner_id,
+                owner_kind=entry_pb2.KEY_OWNER_KIND_SERVICE,
+                key_id=k.key_id,
+                public_key=k.public_key,
+                allowed_kinds=[
+                    common_pb2.EntryKind.ValueType(KINDS_BY_NAME[n]) for n in k.allowed_kinds
+                ],
+            )
+            for k in config.genesis_keys
+        ],
+    )
+    message.batch_timeout.FromMilliseconds(config.batch_timeout_ms)
+    return message
+
+
+def _wait_seconds(context: grpc.ServicerContext) -> float:
+    remaining = context.time_remaining()
+    return DEFAULT_WAIT_SECONDS if remaining is None else max(0.0, remaining - 0.05)
+
+
+def _at_least(size: int) -> Callable[[SealedCheckpoint], bool]:
+    return lambda sealed: sealed.tree_size >= size
+
+
+class ChainServicer(pb_grpc.ChainServiceServicer):
+    """Serves one node's sealed log."""
+
+    def __init__(self, node: ChainNode) -> None:
+        self._node = node
+
+    def _latest(self) -> SealedCheckpoint:
+        latest = self._node.latest_sealed()
+        if latest is None:
+            raise PreconditionError("no checkpoint has been sealed yet; try again shortly")
+        return latest
+
+    def GetCheckpoint(
+        self, request: pb.GetCheckpointRequest, context: grpc.ServicerContext
+    ) -> pb.GetCheckpointResponse:
+        return pb.GetCheckpointResponse(checkpoint=sealed_message(self._latest()))
+
+    def GetInclusionProof(
+        self, request: pb.GetInclusionProofRequest, context: grpc.ServicerContext
+    ) -> pb.GetInclusionProofResponse:
+        which = request.WhichOneof("entry")
+        if which == "entry_id":
+            found = self._node.store.find_entry(request.entry_id)
+            if found is None and request.wait_until_sealed:
+                found = self._wait_for_entry(request.entry_id, context)
+            if found is None:
+                raise NotFoundError(self._why_not_found(request.entry_id))
+            index = int(found.leaf_index)
+        elif which == "leaf_index":
+            index = request.leaf_index
+        else:
+            raise InvalidInputError("expected leaf_index or entry_id, got neither")
+        sealed = self._sealed_covering(index, request.wait_until_sealed, context)
+        if request.HasField("tree_size"):
+            at = self._node.sealed_at(request.tree_size)
+            if at is None:
+                raise NotFoundError(
+                    f"expected the size of a sealed checkpoint, got {request.tree_size}"
+                )
+            if index >= at.tree_size:
+                raise InvalidInputError(
+                    f"expected a leaf index below tree size {at.tree_size}, got {index}"
+                )
+            sealed = at
+        entry = self._node.store.read_entries(index, index + 1)
+        return pb.GetInclusionProofResponse(
+            leaf_index=index,
+            entry=entry[0] if entry else b"",
+            tree_size=sealed.tree_size,
+            proof=inclusion_proof(index, sealed.tree_size, self._node.tree),
+            checkpoint=sealed_message(sealed),
+        )
+
+    def _wait_for_entry(self, entry_id: str, context: grpc.ServicerContext) -> EntryIdDoc | None:
+        found: EntryIdDoc | None = None
+
+        def sequenced(_: SealedCheckpoint) -> bool:
+            nonlocal found
+            found = self._node.store.find_entry(entry_id)
+            return found is not None or self._node.store.find_rejection(entry_id) is not None
+
+        self._node.wait_sealed(sequenced, _wait_seconds(context))
+        return found
+
+    def _why_not_found(self, entry_id: str) -> str:
+        rejection = self._node.store.find_rejection(entry_id)
+        if rejection is not None:
+            return f"entry {entry_id} was rejected: {rejection.reason}"
+        if self._node.is_pending(entry_id):
+            return f"entry {entry_id} is valid and waiting for the next block"
+        return f"entry {entry_id} has not been seen by node {self._node.name}"
+
+    def _sealed_covering(
+        self, index: int, wait: bool, context: grpc.ServicerContext
+    ) -> SealedCheckpoint:
+        latest = self._node.latest_sealed()
+        if latest is not None and index < latest.tree_size:
+            return latest
+        if wait:
+            latest = self._node.wait_sealed(lambda s: index < s.tree_size, _wait_seconds(context))
+            if latest is not None:
+                return latest
+        size = 0 if latest is None else latest.tree_size
+        raise PreconditionError(
+            f"leaf {index} is not covered by a sealed checkpoint yet (sealed size {size})"
+        )
+
+    def GetConsistencyProof(
+        self, request: pb.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> pb.GetConsistencyProofResponse:
+        latest = self._latest()
+        second = request.second_size if request.HasField("second_size") else latest.tree_size
+        sealed = self._node.sealed_at(second)
+        if sealed is None:
+            raise NotFoundError(f"expected the size of a sealed checkpoint, got {second}")
+        if not 0 < request.first_size <= second:
+            raise InvalidInputError(
+                f"expected 0 < first_size <= {second}, got first_size {request.first_size}"
+            )
+        return pb.GetConsistencyProofResponse(
+            first_size=request.first_size,
+            second_size=second,
+            proof=consistency_proof(request.first_size, second, self._node.tree),
+            checkpoint=sealed_message(sealed),
+        )
+
+    def GetEntries(
+        self, request: pb.GetEntriesRequest, context: grpc.ServicerContext
+    ) -> pb.GetEntriesResponse:
+        latest = self._latest()
+        if request.start >= request.end:
+            raise InvalidInputError(
+                f"expected start < end, got start {request.start}, end {request.end}"
+            )
+        if request.start >= latest.tree_size:
+            raise InvalidInputError(
+                f"expected start below the sealed tree size {latest.tree_size}, got {request.start}"
+            )
+        end = min(request.end, latest.tree_size, request.start + MAX_ENTRIES_PER_PAGE)
+        return pb.GetEntriesResponse(
+            start=request.start,
+            entries=self._node.store.read_entries(request.start, end),
+            sealed_tree_size=latest.tree_size,
+        )
+
+    def GetEntryStatus(
+        self, request: pb.GetEntryStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetEntryStatusResponse:
+        entry_id = request.entry_id
+        if not entry_id:
+            raise InvalidInputError("expected an entry id, got an empty one")
+        found = self._node.store.find_entry(entry_id)
+        if found is not None:
+            latest = self._node.latest_sealed()
+            sealed = latest is not None and found.leaf_index < latest.tree_size
+            response = pb.GetEntryStatusResponse(
+                entry_id=entry_id,
+                state=common_pb2.ENTRY_STATE_SEALED if sealed else common_pb2.ENTRY_STATE_SEQUENCED,
+                ordering_offset=found.offset,
+                leaf_index=found.leaf_index,
+            )
+            if sealed and latest is not None:
+                response.sealed_tree_size = latest.tree_size
+            return response
+        rejection = self._node.store.find_rejection(entry_id)
+        if rejection is not None:
+            return pb.GetEntryStatusResponse(
+                entry_id=entry_id,
+                state=common_pb2.ENTRY_STATE_REJECTED,
+                rejection_detail=rejection.reason,
+                ordering_offset=int(rejection.id),
+            )
+        if self._node.is_pending(entry_id):
+            return pb.GetEntryStatusResponse(
+                entry_id=entry_id, state=common_pb2.ENTRY_STATE_PENDING
+            )
+        raise NotFoundError(f"entry {entry_id} has not been seen by node {self._node.name}")
+
+    def WatchCheckpoints(
+        self, request: pb.WatchCheckpointsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchCheckpointsResponse]:
+        next_size = request.from_tree_size
+        while context.is_active():
+            for sealed in self._node.sealed_checkpoints(next_size):
+                yield pb.WatchCheckpointsResponse(checkpoint=sealed_message(sealed))
+                next_size = sealed.tree_size + 1
+            self._node.wait_sealed(_at_least(next_size), 1.0)
+
+    def GetConsortium(
+        self, request: pb.GetConsortiumRequest, context: grpc.ServicerContext
+    ) -> pb.GetConsortiumResponse:
+        return pb.GetConsortiumResponse(consortium=consortium_message(self._node.config))
+
+    def GetNodeStatus(
+        self, request: pb.GetNodeStatusRequest, context: grpc.ServicerContext
+    ) -> pb.GetNodeStatusResponse:
+        node = self._node
+        latest = node.latest_sealed()
+        response = pb.GetNodeStatusResponse(
+            node=node.name,
+            origin=node.config.origin,
+            applied_offset=max(node.applied_offset, 0),
+            end_offset=node.end_offset,
+            tree_size=node.tree.size,
+            height=len(node.sealed_checkpoints()) if latest is None else latest.height,
+            pending_entries=node.pending_count,
+            alarm_count=node.alarm_count,
+            rejected_entries=node.store.count_rejections(),
+        )
+        if latest is not None:
+            response.last_sealed.CopyFrom(sealed_message(latest))
+        return response
+
+    def ListAlarms(
+        self, request: pb.ListAlarmsRequest, context: grpc.ServicerContext
+    ) -> pb.ListAlarmsResponse:
+        alarms = []
+        for doc in self._node.store.alarms():
+            alarm = pb.Alarm(
+                alarm_id=doc.id,
+                kind=pb.AlarmKind.Value(f"ALARM_KIND_{doc.kind}"),
+                node=doc.member or "",
+                tree_size=doc.tree_size or 0,
+                checkpoints=list(doc.checkpoints),
+                signature_lines=list(doc.signature_lines),
+                detail=doc.detail or "",
+            )
+            alarm.raise_time.FromDatetime(doc.raised_at)
+            alarms.append(alarm)
+        return pb.ListAlarmsResponse(alarms=alarms)

@@ -1,0 +1,109 @@
+"""Creating a consortium's files: the public config and each member's private keys.
+
+Used by ``make up`` on first start and by tests. A real consortium creates each member's key on
+that member's own machine and shares only the verifier keys; this puts them side by side for a
+local stack.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from chain.consortium import ConsortiumConfig, GenesisKey, Member, parse_consortium
+from chain.note import generate_key
+
+REGISTRAR_KEY_ID = "registrar"
+REGISTRAR_OWNER = "identity"
+
+
+@dataclass(frozen=True)
+class ConsortiumFiles:
+    """Where a consortium's files are."""
+
+    folder: Path
+
+    @property
+    def config_path(self) -> Path:
+        """The public config."""
+        return self.folder / "consortium.json"
+
+    def node_key_path(self, member: str) -> Path:
+        """A member node's signed-note private key."""
+        return self.folder / f"{member}.key"
+
+    @property
+    def registrar_key_path(self) -> Path:
+        """The registrar's Ed25519 private key (PEM), used by the identity service."""
+        return self.folder / "registrar.pem"
+
+    def load(self) -> ConsortiumConfig:
+        """The config."""
+        return parse_consortium(self.config_path.read_text())
+
+
+def _write_secret(path: Path, data: bytes) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_bytes(data)
+
+
+def create_consortium(
+    folder: Path,
+    members: list[str],
+    *,
+    quorum: int,
+    origin: str,
+    batch_max: int = 500,
+    batch_timeout_ms: int = 50,
+) -> ConsortiumFiles:
+    """Create keys and config in ``folder`` unless a config is there already (then keep it)."""
+    files = ConsortiumFiles(folder)
+    if files.config_path.exists():
+        files.load()
+        return files
+    folder.mkdir(parents=True, exist_ok=True)
+    verifier_keys = []
+    for name in members:
+        skey, vkey = generate_key(name)
+        _write_secret(files.node_key_path(name), (skey + "\n").encode())
+        verifier_keys.append(Member(name, vkey))
+    registrar = Ed25519PrivateKey.generate()
+    _write_secret(
+        files.registrar_key_path,
+        registrar.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    public = registrar.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    config = ConsortiumConfig(
+        origin=origin,
+        quorum=quorum,
+        members=tuple(verifier_keys),
+        genesis_keys=(GenesisKey(REGISTRAR_KEY_ID, REGISTRAR_OWNER, ("KEY",), public),),
+        batch_max=batch_max,
+        batch_timeout_ms=batch_timeout_ms,
+    )
+    files.config_path.write_text(config.to_json())
+    return files
+
+
+def load_registrar_key(files: ConsortiumFiles) -> Ed25519PrivateKey:
+    """The registrar's private key."""
+    key = serialization.load_pem_private_key(files.registrar_key_path.read_bytes(), None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise TypeError("expected an Ed25519 registrar key")
+    return key
+
+
+def public_key_b64(key: Ed25519PrivateKey) -> str:
+    """Base64 of the raw public key."""
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()

@@ -1,0 +1,49 @@
+"""Settings shared by every process, read from ``SWIFTCHAIN_*`` environment variables.
+
+Each process has one settings class that subclasses :class:`ProcessSettings` and adds its own
+fields; defaults work for the local stack that ``make up`` starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Default gRPC ports of DESIGN §2.
+IDENTITY_PORT = 50051
+ANCHORING_PORT = 50052
+CONSENT_PORT = 50053
+AUDIT_PORT = 50054
+FIRST_NODE_PORT = 50061
+
+
+class ProcessSettings(BaseSettings):
+    """What every Swiftchain process needs: where it listens, Kafka, Mongo, limits."""
+
+    model_config = SettingsConfigDict(env_prefix="SWIFTCHAIN_", extra="ignore", frozen=True)
+
+    #: Name of this process, used in logs, spans and as the Kafka client id.
+    process_name: str = "swiftchain"
+    listen_host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    mongo_uri: str = "mongodb://127.0.0.1:27017/"
+    #: Largest request or response message, in bytes.
+    max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    #: Seconds a SIGTERM waits for in-flight RPCs before the server stops.
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    #: gRPC worker threads.
+    max_workers: int = Field(default=16, ge=1)
+    #: Folder with the platform CA, this process's certificate and key (see docs/security.md).
+    #: Empty means plaintext on loopback, for unit tests only.
+    tls_dir: Path | None = None
+    log_level: str = "INFO"
+    #: Log lines as JSON objects (with trace ids) rather than text.
+    log_json: bool = False
+
+    @property
+    def address(self) -> str:
+        """host:port this process listens on."""
+        return f"{self.listen_host}:{self.port}"

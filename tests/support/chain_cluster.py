@@ -1,0 +1,216 @@
+"""A real three-node chain for integration tests: node processes on free ports, own topics."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from kafka import KafkaProducer
+
+from chain.entry import EntrySigner, new_entry_id
+from chain.node.setup import ConsortiumFiles, create_consortium, load_registrar_key
+from chain.sequencer import entry_record
+from devstack.kafka import create_topics
+from devstack.process import ManagedProcess, free_port
+from devstack.topics import COSIGNATURES_TOPIC, ORDERING_TOPIC, topic_spec
+from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc, entry_pb2
+from swiftchain.common.v1 import common_pb2
+
+MEMBERS = ("hospital-a", "hospital-b", "hospital-c")
+HOSPITAL = "hospital-x"
+
+
+def _now() -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromMilliseconds(int(time.time() * 1000))
+    return stamp
+
+
+class ChainCluster:
+    """Three chain nodes (quorum 2) sharing fresh topics on the test run's Kafka."""
+
+    def __init__(
+        self,
+        root: Path,
+        kafka_bootstrap: str,
+        mongo_uri: str,
+        *,
+        batch_max: int = 50,
+        batch_timeout_ms: int = 100,
+    ) -> None:
+        suffix = uuid.uuid4().hex[:8]
+        self.root = root
+        self.kafka = kafka_bootstrap
+        self.mongo_uri = mongo_uri
+        self.ordering_topic = f"{ORDERING_TOPIC}.{suffix}"
+        self.cosignatures_topic = f"{COSIGNATURES_TOPIC}.{suffix}"
+        self.db_suffix = suffix
+        create_topics(
+            kafka_bootstrap,
+            specs=[
+                dataclasses.replace(topic_spec(ORDERING_TOPIC), name=self.ordering_topic),
+                dataclasses.replace(topic_spec(COSIGNATURES_TOPIC), name=self.cosignatures_topic),
+            ],
+        )
+        self.files: ConsortiumFiles = create_consortium(
+            root / "consortium",
+            list(MEMBERS),
+            quorum=2,
+            origin=f"test.swiftchain/{suffix}",
+            batch_max=batch_max,
+            batch_timeout_ms=batch_timeout_ms,
+        )
+        self.config = self.files.load()
+        self.ports = {name: free_port() for name in MEMBERS}
+        self.processes: dict[str, ManagedProcess] = {}
+        self.producer = KafkaProducer(
+            bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+        )
+        self.registrar = EntrySigner("registrar", load_registrar_key(self.files))
+        self.hospital_key = Ed25519PrivateKey.generate()
+        self.hospital = EntrySigner(f"{HOSPITAL}/key-1", self.hospital_key)
+
+    def database(self, name: str) -> str:
+        """The node's database name in this test."""
+        return f"chain_{name.replace('-', '_')}_{self.db_suffix}"
+
+    def start(self, name: str) -> None:
+        """Start (or restart) node ``name`` and wait until it answers SERVING."""
+        env = {
+            "SWIFTCHAIN_NODE_NAME": name,
+            "SWIFTCHAIN_PORT": str(self.ports[name]),
+            "SWIFTCHAIN_KAFKA_BOOTSTRAP": self.kafka,
+            "SWIFTCHAIN_MONGO_URI": self.mongo_uri,
+            "SWIFTCHAIN_CONSORTIUM_FILE": str(self.files.config_path),
+            "SWIFTCHAIN_SIGNING_KEY_FILE": str(self.files.node_key_path(name)),
+            "SWIFTCHAIN_ORDERING_TOPIC": self.ordering_topic,
+            "SWIFTCHAIN_COSIGNATURES_TOPIC": self.cosignatures_topic,
+            "SWIFTCHAIN_DATABASE": self.database(name),
+        }
+        process = ManagedProcess(
+            name,
+            [sys.executable, "-m", "chain.node"],
+            log_path=self.root / f"{name}.log",
+            env=env,
+        ).start()
+        self.processes[name] = process
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if not process.is_running():
+                raise process.error(f"node {name} exited during start")
+            try:
+                with grpc.insecure_channel(f"127.0.0.1:{self.ports[name]}") as channel:
+                    status = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1
+                    )
+                if status.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+        raise process.error(f"node {name} did not answer SERVING within 60 s")
+
+    def start_all(self) -> None:
+        """Start every node."""
+        for name in MEMBERS:
+            self.start(name)
+
+    def stop(self, name: str) -> None:
+        """Stop node ``name`` with SIGTERM."""
+        self.processes[name].stop()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL node ``name``'s whole process group."""
+        process = self.processes[name]
+        process.stop(grace=0)
+
+    def stop_all(self) -> None:
+        """Stop every node."""
+        for process in self.processes.values():
+            process.stop()
+        self.producer.close()
+
+    @contextmanager
+    def client(self, name: str) -> Iterator[chain_service_pb2_grpc.ChainServiceStub]:
+        """A ChainService stub for node ``name``."""
+        with grpc.insecure_channel(f"127.0.0.1:{self.ports[name]}") as channel:
+            yield chain_service_pb2_grpc.ChainServiceStub(channel)
+
+    # ---------------------------------------------------------------- entries
+
+    def hospital_key_entry(self) -> bytes:
+        """A KEY entry (by the registrar) registering the test hospital's RECORD key."""
+        public = self.hospital_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        body = entry_pb2.EntryBody(
+            entry_id=new_entry_id(),
+            kind=common_pb2.ENTRY_KIND_KEY,
+            submitter_id="identity",
+            time=_now(),
+            commitment=bytes(32),
+            key=entry_pb2.KeyDetail(
+                action=entry_pb2.KEY_ACTION_REGISTER,
+                owner_id=HOSPITAL,
+                owner_kind=entry_pb2.KEY_OWNER_KIND_ORGANIZATION,
+                owner_role=common_pb2.ORGANIZATION_ROLE_HOSPITAL,
+                key_id=self.hospital.key_id,
+                public_key=public,
+                reason=entry_pb2.KEY_REASON_NEW_KEY,
+                allowed_kinds=[common_pb2.ENTRY_KIND_RECORD],
+            ),
+        )
+        return self.registrar.sign_entry(body.SerializeToString())
+
+    @staticmethod
+    def record_body(entry_id: str | None = None, version: int = 1) -> bytes:
+        """A RECORD entry body with random commitment and tags."""
+        return entry_pb2.EntryBody(
+            entry_id=entry_id or new_entry_id(),
+            kind=common_pb2.ENTRY_KIND_RECORD,
+            submitter_id=HOSPITAL,
+            time=_now(),
+            commitment=uuid.uuid4().bytes * 2,
+            subject_tag=uuid.uuid4().bytes * 2,
+            record=entry_pb2.RecordDetail(
+                record_tag=uuid.uuid4().bytes * 2,
+                version=version,
+                action=common_pb2.RECORD_ACTION_CREATE,
+                reason_code="clinical-update",
+            ),
+        ).SerializeToString()
+
+    def submit(self, entries: Sequence[bytes]) -> None:
+        """Send entries to the ordering topic (idempotent producer, acks=all)."""
+        for entry in entries:
+            self.producer.send(self.ordering_topic, entry_record(entry))
+        self.producer.flush()
+
+    def wait_sealed_size(self, name: str, size: int, timeout: float = 60) -> str:
+        """Wait until node ``name`` serves a sealed checkpoint of at least ``size``; its note."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            with self.client(name) as stub:
+                try:
+                    response = stub.GetCheckpoint(chain_service_pb2.GetCheckpointRequest(), timeout=2)
+                    last = response.checkpoint
+                    if last.tree_size >= size:
+                        return str(last.note)
+                except grpc.RpcError:
+                    pass
+            time.sleep(0.1)
+        raise AssertionError(
+            f"node {name} did not seal size {size} within {timeout}s (last: "
+            f"{last.tree_size if last else None}); log:\n{self.processes[name].log_tail()}"
+        )
