@@ -18,13 +18,13 @@ from functools import cached_property
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
-from swiftchain.chain.v1 import entry_pb2
-from swiftchain.common.v1 import common_pb2
 
 from chain.errors import InvalidInputError
 from chain.hashing import HASH_SIZE, leaf_hash
 from chain.proof_build import inclusion_proof, tree_root
 from chain.tiles import MemoryHashStore
+from swiftchain.chain.v1 import entry_pb2
+from swiftchain.common.v1 import common_pb2
 
 ENTRY_SIGNATURE_CONTEXT = b"swiftchain/entry/v1\n"
 BATCH_SIGNATURE_CONTEXT = b"swiftchain/batch/v1\n"

@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf.message import DecodeError
-from swiftchain.chain.v1 import entry_pb2, ordering_pb2
 
 from chain.checkpoint import GENESIS_PREVIOUS_HASH, Checkpoint
 from chain.consortium import ConsortiumConfig
@@ -22,6 +21,7 @@ from chain.entry import ParsedEntry, parse_entry
 from chain.errors import InvalidInputError, SwiftchainError
 from chain.tiles import MemoryHashStore
 from chain.validation import EntryValidator
+from swiftchain.chain.v1 import entry_pb2, ordering_pb2
 
 
 @dataclass(frozen=True)

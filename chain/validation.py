@@ -15,8 +15,6 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from swiftchain.chain.v1 import entry_pb2
-from swiftchain.common.v1 import common_pb2
 
 from chain.consortium import GenesisKey
 from chain.entry import (
@@ -30,6 +28,8 @@ from chain.entry import (
 from chain.errors import InvalidInputError, VerificationError
 from chain.hashing import leaf_hash
 from chain.proof_verify import root_from_inclusion_proof
+from swiftchain.chain.v1 import entry_pb2
+from swiftchain.common.v1 import common_pb2
 
 
 @dataclass

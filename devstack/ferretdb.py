@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from devstack.paths import cache_dir
+from devstack.paths import cache_dir, file_lock
 from devstack.process import ManagedProcess, free_port, port_open, tail
 from devstack.toolchain import BootstrapError, find_go
 from devstack.versions import FERRETDB_MODULE, FERRETDB_VERSION
@@ -96,6 +96,16 @@ def ensure_ferretdb(cache: Path | None = None, *, log: Log = _print) -> Path:
     binary = ferretdb_binary(cache)
     if _complete(binary):
         return binary
+    with file_lock(
+        binary.parent.parent / f"{binary.parent.name}.lock",
+        on_wait=lambda: log("waiting for another process that is building FerretDB…"),
+    ):
+        if _complete(binary):  # the other process finished it
+            return binary
+        return _build_ferretdb(binary, log)
+
+
+def _build_ferretdb(binary: Path, log: Log) -> Path:
     go = find_go()
     out_dir = binary.parent
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from devstack.paths import cache_dir
+from devstack.paths import cache_dir, file_lock
 from devstack.process import ManagedProcess, ProcessError, free_port, port_open, tail
 from devstack.toolchain import BootstrapError, find_java, find_maven, java_home_of
 from devstack.topics import TOPICS, TopicSpec, min_insync_replicas_for
@@ -84,6 +84,16 @@ def ensure_kafka(cache: Path | None = None, *, log: Log = _print) -> Path:
     home = kafka_home(cache)
     if _complete(home):
         return home
+    with file_lock(
+        home.parent / f"{home.name}.lock",
+        on_wait=lambda: log("waiting for another process that is fetching the Kafka jars…"),
+    ):
+        if _complete(home):  # the other process finished it
+            return home
+        return _fetch_kafka(home, log)
+
+
+def _fetch_kafka(home: Path, log: Log) -> Path:
     java = find_java()
     mvn = find_maven()
     home.mkdir(parents=True, exist_ok=True)

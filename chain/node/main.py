@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from swiftchain.chain.v1 import chain_service_pb2_grpc
-
 from chain.consortium import parse_consortium
 from chain.node.node import COSIGNATURES_TOPIC, ORDERING_TOPIC, ChainNode
 from chain.node.service import ChainServicer
@@ -14,9 +12,9 @@ from chain.node.store import ALIAS, ChainStore
 from chain.note import new_signer
 from services.common import mongo
 from services.common.kafka import make_producer
-from services.common.server import ServiceRegistration, build_server, run_until_signalled
+from services.common.server import ServiceRegistration, configure_process, serve
 from services.common.settings import FIRST_NODE_PORT, ProcessSettings
-from services.common.telemetry import configure_logging, configure_tracing
+from swiftchain.chain.v1 import chain_service_pb2_grpc
 
 _log = logging.getLogger(__name__)
 
@@ -65,12 +63,11 @@ def build_node(settings: NodeSettings) -> ChainNode:
 def main() -> None:
     """Run a node until SIGTERM."""
     settings = NodeSettings()
-    configure_logging(settings.log_level, json_lines=settings.log_json)
-    configure_tracing(f"chain-node-{settings.node_name}")
+    configure_process(settings)
     node = build_node(settings)
     node.start()
     servicer = ChainServicer(node)
-    server = build_server(
+    serve(
         settings,
         [
             ServiceRegistration(
@@ -78,5 +75,5 @@ def main() -> None:
                 lambda s: chain_service_pb2_grpc.add_ChainServiceServicer_to_server(servicer, s),
             )
         ],
+        on_stop=node.stop,
     )
-    run_until_signalled(server, settings.shutdown_grace_seconds, on_stop=node.stop)

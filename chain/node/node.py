@@ -19,8 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
-from swiftchain.chain.v1 import ordering_pb2
-from swiftchain.common.v1 import common_pb2
 
 from chain.checkpoint import GENESIS_PREVIOUS_HASH, checkpoint_hash, parse_checkpoint
 from chain.consortium import ConsortiumConfig
@@ -33,6 +31,8 @@ from chain.proof_build import tree_root
 from chain.sequencer import Block, OrderedRecord, Sequencer, ttc_record
 from chain.tiles import MemoryHashStore, tile_bytes, tiles_touched
 from chain.validation import EntryValidator, KeyRegistry
+from swiftchain.chain.v1 import ordering_pb2
+from swiftchain.common.v1 import common_pb2
 
 _log = logging.getLogger(__name__)
 

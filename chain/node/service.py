@@ -6,14 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import grpc
-from swiftchain.chain.v1 import (
-    chain_service_pb2 as pb,
-)
-from swiftchain.chain.v1 import (
-    chain_service_pb2_grpc as pb_grpc,
-)
-from swiftchain.chain.v1 import consortium_pb2, entry_pb2
-from swiftchain.common.v1 import common_pb2
 
 from chain.checkpoint import parse_checkpoint
 from chain.consortium import ConsortiumConfig
@@ -22,6 +14,14 @@ from chain.errors import InvalidInputError, NotFoundError, PreconditionError
 from chain.node.node import ChainNode, SealedCheckpoint
 from chain.node.store import EntryIdDoc
 from chain.proof_build import consistency_proof, inclusion_proof
+from swiftchain.chain.v1 import (
+    chain_service_pb2 as pb,
+)
+from swiftchain.chain.v1 import (
+    chain_service_pb2_grpc as pb_grpc,
+)
+from swiftchain.chain.v1 import consortium_pb2, entry_pb2
+from swiftchain.common.v1 import common_pb2
 
 MAX_ENTRIES_PER_PAGE = 1000
 DEFAULT_WAIT_SECONDS = 30.0

@@ -22,6 +22,7 @@ from opentelemetry.instrumentation.grpc import server_interceptor
 
 from services.common.errors import ErrorMappingInterceptor
 from services.common.settings import ProcessSettings
+from services.common.telemetry import configure_logging, configure_tracing
 from services.common.tls import server_credentials
 
 _log = logging.getLogger(__name__)
@@ -119,3 +120,20 @@ def run_until_signalled(
     server.stop(grace)
     on_stop()
     _log.info("stopped")
+
+
+def configure_process(settings: ProcessSettings) -> None:
+    """Logging and tracing for a process, from its settings; call first in ``main``."""
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    configure_tracing(settings.process_name)
+
+
+def serve(
+    settings: ProcessSettings,
+    services: Sequence[ServiceRegistration],
+    *,
+    on_stop: Callable[[], None] = lambda: None,
+) -> None:
+    """Build the server, serve until SIGTERM or SIGINT, stop gracefully, then ``on_stop``."""
+    server = build_server(settings, services)
+    run_until_signalled(server, settings.shutdown_grace_seconds, on_stop)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from chain.checkpoint import parse_checkpoint, verify_sealed_checkpoint
+from chain.hashing import leaf_hash
 from chain.note import parse_note
 from chain.proof_verify import verify_inclusion
-from chain.hashing import leaf_hash
 from swiftchain.chain.v1 import chain_service_pb2
 from swiftchain.common.v1 import common_pb2
 from tests.support.chain_cluster import MEMBERS, ChainCluster
@@ -45,7 +45,10 @@ def test_three_nodes_seal_identical_checkpoints_and_serve_proofs(cluster: ChainC
         )
     checkpoint = parse_checkpoint(parse_note(response.checkpoint.note.encode()).text)
     verify_inclusion(
-        leaf_hash(response.entry), response.leaf_index, checkpoint.size, list(response.proof),
+        leaf_hash(response.entry),
+        response.leaf_index,
+        checkpoint.size,
+        list(response.proof),
         checkpoint.root_hash,
     )
 
@@ -72,3 +75,93 @@ def _entry_id(body: bytes) -> str:
     parsed = entry_pb2.EntryBody()
     parsed.ParseFromString(body)
     return parsed.entry_id
+
+
+def _checkpoint_text(note: str) -> str:
+    return parse_note(note.encode()).text
+
+
+def _sealed_at(cluster: ChainCluster, name: str, size: int) -> str:
+    """The checkpoint text node ``name`` sealed for exactly ``size`` entries."""
+    with cluster.client(name) as stub:
+        for response in stub.WatchCheckpoints(
+            chain_service_pb2.WatchCheckpointsRequest(from_tree_size=size), timeout=30
+        ):
+            assert response.checkpoint.tree_size == size, "sizes are block boundaries"
+            return _checkpoint_text(response.checkpoint.note)
+    raise AssertionError(f"{name} has no sealed checkpoint of size {size}")
+
+
+def _submit_records(cluster: ChainCluster, count: int) -> None:
+    cluster.submit(cluster.hospital.sign_batch([cluster.record_body() for _ in range(count)]))
+
+
+def test_two_of_three_nodes_seal(cluster: ChainCluster) -> None:
+    cluster.start("hospital-a")
+    cluster.start("hospital-b")
+    cluster.submit([cluster.hospital_key_entry()])
+    _submit_records(cluster, 99)
+    note = cluster.wait_sealed_size("hospital-a", 100)
+    checkpoint = verify_sealed_checkpoint(
+        note.encode(), cluster.config.verifiers, 2, cluster.config.origin
+    )
+    assert checkpoint.size == 100
+    assert "hospital-c" not in note
+
+
+def test_sigkilled_node_resumes_and_reaches_the_same_root(cluster: ChainCluster) -> None:
+    cluster.start_all()
+    cluster.submit([cluster.hospital_key_entry()])
+    _submit_records(cluster, 149)
+    cluster.wait_sealed_size("hospital-c", 150)
+    cluster.kill("hospital-c")
+    _submit_records(cluster, 100)
+    cluster.wait_sealed_size("hospital-a", 250)
+    cluster.start("hospital-c")
+    cluster.wait_sealed_size("hospital-c", 250)
+    assert _sealed_at(cluster, "hospital-c", 250) == _sealed_at(cluster, "hospital-a", 250)
+
+
+def test_wiped_node_rebuilds_identical_checkpoints(cluster: ChainCluster) -> None:
+    cluster.start_all()
+    cluster.submit([cluster.hospital_key_entry()])
+    _submit_records(cluster, 199)
+    cluster.wait_sealed_size("hospital-b", 200)
+    cluster.stop("hospital-b")
+    cluster.drop_database("hospital-b")
+    cluster.start("hospital-b")
+    cluster.wait_sealed_size("hospital-b", 200)
+    for size in (50, 100, 150, 200):
+        assert _sealed_at(cluster, "hospital-b", size) == _sealed_at(cluster, "hospital-a", size)
+
+
+def test_node_with_an_altered_stored_entry_refuses_to_sign(cluster: ChainCluster) -> None:
+    cluster.start_all()
+    cluster.submit([cluster.hospital_key_entry()])
+    _submit_records(cluster, 99)
+    cluster.wait_sealed_size("hospital-c", 100)
+    cluster.stop("hospital-c")
+    cluster.tamper_entry("hospital-c", 42)
+    cluster.start("hospital-c")
+    assert cluster.status("hospital-c").alarm_count >= 1
+    _submit_records(cluster, 50)
+    note = cluster.wait_sealed_size("hospital-a", 150)
+    assert parse_checkpoint(_checkpoint_text(note)).size == 150
+    signers = [line.split()[1] for line in note.splitlines() if line.startswith("\u2014 ")]
+    assert signers == ["hospital-a", "hospital-b"], "the tampered node must not sign"
+
+
+def test_time_to_cut_seals_a_partial_block(
+    tmp_path: Path, kafka_bootstrap: str, mongo_uri: str
+) -> None:
+    cluster = ChainCluster(
+        tmp_path, kafka_bootstrap, mongo_uri, batch_max=1000, batch_timeout_ms=100
+    )
+    try:
+        cluster.start_all()
+        cluster.submit([cluster.hospital_key_entry()])
+        _submit_records(cluster, 3)
+        note = cluster.wait_sealed_size("hospital-a", 4, timeout=20)
+        assert parse_checkpoint(_checkpoint_text(note)).size == 4  # far below batch_max
+    finally:
+        cluster.stop_all()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import sys
 import time
 import uuid
@@ -11,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import grpc
+import pymongo
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -130,9 +133,31 @@ class ChainCluster:
         self.processes[name].stop()
 
     def kill(self, name: str) -> None:
-        """SIGKILL node ``name``'s whole process group."""
+        """SIGKILL node ``name`` (no chance to clean up), then reap it."""
         process = self.processes[name]
-        process.stop(grace=0)
+        assert process.pid is not None
+        os.kill(process.pid, signal.SIGKILL)
+        process.stop(grace=1)
+
+    def drop_database(self, name: str) -> None:
+        """Delete node ``name``'s whole store."""
+        with pymongo.MongoClient(self.mongo_uri) as client:
+            client.drop_database(self.database(name))
+
+    def tamper_entry(self, name: str, leaf_index: int) -> None:
+        """Flip a byte of a stored entry in node ``name``'s store (bundle of 256 entries)."""
+        with pymongo.MongoClient(self.mongo_uri) as client:
+            bundles = client[self.database(name)]["entry_bundles"]
+            doc = bundles.find_one({"_id": leaf_index // 256})
+            assert doc is not None
+            data = bytearray(doc["data"])
+            data[-1] ^= 0x01  # the last byte of the last entry of that bundle
+            bundles.update_one({"_id": doc["_id"]}, {"$set": {"data": bytes(data)}})
+
+    def status(self, name: str) -> chain_service_pb2.GetNodeStatusResponse:
+        """Node ``name``'s status."""
+        with self.client(name) as stub:
+            return stub.GetNodeStatus(chain_service_pb2.GetNodeStatusRequest(), timeout=5)
 
     def stop_all(self) -> None:
         """Stop every node."""
@@ -203,7 +228,9 @@ class ChainCluster:
         while time.monotonic() < deadline:
             with self.client(name) as stub:
                 try:
-                    response = stub.GetCheckpoint(chain_service_pb2.GetCheckpointRequest(), timeout=2)
+                    response = stub.GetCheckpoint(
+                        chain_service_pb2.GetCheckpointRequest(), timeout=2
+                    )
                     last = response.checkpoint
                     if last.tree_size >= size:
                         return str(last.note)

@@ -11,8 +11,8 @@ what was signed or proved.
 
 Validation by a chain node, in order, for each entry read from `chain.ordering.v1` (all of it
 deterministic: same log prefix + same consortium config => same verdict on every node):
- 1. `ChainEntry` and its `body` parse, and neither contains unknown fields (a new field is a
-    protocol upgrade, rolled out to all nodes before any submitter uses it).
+ 1. `ChainEntry` and its `body` parse, and neither has unknown fields at any depth (a new
+    field is a protocol upgrade, rolled out to all nodes before any submitter uses it).
  2. `key_id` names a key that the log itself says is valid at this position (KEY entries
     before this one, genesis keys from the consortium config); the key's `allowed_kinds`
     contain `body.kind`; the key's `owner_id` equals `body.submitter_id`.

@@ -1,0 +1,1 @@
+"""The anchoring service (DESIGN §4)."""

@@ -1,0 +1,1 @@
+"""The audit service (DESIGN §4)."""

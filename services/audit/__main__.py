@@ -1,0 +1,5 @@
+"""``python -m services.audit``: run the audit service."""
+
+from services.audit.main import main
+
+main()
