@@ -27,7 +27,7 @@ EMPTY_ROOT: Final = _sha256(b"").digest()
 """MTH({}) = SHA-256() (RFC 9162 §2.1.1): the root hash of the tree of size 0."""
 
 
-def leaf_hash(entry: bytes) -> bytes:
+def leaf_hash(entry: bytes | bytearray | memoryview) -> bytes:
     """Return ``SHA-256(0x00 || entry)``, the leaf hash of one log entry."""
     h = _sha256(LEAF_PREFIX)
     h.update(entry)

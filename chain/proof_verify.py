@@ -49,7 +49,7 @@ def _short(h: bytes) -> str:
 def root_from_inclusion_proof(
     leaf_hash: bytes, index: int, size: int, proof: Sequence[bytes]
 ) -> bytes:
-    """The root that ``proof`` leads to from leaf ``index`` with ``leaf_hash`` in a tree of ``size``.
+    """The root that ``proof`` leads to from leaf ``index`` (``leaf_hash``) in a tree of ``size``.
 
     Raises :class:`VerificationError` if the proof does not have the length that ``(index,
     size)`` requires, :class:`InvalidInputError` for malformed arguments.

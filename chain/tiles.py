@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
-from typing import Final, NamedTuple, Protocol
+from dataclasses import dataclass
+from typing import Final, Protocol
 
 from chain.errors import InvalidInputError, NotFoundError, SwiftchainError
 from chain.hashing import EMPTY_ROOT, HASH_SIZE
@@ -153,7 +154,8 @@ def stored_hashes_for_leaf(index: int, leaf_hash: bytes, reader: HashReader) -> 
 # --------------------------------------------------------------------------------------- tiles
 
 
-class Tile(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Tile:
     """Tile ``(level, index)`` of ``width`` hashes: hashes ``(height*level, index*2**height + i)``.
 
     ``width`` is ``2**height`` for a full tile and ``1..2**height - 1`` for a partial one. The

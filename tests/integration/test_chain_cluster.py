@@ -165,3 +165,29 @@ def test_time_to_cut_seals_a_partial_block(
         assert parse_checkpoint(_checkpoint_text(note)).size == 4  # far below batch_max
     finally:
         cluster.stop_all()
+
+
+def test_submitter_awaits_checked_receipts_and_reports_rejections(cluster: ChainCluster) -> None:
+    import grpc
+
+    from chain.errors import VerificationError
+    from chain.node.submitter import Submitter
+
+    cluster.start_all()
+    with grpc.insecure_channel(f"127.0.0.1:{cluster.ports['hospital-a']}") as channel:
+        submitter = Submitter(
+            cluster.producer, channel, cluster.config, ordering_topic=cluster.ordering_topic
+        )
+        offsets = submitter.submit([cluster.hospital_key_entry()])
+        assert len(offsets) == 1
+        body = cluster.record_body()
+        submitter.submit([cluster.hospital.sign_entry(body)])
+        receipt = submitter.await_receipt(_entry_id(body), timeout=30)
+        assert receipt.leaf_index == 1
+        forged = bytearray(cluster.hospital.sign_entry(cluster.record_body()))
+        forged[-1] ^= 1  # the last byte of the signature
+        bad_body = cluster.record_body()
+        bad = cluster.registrar.sign_entry(bad_body)  # registrar may not sign RECORD entries
+        submitter.submit([bytes(forged), bad])
+        with pytest.raises(VerificationError, match="may sign"):
+            submitter.await_receipt(_entry_id(bad_body), timeout=30)
