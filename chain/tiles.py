@@ -344,6 +344,9 @@ class MemoryHashStore:
     :func:`stored_hashes_for_leaf` but keeps the right edge of the tree (the roots of its
     perfect subtrees, at most log2(size) hashes) in memory, so it never reads back.
     Memory: ``stored_hash_count(size) * 32`` bytes, about 64 bytes per leaf.
+
+    One writer at a time; readers (proofs for any size up to ``size``) may run in other threads
+    while it appends, since hashes once written never change.
     """
 
     __slots__ = ("_buf", "_peaks", "_root", "_size")
@@ -419,6 +422,8 @@ class MemoryHashStore:
         root = self._root
         if root is None:
             peaks = self._peaks
+            if not peaks:
+                return EMPTY_ROOT
             root = peaks[-1]
             for i in range(len(peaks) - 2, -1, -1):
                 root = _sha256(_NODE + peaks[i] + root).digest()
@@ -434,8 +439,8 @@ class MemoryHashStore:
             if lo < 0 or hi >= count:
                 bad = lo if lo < 0 else hi
                 raise NotFoundError(f"expected stored hash indexes in 0..{count - 1}, got {bad}")
-        with memoryview(buf) as view:
-            return [view[o : o + 32].tobytes() for o in [i << 5 for i in indexes]]
+        # No memoryview here: an exported buffer would make a concurrent append fail.
+        return [bytes(buf[o : o + 32]) for o in [i << 5 for i in indexes]]
 
     def leaf_hash(self, index: int) -> bytes:
         """The leaf hash of leaf ``index``."""

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -26,7 +26,7 @@ from chain.node.setup import create_consortium
 from devstack.ferretdb import FerretDB
 from devstack.kafka import KafkaBroker, create_topics
 from devstack.paths import REPO_ROOT, run_dir
-from devstack.process import ManagedProcess, ProcessError
+from devstack.process import ManagedProcess, ProcessError, free_port
 from devstack.toolchain import BootstrapError, ToolchainMissing
 
 KAFKA_PORT = 9092
@@ -38,12 +38,17 @@ ORIGIN = "swiftchain.local/consortium-log"
 HEALTH_TIMEOUT = 90.0
 
 
+Log = Callable[[str], None]
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
 
 
 @dataclass
-class _GrpcProcess:
+class GrpcProcess:
+    """A gRPC process of the stack and its port."""
+
     name: str
     port: int
     process: ManagedProcess
@@ -53,7 +58,7 @@ def _pid_file() -> Path:
     return run_dir() / "stack.pid"
 
 
-def _wait_serving(proc: _GrpcProcess, deadline: float) -> None:
+def _wait_serving(proc: GrpcProcess, deadline: float) -> None:
     while time.monotonic() < deadline:
         if not proc.process.is_running():
             raise proc.process.error(f"{proc.name} exited during start")
@@ -70,25 +75,117 @@ def _wait_serving(proc: _GrpcProcess, deadline: float) -> None:
     raise proc.process.error(f"{proc.name} did not answer SERVING within {HEALTH_TIMEOUT:.0f}s")
 
 
-def _python_process(
-    name: str, module: str, port: int, env: dict[str, str], logs: Path
-) -> _GrpcProcess:
-    full_env = {
-        "SWIFTCHAIN_PORT": str(port),
-        "SWIFTCHAIN_KAFKA_BOOTSTRAP": f"127.0.0.1:{KAFKA_PORT}",
-        "SWIFTCHAIN_MONGO_URI": f"mongodb://127.0.0.1:{MONGO_PORT}/",
-        "PYTHONUNBUFFERED": "1",
-        **env,
-    }
-    process = ManagedProcess(
-        name,
-        [sys.executable, "-m", module],
-        log_path=logs / f"{name}.log",
-        env=full_env,
-        cwd=REPO_ROOT,
-        pid_path=run_dir() / "pids" / f"{name}.pid",
-    )
-    return _GrpcProcess(name, port, process)
+@dataclass(frozen=True)
+class StackPorts:
+    """Where each process of the stack listens."""
+
+    kafka: int = KAFKA_PORT
+    kafka_controller: int = KAFKA_CONTROLLER_PORT
+    mongo: int = MONGO_PORT
+    nodes: tuple[tuple[str, int], ...] = NODES
+    services: tuple[tuple[str, int], ...] = SERVICES
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        """Free ports for everything (tests run a stack beside a developer's ``make up``)."""
+        return cls(
+            kafka=free_port(),
+            kafka_controller=free_port(),
+            mongo=free_port(),
+            nodes=tuple((name, free_port()) for name, _ in NODES),
+            services=tuple((name, free_port()) for name, _ in SERVICES),
+        )
+
+
+class LocalStack:
+    """Kafka, FerretDB, three chain nodes and the four services, under one folder.
+
+    :meth:`start` brings every process to SERVING (or raises :class:`ProcessError` with the
+    failing process's log tail); :meth:`stop` stops them all, services first.
+    """
+
+    def __init__(self, root: Path, ports: StackPorts | None = None, say: Log = _say) -> None:
+        self.root = root
+        self.ports = ports or StackPorts()
+        self.logs = root / "logs"
+        self._say = say
+        self.kafka = KafkaBroker(
+            root / "kafka",
+            port=self.ports.kafka,
+            controller_port=self.ports.kafka_controller,
+            log_path=self.logs / "kafka.log",
+        )
+        self.mongo = FerretDB(
+            root / "ferretdb", port=self.ports.mongo, log_path=self.logs / "ferretdb.log"
+        )
+        self.grpc_processes: list[GrpcProcess] = []
+
+    def _python_process(
+        self, name: str, module: str, port: int, env: dict[str, str]
+    ) -> GrpcProcess:
+        full_env = {
+            "SWIFTCHAIN_PORT": str(port),
+            "SWIFTCHAIN_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            "SWIFTCHAIN_MONGO_URI": self.mongo.uri,
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        process = ManagedProcess(
+            name,
+            [sys.executable, "-m", module],
+            log_path=self.logs / f"{name}.log",
+            env=full_env,
+            cwd=REPO_ROOT,
+            pid_path=self.root / "pids" / f"{name}.pid",
+        )
+        return GrpcProcess(name, port, process)
+
+    def start(self) -> None:
+        """Start everything and wait until every gRPC process answers SERVING."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.kafka.start()
+        self.mongo.start()
+        self.kafka.wait_ready(timeout=120)
+        self.mongo.wait_ready(timeout=60)
+        create_topics(self.kafka.bootstrap)
+        self._say(f"{'kafka':<10} {self.kafka.bootstrap}  (log {self.kafka.log_path})")
+        self._say(f"{'ferretdb':<10} {self.mongo.uri}  (log {self.mongo.log_path})")
+        files = create_consortium(
+            self.root / "consortium",
+            [name for name, _ in self.ports.nodes],
+            quorum=2,
+            origin=ORIGIN,
+        )
+        for name, port in self.ports.nodes:
+            env = {
+                "SWIFTCHAIN_NODE_NAME": name,
+                "SWIFTCHAIN_CONSORTIUM_FILE": str(files.config_path),
+                "SWIFTCHAIN_SIGNING_KEY_FILE": str(files.node_key_path(name)),
+            }
+            self.grpc_processes.append(self._python_process(name, "chain.node", port, env))
+        for name, port in self.ports.services:
+            self.grpc_processes.append(self._python_process(name, f"services.{name}", port, {}))
+        for proc in self.grpc_processes:
+            proc.process.start()
+        deadline = time.monotonic() + HEALTH_TIMEOUT
+        for proc in self.grpc_processes:
+            _wait_serving(proc, deadline)
+            self._say(
+                f"{proc.name:<10} 127.0.0.1:{proc.port}  SERVING  (log {proc.process.log_path})"
+            )
+
+    def check_running(self) -> None:
+        """Raise :class:`ProcessError` if a gRPC process has died."""
+        for proc in self.grpc_processes:
+            if not proc.process.is_running():
+                raise proc.process.error(f"{proc.name} stopped unexpectedly")
+
+    def stop(self) -> None:
+        """Stop every process, services and nodes first, then FerretDB and Kafka."""
+        for proc in reversed(self.grpc_processes):
+            proc.process.stop(grace=15)
+        self.mongo.stop()
+        self.kafka.stop()
 
 
 def up() -> int:
@@ -100,8 +197,7 @@ def up() -> int:
         return 1
     bootstrap()
     root = run_dir()
-    logs = root / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     _pid_file().write_text(str(os.getpid()))
     stop_requested = False
 
@@ -112,52 +208,12 @@ def up() -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     began = time.monotonic()
-    kafka = KafkaBroker(
-        root / "kafka",
-        port=KAFKA_PORT,
-        controller_port=KAFKA_CONTROLLER_PORT,
-        log_path=logs / "kafka.log",
-    )
-    mongo = FerretDB(root / "ferretdb", port=MONGO_PORT, log_path=logs / "ferretdb.log")
-    grpc_processes: list[_GrpcProcess] = []
+    stack = LocalStack(root)
     try:
-        kafka.start()
-        mongo.start()
-        kafka.wait_ready(timeout=120)
-        mongo.wait_ready(timeout=60)
-        create_topics(kafka.bootstrap)
-        _say(f"kafka      {kafka.bootstrap}  (log {kafka.log_path})")
-        _say(f"ferretdb   {mongo.uri}  (log {mongo.log_path})")
-        files = create_consortium(
-            root / "consortium", [name for name, _ in NODES], quorum=2, origin=ORIGIN
-        )
-        for name, port in NODES:
-            grpc_processes.append(
-                _python_process(
-                    name,
-                    "chain.node",
-                    port,
-                    {
-                        "SWIFTCHAIN_NODE_NAME": name,
-                        "SWIFTCHAIN_CONSORTIUM_FILE": str(files.config_path),
-                        "SWIFTCHAIN_SIGNING_KEY_FILE": str(files.node_key_path(name)),
-                    },
-                    logs,
-                )
-            )
-        for name, port in SERVICES:
-            grpc_processes.append(_python_process(name, f"services.{name}", port, {}, logs))
-        for proc in grpc_processes:
-            proc.process.start()
-        deadline = time.monotonic() + HEALTH_TIMEOUT
-        for proc in grpc_processes:
-            _wait_serving(proc, deadline)
-            _say(f"{proc.name:<10} 127.0.0.1:{proc.port}  SERVING  (log {proc.process.log_path})")
+        stack.start()
         _say(f"all SERVING in {time.monotonic() - began:.1f}s; Ctrl-C (or `make down`) stops all")
         while True:
-            for proc in grpc_processes:
-                if not proc.process.is_running():
-                    raise proc.process.error(f"{proc.name} stopped unexpectedly")
+            stack.check_running()
             time.sleep(0.5)
     except KeyboardInterrupt:
         _say("stopping…")
@@ -166,10 +222,7 @@ def up() -> int:
         _say(f"swiftchain: {error}")
         return 1
     finally:
-        for proc in reversed(grpc_processes):
-            proc.process.stop(grace=15)
-        mongo.stop()
-        kafka.stop()
+        stack.stop()
         _pid_file().unlink(missing_ok=True)
         _say("stopped" + (" on request" if stop_requested else "") + "; no process left behind")
 

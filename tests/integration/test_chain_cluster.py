@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, kafka_bootstrap: str, mongo_uri: str) -> ChainCluster:
+def cluster(tmp_path: Path, kafka_bootstrap: str, mongo_uri: str) -> Iterator[ChainCluster]:
     cluster = ChainCluster(tmp_path, kafka_bootstrap, mongo_uri)
     yield cluster
     cluster.stop_all()

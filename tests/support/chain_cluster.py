@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pymongo
@@ -141,13 +142,15 @@ class ChainCluster:
 
     def drop_database(self, name: str) -> None:
         """Delete node ``name``'s whole store."""
+        client: pymongo.MongoClient[dict[str, object]]
         with pymongo.MongoClient(self.mongo_uri) as client:
             client.drop_database(self.database(name))
 
     def tamper_entry(self, name: str, leaf_index: int) -> None:
         """Flip a byte of a stored entry in node ``name``'s store (bundle of 256 entries)."""
+        client: pymongo.MongoClient[dict[str, object]]
         with pymongo.MongoClient(self.mongo_uri) as client:
-            bundles = client[self.database(name)]["entry_bundles"]
+            bundles: Any = client[self.database(name)]["entry_bundles"]
             doc = bundles.find_one({"_id": leaf_index // 256})
             assert doc is not None
             data = bytearray(doc["data"])

@@ -9,6 +9,8 @@ flipped bit, wrong index, wrong size, truncated or extended proof fails.
 from __future__ import annotations
 
 import itertools
+import sys
+import threading
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -147,6 +149,44 @@ def test_store_rejects_bad_input(tree: tuple[MemoryHashStore, ReferenceTree]) ->
         inclusion_proof(0, store.size + 1, store)
     with pytest.raises(NotFoundError):
         tree_root(store.size + 1, store)
+
+
+def test_readers_run_while_the_writer_appends() -> None:
+    """Proofs for committed sizes stay valid while another thread appends (no BufferError)."""
+    store = MemoryHashStore()
+    store.extend(leaf_hash(b"%d" % i) for i in range(64))
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for i in range(64, 20_000):
+                store.append_leaf(leaf_hash(b"%d" % i))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+        finally:
+            done.set()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        writer = threading.Thread(target=write)
+        writer.start()
+        checked = 0
+        while not done.is_set() or checked == 0:
+            size = store.size
+            m = (checked * 7919) % size
+            proof = inclusion_proof(m, size, store)
+            verify_inclusion(leaf_hash(b"%d" % m), m, size, proof, tree_root(size, store))
+            checked += 1
+        writer.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors
+    assert store.size == 20_000
+    empty = MemoryHashStore()
+    empty.extend([])
+    assert empty.root() == EMPTY_ROOT
 
 
 # ------------------------------------------------------------------------------ inclusion
