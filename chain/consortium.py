@@ -14,10 +14,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from chain.entry import KINDS_BY_NAME, PUBLIC_KEY_SIZE, is_key_id
 from chain.errors import InvalidInputError
 from chain.note import Verifier, new_verifier
 
 FORMAT = "swiftchain-consortium/v1"
+_KIND_NAMES = ("KEY", "RECORD", "CONSENT", "ACCESS")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,14 @@ class Member:
 
     name: str
     verifier_key: str
+
+    def __post_init__(self) -> None:
+        named = self.verifier.name  # parses the key: a bad one fails at load time
+        if named != self.name:
+            raise InvalidInputError(
+                f"expected member {self.name!r}'s verifier key to be named {self.name!r}, "
+                f"got {named!r}"
+            )
 
     @property
     def verifier(self) -> Verifier:
@@ -43,6 +53,29 @@ class GenesisKey:
     allowed_kinds: tuple[str, ...]
     public_key: bytes
 
+    def __post_init__(self) -> None:
+        where = "consortium config genesis key"
+        if not is_key_id(self.key_id):
+            raise InvalidInputError(
+                f"{where}: expected a key id of 1-128 characters [A-Za-z0-9._:#/-], "
+                f"got {self.key_id!r}"
+            )
+        if not self.owner_id:
+            raise InvalidInputError(f"{where} {self.key_id!r}: expected an owner id, got ''")
+        if not self.allowed_kinds:
+            raise InvalidInputError(
+                f"{where} {self.key_id!r}: expected at least one allowed kind, got none"
+            )
+        for kind in self.allowed_kinds:
+            if kind not in KINDS_BY_NAME:
+                raise InvalidInputError(
+                    f"{where}: expected allowed kinds among {_KIND_NAMES}, got {kind!r}"
+                )
+        if len(self.public_key) != PUBLIC_KEY_SIZE:
+            raise InvalidInputError(
+                f"{where}: expected a 32-byte Ed25519 key, got {len(self.public_key)} bytes"
+            )
+
 
 @dataclass(frozen=True)
 class ConsortiumConfig:
@@ -56,8 +89,11 @@ class ConsortiumConfig:
     batch_timeout_ms: int = 200
 
     def __post_init__(self) -> None:
-        if not self.origin or "\n" in self.origin:
-            raise InvalidInputError(f"expected a one-line origin, got {self.origin!r}")
+        # The origin is the first line of every checkpoint, which allows no control character.
+        if not self.origin or any(ch < " " for ch in self.origin):
+            raise InvalidInputError(
+                f"expected an origin without control characters, got {self.origin!r}"
+            )
         names = [m.name for m in self.members]
         if len(set(names)) != len(names):
             raise InvalidInputError(f"expected distinct member names, got {names}")
@@ -70,8 +106,9 @@ class ConsortiumConfig:
                 "expected batch_max >= 1 and batch_timeout_ms >= 1, "
                 f"got {self.batch_max} and {self.batch_timeout_ms}"
             )
-        for member in self.members:
-            member.verifier  # noqa: B018 - parse now so a bad key fails at load time
+        key_ids = [k.key_id for k in self.genesis_keys]
+        if len(set(key_ids)) != len(key_ids):
+            raise InvalidInputError(f"expected distinct genesis key ids, got {key_ids}")
 
     @property
     def verifiers(self) -> list[Verifier]:
@@ -120,43 +157,62 @@ def _field(document: dict[str, Any], name: str, kind: type, where: str) -> Any:
     return value
 
 
-_KIND_NAMES = ("KEY", "RECORD", "CONSENT", "ACCESS")
+def _object(value: Any, fields: frozenset[str], where: str) -> dict[str, Any]:
+    """``value`` as a JSON object holding only ``fields`` (misspelt fields are not ignored)."""
+    if not isinstance(value, dict):
+        raise InvalidInputError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    unknown = sorted(set(value) - fields)
+    if unknown:
+        raise InvalidInputError(
+            f"{where}: expected only the fields {sorted(fields)}, got unknown {unknown}"
+        )
+    return value
 
 
-def _allowed_kinds(value: list[Any]) -> tuple[str, ...]:
-    for kind in value:
-        if kind not in _KIND_NAMES:
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
             raise InvalidInputError(
-                f"consortium config genesis key: expected allowed kinds among {_KIND_NAMES}, "
-                f"got {kind!r}"
+                f"consortium config: expected each field once, got {key!r} twice"
             )
-    return tuple(value)
+        document[key] = value
+    return document
+
+
+_TOP_FIELDS = frozenset(
+    ("format", "origin", "quorum", "batch_max", "batch_timeout_ms", "members", "genesis_keys")
+)
+_MEMBER_FIELDS = frozenset(("name", "verifier_key"))
+_GENESIS_FIELDS = frozenset(("key_id", "owner_id", "allowed_kinds", "public_key"))
 
 
 def parse_consortium(text: str | bytes) -> ConsortiumConfig:
-    """Parse a ``swiftchain-consortium/v1`` JSON document, strictly."""
+    """Parse a ``swiftchain-consortium/v1`` JSON document, strictly: every field of the right
+    type, no unknown or repeated field (a misspelt ``batch_max`` would silently split the
+    consortium's blocks), and every rule of :class:`ConsortiumConfig`."""
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=_no_duplicate_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise InvalidInputError(f"consortium config: expected JSON, got: {error}") from error
-    if not isinstance(document, dict):
-        raise InvalidInputError(
-            f"consortium config: expected a JSON object, got {type(document).__name__}"
-        )
     where = "consortium config"
+    document = _object(document, _TOP_FIELDS, where)
     if document.get("format") != FORMAT:
         raise InvalidInputError(
             f"{where}: expected format {FORMAT!r}, got {document.get('format')!r}"
         )
-    members = tuple(
-        Member(
-            name=_field(m, "name", str, f"{where} member"),
-            verifier_key=_field(m, "verifier_key", str, f"{where} member"),
+    members = []
+    for value in _field(document, "members", list, where):
+        m = _object(value, _MEMBER_FIELDS, f"{where} member")
+        members.append(
+            Member(
+                name=_field(m, "name", str, f"{where} member"),
+                verifier_key=_field(m, "verifier_key", str, f"{where} member"),
+            )
         )
-        for m in _field(document, "members", list, where)
-    )
     genesis: list[GenesisKey] = []
-    for k in _field(document, "genesis_keys", list, where):
+    for value in _field(document, "genesis_keys", list, where):
+        k = _object(value, _GENESIS_FIELDS, f"{where} genesis key")
         raw = _field(k, "public_key", str, f"{where} genesis key")
         try:
             public_key = base64.b64decode(raw, validate=True)
@@ -164,25 +220,29 @@ def parse_consortium(text: str | bytes) -> ConsortiumConfig:
             raise InvalidInputError(
                 f"{where} genesis key: expected base64 public_key, got {raw!r}"
             ) from error
-        if len(public_key) != 32:
-            raise InvalidInputError(
-                f"{where} genesis key: expected a 32-byte Ed25519 key, got {len(public_key)} bytes"
-            )
+        kinds = _field(k, "allowed_kinds", list, f"{where} genesis key")
+        for kind in kinds:
+            if not isinstance(kind, str):
+                raise InvalidInputError(
+                    f"{where} genesis key: expected allowed kinds among {_KIND_NAMES}, got {kind!r}"
+                )
         genesis.append(
             GenesisKey(
                 key_id=_field(k, "key_id", str, f"{where} genesis key"),
                 owner_id=_field(k, "owner_id", str, f"{where} genesis key"),
-                allowed_kinds=_allowed_kinds(
-                    _field(k, "allowed_kinds", list, f"{where} genesis key")
-                ),
+                allowed_kinds=tuple(kinds),
                 public_key=public_key,
             )
         )
+    optional = {
+        name: _field(document, name, int, where)
+        for name in ("batch_max", "batch_timeout_ms")
+        if name in document
+    }
     return ConsortiumConfig(
         origin=_field(document, "origin", str, where),
         quorum=_field(document, "quorum", int, where),
-        members=members,
+        members=tuple(members),
         genesis_keys=tuple(genesis),
-        batch_max=document.get("batch_max", 500),
-        batch_timeout_ms=document.get("batch_timeout_ms", 200),
+        **optional,
     )

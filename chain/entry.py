@@ -2,8 +2,12 @@
 
 An entry is the exact bytes of a serialized ``ChainEntry``. Everything here works on those
 bytes as received: the leaf hash and every signature are over bytes, never over a message
-serialized again. Parsing checks that an entry is *well formed*; whether its key was valid at
-its log position is :mod:`chain.validation`'s business.
+serialized again. Parsing checks that an entry is *well formed* (every rule of
+``protos/swiftchain/chain/v1/entry.proto`` that needs no log state); whether its key was valid
+at its log position is :mod:`chain.validation`'s business.
+
+:func:`parse_entry` runs for every entry on every node, so it reads each protobuf field once and
+keeps the checks inline; the rules and their messages are pinned by ``tests/unit/chain``.
 """
 
 from __future__ import annotations
@@ -11,9 +15,7 @@ from __future__ import annotations
 import re
 import struct
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import cached_property
+from collections.abc import Callable, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import DecodeError, Message
@@ -38,7 +40,7 @@ KIND_NAMES: dict[int, str] = {
     common_pb2.ENTRY_KIND_ACCESS: "ACCESS",
 }
 KINDS_BY_NAME: dict[str, int] = {name: kind for kind, name in KIND_NAMES.items()}
-_DETAIL_FOR_KIND = {
+_DETAIL_FOR_KIND: dict[int, str] = {
     common_pb2.ENTRY_KIND_KEY: "key",
     common_pb2.ENTRY_KIND_RECORD: "record",
     common_pb2.ENTRY_KIND_CONSENT: "consent",
@@ -47,6 +49,69 @@ _DETAIL_FOR_KIND = {
 _KEY_ID = re.compile(r"[A-Za-z0-9._:#/-]{1,128}")
 _REASON_CODE = re.compile(r"[a-z0-9-]{1,32}")
 _UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+_MIN_SECONDS = -62_135_596_800
+_MAX_SECONDS = 253_402_300_799
+_MAX_NANOS = 999_999_999
+
+# Known values of the body's enums (proto3 enums are open: an unknown number parses as itself).
+# A value added to the proto is a protocol upgrade, like a new field.
+_KEY_ACTIONS = frozenset(
+    (entry_pb2.KEY_ACTION_REGISTER, entry_pb2.KEY_ACTION_ROTATE, entry_pb2.KEY_ACTION_REVOKE)
+)
+_OWNER_KINDS = frozenset(entry_pb2.KeyOwnerKind.values()) - {0}
+_ORGANIZATION_ROLES = frozenset(common_pb2.OrganizationRole.values())
+_KEY_REASONS = frozenset(entry_pb2.KeyReason.values()) - {0}
+_RECORD_ACTIONS = frozenset(common_pb2.RecordAction.values()) - {0}
+_DIRECTIVE_TYPES = frozenset(entry_pb2.DirectiveType.values()) - {0}
+_DIRECTIVE_STATUSES = frozenset(entry_pb2.DirectiveStatus.values()) - {0}
+_ACCESS_DECISIONS = frozenset(common_pb2.AccessDecision.values()) - {0}
+_REFERENCE_KINDS = frozenset(entry_pb2.ReferenceKind.values()) - {0}
+# Each access reason implies its decision (common.proto, AccessReason).
+_DECISION_FOR_REASON = {
+    common_pb2.ACCESS_REASON_PERMITTED: common_pb2.ACCESS_DECISION_PERMIT,
+    common_pb2.ACCESS_REASON_NO_CONSENT: common_pb2.ACCESS_DECISION_DENY,
+    common_pb2.ACCESS_REASON_EXPLICIT_DENY: common_pb2.ACCESS_DECISION_DENY,
+    common_pb2.ACCESS_REASON_EXPIRED: common_pb2.ACCESS_DECISION_DENY,
+    common_pb2.ACCESS_REASON_REVOKED: common_pb2.ACCESS_DECISION_DENY,
+    common_pb2.ACCESS_REASON_BREAK_GLASS: common_pb2.ACCESS_DECISION_PERMIT,
+}
+_NO_DECIDING_DIRECTIVE = frozenset(
+    (common_pb2.ACCESS_REASON_NO_CONSENT, common_pb2.ACCESS_REASON_BREAK_GLASS)
+)
+
+
+def _memo_matcher(pattern: re.Pattern[str], limit: int = 4096) -> Callable[[str], bool]:
+    """``pattern.fullmatch`` as a bool, remembering up to ``limit`` strings that matched.
+
+    For the few values that recur in almost every entry (key ids, reason codes): a set lookup
+    instead of a regex run. A pure function of the string, so it changes no verdict.
+    """
+    good: set[str] = set()
+    fullmatch = pattern.fullmatch
+
+    def matches(text: str) -> bool:
+        if text in good:
+            return True
+        if fullmatch(text) is None:
+            return False
+        if len(good) >= limit:
+            good.clear()
+        good.add(text)
+        return True
+
+    return matches
+
+
+_is_key_id = _memo_matcher(_KEY_ID)
+_is_reason_code = _memo_matcher(_REASON_CODE)
+_is_uuid = _UUID_TEXT.fullmatch
+
+
+def is_key_id(text: str) -> bool:
+    """True if ``text`` is a well-formed key id: 1-128 characters of ``[A-Za-z0-9._:#/-]``."""
+    return _is_key_id(text)
 
 
 def entry_signing_input(body: bytes) -> bytes:
@@ -64,14 +129,18 @@ def new_entry_id() -> str:
     return str(uuid.uuid4())
 
 
+def _bad_key_id(key_id: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"expected a key id of 1-128 characters [A-Za-z0-9._:#/-], got {key_id!r}"
+    )
+
+
 class EntrySigner:
     """Signs entry bodies with one Ed25519 key registered on the log as ``key_id``."""
 
     def __init__(self, key_id: str, private_key: Ed25519PrivateKey) -> None:
-        if not _KEY_ID.fullmatch(key_id):
-            raise InvalidInputError(
-                f"expected a key id of 1-128 characters [A-Za-z0-9._:#/-], got {key_id!r}"
-            )
+        if not _is_key_id(key_id):
+            raise _bad_key_id(key_id)
         self.key_id = key_id
         self._private_key = private_key
 
@@ -108,137 +177,323 @@ class EntrySigner:
         return entries
 
 
-@dataclass(frozen=True, eq=False)
 class ParsedEntry:
-    """A well-formed entry: its exact bytes and the parsed messages."""
+    """A well-formed entry, made by :func:`parse_entry`: its exact bytes and what validation reads.
 
-    raw: bytes
-    entry: entry_pb2.ChainEntry
-    body: entry_pb2.EntryBody
+    Read-only by convention. ``entry`` and ``body`` are the parsed ``ChainEntry`` and
+    ``EntryBody``; they are parsed again from the bytes on first use (and then kept), because a
+    node holds thousands of entries between two cuts and rarely needs the messages once the
+    checks are done: the plain fields below are what validation reads.
+    """
 
-    @cached_property
-    def leaf_hash(self) -> bytes:
-        """RFC 9162 leaf hash of the exact entry bytes."""
-        return leaf_hash(self.raw)
+    __slots__ = (
+        "_body",
+        "_entry",
+        "_leaf_hash",
+        "batch_index",
+        "batch_path",
+        "batch_size",
+        "body_bytes",
+        "entry_id",
+        "key_id",
+        "kind",
+        "raw",
+        "root_signature",
+        "signature",
+        "submitter_id",
+    )
+
+    def __init__(
+        self,
+        raw: bytes,
+        body_bytes: bytes,
+        entry_id: str,
+        kind: int,
+        submitter_id: str,
+        key_id: str,
+        signature: bytes,
+        batch_index: int,
+        batch_size: int,
+        root_signature: bytes,
+        batch_path: tuple[bytes, ...],
+    ) -> None:
+        #: The entry's exact bytes (a serialized ``ChainEntry``).
+        self.raw = raw
+        #: ``entry.body``: the exact ``EntryBody`` bytes that were signed.
+        self.body_bytes = body_bytes
+        self.entry_id = entry_id
+        #: ``body.kind`` (a ``common_pb2.EntryKind`` value).
+        self.kind = kind
+        self.submitter_id = submitter_id
+        self.key_id = key_id
+        #: The single-entry signature; empty for batch authentication.
+        self.signature = signature
+        #: ``entry.batch`` fields; ``batch_size`` is 0 for a single-signed entry.
+        self.batch_index = batch_index
+        self.batch_size = batch_size
+        self.root_signature = root_signature
+        self.batch_path = batch_path
+        self._entry: entry_pb2.ChainEntry | None = None
+        self._body: entry_pb2.EntryBody | None = None
+        self._leaf_hash: bytes | None = None
+
+    def __repr__(self) -> str:
+        return f"ParsedEntry(entry_id={self.entry_id!r}, kind={self.kind_name}, {len(self.raw)} B)"
 
     @property
-    def entry_id(self) -> str:
-        """The body's entry id."""
-        return self.body.entry_id
+    def entry(self) -> entry_pb2.ChainEntry:
+        """The parsed ``ChainEntry`` (do not modify it)."""
+        entry = self._entry
+        if entry is None:
+            entry = self._entry = entry_pb2.ChainEntry.FromString(self.raw)
+        return entry
+
+    @property
+    def body(self) -> entry_pb2.EntryBody:
+        """The parsed ``EntryBody`` (do not modify it)."""
+        body = self._body
+        if body is None:
+            body = self._body = entry_pb2.EntryBody.FromString(self.body_bytes)
+        return body
+
+    @property
+    def is_batch(self) -> bool:
+        """True for batch authentication, False for a single-entry signature."""
+        return self.batch_size > 0
+
+    @property
+    def leaf_hash(self) -> bytes:
+        """RFC 9162 leaf hash of the exact entry bytes (computed once)."""
+        h = self._leaf_hash
+        if h is None:
+            h = self._leaf_hash = leaf_hash(self.raw)
+        return h
 
     @property
     def kind_name(self) -> str:
         """KEY, RECORD, CONSENT or ACCESS."""
-        return KIND_NAMES[self.body.kind]
+        return KIND_NAMES[self.kind]
+
+
+def _unknown_field_numbers(message: Message) -> list[int]:
+    unknown = UnknownFieldSet(message)
+    return sorted({unknown[i].field_number for i in range(len(unknown))})
+
+
+def _unknown_fields_error(message: Message, what: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"{what}: expected only fields of swiftchain.chain.v1, got unknown field numbers "
+        f"{_unknown_field_numbers(message)}"
+    )
 
 
 def _no_unknown_fields(message: Message, what: str) -> None:
-    unknown = UnknownFieldSet(message)
-    if len(unknown):
-        numbers = sorted({unknown[i].field_number for i in range(len(unknown))})
-        raise InvalidInputError(
-            f"{what}: expected only fields of swiftchain.chain.v1, got unknown field numbers "
-            f"{numbers}"
-        )
+    if len(UnknownFieldSet(message)):
+        raise _unknown_fields_error(message, what)
+
+
+def _wrong_size(what: str, size: int, got: int) -> InvalidInputError:
+    return InvalidInputError(f"expected {what} of {size} bytes, got {got}")
 
 
 def _exact(value: bytes, size: int, what: str) -> None:
     if len(value) != size:
-        raise InvalidInputError(f"expected {what} of {size} bytes, got {len(value)}")
+        raise _wrong_size(what, size, len(value))
 
 
-def _check_auth(entry: entry_pb2.ChainEntry) -> None:
-    if not _KEY_ID.fullmatch(entry.key_id):
-        raise InvalidInputError(
-            f"expected a key id of 1-128 characters [A-Za-z0-9._:#/-], got {entry.key_id!r}"
-        )
+_Auth = tuple[str, bytes, int, int, bytes, tuple[bytes, ...]]
+
+
+def _check_auth(entry: entry_pb2.ChainEntry) -> _Auth:
+    """Check the authentication part; return (key id, signature, batch index, batch size,
+    root signature, batch path), with size 0 for a single-entry signature."""
+    key_id = entry.key_id
+    if not _is_key_id(key_id):
+        raise _bad_key_id(key_id)
     auth = entry.WhichOneof("auth")
     if auth == "signature":
-        _exact(entry.signature, SIGNATURE_SIZE, "an Ed25519 signature")
-        return
+        signature = entry.signature
+        _exact(signature, SIGNATURE_SIZE, "an Ed25519 signature")
+        return key_id, signature, 0, 0, b"", ()
     if auth != "batch":
         raise InvalidInputError("expected a signature or batch authentication, got neither")
     batch = entry.batch
-    _no_unknown_fields(batch, "batch auth")
-    if batch.size < 1 or batch.index >= batch.size:
+    if len(UnknownFieldSet(batch)):
+        raise _unknown_fields_error(batch, "batch auth")
+    index, size = batch.index, batch.size
+    if size < 1 or index >= size:
         raise InvalidInputError(
-            f"expected batch index < size and size >= 1, got index {batch.index}, size {batch.size}"
+            f"expected batch index < size and size >= 1, got index {index}, size {size}"
         )
-    for node in batch.path:
-        _exact(node, HASH_SIZE, "a batch path hash")
-    _exact(batch.root_signature, SIGNATURE_SIZE, "an Ed25519 batch root signature")
+    path = tuple(batch.path)
+    if path and {*map(len, path)} != {HASH_SIZE}:
+        for node in path:
+            _exact(node, HASH_SIZE, "a batch path hash")
+    root_signature = batch.root_signature
+    _exact(root_signature, SIGNATURE_SIZE, "an Ed25519 batch root signature")
+    return key_id, b"", index, size, root_signature, path
 
 
-def _check_key_detail(body: entry_pb2.EntryBody) -> None:
+def _check_key_detail(body: entry_pb2.EntryBody) -> Message:
     detail = body.key
-    if detail.action not in (
-        entry_pb2.KEY_ACTION_REGISTER,
-        entry_pb2.KEY_ACTION_ROTATE,
-        entry_pb2.KEY_ACTION_REVOKE,
-    ):
-        raise InvalidInputError(f"expected a KEY action, got {detail.action}")
+    action = detail.action
+    if action not in _KEY_ACTIONS:
+        raise InvalidInputError(f"expected a KEY action, got {action}")
     if not detail.owner_id:
         raise InvalidInputError("expected a key owner id, got an empty one")
-    if detail.owner_kind == entry_pb2.KEY_OWNER_KIND_UNSPECIFIED:
-        raise InvalidInputError("expected a key owner kind, got KEY_OWNER_KIND_UNSPECIFIED")
-    if not _KEY_ID.fullmatch(detail.key_id):
+    owner_kind = detail.owner_kind
+    if owner_kind not in _OWNER_KINDS:
         raise InvalidInputError(
-            f"expected a key id of 1-128 characters [A-Za-z0-9._:#/-], got {detail.key_id!r}"
+            "expected a key owner kind, got KEY_OWNER_KIND_UNSPECIFIED"
+            if owner_kind == entry_pb2.KEY_OWNER_KIND_UNSPECIFIED
+            else f"expected a known key owner kind, got {owner_kind}"
         )
-    if detail.action == entry_pb2.KEY_ACTION_REVOKE:
+    role = detail.owner_role
+    if role not in _ORGANIZATION_ROLES:
+        raise InvalidInputError(f"expected a known owner role, got {role}")
+    if owner_kind == entry_pb2.KEY_OWNER_KIND_SERVICE:
+        if role != common_pb2.ORGANIZATION_ROLE_UNSPECIFIED:
+            raise InvalidInputError(
+                "expected ORGANIZATION_ROLE_UNSPECIFIED for a service's key, "
+                f"got {common_pb2.OrganizationRole.Name(role)}"
+            )
+    elif role == common_pb2.ORGANIZATION_ROLE_UNSPECIFIED:
+        raise InvalidInputError(
+            "expected the owner's role for an organization's key, got ORGANIZATION_ROLE_UNSPECIFIED"
+        )
+    if not _is_key_id(detail.key_id):
+        raise _bad_key_id(detail.key_id)
+    reason = detail.reason
+    if reason not in _KEY_REASONS:
+        raise InvalidInputError(
+            "expected a key reason, got KEY_REASON_UNSPECIFIED"
+            if reason == entry_pb2.KEY_REASON_UNSPECIFIED
+            else f"expected a known key reason, got {reason}"
+        )
+    replaces = detail.replaces_key_id
+    if action == entry_pb2.KEY_ACTION_REVOKE:
         if detail.public_key:
             raise InvalidInputError("expected no public key on a REVOKE, got one")
-        return
+        if detail.allowed_kinds:
+            raise InvalidInputError("expected no allowed entry kinds on a REVOKE, got some")
+        if replaces:
+            raise InvalidInputError("expected replaces_key_id on ROTATE and only on ROTATE")
+        return detail
     _exact(detail.public_key, PUBLIC_KEY_SIZE, "an Ed25519 public key")
-    if not detail.allowed_kinds:
+    allowed = detail.allowed_kinds
+    if not allowed:
         raise InvalidInputError("expected at least one allowed entry kind for a key, got none")
-    for kind in detail.allowed_kinds:
+    for kind in allowed:
         if kind not in KIND_NAMES:
             raise InvalidInputError(f"expected known allowed entry kinds, got {kind}")
-    if (detail.action == entry_pb2.KEY_ACTION_ROTATE) != bool(detail.replaces_key_id):
+    if (action == entry_pb2.KEY_ACTION_ROTATE) != bool(replaces):
         raise InvalidInputError("expected replaces_key_id on ROTATE and only on ROTATE")
+    if replaces and not _is_key_id(replaces):
+        raise _bad_key_id(replaces)
+    return detail
 
 
-def _check_record_detail(body: entry_pb2.EntryBody) -> None:
+def _check_record_detail(body: entry_pb2.EntryBody) -> Message:
     detail = body.record
     _exact(detail.record_tag, HASH_SIZE, "a record tag")
-    if detail.version < 1:
-        raise InvalidInputError(f"expected a record version >= 1, got {detail.version}")
-    if detail.action == common_pb2.RECORD_ACTION_UNSPECIFIED:
-        raise InvalidInputError("expected a record action, got RECORD_ACTION_UNSPECIFIED")
-    if detail.reason_code and not _REASON_CODE.fullmatch(detail.reason_code):
+    version = detail.version
+    if version < 1:
+        raise InvalidInputError(f"expected a record version >= 1, got {version}")
+    action = detail.action
+    if action not in _RECORD_ACTIONS:
         raise InvalidInputError(
-            f"expected a reason code of 1-32 characters [a-z0-9-], got {detail.reason_code!r}"
+            "expected a record action, got RECORD_ACTION_UNSPECIFIED"
+            if action == common_pb2.RECORD_ACTION_UNSPECIFIED
+            else f"expected a known record action, got {action}"
         )
+    if (action == common_pb2.RECORD_ACTION_CREATE) != (version == 1):
+        raise InvalidInputError(
+            "expected version 1 for CREATE and only for CREATE, got version "
+            f"{version} for {common_pb2.RecordAction.Name(action)}"
+        )
+    reason_code = detail.reason_code
+    if reason_code and not _is_reason_code(reason_code):
+        raise InvalidInputError(
+            f"expected a reason code of 1-32 characters [a-z0-9-], got {reason_code!r}"
+        )
+    return detail
 
 
-def _check_consent_detail(body: entry_pb2.EntryBody) -> None:
+def _check_consent_detail(body: entry_pb2.EntryBody) -> Message:
     detail = body.consent
-    if detail.directive_type == entry_pb2.DIRECTIVE_TYPE_UNSPECIFIED:
-        raise InvalidInputError("expected a directive type, got DIRECTIVE_TYPE_UNSPECIFIED")
-    if not _UUID_TEXT.fullmatch(detail.directive_id):
+    directive_type = detail.directive_type
+    if directive_type not in _DIRECTIVE_TYPES:
+        raise InvalidInputError(
+            "expected a directive type, got DIRECTIVE_TYPE_UNSPECIFIED"
+            if directive_type == entry_pb2.DIRECTIVE_TYPE_UNSPECIFIED
+            else f"expected a known directive type, got {directive_type}"
+        )
+    if not _is_uuid(detail.directive_id):
         raise InvalidInputError(
             f"expected a directive id as a lower-case UUID v4, got {detail.directive_id!r}"
         )
     if detail.version < 1:
         raise InvalidInputError(f"expected a directive version >= 1, got {detail.version}")
-    if detail.status == entry_pb2.DIRECTIVE_STATUS_UNSPECIFIED:
-        raise InvalidInputError("expected a directive status, got DIRECTIVE_STATUS_UNSPECIFIED")
+    status = detail.status
+    if status not in _DIRECTIVE_STATUSES:
+        raise InvalidInputError(
+            "expected a directive status, got DIRECTIVE_STATUS_UNSPECIFIED"
+            if status == entry_pb2.DIRECTIVE_STATUS_UNSPECIFIED
+            else f"expected a known directive status, got {status}"
+        )
     _exact(detail.signer_key_tag, HASH_SIZE, "a signer key tag")
     _exact(detail.signer_signature, SIGNATURE_SIZE, "the patient's Ed25519 signature")
+    return detail
 
 
-def _check_access_detail(body: entry_pb2.EntryBody) -> None:
+def _check_access_detail(body: entry_pb2.EntryBody) -> Message:
     detail = body.access
-    if detail.decision == common_pb2.ACCESS_DECISION_UNSPECIFIED:
+    decision = detail.decision
+    if decision == common_pb2.ACCESS_DECISION_UNSPECIFIED:
         raise InvalidInputError("expected an access decision, got ACCESS_DECISION_UNSPECIFIED")
+    if decision not in _ACCESS_DECISIONS:
+        raise InvalidInputError(f"expected a known access decision, got {decision}")
     if not detail.requester_id:
         raise InvalidInputError("expected a requester id, got an empty one")
-    if detail.reason == common_pb2.ACCESS_REASON_UNSPECIFIED:
+    reason = detail.reason
+    if reason == common_pb2.ACCESS_REASON_UNSPECIFIED:
         raise InvalidInputError("expected an access reason, got ACCESS_REASON_UNSPECIFIED")
+    implied = _DECISION_FOR_REASON.get(reason)
+    if implied is None:
+        raise InvalidInputError(f"expected a known access reason, got {reason}")
+    if decision != implied:
+        raise InvalidInputError(
+            f"expected decision {common_pb2.AccessDecision.Name(implied)} for reason "
+            f"{common_pb2.AccessReason.Name(reason)}, "
+            f"got {common_pb2.AccessDecision.Name(decision)}"
+        )
+    if detail.break_glass != (reason == common_pb2.ACCESS_REASON_BREAK_GLASS):
+        raise InvalidInputError(
+            "expected break_glass exactly when the reason is ACCESS_REASON_BREAK_GLASS, "
+            f"got break_glass {detail.break_glass} for {common_pb2.AccessReason.Name(reason)}"
+        )
+    directive_id, version = detail.deciding_directive_id, detail.deciding_directive_version
+    if directive_id:
+        if reason in _NO_DECIDING_DIRECTIVE:
+            raise InvalidInputError(
+                f"expected no deciding directive for {common_pb2.AccessReason.Name(reason)}, "
+                "got one"
+            )
+        if not _is_uuid(directive_id):
+            raise InvalidInputError(
+                f"expected a deciding directive id as a lower-case UUID v4, got {directive_id!r}"
+            )
+        if version < 1:
+            raise InvalidInputError(f"expected a deciding directive version >= 1, got {version}")
+    elif version:
+        raise InvalidInputError(
+            f"expected deciding directive version 0 without a deciding directive, got {version}"
+        )
+    return detail
 
 
-_DETAIL_CHECKS = {
+# Each checks its detail's own rules and returns the detail message.
+_DETAIL_CHECKS: dict[str, Callable[[entry_pb2.EntryBody], Message]] = {
     "key": _check_key_detail,
     "record": _check_record_detail,
     "consent": _check_consent_detail,
@@ -246,57 +501,95 @@ _DETAIL_CHECKS = {
 }
 
 
-def _check_body(body: entry_pb2.EntryBody) -> None:
-    if not _UUID_TEXT.fullmatch(body.entry_id):
-        raise InvalidInputError(
-            f"expected an entry id as a lower-case UUID v4, got {body.entry_id!r}"
-        )
-    expected_detail: str | None = _DETAIL_FOR_KIND.get(body.kind)
+def _check_body(body: entry_pb2.EntryBody) -> tuple[str, int, str]:
+    """Check the body; return (entry id, kind, submitter id)."""
+    entry_id = body.entry_id
+    if not _is_uuid(entry_id):
+        raise InvalidInputError(f"expected an entry id as a lower-case UUID v4, got {entry_id!r}")
+    kind = body.kind
+    expected_detail: str | None = _DETAIL_FOR_KIND.get(kind)
     if expected_detail is None:
-        raise InvalidInputError(f"expected a known entry kind, got {body.kind}")
-    detail: str | None = body.WhichOneof("detail")
-    if detail != expected_detail:
+        raise InvalidInputError(f"expected a known entry kind, got {kind}")
+    detail_name = body.WhichOneof("detail")
+    if detail_name != expected_detail:
         raise InvalidInputError(
-            f"expected the {expected_detail!r} detail for a {KIND_NAMES[body.kind]} entry, "
-            f"got {detail!r}"
+            f"expected the {expected_detail!r} detail for a {KIND_NAMES[kind]} entry, "
+            f"got {detail_name!r}"
         )
-    if not body.submitter_id:
+    submitter_id = body.submitter_id
+    if not submitter_id:
         raise InvalidInputError("expected a submitter id, got an empty one")
     if not body.HasField("time"):
         raise InvalidInputError("expected a time, got none")
+    time = body.time
+    if len(UnknownFieldSet(time)):
+        raise _unknown_fields_error(time, "time")
+    seconds, nanos = time.seconds, time.nanos
+    if not (_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos <= _MAX_NANOS):
+        raise InvalidInputError(
+            "expected a time between 0001-01-01 and 9999-12-31 with nanos in [0, 999999999], "
+            f"got seconds {seconds}, nanos {nanos}"
+        )
     _exact(body.commitment, HASH_SIZE, "a commitment")
-    if body.kind == common_pb2.ENTRY_KIND_KEY:
-        if body.subject_tag:
+    subject_tag = body.subject_tag
+    if kind == common_pb2.ENTRY_KIND_KEY:
+        if subject_tag:
             raise InvalidInputError("expected no subject tag on a KEY entry, got one")
     else:
-        _exact(body.subject_tag, HASH_SIZE, "a subject tag")
-    for reference in body.references:
-        if reference.kind == entry_pb2.REFERENCE_KIND_UNSPECIFIED:
-            raise InvalidInputError("expected a reference kind, got REFERENCE_KIND_UNSPECIFIED")
-        if reference.commitment:
-            _exact(reference.commitment, HASH_SIZE, "a referenced commitment")
-    _DETAIL_CHECKS[expected_detail](body)
-    _no_unknown_fields(getattr(body, expected_detail), f"{expected_detail} detail")
+        _exact(subject_tag, HASH_SIZE, "a subject tag")
+    references = body.references
+    if references:
+        for reference in references:
+            if len(UnknownFieldSet(reference)):
+                raise _unknown_fields_error(reference, "reference")
+            reference_kind = reference.kind
+            if reference_kind not in _REFERENCE_KINDS:
+                raise InvalidInputError(
+                    "expected a reference kind, got REFERENCE_KIND_UNSPECIFIED"
+                    if reference_kind == entry_pb2.REFERENCE_KIND_UNSPECIFIED
+                    else f"expected a known reference kind, got {reference_kind}"
+                )
+            if reference.commitment:
+                _exact(reference.commitment, HASH_SIZE, "a referenced commitment")
+    detail = _DETAIL_CHECKS[detail_name](body)
+    if len(UnknownFieldSet(detail)):
+        raise _unknown_fields_error(detail, f"{expected_detail} detail")
+    return entry_id, kind, submitter_id
 
 
 def parse_entry(raw: bytes) -> ParsedEntry:
     """Parse and check an entry's bytes; raise :class:`InvalidInputError` saying what is wrong."""
     entry = entry_pb2.ChainEntry()
-    body = entry_pb2.EntryBody()
     try:
         entry.ParseFromString(raw)
     except DecodeError as error:
         raise InvalidInputError(
             f"expected a ChainEntry protobuf, got undecodable bytes: {error}"
         ) from None
-    _no_unknown_fields(entry, "entry")
-    _check_auth(entry)
+    if len(UnknownFieldSet(entry)):
+        raise _unknown_fields_error(entry, "entry")
+    key_id, signature, index, size, root_signature, path = _check_auth(entry)
+    body_bytes = entry.body
+    body = entry_pb2.EntryBody()
     try:
-        body.ParseFromString(entry.body)
+        body.ParseFromString(body_bytes)
     except DecodeError as error:
         raise InvalidInputError(
             f"expected an EntryBody protobuf, got undecodable bytes: {error}"
         ) from None
-    _no_unknown_fields(body, "entry body")
-    _check_body(body)
-    return ParsedEntry(raw=bytes(raw), entry=entry, body=body)
+    if len(UnknownFieldSet(body)):
+        raise _unknown_fields_error(body, "entry body")
+    entry_id, kind, submitter_id = _check_body(body)
+    return ParsedEntry(
+        bytes(raw),
+        body_bytes,
+        entry_id,
+        kind,
+        submitter_id,
+        key_id,
+        signature,
+        index,
+        size,
+        root_signature,
+        path,
+    )

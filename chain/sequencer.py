@@ -104,7 +104,10 @@ class Sequencer:
         self.next_height = next_height
         self.previous_hash = previous_hash
         self.pending: list[SequencedEntry] = []
-        self._pending_ids: set[str] = set()
+        # Entry ids accepted but maybe not persisted yet: the pending entries' and, until the
+        # next apply() call, those of the blocks cut (the caller persists them in between).
+        self._recent_ids: set[str] = set()
+        self._blocks_cut = False
 
     @property
     def pending_count(self) -> int:
@@ -122,71 +125,71 @@ class Sequencer:
         called once per call with every entry id the records carry. The caller must persist the
         returned blocks before the next call.
         """
-        output = SequencerOutput()
-        decoded: list[tuple[OrderedRecord, ordering_pb2.OrderingRecord | None]] = []
-        parsed: dict[int, ParsedEntry | SwiftchainError] = {}
+        # First pass, stateless: decode every record, so that one stored_ids call covers them.
+        decoded: list[tuple[OrderedRecord, ParsedEntry | Rejection | int]] = []
+        ids: list[str] = []
         for record in records:
             ordering = ordering_pb2.OrderingRecord()
             try:
                 ordering.ParseFromString(record.value)
+                what = ordering.WhichOneof("record")
             except DecodeError:
-                decoded.append((record, None))
-                continue
-            decoded.append((record, ordering))
-            if ordering.WhichOneof("record") == "entry":
+                what = None
+            if what == "entry":
+                raw = ordering.entry
                 try:
-                    parsed[record.offset] = parse_entry(ordering.entry)
+                    parsed = parse_entry(raw)
                 except SwiftchainError as error:
-                    parsed[record.offset] = error
-        ids = [p.entry_id for p in parsed.values() if isinstance(p, ParsedEntry)]
+                    decoded.append(
+                        (record, Rejection(record.offset, _peek_entry_id(raw), str(error)))
+                    )
+                    continue
+                decoded.append((record, parsed))
+                ids.append(parsed.entry_id)
+            elif what == "ttc":
+                decoded.append((record, ordering.ttc.height))
+            else:
+                decoded.append(
+                    (
+                        record,
+                        Rejection(record.offset, "", "expected an OrderingRecord, got other bytes"),
+                    )
+                )
         on_log = stored_ids(ids) if ids else set()
-        accepted_now: set[str] = set()
+        if self._blocks_cut:
+            # The blocks cut by the previous call are persisted now (and so in on_log).
+            self._recent_ids = {e.parsed.entry_id for e in self.pending}
+            self._blocks_cut = False
+        # Ids valid but not persisted: pending, or in a block this call cuts.
+        recent = self._recent_ids
 
         def seen(entry_id: str) -> bool:
-            return entry_id in on_log or entry_id in self._pending_ids or entry_id in accepted_now
+            return entry_id in on_log or entry_id in recent
 
-        for record, message in decoded:
-            kind = message.WhichOneof("record") if message is not None else None
-            if kind == "entry":
-                assert message is not None
-                accepted = self._apply_entry(
-                    record, message.entry, parsed[record.offset], seen, output
+        output = SequencerOutput()
+        validate = self.validator.validate_parsed
+        batch_max = self._config.batch_max
+        for record, item in decoded:
+            if isinstance(item, ParsedEntry):
+                try:
+                    validate(item, seen)
+                except SwiftchainError as error:
+                    output.rejections.append(Rejection(record.offset, item.entry_id, str(error)))
+                    continue
+                pending = self.pending
+                pending.append(
+                    SequencedEntry(
+                        self.tree.size + len(pending), record.offset, record.timestamp_ms, item
+                    )
                 )
-                if accepted:
-                    accepted_now.add(accepted)
-                if len(self.pending) >= self._config.batch_max:
+                recent.add(item.entry_id)
+                if len(pending) >= batch_max:
                     output.blocks.append(self._cut(record))
-            elif kind == "ttc":
-                assert message is not None
-                if message.ttc.height == self.next_height and self.pending:
-                    output.blocks.append(self._cut(record))
-            else:
-                output.rejections.append(
-                    Rejection(record.offset, "", "expected an OrderingRecord, got other bytes")
-                )
+            elif isinstance(item, Rejection):
+                output.rejections.append(item)
+            elif item == self.next_height and self.pending:  # TTC for the current height
+                output.blocks.append(self._cut(record))
         return output
-
-    def _apply_entry(
-        self,
-        record: OrderedRecord,
-        raw: bytes,
-        parsed: ParsedEntry | SwiftchainError,
-        seen: Callable[[str], bool],
-        output: SequencerOutput,
-    ) -> str | None:
-        """Validate one entry; pending it and return its id, or record why not."""
-        if isinstance(parsed, SwiftchainError):
-            output.rejections.append(Rejection(record.offset, _peek_entry_id(raw), str(parsed)))
-            return None
-        try:
-            self.validator.validate_parsed(parsed, seen)
-        except SwiftchainError as error:
-            output.rejections.append(Rejection(record.offset, parsed.entry_id, str(error)))
-            return None
-        leaf_index = self.tree.size + len(self.pending)
-        self.pending.append(SequencedEntry(leaf_index, record.offset, record.timestamp_ms, parsed))
-        self._pending_ids.add(parsed.entry_id)
-        return parsed.entry_id
 
     def _cut(self, record: OrderedRecord) -> Block:
         entries = tuple(self.pending)
@@ -200,7 +203,7 @@ class Sequencer:
             cut_time_ms=record.timestamp_ms,
         )
         self.pending = []
-        self._pending_ids = set()
+        self._blocks_cut = True
         self.next_height += 1
         self.previous_hash = checkpoint.hash()
         return Block(checkpoint=checkpoint, entries=entries, cut_offset=record.offset)

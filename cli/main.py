@@ -1,2 +1,57 @@
+"""The ``swiftchain`` command line: one typer app with a group per area.
+
+Commands live in their own modules and are registered here: ``verify`` (offline), the
+``chain`` and ``node`` groups (talk to a chain node). Later issues add their groups the same
+way (``audit``, ``anchor``, ``consent``, ``identity``): a module with a ``typer.Typer`` and one
+``app.add_typer`` line below.
+
+Run it as ``swiftchain``, ``python -m cli`` or ``python -m cli.main``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from cli import chain_commands, node_commands, verify_command
+from cli.common import EXIT_FAILED
+
+app = typer.Typer(
+    name="swiftchain",
+    help="Swiftchain Health: verify evidence offline and talk to the consortium log.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+app.command(
+    "verify",
+    help=verify_command.HELP,
+    epilog=verify_command.EPILOG,
+    no_args_is_help=True,
+)(verify_command.verify)
+app.add_typer(chain_commands.app, name="chain")
+app.add_typer(node_commands.app, name="node")
+
+
 def main() -> None:
-    raise SystemExit("not yet")
+    """Entry point of the ``swiftchain`` console script. Never shows a traceback, unless
+    ``SWIFTCHAIN_DEBUG`` is set."""
+    try:
+        app()
+    except Exception as exc:
+        if os.environ.get("SWIFTCHAIN_DEBUG"):
+            raise
+        print(
+            f"swiftchain: unexpected error: {type(exc).__name__}: {exc} "
+            "(set SWIFTCHAIN_DEBUG=1 to see where)",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_FAILED)
+
+
+if __name__ == "__main__":
+    main()

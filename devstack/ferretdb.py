@@ -198,7 +198,10 @@ class FerretDB:
         return [
             str(self.binary),
             "--handler=sqlite",
-            f"--sqlite-url=file:{sqlite_dir}/",
+            # WAL (FerretDB's default) with synchronous=NORMAL: a commit survives a crash of
+            # FerretDB or of our processes, not a power cut of the machine; without it every
+            # write waits for an fsync and an upsert costs ~2.5 ms instead of ~30 µs.
+            f"--sqlite-url=file:{sqlite_dir}/?_pragma=synchronous(normal)",
             f"--listen-addr={self.host}:{self.port}",
             "--telemetry=disable",
             "--debug-addr=-",  # "-" turns the HTTP debug/metrics listener off

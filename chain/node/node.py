@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
@@ -25,13 +25,13 @@ from chain.consortium import ConsortiumConfig
 from chain.entry import parse_entry
 from chain.errors import SwiftchainError, VerificationError
 from chain.hashing import leaf_hash
-from chain.node.store import ChainStore, NodeState
+from chain.node.store import ChainStore
 from chain.note import Signer, signature_line, verify_signature_line
 from chain.proof_build import tree_root
 from chain.sequencer import Block, OrderedRecord, Sequencer, ttc_record
 from chain.tiles import MemoryHashStore, tile_bytes, tiles_touched
 from chain.validation import EntryValidator, KeyRegistry
-from swiftchain.chain.v1 import ordering_pb2
+from swiftchain.chain.v1 import entry_pb2, ordering_pb2
 from swiftchain.common.v1 import common_pb2
 
 _log = logging.getLogger(__name__)
@@ -56,6 +56,20 @@ class _BlockInfo:
     height: int
     tree_size: int
     text: str
+
+
+def _id_prefix(entry_id: str) -> int:
+    """A 64-bit in-process hash of an entry id, for the duplicate filter."""
+    return hash(entry_id)
+
+
+def _body_of(raw: bytes) -> entry_pb2.EntryBody:
+    """The body of an entry already validated (stored), without checking it again."""
+    entry = entry_pb2.ChainEntry()
+    entry.ParseFromString(raw)
+    body = entry_pb2.EntryBody()
+    body.ParseFromString(entry.body)
+    return body
 
 
 class ChainNode:
@@ -96,6 +110,12 @@ class ChainNode:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._sequencer: Sequencer | None = None
+        # 64-bit hashes of every entry id in persisted blocks: a duplicate check goes to the
+        # store only on a hit (a real duplicate, or a 1-in-2^64-ish coincidence), so the
+        # verdict stays exact and deterministic while the common case costs no query.
+        self._id_filter: set[int] = set()
+        # tree size -> member -> checkpoint text -> signature line, as read from the topic.
+        self._cosignatures: dict[int, dict[str, dict[str, str]]] = {}
         self.applied_offset = -1
         self.end_offset = 0
         self.alarm_count = 0
@@ -140,14 +160,13 @@ class ChainNode:
     def _recover(self) -> None:
         state = self._store.load_state()
         registry = KeyRegistry(self.config.genesis_keys)
-        key_indexes = set(self._store.key_entry_indexes())
         leaf_hashes: list[bytes] = []
-        for index, raw in self._store.iter_entries():
-            if index >= state.tree_size:
-                break
+        for _index, raw in self._store.iter_entries(state.tree_size):
             leaf_hashes.append(leaf_hash(raw))
-            if index in key_indexes:
-                registry.apply(parse_entry(raw).body.key)
+            body = _body_of(raw)
+            if body.kind == common_pb2.ENTRY_KIND_KEY:
+                registry.apply(body.key)
+            self._id_filter.add(_id_prefix(body.entry_id))
         if len(leaf_hashes) != state.tree_size:
             self._store_mismatch(
                 state.tree_size,
@@ -157,7 +176,7 @@ class ChainNode:
         self._check_tiles(state.tree_size)
         previous_hash = GENESIS_PREVIOUS_HASH
         for block in self._store.blocks():
-            if block.id > state.height:
+            if block.height > state.height:
                 break
             checkpoint = parse_checkpoint(block.checkpoint)
             if block.tree_size <= self.tree.size and (
@@ -165,13 +184,17 @@ class ChainNode:
             ):
                 self._store_mismatch(
                     block.tree_size,
-                    f"the stored entries give another root than checkpoint {block.id}",
+                    f"the stored entries give another root than checkpoint {block.height}",
                 )
-            info = _BlockInfo(block.id, block.tree_size, block.checkpoint)
+            info = _BlockInfo(block.height, block.tree_size, block.checkpoint)
             self._blocks_by_size[block.tree_size] = info
             if block.sealed_note:
                 self._remember_sealed(info, block.sealed_note, tuple(block.signers))
             previous_hash = checkpoint_hash(block.checkpoint)
+        for doc in self._store.all_cosignatures():
+            self._cosignatures.setdefault(doc.tree_size, {}).setdefault(doc.member, {})[
+                doc.checkpoint
+            ] = doc.signature_line
         self.applied_offset = state.applied_offset
         self._sequencer = Sequencer(
             self.config,
@@ -192,10 +215,7 @@ class ChainNode:
     def _check_tiles(self, size: int) -> None:
         if size == 0:
             return
-        stored = {}
-        for level in range(0, 8):
-            for index, width, data in self._store.read_tiles(level):
-                stored[(level, index)] = (width, data)
+        stored = self._store.read_all_tiles()
         for tile in tiles_touched(0, size):
             got = stored.get((tile.level, tile.index))
             if got is None or got[1][: len(tile_bytes(self.tree, tile))] != tile_bytes(
@@ -250,7 +270,7 @@ class ChainNode:
                 ]
                 if records:
                     records.sort(key=lambda r: r.offset)
-                    output = sequencer.apply(records, self._store.stored_ids)
+                    output = sequencer.apply(records, self._stored_ids)
                     for block in output.blocks:
                         self._persist(block)
                     self._store.write_rejections(
@@ -273,6 +293,10 @@ class ChainNode:
         finally:
             consumer.close()
 
+    def _stored_ids(self, ids: Iterable[str]) -> set[str]:
+        candidates = [i for i in ids if _id_prefix(i) in self._id_filter]
+        return self._store.stored_ids(candidates) if candidates else set()
+
     def _persist(self, block: Block) -> None:
         checkpoint = block.checkpoint
         first = block.entries[0].leaf_index
@@ -280,13 +304,13 @@ class ChainNode:
         self._store.write_entry_ids(
             (e.parsed.entry_id, e.leaf_index, e.offset, e.parsed.body.kind) for e in block.entries
         )
+        self._id_filter.update(_id_prefix(e.parsed.entry_id) for e in block.entries)
         self._store.write_tiles(
             (tile.level, tile.index, tile.width, tile_bytes(self.tree, tile))
             for tile in tiles_touched(first, checkpoint.size)
         )
         text = block.text
         self._store.write_block(checkpoint.height, checkpoint.size, text, block.cut_offset)
-        self._store.save_state(NodeState(block.cut_offset, checkpoint.size, checkpoint.height))
         self.applied_offset = block.cut_offset
         info = _BlockInfo(checkpoint.height, checkpoint.size, text)
         with self._lock:
@@ -345,16 +369,21 @@ class ChainNode:
             )
             return
         text_hash = checkpoint_hash(message.checkpoint).hex()
-        for earlier in self._store.cosignatures(checkpoint.size):
-            if earlier.member == member.name and earlier.checkpoint != message.checkpoint:
-                self._alarm(
-                    "COSIGNATURE_CONFLICT",
-                    member.name,
-                    checkpoint.size,
-                    [earlier.checkpoint, message.checkpoint],
-                    [earlier.signature_line, message.signature_line],
-                    f"{member.name} signed two different checkpoints for size {checkpoint.size}",
-                )
+        with self._lock:
+            by_text = self._cosignatures.setdefault(checkpoint.size, {}).setdefault(member.name, {})
+            if message.checkpoint in by_text:
+                return  # the same line again (a producer retry, or read after a restart)
+            earlier = dict(by_text)
+            by_text[message.checkpoint] = message.signature_line
+        for earlier_text, earlier_line in earlier.items():
+            self._alarm(
+                "COSIGNATURE_CONFLICT",
+                member.name,
+                checkpoint.size,
+                [earlier_text, message.checkpoint],
+                [earlier_line, message.signature_line],
+                f"{member.name} signed two different checkpoints for size {checkpoint.size}",
+            )
         self._store.write_cosignature(
             member.name,
             checkpoint.size,
@@ -369,18 +398,23 @@ class ChainNode:
             ours = self._blocks_by_size.get(tree_size)
             if ours is None or tree_size in self._sealed:
                 return
+            signed = {
+                member: dict(by_text)
+                for member, by_text in self._cosignatures.get(tree_size, {}).items()
+            }
         agreeing: dict[str, str] = {}
-        for cosignature in self._store.cosignatures(tree_size):
-            if cosignature.checkpoint == ours.text:
-                agreeing.setdefault(cosignature.member, cosignature.signature_line)
-            else:
+        for member, by_text in signed.items():
+            for text, line in by_text.items():
+                if text == ours.text:
+                    agreeing[member] = line
+                    continue
                 self._alarm(
                     "CHECKPOINT_MISMATCH",
-                    cosignature.member,
+                    member,
                     tree_size,
-                    [ours.text, cosignature.checkpoint],
-                    [cosignature.signature_line],
-                    f"{cosignature.member} signed a checkpoint for size {tree_size} that differs "
+                    [ours.text, text],
+                    [line],
+                    f"{member} signed a checkpoint for size {tree_size} that differs "
                     f"from the one {self.name} computed",
                 )
         if len(agreeing) < self.config.quorum:

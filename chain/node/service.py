@@ -230,7 +230,7 @@ class ChainServicer(pb_grpc.ChainServiceServicer):
                 entry_id=entry_id,
                 state=common_pb2.ENTRY_STATE_REJECTED,
                 rejection_detail=rejection.reason,
-                ordering_offset=int(rejection.id),
+                ordering_offset=rejection.offset,
             )
         if self._node.is_pending(entry_id):
             return pb.GetEntryStatusResponse(

@@ -3,20 +3,25 @@
 What is stored, and why this shape:
 
 * ``tiles``: the tree's stored hashes as C2SP tlog-tiles blobs (256 hashes a tile), so a block
-  costs a few writes and a restart reads the whole tree in a few thousand reads;
-* ``entry_bundles``: the entries' exact bytes, 256 a bundle (tlog-tiles entry bundles: each entry
-  prefixed by its length as 2 bytes big-endian... widened to 4 bytes here, entries may exceed
-  64 KiB);
+  costs a few writes and a restart reads the whole tree in one scan;
+* ``entry_bundles``: the entries' exact bytes, 256 a bundle (as tlog-tiles entry bundles, but
+  each entry prefixed by a 4-byte big-endian length: entries may exceed 64 KiB);
 * ``entry_ids``: entry id -> leaf index and ordering offset, for proofs by id and de-duplication;
-* ``blocks``: each checkpoint text, its cut offset and, once sealed, the signed note;
-* ``cosignatures``, ``rejections``, ``alarms`` and the ``state`` document (applied offset).
+* ``blocks``: each checkpoint text, its cut offset and, once sealed, the signed note. The block
+  document is written last for a block: it is the commit record, and the newest one says where
+  the node resumes;
+* ``cosignatures``, ``rejections`` and ``alarms``.
 
+Every ``_id`` is a string: FerretDB v1 (SQLite) finds documents by string ``_id`` through its
+index but scans the whole collection for other lookups, integer ``_id`` included. So the node
+looks documents up only by string ``_id`` while it runs, and scans only when it starts.
 Writes are idempotent (keyed by position), so a node that crashes between two writes rewrites
 the same documents when it applies the same records again. No transactions are needed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -24,6 +29,7 @@ from datetime import UTC, datetime
 
 import mongoengine as me
 from pymongo import UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from chain.errors import NotFoundError
 
@@ -47,7 +53,8 @@ class EntryBundleDoc(me.Document):
     """Up to 256 consecutive entries, each prefixed with its 4-byte big-endian length."""
 
     meta = {"collection": "entry_bundles", "db_alias": ALIAS}  # noqa: RUF012
-    id = me.IntField(primary_key=True)  # bundle index = leaf index // 256
+    id = me.StringField(primary_key=True)  # _bundle_id(leaf index // 256)
+    index = me.IntField(required=True)
     width = me.IntField(required=True)
     data = me.BinaryField(required=True)
 
@@ -66,7 +73,8 @@ class BlockDoc(me.Document):
     """A cut block: its checkpoint and, once a quorum signed it, the sealed note."""
 
     meta = {"collection": "blocks", "db_alias": ALIAS}  # noqa: RUF012
-    id = me.IntField(primary_key=True)  # height
+    id = me.StringField(primary_key=True)  # _block_id(height)
+    height = me.IntField(required=True)
     tree_size = me.IntField(required=True)
     checkpoint = me.StringField(required=True)
     cut_offset = me.IntField(required=True)
@@ -88,8 +96,9 @@ class CosignatureDoc(me.Document):
 class RejectionDoc(me.Document):
     """An entry left out of the log, by ordering offset."""
 
-    meta = {"collection": "rejections", "db_alias": ALIAS, "indexes": ["entry_id"]}  # noqa: RUF012
-    id = me.IntField(primary_key=True)  # ordering offset
+    meta = {"collection": "rejections", "db_alias": ALIAS}  # noqa: RUF012
+    id = me.StringField(primary_key=True)  # the entry id, or "offset:<n>" if it had none
+    offset = me.IntField(required=True)
     entry_id = me.StringField()
     reason = me.StringField(required=True)
 
@@ -108,16 +117,6 @@ class AlarmDoc(me.Document):
     raised_at = me.DateTimeField(required=True)
 
 
-class StateDoc(me.Document):
-    """Where the node is: the cut offset of its last persisted block."""
-
-    meta = {"collection": "state", "db_alias": ALIAS}  # noqa: RUF012
-    id = me.StringField(primary_key=True, default="node")
-    applied_offset = me.IntField(required=True)  # -1 before the first block
-    tree_size = me.IntField(required=True)
-    height = me.IntField(required=True)  # of the last block; 0 before the first
-
-
 @dataclass(frozen=True)
 class NodeState:
     """The persisted position of the node."""
@@ -125,6 +124,14 @@ class NodeState:
     applied_offset: int
     tree_size: int
     height: int
+
+
+def _bundle_id(index: int) -> str:
+    return f"{index:012d}"
+
+
+def _block_id(height: int) -> str:
+    return f"{height:012d}"
 
 
 def pack_entries(entries: Sequence[bytes]) -> bytes:
@@ -148,20 +155,11 @@ class ChainStore:
     """All reads and writes of one node's database."""
 
     def load_state(self) -> NodeState:
-        """The persisted position (offset -1, empty tree, height 0 on a new store)."""
-        doc = StateDoc.objects(id="node").first()
-        if doc is None:
+        """Where the node resumes: after the newest block (offset -1 on a new store)."""
+        newest = max(self.blocks(), key=lambda b: b.height, default=None)
+        if newest is None:
             return NodeState(applied_offset=-1, tree_size=0, height=0)
-        return NodeState(doc.applied_offset, doc.tree_size, doc.height)
-
-    def save_state(self, state: NodeState) -> None:
-        """Record the position; written last for each block, so it never runs ahead."""
-        StateDoc(
-            id="node",
-            applied_offset=state.applied_offset,
-            tree_size=state.tree_size,
-            height=state.height,
-        ).save()
+        return NodeState(newest.cut_offset, newest.tree_size, newest.height)
 
     def write_tiles(self, tiles: Iterable[tuple[int, int, int, bytes]]) -> None:
         """Upsert tiles given as (level, index, width, data)."""
@@ -176,10 +174,12 @@ class ChainStore:
         if operations:
             TileDoc._get_collection().bulk_write(operations, ordered=False)
 
-    def read_tiles(self, level: int) -> Iterator[tuple[int, int, bytes]]:
-        """Every tile of ``level`` as (index, width, data), in index order."""
-        for doc in TileDoc._get_collection().find({"level": level}).sort("index", 1):
-            yield doc["index"], doc["width"], bytes(doc["data"])
+    def read_all_tiles(self) -> dict[tuple[int, int], tuple[int, bytes]]:
+        """Every stored tile: (level, index) -> (width, data). One scan, for recovery."""
+        return {
+            (doc["level"], doc["index"]): (doc["width"], bytes(doc["data"]))
+            for doc in TileDoc._get_collection().find()
+        }
 
     def write_entries(self, first_index: int, entries: Sequence[bytes]) -> None:
         """Store entries at leaf indexes ``first_index``..; rewrites the bundles they touch."""
@@ -203,8 +203,8 @@ class ChainStore:
             chunk = all_entries[lo : lo + BUNDLE_SIZE]
             operations.append(
                 UpdateOne(
-                    {"_id": bundle},
-                    {"$set": {"width": len(chunk), "data": pack_entries(chunk)}},
+                    {"_id": _bundle_id(bundle)},
+                    {"$set": {"index": bundle, "width": len(chunk), "data": pack_entries(chunk)}},
                     upsert=True,
                 )
             )
@@ -212,38 +212,49 @@ class ChainStore:
 
     def read_bundle(self, bundle: int) -> list[bytes]:
         """The entries of one bundle (empty if not stored)."""
-        doc = EntryBundleDoc._get_collection().find_one({"_id": bundle})
+        doc = EntryBundleDoc._get_collection().find_one({"_id": _bundle_id(bundle)})
         return [] if doc is None else unpack_entries(bytes(doc["data"]))
 
     def read_entries(self, start: int, end: int) -> list[bytes]:
         """Entries at leaf indexes [start, end)."""
         first, last = start // BUNDLE_SIZE, (end - 1) // BUNDLE_SIZE
-        cursor = EntryBundleDoc._get_collection().find({"_id": {"$gte": first, "$lte": last}})
-        bundles = {doc["_id"]: unpack_entries(bytes(doc["data"])) for doc in cursor}
         out: list[bytes] = []
         for bundle in range(first, last + 1):
-            out.extend(bundles.get(bundle, []))
+            out.extend(self.read_bundle(bundle))
         skip = start - first * BUNDLE_SIZE
         return out[skip : skip + (end - start)]
 
-    def iter_entries(self) -> Iterator[tuple[int, bytes]]:
-        """Every stored entry with its leaf index, in order."""
-        for doc in EntryBundleDoc._get_collection().find().sort("_id", 1):
-            for offset, entry in enumerate(unpack_entries(bytes(doc["data"]))):
-                yield doc["_id"] * BUNDLE_SIZE + offset, entry
+    def iter_entries(self, size: int) -> Iterator[tuple[int, bytes]]:
+        """The first ``size`` stored entries with their leaf indexes, in order (for recovery).
+
+        Bundles are fetched by id, one at a time, so memory stays at one bundle.
+        """
+        for bundle in range((size + BUNDLE_SIZE - 1) // BUNDLE_SIZE):
+            for offset, entry in enumerate(self.read_bundle(bundle)):
+                index = bundle * BUNDLE_SIZE + offset
+                if index >= size:
+                    return
+                yield index, entry
 
     def write_entry_ids(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
-        """Upsert (entry id, leaf index, offset, kind) rows."""
-        operations = [
-            UpdateOne(
-                {"_id": entry_id},
-                {"$set": {"leaf_index": leaf_index, "offset": offset, "kind": kind}},
-                upsert=True,
-            )
+        """Insert (entry id, leaf index, offset, kind) rows.
+
+        Plain inserts, not upserts: on FerretDB an upsert costs about 100 times an insert. A row
+        that exists already was written by an earlier run for the same position (a node
+        replaying after a crash), so its duplicate-key error is expected and skipped.
+        """
+        documents = [
+            {"_id": entry_id, "leaf_index": leaf_index, "offset": offset, "kind": kind}
             for entry_id, leaf_index, offset, kind in rows
         ]
-        if operations:
-            EntryIdDoc._get_collection().bulk_write(operations, ordered=False)
+        if not documents:
+            return
+        try:
+            EntryIdDoc._get_collection().insert_many(documents, ordered=False)
+        except BulkWriteError as error:
+            others = [e for e in error.details.get("writeErrors", []) if e.get("code") != 11000]
+            if others:
+                raise
 
     def stored_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` are in persisted blocks."""
@@ -258,18 +269,13 @@ class ChainStore:
         result: EntryIdDoc | None = EntryIdDoc.objects(id=entry_id).first()
         return result
 
-    def key_entry_indexes(self) -> list[int]:
-        """Leaf indexes of KEY entries (to rebuild the key registry), in order."""
-        from swiftchain.common.v1 import common_pb2
-
-        cursor = EntryIdDoc._get_collection().find({"kind": common_pb2.ENTRY_KIND_KEY})
-        return sorted(doc["leaf_index"] for doc in cursor)
-
     def write_rejections(self, rows: Iterable[tuple[int, str, str]]) -> None:
         """Upsert (offset, entry id, reason) rows."""
         operations = [
             UpdateOne(
-                {"_id": offset}, {"$set": {"entry_id": entry_id, "reason": reason}}, upsert=True
+                {"_id": entry_id or f"offset:{offset}"},
+                {"$set": {"offset": offset, "entry_id": entry_id, "reason": reason}},
+                upsert=True,
             )
             for offset, entry_id, reason in rows
         ]
@@ -278,9 +284,7 @@ class ChainStore:
 
     def find_rejection(self, entry_id: str) -> RejectionDoc | None:
         """The latest rejection of ``entry_id``, if any."""
-        result: RejectionDoc | None = (
-            RejectionDoc.objects(entry_id=entry_id).order_by("-id").first()
-        )
+        result: RejectionDoc | None = RejectionDoc.objects(id=entry_id).first()
         return result
 
     def count_rejections(self) -> int:
@@ -290,32 +294,46 @@ class ChainStore:
     def write_block(self, height: int, tree_size: int, checkpoint: str, cut_offset: int) -> None:
         """Store a cut block (unsealed); keeps a sealed note already stored for it."""
         BlockDoc._get_collection().update_one(
-            {"_id": height},
-            {"$set": {"tree_size": tree_size, "checkpoint": checkpoint, "cut_offset": cut_offset}},
+            {"_id": _block_id(height)},
+            {
+                "$set": {
+                    "height": height,
+                    "tree_size": tree_size,
+                    "checkpoint": checkpoint,
+                    "cut_offset": cut_offset,
+                }
+            },
             upsert=True,
         )
 
     def seal_block(self, height: int, note: str, signers: Sequence[str]) -> None:
         """Record the sealed note of block ``height``."""
         BlockDoc._get_collection().update_one(
-            {"_id": height}, {"$set": {"sealed_note": note, "signers": list(signers)}}
+            {"_id": _block_id(height)}, {"$set": {"sealed_note": note, "signers": list(signers)}}
         )
 
     def blocks(self) -> list[BlockDoc]:
-        """Every block, by height."""
-        return list(BlockDoc.objects.order_by("id"))
+        """Every block, by height (one scan, for recovery)."""
+        return sorted(BlockDoc.objects, key=lambda b: b.height)
 
     def write_cosignature(
         self, member: str, tree_size: int, checkpoint: str, line: str, key: str
     ) -> None:
         """Store a member's signature line on a checkpoint text (idempotent)."""
-        CosignatureDoc(
-            id=key, member=member, tree_size=tree_size, checkpoint=checkpoint, signature_line=line
-        ).save()
+        document = {
+            "_id": key,
+            "member": member,
+            "tree_size": tree_size,
+            "checkpoint": checkpoint,
+            "signature_line": line,
+        }
+        # read again after a restart: the same line, stored already
+        with contextlib.suppress(DuplicateKeyError):
+            CosignatureDoc._get_collection().insert_one(document)
 
-    def cosignatures(self, tree_size: int) -> list[CosignatureDoc]:
-        """Every stored cosignature for ``tree_size``."""
-        return list(CosignatureDoc.objects(tree_size=tree_size))
+    def all_cosignatures(self) -> list[CosignatureDoc]:
+        """Every stored cosignature (one scan, for recovery)."""
+        return list(CosignatureDoc.objects)
 
     def raise_alarm(
         self,

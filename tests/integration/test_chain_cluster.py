@@ -13,7 +13,7 @@ from chain.note import parse_note
 from chain.proof_verify import verify_inclusion
 from swiftchain.chain.v1 import chain_service_pb2
 from swiftchain.common.v1 import common_pb2
-from tests.support.chain_cluster import MEMBERS, ChainCluster
+from devstack.chain_cluster import MEMBERS, ChainCluster
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""A real three-node chain for integration tests: node processes on free ports, own topics."""
+"""A real three-node chain for tests and benchmarks: node processes on free ports, own topics."""
 
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ class ChainCluster:
         client: pymongo.MongoClient[dict[str, object]]
         with pymongo.MongoClient(self.mongo_uri) as client:
             bundles: Any = client[self.database(name)]["entry_bundles"]
-            doc = bundles.find_one({"_id": leaf_index // 256})
+            doc = bundles.find_one({"_id": f"{leaf_index // 256:012d}"})
             assert doc is not None
             data = bytearray(doc["data"])
             data[-1] ^= 0x01  # the last byte of the last entry of that bundle

@@ -1,0 +1,291 @@
+"""``swiftchain chain ...``: fetch evidence from a chain node.
+
+* ``chain prove`` writes an evidence bundle for entries (inclusion proofs to one sealed
+  checkpoint, the consortium's keys and quorum, optionally a consistency proof from a checkpoint
+  saved earlier), after verifying it.
+* ``chain checkpoint`` saves the latest sealed checkpoint, for a later ``--since-checkpoint``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+from rich.text import Text
+
+from chain.checkpoint import Checkpoint, parse_checkpoint, verify_sealed_checkpoint
+from chain.errors import SwiftchainError
+from chain.evidence import (
+    ConsistencyEvidence,
+    EvidenceBundle,
+    EvidenceEntry,
+    verify_bundle,
+)
+from chain.note import parse_note, verify_note
+from cli.common import (
+    EXIT_UNREADABLE,
+    NodeOption,
+    UnreadableInputError,
+    examples,
+    fail,
+    help_text,
+    read_input,
+    stderr,
+    stdout,
+    write_output,
+)
+from cli.grpc_client import CALL_TIMEOUT, chain_stub, rpc_code, rpc_error_message
+from cli.verify_command import render_report
+from swiftchain.chain.v1 import chain_service_pb2 as pb
+from swiftchain.chain.v1 import chain_service_pb2_grpc, consortium_pb2
+
+WAIT_MARGIN = 1.0
+"""Seconds added to --wait for the node to answer after waiting."""
+
+app = typer.Typer(
+    help="Fetch evidence from a chain node: inclusion and consistency proofs, checkpoints.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+
+@dataclass(frozen=True)
+class _Proved:
+    entry_id: str
+    leaf_index: int
+    entry: bytes
+    proof: tuple[bytes, ...]
+    tree_size: int
+    note: str
+
+
+def _read_checkpoint_file(path: Path) -> tuple[str, Checkpoint]:
+    """A saved signed checkpoint note (exact bytes) and its parsed text; exit 2 if unreadable."""
+    try:
+        raw = read_input(path, "checkpoint file")
+        parsed = parse_note(raw)
+        return raw.decode("utf-8"), parse_checkpoint(parsed.text)
+    except UnreadableInputError as exc:
+        fail(str(exc), EXIT_UNREADABLE)
+    except SwiftchainError as exc:
+        fail(f"{path} is not a signed checkpoint: {exc}", EXIT_UNREADABLE)
+
+
+def _consortium(stub: chain_service_pb2_grpc.ChainServiceStub) -> consortium_pb2.Consortium:
+    return stub.GetConsortium(pb.GetConsortiumRequest(), timeout=CALL_TIMEOUT).consortium
+
+
+def _prove_one(
+    stub: chain_service_pb2_grpc.ChainServiceStub,
+    entry_id: str,
+    wait: float,
+) -> _Proved:
+    request = pb.GetInclusionProofRequest(entry_id=entry_id, wait_until_sealed=wait > 0)
+    # The node waits for as long as the call's deadline allows, then says why the entry is not
+    # sealed (rejected, pending, unknown): give it the wait plus a moment to answer.
+    timeout = wait + WAIT_MARGIN if wait > 0 else CALL_TIMEOUT
+    response = stub.GetInclusionProof(request, timeout=timeout)
+    return _Proved(
+        entry_id,
+        response.leaf_index,
+        response.entry,
+        tuple(response.proof),
+        response.checkpoint.tree_size,
+        response.checkpoint.note,
+    )
+
+
+def _prove_at(
+    stub: chain_service_pb2_grpc.ChainServiceStub, proved: _Proved, tree_size: int
+) -> _Proved:
+    """The same entry's proof to the sealed checkpoint of ``tree_size`` (all proofs of a
+    bundle lead to one checkpoint)."""
+    request = pb.GetInclusionProofRequest(leaf_index=proved.leaf_index, tree_size=tree_size)
+    response = stub.GetInclusionProof(request, timeout=CALL_TIMEOUT)
+    return _Proved(
+        proved.entry_id,
+        response.leaf_index,
+        response.entry,
+        tuple(response.proof),
+        response.checkpoint.tree_size,
+        response.checkpoint.note,
+    )
+
+
+@app.command(
+    "prove",
+    help=help_text(
+        "Write an evidence bundle proving that entries are in the log.",
+        "Fetches from one node each entry's exact bytes and its inclusion proof to the latest "
+        "sealed checkpoint (waiting until the entry is sealed), the consortium's member keys "
+        "and quorum, and with --since-checkpoint a consistency proof from that older "
+        "checkpoint. The bundle is verified before it is written; anyone can check it again, "
+        "offline, with 'swiftchain verify'.",
+        "Exit status: 0 when the bundle is written, 1 if the node cannot answer or what it "
+        "sends does not verify, 2 for unreadable input (e.g. the --since-checkpoint file).",
+    ),
+    epilog=examples(
+        "swiftchain chain prove --node 127.0.0.1:50061 "
+        "--entry-id 3f2b8c1e-0d4a-4c7e-9a51-6f0e2d9b7a10 --out receipt.json",
+        "swiftchain chain prove --node 127.0.0.1:50061 --entry-id ID1 --entry-id ID2 "
+        "--since-checkpoint last.note --out receipt.json --wait 60",
+    ),
+    no_args_is_help=True,
+)
+def prove(
+    node: NodeOption,
+    entry_ids: Annotated[
+        list[str],
+        typer.Option(
+            "--entry-id",
+            metavar="ID",
+            help="The entry's id (UUID). Repeat for several entries in one bundle.",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", metavar="FILE", help="Where to write the bundle (JSON).", show_default=False
+        ),
+    ],
+    since_checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--since-checkpoint",
+            metavar="FILE",
+            help="An older signed checkpoint (from 'swiftchain chain checkpoint'): add a "
+            "consistency proof from it to the bundle's checkpoint.",
+        ),
+    ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            metavar="SECONDS",
+            min=0,
+            help="How long to wait for the entry to be sealed (0: fail at once if it is not).",
+        ),
+    ] = 30.0,
+) -> None:
+    """Write an evidence bundle for entries (see ``help`` above)."""
+    older: tuple[str, Checkpoint] | None = None
+    if since_checkpoint is not None:
+        older = _read_checkpoint_file(since_checkpoint)
+    ids = [i.strip() for i in entry_ids]
+    if not all(ids):
+        fail("--entry-id: expected an entry id, got an empty one", EXIT_UNREADABLE)
+
+    try:
+        with chain_stub(node) as stub:
+            consortium = _consortium(stub)
+            proved = [_prove_one(stub, entry_id, wait) for entry_id in ids]
+            size = max(p.tree_size for p in proved)
+            proved = [p if p.tree_size == size else _prove_at(stub, p, size) for p in proved]
+            consistency: list[ConsistencyEvidence] = []
+            if older is not None:
+                old_note, old_checkpoint = older
+                if old_checkpoint.size > size:
+                    fail(
+                        f"the --since-checkpoint (tree size {old_checkpoint.size}) is newer than "
+                        f"the checkpoint node {node} proves against (tree size {size}); "
+                        "ask a node that is up to date"
+                    )
+                response = stub.GetConsistencyProof(
+                    pb.GetConsistencyProofRequest(first_size=old_checkpoint.size, second_size=size),
+                    timeout=CALL_TIMEOUT,
+                )
+                consistency.append(ConsistencyEvidence(old_note, tuple(response.proof)))
+    except grpc.RpcError as error:
+        if rpc_code(error) is grpc.StatusCode.DEADLINE_EXCEEDED:
+            fail(f"node {node}: the entry was not sealed within {wait:g} s (DEADLINE_EXCEEDED)")
+        fail(rpc_error_message(node, error))
+
+    try:
+        bundle = EvidenceBundle(
+            origin=consortium.origin,
+            verifiers=tuple(m.verifier_key for m in consortium.members),
+            quorum=consortium.quorum,
+            checkpoint=proved[0].note,
+            entries=tuple(EvidenceEntry(p.leaf_index, p.entry, p.proof) for p in proved),
+            consistency=tuple(consistency),
+        )
+    except SwiftchainError as exc:
+        fail(f"node {node} sent something that is not evidence: {exc}")
+    report = verify_bundle(bundle)
+    if not report.ok:
+        render_report(report, stderr(), source=f"from node {node} (not written)")
+        fail(f"node {node} served evidence that does not verify; nothing written to {out}")
+    write_output(out, bundle.to_json().encode("utf-8"), "bundle")
+    console = stdout()
+    leaves = ", ".join(f"{p.entry_id} at leaf {p.leaf_index}" for p in proved)
+    console.print(Text(f"wrote {out}", style="bold"), soft_wrap=True)
+    console.print(Text(f"  entries     {leaves}"), soft_wrap=True)
+    console.print(
+        Text(
+            f"  checkpoint  tree size {size}, signed by {', '.join(report.signers)} "
+            f"(quorum {consortium.quorum} of {len(consortium.members)})"
+        ),
+        soft_wrap=True,
+    )
+    if older is not None:
+        console.print(Text(f"  consistency from tree size {older[1].size}"), soft_wrap=True)
+
+
+@app.command(
+    "checkpoint",
+    help=help_text(
+        "Fetch the latest sealed checkpoint (a signed note) and check its quorum.",
+        "The note is checked against the consortium the node reports (member signatures, "
+        "quorum, origin). Keep it: a bundle made later with --since-checkpoint proves that the "
+        "log as it is then extends the log you saw now.",
+    ),
+    epilog=examples(
+        "swiftchain chain checkpoint --node 127.0.0.1:50061 --out last.note",
+        "swiftchain chain prove --node 127.0.0.1:50061 --entry-id ID "
+        "--since-checkpoint last.note --out receipt.json",
+    ),
+    no_args_is_help=True,
+)
+def checkpoint(
+    node: NodeOption,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            metavar="FILE",
+            help="Save the signed note to FILE (exact bytes). Without it the note is printed.",
+        ),
+    ] = None,
+) -> None:
+    """Save or print the latest sealed checkpoint (see ``help`` above)."""
+    try:
+        with chain_stub(node) as stub:
+            consortium = _consortium(stub)
+            sealed = stub.GetCheckpoint(pb.GetCheckpointRequest(), timeout=CALL_TIMEOUT).checkpoint
+    except grpc.RpcError as error:
+        fail(rpc_error_message(node, error))
+    note = sealed.note
+    keys = [m.verifier_key for m in consortium.members]
+    try:
+        parsed = verify_sealed_checkpoint(
+            note.encode("utf-8"), keys, consortium.quorum, consortium.origin
+        )
+        signers = [s.name for s in verify_note(parse_note(note.encode("utf-8")), keys).signatures]
+    except SwiftchainError as exc:
+        fail(f"node {node} served a checkpoint that does not verify: {exc}")
+    if out is None:
+        typer.echo(note, nl=False)
+        return
+    write_output(out, note.encode("utf-8"), "checkpoint")
+    stdout().print(
+        Text(
+            f"wrote {out}: tree size {parsed.size}, height {parsed.height}, "
+            f"root {parsed.root_hash.hex()[:16]}…, signed by {', '.join(signers)} "
+            f"(quorum {consortium.quorum})"
+        ),
+        soft_wrap=True,
+    )
