@@ -77,7 +77,7 @@ class KeyRegistry:
             if replaced is None or not replaced.valid:
                 raise VerificationError(
                     f"expected the rotated key {detail.replaces_key_id!r} to be valid here, "
-                    "got " + ("an unknown key" if replaced is None else "a revoked key")
+                    "got " + ("an unknown key" if replaced is None else "a revoked or rotated key")
                 )
             if replaced.owner_id != detail.owner_id:
                 raise VerificationError(
@@ -88,7 +88,7 @@ class KeyRegistry:
             if current is None or not current.valid:
                 raise VerificationError(
                     f"expected the revoked key {detail.key_id!r} to be valid here, got "
-                    + ("an unknown key" if current is None else "a key revoked already")
+                    + ("an unknown key" if current is None else "a key revoked or rotated already")
                 )
             if current.owner_id != detail.owner_id:
                 raise VerificationError(
@@ -194,7 +194,9 @@ class EntryValidator:
         if key is None:
             raise VerificationError(f"expected a key registered on the log, got {key_id!r}")
         if not key.valid:
-            raise VerificationError(f"key {key_id!r} was revoked before this position")
+            raise VerificationError(
+                f"key {key_id!r} was revoked or rotated away before this position"
+            )
         kind = parsed.kind
         if kind not in key.allowed_kinds:
             raise VerificationError(

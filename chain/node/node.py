@@ -161,6 +161,8 @@ class ChainNode:
         state = self._store.load_state()
         registry = KeyRegistry(self.config.genesis_keys)
         leaf_hashes: list[bytes] = []
+        blocks = self._store.blocks()
+        self._store.restore_tail(state.tree_size, blocks)
         for _index, raw in self._store.iter_entries(state.tree_size):
             leaf_hashes.append(leaf_hash(raw))
             body = _body_of(raw)
@@ -175,7 +177,7 @@ class ChainNode:
         self.tree.extend(leaf_hashes)
         self._check_tiles(state.tree_size)
         previous_hash = GENESIS_PREVIOUS_HASH
-        for block in self._store.blocks():
+        for block in blocks:
             if block.height > state.height:
                 break
             checkpoint = parse_checkpoint(block.checkpoint)
@@ -300,7 +302,7 @@ class ChainNode:
     def _persist(self, block: Block) -> None:
         checkpoint = block.checkpoint
         first = block.entries[0].leaf_index
-        self._store.write_entries(first, [e.parsed.raw for e in block.entries])
+        tail = self._store.write_entries(first, [e.parsed.raw for e in block.entries])
         self._store.write_entry_ids(
             (e.parsed.entry_id, e.leaf_index, e.offset, e.parsed.body.kind) for e in block.entries
         )
@@ -310,7 +312,7 @@ class ChainNode:
             for tile in tiles_touched(first, checkpoint.size)
         )
         text = block.text
-        self._store.write_block(checkpoint.height, checkpoint.size, text, block.cut_offset)
+        self._store.write_block(checkpoint.height, checkpoint.size, text, block.cut_offset, tail)
         self.applied_offset = block.cut_offset
         info = _BlockInfo(checkpoint.height, checkpoint.size, text)
         with self._lock:

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import mongoengine as me
 from pymongo import UpdateOne
@@ -78,6 +80,9 @@ class BlockDoc(me.Document):
     tree_size = me.IntField(required=True)
     checkpoint = me.StringField(required=True)
     cut_offset = me.IntField(required=True)
+    #: This block's entries past the last full bundle, from leaf ``tail_first`` on.
+    tail_first = me.IntField()
+    tail = me.BinaryField()
     sealed_note = me.StringField()
     signers = me.ListField(me.StringField())
 
@@ -151,8 +156,25 @@ def unpack_entries(data: bytes) -> list[bytes]:
     return out
 
 
+def _insert_ignoring_duplicates(document_class: Any, documents: list[dict[str, Any]]) -> None:
+    """Insert documents; one that exists already (written before a crash, for the same
+    position, so with the same content) is skipped."""
+    try:
+        document_class._get_collection().insert_many(documents, ordered=False)
+    except BulkWriteError as error:
+        others = [e for e in error.details.get("writeErrors", []) if e.get("code") != 11000]
+        if others:
+            raise
+
+
 class ChainStore:
     """All reads and writes of one node's database."""
+
+    def __init__(self) -> None:
+        # Entries past the last full bundle: [tail_start, tail_start + len(tail)).
+        self._tail_lock = threading.Lock()
+        self._tail_start = 0
+        self._tail: list[bytes] = []
 
     def load_state(self) -> NodeState:
         """Where the node resumes: after the newest block (offset -1 on a new store)."""
@@ -181,60 +203,93 @@ class ChainStore:
             for doc in TileDoc._get_collection().find()
         }
 
-    def write_entries(self, first_index: int, entries: Sequence[bytes]) -> None:
-        """Store entries at leaf indexes ``first_index``..; rewrites the bundles they touch."""
-        if not entries:
-            return
-        end = first_index + len(entries)
-        first_bundle, last_bundle = first_index // BUNDLE_SIZE, (end - 1) // BUNDLE_SIZE
-        existing: list[bytes] = []
-        start_of_first = first_bundle * BUNDLE_SIZE
-        if start_of_first < first_index:
-            existing = self.read_bundle(first_bundle)[: first_index - start_of_first]
-            if len(existing) != first_index - start_of_first:
-                raise NotFoundError(
-                    f"expected entries {start_of_first}..{first_index - 1} in the store, "
-                    f"got {len(existing)} of them"
-                )
-        all_entries = existing + list(entries)
-        operations = []
-        for bundle in range(first_bundle, last_bundle + 1):
-            lo = bundle * BUNDLE_SIZE - start_of_first
-            chunk = all_entries[lo : lo + BUNDLE_SIZE]
-            operations.append(
-                UpdateOne(
-                    {"_id": _bundle_id(bundle)},
-                    {"$set": {"index": bundle, "width": len(chunk), "data": pack_entries(chunk)}},
-                    upsert=True,
-                )
+    def _tail_entries(self) -> tuple[int, list[bytes]]:
+        with self._tail_lock:
+            return self._tail_start, list(self._tail)
+
+    def write_entries(self, first_index: int, entries: Sequence[bytes]) -> tuple[int, list[bytes]]:
+        """Store the bundles that ``entries`` (at leaf ``first_index``..) complete.
+
+        Full bundles are written once and never rewritten (FerretDB rewrites a large document
+        slowly). The entries past the last full bundle stay in memory and go into the block
+        document; the returned ``(first index, entries)`` is that part of this block, for
+        :meth:`write_block`.
+        """
+        with self._tail_lock:
+            tail_start, tail = self._tail_start, list(self._tail)
+        if first_index != tail_start + len(tail):
+            raise NotFoundError(
+                f"expected the next entry at leaf {tail_start + len(tail)}, got {first_index}"
             )
-        EntryBundleDoc._get_collection().bulk_write(operations, ordered=False)
+        pending = tail + list(entries)
+        end = first_index + len(entries)
+        boundary = end - end % BUNDLE_SIZE
+        documents = []
+        for start in range(tail_start, boundary, BUNDLE_SIZE):
+            chunk = pending[start - tail_start : start - tail_start + BUNDLE_SIZE]
+            bundle = start // BUNDLE_SIZE
+            documents.append(
+                {
+                    "_id": _bundle_id(bundle),
+                    "index": bundle,
+                    "width": len(chunk),
+                    "data": pack_entries(chunk),
+                }
+            )
+        if documents:
+            _insert_ignoring_duplicates(EntryBundleDoc, documents)
+        new_tail = pending[boundary - tail_start :]
+        with self._tail_lock:
+            self._tail_start, self._tail = boundary, new_tail
+        block_first = max(first_index, boundary)
+        return block_first, list(entries[block_first - first_index :])
+
+    def restore_tail(self, size: int, blocks: Sequence[BlockDoc]) -> None:
+        """Rebuild the in-memory tail (entries past the last full bundle) from block documents."""
+        boundary = size - size % BUNDLE_SIZE
+        tail: dict[int, bytes] = {}
+        for block in blocks:
+            if block.tree_size <= boundary or block.tree_size > size or block.tail is None:
+                continue
+            for offset, entry in enumerate(unpack_entries(bytes(block.tail))):
+                index = block.tail_first + offset
+                if boundary <= index < size:
+                    tail[index] = entry
+        with self._tail_lock:
+            self._tail_start = boundary
+            self._tail = [tail[i] for i in range(boundary, boundary + len(tail)) if i in tail]
 
     def read_bundle(self, bundle: int) -> list[bytes]:
-        """The entries of one bundle (empty if not stored)."""
+        """The entries of one full bundle (empty if not stored)."""
         doc = EntryBundleDoc._get_collection().find_one({"_id": _bundle_id(bundle)})
         return [] if doc is None else unpack_entries(bytes(doc["data"]))
 
     def read_entries(self, start: int, end: int) -> list[bytes]:
         """Entries at leaf indexes [start, end)."""
-        first, last = start // BUNDLE_SIZE, (end - 1) // BUNDLE_SIZE
+        tail_start, tail = self._tail_entries()
         out: list[bytes] = []
-        for bundle in range(first, last + 1):
-            out.extend(self.read_bundle(bundle))
-        skip = start - first * BUNDLE_SIZE
-        return out[skip : skip + (end - start)]
+        if start < tail_start:
+            last = min(end, tail_start)
+            for bundle in range(start // BUNDLE_SIZE, (last - 1) // BUNDLE_SIZE + 1):
+                entries = self.read_bundle(bundle)
+                lo = max(start, bundle * BUNDLE_SIZE) - bundle * BUNDLE_SIZE
+                hi = min(last, (bundle + 1) * BUNDLE_SIZE) - bundle * BUNDLE_SIZE
+                out.extend(entries[lo:hi])
+        if end > tail_start:
+            out.extend(tail[max(start, tail_start) - tail_start : end - tail_start])
+        return out
 
     def iter_entries(self, size: int) -> Iterator[tuple[int, bytes]]:
-        """The first ``size`` stored entries with their leaf indexes, in order (for recovery).
-
-        Bundles are fetched by id, one at a time, so memory stays at one bundle.
-        """
-        for bundle in range((size + BUNDLE_SIZE - 1) // BUNDLE_SIZE):
+        """The first ``size`` stored entries with their leaf indexes, in order (for recovery,
+        after :meth:`restore_tail`). Bundles are fetched one at a time."""
+        tail_start, tail = self._tail_entries()
+        for bundle in range(min(size, tail_start) // BUNDLE_SIZE):
             for offset, entry in enumerate(self.read_bundle(bundle)):
-                index = bundle * BUNDLE_SIZE + offset
-                if index >= size:
-                    return
-                yield index, entry
+                yield bundle * BUNDLE_SIZE + offset, entry
+        for offset, entry in enumerate(tail):
+            if tail_start + offset >= size:
+                return
+            yield tail_start + offset, entry
 
     def write_entry_ids(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
         """Insert (entry id, leaf index, offset, kind) rows.
@@ -247,14 +302,8 @@ class ChainStore:
             {"_id": entry_id, "leaf_index": leaf_index, "offset": offset, "kind": kind}
             for entry_id, leaf_index, offset, kind in rows
         ]
-        if not documents:
-            return
-        try:
-            EntryIdDoc._get_collection().insert_many(documents, ordered=False)
-        except BulkWriteError as error:
-            others = [e for e in error.details.get("writeErrors", []) if e.get("code") != 11000]
-            if others:
-                raise
+        if documents:
+            _insert_ignoring_duplicates(EntryIdDoc, documents)
 
     def stored_ids(self, ids: Iterable[str]) -> set[str]:
         """Which of ``ids`` are in persisted blocks."""
@@ -291,8 +340,17 @@ class ChainStore:
         """How many records were rejected."""
         return int(RejectionDoc.objects.count())
 
-    def write_block(self, height: int, tree_size: int, checkpoint: str, cut_offset: int) -> None:
-        """Store a cut block (unsealed); keeps a sealed note already stored for it."""
+    def write_block(
+        self,
+        height: int,
+        tree_size: int,
+        checkpoint: str,
+        cut_offset: int,
+        tail: tuple[int, list[bytes]],
+    ) -> None:
+        """Store a cut block (unsealed) with its entries past the last full bundle; keeps a
+        sealed note already stored for it. Written last for a block: the commit record."""
+        tail_first, tail_entries = tail
         BlockDoc._get_collection().update_one(
             {"_id": _block_id(height)},
             {
@@ -301,6 +359,8 @@ class ChainStore:
                     "tree_size": tree_size,
                     "checkpoint": checkpoint,
                     "cut_offset": cut_offset,
+                    "tail_first": tail_first,
+                    "tail": pack_entries(tail_entries),
                 }
             },
             upsert=True,

@@ -139,15 +139,15 @@ def test_wiped_node_rebuilds_identical_checkpoints(cluster: ChainCluster) -> Non
 def test_node_with_an_altered_stored_entry_refuses_to_sign(cluster: ChainCluster) -> None:
     cluster.start_all()
     cluster.submit([cluster.hospital_key_entry()])
-    _submit_records(cluster, 99)
-    cluster.wait_sealed_size("hospital-c", 100)
+    _submit_records(cluster, 299)  # leaf 42 lands in a full (written-once) bundle
+    cluster.wait_sealed_size("hospital-c", 300)
     cluster.stop("hospital-c")
     cluster.tamper_entry("hospital-c", 42)
     cluster.start("hospital-c")
     assert cluster.status("hospital-c").alarm_count >= 1
     _submit_records(cluster, 50)
-    note = cluster.wait_sealed_size("hospital-a", 150)
-    assert parse_checkpoint(_checkpoint_text(note)).size == 150
+    note = cluster.wait_sealed_size("hospital-a", 350)
+    assert parse_checkpoint(_checkpoint_text(note)).size == 350
     signers = [line.split()[1] for line in note.splitlines() if line.startswith("\u2014 ")]
     assert signers == ["hospital-a", "hospital-b"], "the tampered node must not sign"
 
