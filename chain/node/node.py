@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from kafka import KafkaConsumer, TopicPartition
+from opentelemetry import metrics
 
 from chain.checkpoint import GENESIS_PREVIOUS_HASH, checkpoint_hash, parse_checkpoint
 from chain.consortium import ConsortiumConfig
@@ -35,6 +36,13 @@ from swiftchain.chain.v1 import entry_pb2, ordering_pb2
 from swiftchain.common.v1 import common_pb2
 
 _log = logging.getLogger(__name__)
+_meter = metrics.get_meter("swiftchain.chain.node")
+_alarms_raised = _meter.create_counter(
+    "swiftchain.chain.alarms", description="Alarms raised by this node, by kind and member"
+)
+_blocks_sealed = _meter.create_counter(
+    "swiftchain.chain.checkpoints_sealed", description="Checkpoints this node sealed"
+)
 
 ORDERING_TOPIC = "chain.ordering.v1"
 COSIGNATURES_TOPIC = "chain.cosignatures.v1"
@@ -241,6 +249,7 @@ class ChainNode:
             detail=detail,
         ):
             self.alarm_count += 1
+            _alarms_raised.add(1, {"kind": "STORE_MISMATCH", "member": self.name})
 
     # ------------------------------------------------------------------ sequencing
 
@@ -377,6 +386,9 @@ class ChainNode:
                 return  # the same line again (a producer retry, or read after a restart)
             earlier = dict(by_text)
             by_text[message.checkpoint] = message.signature_line
+            ours = self._blocks_by_size.get(checkpoint.size)
+        if ours is not None and ours.text != message.checkpoint:
+            self._alarm_mismatch(member.name, checkpoint.size, ours.text, message)
         for earlier_text, earlier_line in earlier.items():
             self._alarm(
                 "COSIGNATURE_CONFLICT",
@@ -409,16 +421,13 @@ class ChainNode:
             for text, line in by_text.items():
                 if text == ours.text:
                     agreeing[member] = line
-                    continue
-                self._alarm(
-                    "CHECKPOINT_MISMATCH",
-                    member,
-                    tree_size,
-                    [ours.text, text],
-                    [line],
-                    f"{member} signed a checkpoint for size {tree_size} that differs "
-                    f"from the one {self.name} computed",
-                )
+                else:
+                    self._alarm_mismatch(
+                        member,
+                        tree_size,
+                        ours.text,
+                        ordering_pb2.Cosignature(checkpoint=text, signature_line=line),
+                    )
         if len(agreeing) < self.config.quorum:
             return
         # Lines in member order, so every node's sealed note has the same bytes.
@@ -427,6 +436,20 @@ class ChainNode:
         note = ours.text + "\n" + "".join(agreeing[name].rstrip("\n") + "\n" for name in signers)
         self._store.seal_block(ours.height, note, signers)
         self._remember_sealed(ours, note, signers)
+        _blocks_sealed.add(1)
+
+    def _alarm_mismatch(
+        self, member: str, tree_size: int, ours: str, theirs: ordering_pb2.Cosignature
+    ) -> None:
+        self._alarm(
+            "CHECKPOINT_MISMATCH",
+            member,
+            tree_size,
+            [ours, theirs.checkpoint],
+            [theirs.signature_line],
+            f"{member} signed a checkpoint for size {tree_size} that differs "
+            f"from the one {self.name} computed",
+        )
 
     def _remember_sealed(self, info: _BlockInfo, note: str, signers: tuple[str, ...]) -> None:
         sealed = SealedCheckpoint(info.height, info.tree_size, info.text, note, signers)
@@ -458,6 +481,7 @@ class ChainNode:
             detail=detail,
         ):
             self.alarm_count += 1
+            _alarms_raised.add(1, {"kind": kind, "member": member})
             _log.error("ALARM %s: %s", kind, detail)
 
     # ------------------------------------------------------------------ reads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +12,9 @@ from chain.checkpoint import parse_checkpoint, verify_sealed_checkpoint
 from chain.hashing import leaf_hash
 from chain.note import parse_note
 from chain.proof_verify import verify_inclusion
+from devstack.chain_cluster import MEMBERS, ChainCluster
 from swiftchain.chain.v1 import chain_service_pb2
 from swiftchain.common.v1 import common_pb2
-from devstack.chain_cluster import MEMBERS, ChainCluster
 
 pytestmark = pytest.mark.integration
 
@@ -192,3 +193,47 @@ def test_submitter_awaits_checked_receipts_and_reports_rejections(cluster: Chain
         submitter.submit([bytes(forged), bad])
         with pytest.raises(VerificationError, match="may sign"):
             submitter.await_receipt(_entry_id(bad_body), timeout=30)
+
+
+def test_a_member_signing_two_checkpoints_for_one_size_raises_an_alarm(
+    cluster: ChainCluster,
+) -> None:
+    from chain.checkpoint import Checkpoint
+    from chain.note import new_signer, signature_line
+    from swiftchain.chain.v1 import ordering_pb2
+
+    cluster.start("hospital-a")
+    cluster.start("hospital-b")
+    cluster.submit([cluster.hospital_key_entry()])
+    _submit_records(cluster, 49)
+    honest = parse_checkpoint(_checkpoint_text(cluster.wait_sealed_size("hospital-a", 50)))
+    # hospital-c's key signs a second, different checkpoint for the same size
+    forged = Checkpoint(
+        origin=honest.origin,
+        size=honest.size,
+        root_hash=bytes(32),
+        height=honest.height,
+        previous_hash=honest.previous_hash,
+        cut_time_ms=honest.cut_time_ms,
+    ).to_text()
+    c_key = new_signer(cluster.files.node_key_path("hospital-c").read_text().strip())
+    for text in (_checkpoint_text(cluster.wait_sealed_size("hospital-a", 50)), forged):
+        message = ordering_pb2.Cosignature(
+            node="hospital-c",
+            height=honest.height,
+            tree_size=honest.size,
+            checkpoint=text,
+            signature_line=signature_line(c_key, text),
+        )
+        cluster.producer.send(cluster.cosignatures_topic, message.SerializeToString())
+    cluster.producer.flush()
+    deadline = time.monotonic() + 30
+    kinds: set[str] = set()
+    while time.monotonic() < deadline and "ALARM_KIND_COSIGNATURE_CONFLICT" not in kinds:
+        with cluster.client("hospital-b") as stub:
+            alarms = stub.ListAlarms(chain_service_pb2.ListAlarmsRequest(), timeout=5).alarms
+        kinds = {chain_service_pb2.AlarmKind.Name(a.kind) for a in alarms}
+        time.sleep(0.2)
+    assert "ALARM_KIND_COSIGNATURE_CONFLICT" in kinds
+    assert "ALARM_KIND_CHECKPOINT_MISMATCH" in kinds  # the forged text differs from b's own
+    assert cluster.status("hospital-b").alarm_count >= 2
