@@ -26,11 +26,11 @@ from chain.consortium import ConsortiumConfig
 from chain.entry import parse_entry
 from chain.errors import SwiftchainError, VerificationError
 from chain.hashing import leaf_hash
-from chain.node.store import ChainStore
+from chain.node.store import BlockDoc, ChainStore
 from chain.note import Signer, signature_line, verify_signature_line
 from chain.proof_build import tree_root
 from chain.sequencer import Block, OrderedRecord, Sequencer, ttc_record
-from chain.tiles import MemoryHashStore, tile_bytes, tiles_touched
+from chain.tiles import TILE_WIDTH, MemoryHashStore, tile_bytes, tiles_touched
 from chain.validation import EntryValidator, KeyRegistry
 from swiftchain.chain.v1 import entry_pb2, ordering_pb2
 from swiftchain.common.v1 import common_pb2
@@ -183,7 +183,7 @@ class ChainNode:
                 f"expected {state.tree_size} stored entries, found {len(leaf_hashes)}",
             )
         self.tree.extend(leaf_hashes)
-        self._check_tiles(state.tree_size)
+        self._check_tiles(state.tree_size, blocks)
         previous_hash = GENESIS_PREVIOUS_HASH
         for block in blocks:
             if block.height > state.height:
@@ -201,10 +201,6 @@ class ChainNode:
             if block.sealed_note:
                 self._remember_sealed(info, block.sealed_note, tuple(block.signers))
             previous_hash = checkpoint_hash(block.checkpoint)
-        for doc in self._store.all_cosignatures():
-            self._cosignatures.setdefault(doc.tree_size, {}).setdefault(doc.member, {})[
-                doc.checkpoint
-            ] = doc.signature_line
         self.applied_offset = state.applied_offset
         self._sequencer = Sequencer(
             self.config,
@@ -222,15 +218,22 @@ class ChainNode:
             "" if self.can_sign else " — REFUSING TO SIGN: the store disagrees with itself",
         )
 
-    def _check_tiles(self, size: int) -> None:
+    def _check_tiles(self, size: int, blocks: list[BlockDoc]) -> None:
+        """Compare every stored tile (full ones, and the newest partial ones in the block
+        documents) with the tree recomputed from the stored entries."""
         if size == 0:
             return
         stored = self._store.read_all_tiles()
+        for block in blocks:  # oldest first, so the newest partial tile wins
+            if block.tree_size <= size:
+                for tile in block.partial_tiles or []:
+                    key = (tile["level"], tile["index"])
+                    if stored.get(key, (0, b""))[0] < TILE_WIDTH:  # a full tile supersedes
+                        stored[key] = (tile["width"], bytes(tile["data"]))
         for tile in tiles_touched(0, size):
+            expected = tile_bytes(self.tree, tile)
             got = stored.get((tile.level, tile.index))
-            if got is None or got[1][: len(tile_bytes(self.tree, tile))] != tile_bytes(
-                self.tree, tile
-            ):
+            if got is None or got[1] != expected:
                 self._store_mismatch(
                     size, f"stored tile {tile.level}/{tile.index} disagrees with the entries"
                 )
@@ -287,6 +290,8 @@ class ChainNode:
                     self._store.write_rejections(
                         (r.offset, r.entry_id, r.reason) for r in output.rejections
                     )
+                    if output.rejections:
+                        self._notify_progress()
                     self.end_offset = records[-1].offset + 1
                 if sequencer.pending_count == 0:
                     pending_since = None
@@ -316,16 +321,25 @@ class ChainNode:
             (e.parsed.entry_id, e.leaf_index, e.offset, e.parsed.body.kind) for e in block.entries
         )
         self._id_filter.update(_id_prefix(e.parsed.entry_id) for e in block.entries)
-        self._store.write_tiles(
+        tiles = [
             (tile.level, tile.index, tile.width, tile_bytes(self.tree, tile))
             for tile in tiles_touched(first, checkpoint.size)
-        )
+        ]
+        self._store.write_full_tiles(t for t in tiles if t[2] == TILE_WIDTH)
         text = block.text
-        self._store.write_block(checkpoint.height, checkpoint.size, text, block.cut_offset, tail)
+        self._store.write_block(
+            checkpoint.height,
+            checkpoint.size,
+            text,
+            block.cut_offset,
+            tail,
+            [t for t in tiles if t[2] < TILE_WIDTH],
+        )
         self.applied_offset = block.cut_offset
         info = _BlockInfo(checkpoint.height, checkpoint.size, text)
         with self._lock:
             self._blocks_by_size[checkpoint.size] = info
+            self._sealed_changed.notify_all()
         if self.can_sign:
             line = signature_line(self._signer, text)
             message = ordering_pb2.Cosignature(
@@ -379,7 +393,6 @@ class ChainNode:
                 f"cosignature does not verify: {error}",
             )
             return
-        text_hash = checkpoint_hash(message.checkpoint).hex()
         with self._lock:
             by_text = self._cosignatures.setdefault(checkpoint.size, {}).setdefault(member.name, {})
             if message.checkpoint in by_text:
@@ -398,13 +411,6 @@ class ChainNode:
                 [earlier_line, message.signature_line],
                 f"{member.name} signed two different checkpoints for size {checkpoint.size}",
             )
-        self._store.write_cosignature(
-            member.name,
-            checkpoint.size,
-            message.checkpoint,
-            message.signature_line,
-            key=f"{member.name}/{checkpoint.size}/{text_hash}",
-        )
         self._try_seal(checkpoint.size)
 
     def _try_seal(self, tree_size: int) -> None:
@@ -520,6 +526,23 @@ class ChainNode:
         """The sealed checkpoint of exactly ``tree_size`` leaves, if there is one."""
         with self._lock:
             return self._sealed.get(tree_size)
+
+    def _notify_progress(self) -> None:
+        with self._lock:
+            self._sealed_changed.notify_all()
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Wait up to ``timeout`` s until ``condition()`` holds; it is checked now and after
+        every block, seal and rejection. Returns whether it held."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                if condition():
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set():
+                    return False
+                self._sealed_changed.wait(remaining)
 
     def wait_sealed(
         self, predicate: Callable[[SealedCheckpoint], bool], timeout: float

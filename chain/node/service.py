@@ -136,12 +136,12 @@ class ChainServicer(pb_grpc.ChainServiceServicer):
     def _wait_for_entry(self, entry_id: str, context: grpc.ServicerContext) -> EntryIdDoc | None:
         found: EntryIdDoc | None = None
 
-        def sequenced(_: SealedCheckpoint) -> bool:
+        def sequenced_or_rejected() -> bool:
             nonlocal found
             found = self._node.store.find_entry(entry_id)
             return found is not None or self._node.store.find_rejection(entry_id) is not None
 
-        self._node.wait_sealed(sequenced, _wait_seconds(context))
+        self._node.wait_until(sequenced_or_rejected, _wait_seconds(context))
         return found
 
     def _why_not_found(self, entry_id: str) -> str:

@@ -10,7 +10,8 @@ What is stored, and why this shape:
 * ``blocks``: each checkpoint text, its cut offset and, once sealed, the signed note. The block
   document is written last for a block: it is the commit record, and the newest one says where
   the node resumes;
-* ``cosignatures``, ``rejections`` and ``alarms``.
+* ``rejections`` and ``alarms``. Cosignatures are not stored: ``chain.cosignatures.v1`` keeps
+  them for ever and a node reads it from the start when it starts.
 
 Every ``_id`` is a string: FerretDB v1 (SQLite) finds documents by string ``_id`` through its
 index but scans the whole collection for other lookups, integer ``_id`` included. So the node
@@ -21,7 +22,6 @@ the same documents when it applies the same records again. No transactions are n
 
 from __future__ import annotations
 
-import contextlib
 import struct
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,7 +31,7 @@ from typing import Any
 
 import mongoengine as me
 from pymongo import UpdateOne
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from chain.errors import NotFoundError
 
@@ -83,19 +83,10 @@ class BlockDoc(me.Document):
     #: This block's entries past the last full bundle, from leaf ``tail_first`` on.
     tail_first = me.IntField()
     tail = me.BinaryField()
+    #: Tiles this block left partial (level, index, width, data), newest wins.
+    partial_tiles = me.ListField(me.DictField())
     sealed_note = me.StringField()
     signers = me.ListField(me.StringField())
-
-
-class CosignatureDoc(me.Document):
-    """A member's signature line on a checkpoint text, as read from chain.cosignatures.v1."""
-
-    meta = {"collection": "cosignatures", "db_alias": ALIAS}  # noqa: RUF012
-    id = me.StringField(primary_key=True)  # "<member>/<tree size>/<checkpoint hash hex>"
-    member = me.StringField(required=True)
-    tree_size = me.IntField(required=True)
-    checkpoint = me.StringField(required=True)
-    signature_line = me.StringField(required=True)
 
 
 class RejectionDoc(me.Document):
@@ -183,18 +174,21 @@ class ChainStore:
             return NodeState(applied_offset=-1, tree_size=0, height=0)
         return NodeState(newest.cut_offset, newest.tree_size, newest.height)
 
-    def write_tiles(self, tiles: Iterable[tuple[int, int, int, bytes]]) -> None:
-        """Upsert tiles given as (level, index, width, data)."""
-        operations = [
-            UpdateOne(
-                {"_id": f"{level}/{index}"},
-                {"$set": {"level": level, "index": index, "width": width, "data": data}},
-                upsert=True,
-            )
+    def write_full_tiles(self, tiles: Iterable[tuple[int, int, int, bytes]]) -> None:
+        """Insert full tiles given as (level, index, width, data); a full tile never changes,
+        so it is written once. Partial tiles go into the block document instead."""
+        documents = [
+            {
+                "_id": f"{level}/{index}",
+                "level": level,
+                "index": index,
+                "width": width,
+                "data": data,
+            }
             for level, index, width, data in tiles
         ]
-        if operations:
-            TileDoc._get_collection().bulk_write(operations, ordered=False)
+        if documents:
+            _insert_ignoring_duplicates(TileDoc, documents)
 
     def read_all_tiles(self) -> dict[tuple[int, int], tuple[int, bytes]]:
         """Every stored tile: (level, index) -> (width, data). One scan, for recovery."""
@@ -347,24 +341,26 @@ class ChainStore:
         checkpoint: str,
         cut_offset: int,
         tail: tuple[int, list[bytes]],
+        partial_tiles: Sequence[tuple[int, int, int, bytes]] = (),
     ) -> None:
-        """Store a cut block (unsealed) with its entries past the last full bundle; keeps a
-        sealed note already stored for it. Written last for a block: the commit record."""
+        """Store a cut block (unsealed) with its entries past the last full bundle and the
+        partial tiles it changed. Written last for a block: the commit record. Written once:
+        after a crash the same block comes again with the same content."""
         tail_first, tail_entries = tail
-        BlockDoc._get_collection().update_one(
-            {"_id": _block_id(height)},
-            {
-                "$set": {
-                    "height": height,
-                    "tree_size": tree_size,
-                    "checkpoint": checkpoint,
-                    "cut_offset": cut_offset,
-                    "tail_first": tail_first,
-                    "tail": pack_entries(tail_entries),
-                }
-            },
-            upsert=True,
-        )
+        document = {
+            "_id": _block_id(height),
+            "height": height,
+            "tree_size": tree_size,
+            "checkpoint": checkpoint,
+            "cut_offset": cut_offset,
+            "tail_first": tail_first,
+            "tail": pack_entries(tail_entries),
+            "partial_tiles": [
+                {"level": level, "index": index, "width": width, "data": data}
+                for level, index, width, data in partial_tiles
+            ],
+        }
+        _insert_ignoring_duplicates(BlockDoc, [document])
 
     def seal_block(self, height: int, note: str, signers: Sequence[str]) -> None:
         """Record the sealed note of block ``height``."""
@@ -375,25 +371,6 @@ class ChainStore:
     def blocks(self) -> list[BlockDoc]:
         """Every block, by height (one scan, for recovery)."""
         return sorted(BlockDoc.objects, key=lambda b: b.height)
-
-    def write_cosignature(
-        self, member: str, tree_size: int, checkpoint: str, line: str, key: str
-    ) -> None:
-        """Store a member's signature line on a checkpoint text (idempotent)."""
-        document = {
-            "_id": key,
-            "member": member,
-            "tree_size": tree_size,
-            "checkpoint": checkpoint,
-            "signature_line": line,
-        }
-        # read again after a restart: the same line, stored already
-        with contextlib.suppress(DuplicateKeyError):
-            CosignatureDoc._get_collection().insert_one(document)
-
-    def all_cosignatures(self) -> list[CosignatureDoc]:
-        """Every stored cosignature (one scan, for recovery)."""
-        return list(CosignatureDoc.objects)
 
     def raise_alarm(
         self,
