@@ -66,8 +66,8 @@ class _BlockInfo:
     text: str
 
 
-def _id_prefix(entry_id: str) -> int:
-    """A 64-bit in-process hash of an entry id, for the duplicate filter."""
+def _id_key(entry_id: str) -> int:
+    """A 64-bit in-process hash of an entry id, the key of the in-memory id index."""
     return hash(entry_id)
 
 
@@ -118,10 +118,12 @@ class ChainNode:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._sequencer: Sequencer | None = None
-        # 64-bit hashes of every entry id in persisted blocks: a duplicate check goes to the
-        # store only on a hit (a real duplicate, or a 1-in-2^64-ish coincidence), so the
-        # verdict stays exact and deterministic while the common case costs no query.
-        self._id_filter: set[int] = set()
+        # The entry id index, in memory: 64-bit hash of an entry id -> its leaf index (and the
+        # rare ids whose hash collides with an earlier one, by id). A hit is confirmed against
+        # the stored entry, so answers are exact; the common miss costs no query. It is derived
+        # data: recovery rebuilds it from the stored entries (about 100 bytes a leaf).
+        self._leaf_by_key: dict[int, int] = {}
+        self._leaf_by_colliding_id: dict[str, int] = {}
         # tree size -> member -> checkpoint text -> signature line, as read from the topic.
         self._cosignatures: dict[int, dict[str, dict[str, str]]] = {}
         self.applied_offset = -1
@@ -176,7 +178,7 @@ class ChainNode:
             body = _body_of(raw)
             if body.kind == common_pb2.ENTRY_KIND_KEY:
                 registry.apply(body.key)
-            self._id_filter.add(_id_prefix(body.entry_id))
+            self._index_entry(body.entry_id, _index)
         if len(leaf_hashes) != state.tree_size:
             self._store_mismatch(
                 state.tree_size,
@@ -310,17 +312,30 @@ class ChainNode:
             consumer.close()
 
     def _stored_ids(self, ids: Iterable[str]) -> set[str]:
-        candidates = [i for i in ids if _id_prefix(i) in self._id_filter]
-        return self._store.stored_ids(candidates) if candidates else set()
+        return {entry_id for entry_id in ids if self.find_leaf(entry_id) is not None}
+
+    def _index_entry(self, entry_id: str, leaf_index: int) -> None:
+        key = _id_key(entry_id)
+        if key in self._leaf_by_key:
+            self._leaf_by_colliding_id[entry_id] = leaf_index
+        else:
+            self._leaf_by_key[key] = leaf_index
+
+    def find_leaf(self, entry_id: str) -> int | None:
+        """The leaf index of ``entry_id`` if it is in a persisted block, else None."""
+        leaf = self._leaf_by_colliding_id.get(entry_id)
+        if leaf is not None:
+            return leaf
+        leaf = self._leaf_by_key.get(_id_key(entry_id))
+        if leaf is None:
+            return None
+        stored = self._store.read_entries(leaf, leaf + 1)
+        return leaf if stored and _body_of(stored[0]).entry_id == entry_id else None
 
     def _persist(self, block: Block) -> None:
         checkpoint = block.checkpoint
         first = block.entries[0].leaf_index
         tail = self._store.write_entries(first, [e.parsed.raw for e in block.entries])
-        self._store.write_entry_ids(
-            (e.parsed.entry_id, e.leaf_index, e.offset, e.parsed.body.kind) for e in block.entries
-        )
-        self._id_filter.update(_id_prefix(e.parsed.entry_id) for e in block.entries)
         tiles = [
             (tile.level, tile.index, tile.width, tile_bytes(self.tree, tile))
             for tile in tiles_touched(first, checkpoint.size)
@@ -335,6 +350,8 @@ class ChainNode:
             tail,
             [t for t in tiles if t[2] < TILE_WIDTH],
         )
+        for sequenced in block.entries:
+            self._index_entry(sequenced.parsed.entry_id, sequenced.leaf_index)
         self.applied_offset = block.cut_offset
         info = _BlockInfo(checkpoint.height, checkpoint.size, text)
         with self._lock:

@@ -12,7 +12,6 @@ from chain.consortium import ConsortiumConfig
 from chain.entry import KINDS_BY_NAME
 from chain.errors import InvalidInputError, NotFoundError, PreconditionError
 from chain.node.node import ChainNode, SealedCheckpoint
-from chain.node.store import EntryIdDoc
 from chain.proof_build import consistency_proof, inclusion_proof
 from swiftchain.chain.v1 import (
     chain_service_pb2 as pb,
@@ -102,12 +101,12 @@ class ChainServicer(pb_grpc.ChainServiceServicer):
     ) -> pb.GetInclusionProofResponse:
         which = request.WhichOneof("entry")
         if which == "entry_id":
-            found = self._node.store.find_entry(request.entry_id)
+            found = self._node.find_leaf(request.entry_id)
             if found is None and request.wait_until_sealed:
                 found = self._wait_for_entry(request.entry_id, context)
             if found is None:
                 raise NotFoundError(self._why_not_found(request.entry_id))
-            index = int(found.leaf_index)
+            index = found
         elif which == "leaf_index":
             index = request.leaf_index
         else:
@@ -133,12 +132,12 @@ class ChainServicer(pb_grpc.ChainServiceServicer):
             checkpoint=sealed_message(sealed),
         )
 
-    def _wait_for_entry(self, entry_id: str, context: grpc.ServicerContext) -> EntryIdDoc | None:
-        found: EntryIdDoc | None = None
+    def _wait_for_entry(self, entry_id: str, context: grpc.ServicerContext) -> int | None:
+        found: int | None = None
 
         def sequenced_or_rejected() -> bool:
             nonlocal found
-            found = self._node.store.find_entry(entry_id)
+            found = self._node.find_leaf(entry_id)
             return found is not None or self._node.store.find_rejection(entry_id) is not None
 
         self._node.wait_until(sequenced_or_rejected, _wait_seconds(context))
@@ -211,15 +210,14 @@ class ChainServicer(pb_grpc.ChainServiceServicer):
         entry_id = request.entry_id
         if not entry_id:
             raise InvalidInputError("expected an entry id, got an empty one")
-        found = self._node.store.find_entry(entry_id)
+        found = self._node.find_leaf(entry_id)
         if found is not None:
             latest = self._node.latest_sealed()
-            sealed = latest is not None and found.leaf_index < latest.tree_size
+            sealed = latest is not None and found < latest.tree_size
             response = pb.GetEntryStatusResponse(
                 entry_id=entry_id,
                 state=common_pb2.ENTRY_STATE_SEALED if sealed else common_pb2.ENTRY_STATE_SEQUENCED,
-                ordering_offset=found.offset,
-                leaf_index=found.leaf_index,
+                leaf_index=found,
             )
             if sealed and latest is not None:
                 response.sealed_tree_size = latest.tree_size

@@ -6,7 +6,6 @@ What is stored, and why this shape:
   costs a few writes and a restart reads the whole tree in one scan;
 * ``entry_bundles``: the entries' exact bytes, 256 a bundle (as tlog-tiles entry bundles, but
   each entry prefixed by a 4-byte big-endian length: entries may exceed 64 KiB);
-* ``entry_ids``: entry id -> leaf index and ordering offset, for proofs by id and de-duplication;
 * ``blocks``: each checkpoint text, its cut offset and, once sealed, the signed note. The block
   document is written last for a block: it is the commit record, and the newest one says where
   the node resumes;
@@ -59,16 +58,6 @@ class EntryBundleDoc(me.Document):
     index = me.IntField(required=True)
     width = me.IntField(required=True)
     data = me.BinaryField(required=True)
-
-
-class EntryIdDoc(me.Document):
-    """Where an entry id sits in the log."""
-
-    meta = {"collection": "entry_ids", "db_alias": ALIAS}  # noqa: RUF012
-    id = me.StringField(primary_key=True)  # the entry id
-    leaf_index = me.IntField(required=True)
-    offset = me.IntField(required=True)
-    kind = me.IntField(required=True)
 
 
 class BlockDoc(me.Document):
@@ -284,33 +273,6 @@ class ChainStore:
             if tail_start + offset >= size:
                 return
             yield tail_start + offset, entry
-
-    def write_entry_ids(self, rows: Iterable[tuple[str, int, int, int]]) -> None:
-        """Insert (entry id, leaf index, offset, kind) rows.
-
-        Plain inserts, not upserts: on FerretDB an upsert costs about 100 times an insert. A row
-        that exists already was written by an earlier run for the same position (a node
-        replaying after a crash), so its duplicate-key error is expected and skipped.
-        """
-        documents = [
-            {"_id": entry_id, "leaf_index": leaf_index, "offset": offset, "kind": kind}
-            for entry_id, leaf_index, offset, kind in rows
-        ]
-        if documents:
-            _insert_ignoring_duplicates(EntryIdDoc, documents)
-
-    def stored_ids(self, ids: Iterable[str]) -> set[str]:
-        """Which of ``ids`` are in persisted blocks."""
-        wanted = list(ids)
-        if not wanted:
-            return set()
-        cursor = EntryIdDoc._get_collection().find({"_id": {"$in": wanted}}, {"_id": 1})
-        return {doc["_id"] for doc in cursor}
-
-    def find_entry(self, entry_id: str) -> EntryIdDoc | None:
-        """Where ``entry_id`` is in the log, if it is."""
-        result: EntryIdDoc | None = EntryIdDoc.objects(id=entry_id).first()
-        return result
 
     def write_rejections(self, rows: Iterable[tuple[int, str, str]]) -> None:
         """Upsert (offset, entry id, reason) rows."""
