@@ -139,6 +139,8 @@ def main() -> int:
             cluster.wait_sealed_size(MEMBERS[0], 1)
             watcher = SealWatcher(cluster, MEMBERS[0])
             rate = throughput(cluster, watcher, 1, count)
+            for member in MEMBERS:  # let every node catch up before measuring latency
+                cluster.wait_sealed_size(member, 1 + count, timeout=600)
             lat = latency(cluster, watcher, 1 + count, args.rate, seconds)
             watcher.stop()
         finally:

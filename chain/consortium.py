@@ -14,7 +14,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from chain.entry import KINDS_BY_NAME, PUBLIC_KEY_SIZE, is_key_id
+from chain.entry import (
+    KINDS_BY_NAME,
+    PUBLIC_KEY_SIZE,
+    SMALL_ORDER_KEY_MESSAGE,
+    is_key_id,
+    is_small_order_public_key,
+)
 from chain.errors import InvalidInputError
 from chain.note import Verifier, new_verifier
 
@@ -75,6 +81,8 @@ class GenesisKey:
             raise InvalidInputError(
                 f"{where}: expected a 32-byte Ed25519 key, got {len(self.public_key)} bytes"
             )
+        if is_small_order_public_key(self.public_key):
+            raise InvalidInputError(f"{where} {self.key_id!r}: {SMALL_ORDER_KEY_MESSAGE}")
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,10 @@ ENTRY_SIGNATURE_CONTEXT = b"swiftchain/entry/v1\n"
 BATCH_SIGNATURE_CONTEXT = b"swiftchain/batch/v1\n"
 SIGNATURE_SIZE = 64
 PUBLIC_KEY_SIZE = 32
+SMALL_ORDER_KEY_MESSAGE = (
+    "expected an Ed25519 public key of large order, got a point of small order "
+    "(signatures under it can be forged)"
+)
 
 KIND_NAMES: dict[int, str] = {
     common_pb2.ENTRY_KIND_KEY: "KEY",
@@ -80,6 +84,29 @@ _DECISION_FOR_REASON = {
 _NO_DECIDING_DIRECTIVE = frozenset(
     (common_pb2.ACCESS_REASON_NO_CONSENT, common_pb2.ACCESS_REASON_BREAK_GLASS)
 )
+
+
+# The y-coordinates of the 8 points of small order on edwards25519 (little-endian, sign bit
+# cleared), with the non-canonical encodings y + p of 0 and 1 (libsodium's blocklist). Under
+# such a public key a signature can be forged for any message in a few tries (Ed25519 as
+# OpenSSL verifies it is cofactorless), so the log never accepts one.
+_SMALL_ORDER_Y = frozenset(
+    bytes.fromhex(y)
+    for y in (
+        "0000000000000000000000000000000000000000000000000000000000000000",  # y = 0
+        "0100000000000000000000000000000000000000000000000000000000000000",  # y = 1
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",  # order 8
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",  # order 8
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p - 1
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p (0)
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",  # y = p + 1 (1)
+    )
+)
+
+
+def is_small_order_public_key(public_key: bytes) -> bool:
+    """True if the 32 bytes encode an Ed25519 point of small order (a forgeable key)."""
+    return public_key[:31] + bytes((public_key[31] & 0x7F,)) in _SMALL_ORDER_Y
 
 
 def _memo_matcher(pattern: re.Pattern[str], limit: int = 4096) -> Callable[[str], bool]:
@@ -287,11 +314,6 @@ def _unknown_fields_error(message: Message, what: str) -> InvalidInputError:
     )
 
 
-def _no_unknown_fields(message: Message, what: str) -> None:
-    if len(UnknownFieldSet(message)):
-        raise _unknown_fields_error(message, what)
-
-
 def _wrong_size(what: str, size: int, got: int) -> InvalidInputError:
     return InvalidInputError(f"expected {what} of {size} bytes, got {got}")
 
@@ -379,7 +401,10 @@ def _check_key_detail(body: entry_pb2.EntryBody) -> Message:
         if replaces:
             raise InvalidInputError("expected replaces_key_id on ROTATE and only on ROTATE")
         return detail
-    _exact(detail.public_key, PUBLIC_KEY_SIZE, "an Ed25519 public key")
+    public_key = detail.public_key
+    _exact(public_key, PUBLIC_KEY_SIZE, "an Ed25519 public key")
+    if is_small_order_public_key(public_key):
+        raise InvalidInputError(SMALL_ORDER_KEY_MESSAGE)
     allowed = detail.allowed_kinds
     if not allowed:
         raise InvalidInputError("expected at least one allowed entry kind for a key, got none")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from google.protobuf.message import DecodeError
 
@@ -33,9 +34,8 @@ class OrderedRecord:
     value: bytes
 
 
-@dataclass(frozen=True)
-class SequencedEntry:
-    """A valid entry with its place in the log."""
+class SequencedEntry(NamedTuple):
+    """A valid entry with its place in the log (a named tuple: one is made per entry)."""
 
     leaf_index: int
     offset: int

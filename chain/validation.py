@@ -27,12 +27,12 @@ from chain.entry import (
     parse_entry,
 )
 from chain.errors import InvalidInputError, VerificationError
-from chain.hashing import leaf_hash
 from chain.proof_verify import root_from_inclusion_proof
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 
 _sha256 = hashlib.sha256
+_LEAF = b"\x00"
 _NODE = b"\x01"
 
 
@@ -129,19 +129,6 @@ class _BatchState:
     nodes: list[bytes]
 
 
-def _steps_below(level: int, index: int, size: int) -> int:
-    """How many hashes of leaf ``index``'s inclusion path (tree of ``size``) are below ``level``.
-
-    The path of leaf ``m`` has one hash for each level below ``inner = bit_length(m ^ (size-1))``
-    and, above, one for each set bit of ``m >> inner`` (the left siblings along the right edge;
-    RFC 9162 §2.1.3, as :func:`chain.proof_verify.root_from_inclusion_proof`).
-    """
-    inner = (index ^ (size - 1)).bit_length()
-    if level <= inner:
-        return level
-    return inner + ((index >> inner) & ((1 << (level - inner)) - 1)).bit_count()
-
-
 def _path_nodes(leaf: bytes, index: int, size: int, path: tuple[bytes, ...]) -> list[bytes]:
     """The nodes computed from ``leaf`` up along ``path`` (of the right length); last: the root."""
     inner = (index ^ (size - 1)).bit_length()
@@ -228,7 +215,7 @@ class EntryValidator:
             raise InvalidInputError(
                 f"expected a batch of at most {self._max_batch_size} entries, got {size}"
             )
-        leaf = leaf_hash(parsed.body_bytes)
+        leaf = _sha256(_LEAF + parsed.body_bytes).digest()
         inner = (index ^ (size - 1)).bit_length()
         if len(path) != inner + (index >> inner).bit_count():
             root_from_inclusion_proof(leaf, index, size, path)  # raises the length error
@@ -277,14 +264,26 @@ class EntryValidator:
         if index == last:
             return leaf == state.leaf and path == state.path
         level = (index ^ last).bit_length() - 1
-        j = _steps_below(level, index, size)
-        jl = _steps_below(level, last, size)
+        # j, jl: how many hashes of each path lie below `level`. The path of leaf m has one hash
+        # per level below inner = bit_length(m ^ (size - 1)) and, above, one per set bit of
+        # m >> inner (left siblings along the right edge), as in root_from_inclusion_proof.
+        inner = (index ^ (size - 1)).bit_length()
+        j = (
+            level
+            if level <= inner
+            else inner + ((index >> inner) & ((1 << (level - inner)) - 1)).bit_count()
+        )
+        last_inner = (last ^ (size - 1)).bit_length()
+        jl = (
+            level
+            if level <= last_inner
+            else last_inner + ((last >> last_inner) & ((1 << (level - last_inner)) - 1)).bit_count()
+        )
         last_path, last_nodes = state.path, state.nodes
         if path[j + 1 :] != last_path[jl + 1 :]:
             return False
         if path[j] != (last_nodes[jl - 1] if jl else state.leaf):
             return False
-        inner = (index ^ (size - 1)).bit_length()
         left = index | (-1 << inner)
         sha, node = _sha256, _NODE
         own = []

@@ -18,14 +18,13 @@ import pymongo
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import KafkaProducer
 
 from chain.entry import EntrySigner, new_entry_id
 from chain.node.setup import ConsortiumFiles, create_consortium, load_registrar_key
 from chain.sequencer import entry_record
 from devstack.kafka import create_topics
-from devstack.process import ManagedProcess, free_port
+from devstack.process import ManagedProcess, free_port, wait_grpc_serving
 from devstack.topics import COSIGNATURES_TOPIC, ORDERING_TOPIC, topic_spec
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc, entry_pb2
 from swiftchain.common.v1 import common_pb2
@@ -108,21 +107,7 @@ class ChainCluster:
             env=env,
         ).start()
         self.processes[name] = process
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if not process.is_running():
-                raise process.error(f"node {name} exited during start")
-            try:
-                with grpc.insecure_channel(f"127.0.0.1:{self.ports[name]}") as channel:
-                    status = health_pb2_grpc.HealthStub(channel).Check(
-                        health_pb2.HealthCheckRequest(), timeout=1
-                    )
-                if status.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            time.sleep(0.2)
-        raise process.error(f"node {name} did not answer SERVING within 60 s")
+        wait_grpc_serving(process, self.ports[name], timeout=60)
 
     def start_all(self) -> None:
         """Start every node."""
@@ -201,8 +186,8 @@ class ChainCluster:
         return self.registrar.sign_entry(body.SerializeToString())
 
     @staticmethod
-    def record_body(entry_id: str | None = None, version: int = 1) -> bytes:
-        """A RECORD entry body with random commitment and tags."""
+    def record_body(entry_id: str | None = None) -> bytes:
+        """A RECORD entry body (a first version: CREATE) with random commitment and tags."""
         return entry_pb2.EntryBody(
             entry_id=entry_id or new_entry_id(),
             kind=common_pb2.ENTRY_KIND_RECORD,
@@ -212,7 +197,7 @@ class ChainCluster:
             subject_tag=uuid.uuid4().bytes * 2,
             record=entry_pb2.RecordDetail(
                 record_tag=uuid.uuid4().bytes * 2,
-                version=version,
+                version=1,
                 action=common_pb2.RECORD_ACTION_CREATE,
                 reason_code="clinical-update",
             ),

@@ -313,3 +313,26 @@ class ManagedProcess:
     def __repr__(self) -> str:
         state = "running" if self.is_running() else f"exited {self.returncode}"
         return f"<ManagedProcess {self.name} pid={self.pid} {state}>"
+
+
+def wait_grpc_serving(process: ManagedProcess, port: int, timeout: float = 60.0) -> None:
+    """Wait until the gRPC health check on ``port`` answers SERVING; raise
+    :class:`ProcessError` (with the log tail) if ``process`` exits or time runs out."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process.is_running():
+            raise process.error(f"{process.name} exited during start")
+        try:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                response = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
+            if response.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.2)
+    raise process.error(f"{process.name} did not answer SERVING within {timeout:.0f}s")

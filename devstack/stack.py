@@ -19,14 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from chain.node.setup import create_consortium
 from devstack.ferretdb import FerretDB
 from devstack.kafka import KafkaBroker, create_topics
 from devstack.paths import REPO_ROOT, run_dir
-from devstack.process import ManagedProcess, ProcessError, free_port
+from devstack.process import ManagedProcess, ProcessError, free_port, wait_grpc_serving
 from devstack.toolchain import BootstrapError, ToolchainMissing
 
 KAFKA_PORT = 9092
@@ -56,23 +53,6 @@ class GrpcProcess:
 
 def _pid_file() -> Path:
     return run_dir() / "stack.pid"
-
-
-def _wait_serving(proc: GrpcProcess, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if not proc.process.is_running():
-            raise proc.process.error(f"{proc.name} exited during start")
-        try:
-            with grpc.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
-                response = health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1
-                )
-            if response.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            pass
-        time.sleep(0.2)
-    raise proc.process.error(f"{proc.name} did not answer SERVING within {HEALTH_TIMEOUT:.0f}s")
 
 
 @dataclass(frozen=True)
@@ -169,7 +149,7 @@ class LocalStack:
             proc.process.start()
         deadline = time.monotonic() + HEALTH_TIMEOUT
         for proc in self.grpc_processes:
-            _wait_serving(proc, deadline)
+            wait_grpc_serving(proc.process, proc.port, max(deadline - time.monotonic(), 0.1))
             self._say(
                 f"{proc.name:<10} 127.0.0.1:{proc.port}  SERVING  (log {proc.process.log_path})"
             )

@@ -23,8 +23,7 @@ from opentelemetry import metrics
 
 from chain.checkpoint import GENESIS_PREVIOUS_HASH, checkpoint_hash, parse_checkpoint
 from chain.consortium import ConsortiumConfig
-from chain.entry import parse_entry
-from chain.errors import SwiftchainError, VerificationError
+from chain.errors import VerificationError
 from chain.hashing import leaf_hash
 from chain.node.store import BlockDoc, ChainStore
 from chain.note import Signer, signature_line, verify_signature_line
@@ -575,10 +574,3 @@ class ChainNode:
                 if remaining <= 0 or self._stop.is_set():
                     return None
                 self._sealed_changed.wait(remaining)
-
-    def kind_of(self, raw: bytes) -> int:
-        """The entry kind of stored entry bytes (ENTRY_KIND_UNSPECIFIED if unparseable)."""
-        try:
-            return parse_entry(raw).body.kind
-        except SwiftchainError:
-            return common_pb2.ENTRY_KIND_UNSPECIFIED

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from services.audit.servicer import AuditServicer
-from services.common.server import ServiceRegistration, configure_process, serve
+from services.common.server import run_service
 from services.common.settings import AUDIT_PORT, ProcessSettings
 from swiftchain.audit.v1 import audit_service_pb2_grpc
-
-SERVICE_NAME = "swiftchain.audit.v1.AuditService"
 
 
 class AuditSettings(ProcessSettings):
@@ -19,17 +17,9 @@ class AuditSettings(ProcessSettings):
 
 def main() -> None:
     """Run the audit service until SIGTERM."""
-    settings = AuditSettings()
-    configure_process(settings)
-    servicer = AuditServicer()  # type: ignore[abstract]  # RPCs land with the service's issue
-    serve(
-        settings,
-        [
-            ServiceRegistration(
-                SERVICE_NAME,
-                lambda server: audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
-                    servicer, server
-                ),
-            )
-        ],
+    run_service(
+        AuditSettings(),
+        "swiftchain.audit.v1.AuditService",
+        AuditServicer(),  # type: ignore[abstract]  # its RPCs land with the service's issue
+        audit_service_pb2_grpc.add_AuditServiceServicer_to_server,  # type: ignore[arg-type]
     )

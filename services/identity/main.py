@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from services.common.server import ServiceRegistration, configure_process, serve
+from services.common.server import run_service
 from services.common.settings import IDENTITY_PORT, ProcessSettings
 from services.identity.servicer import IdentityServicer
 from swiftchain.identity.v1 import identity_service_pb2_grpc
-
-SERVICE_NAME = "swiftchain.identity.v1.IdentityService"
 
 
 class IdentitySettings(ProcessSettings):
@@ -19,17 +17,9 @@ class IdentitySettings(ProcessSettings):
 
 def main() -> None:
     """Run the identity service until SIGTERM."""
-    settings = IdentitySettings()
-    configure_process(settings)
-    servicer = IdentityServicer()  # type: ignore[abstract]  # RPCs land with the service's issue
-    serve(
-        settings,
-        [
-            ServiceRegistration(
-                SERVICE_NAME,
-                lambda server: identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
-                    servicer, server
-                ),
-            )
-        ],
+    run_service(
+        IdentitySettings(),
+        "swiftchain.identity.v1.IdentityService",
+        IdentityServicer(),  # type: ignore[abstract]  # its RPCs land with the service's issue
+        identity_service_pb2_grpc.add_IdentityServiceServicer_to_server,  # type: ignore[arg-type]
     )

@@ -45,7 +45,7 @@ def _stream(request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
 
 
 def _register(server: grpc.Server) -> None:
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[bytes, bytes]] = {
         "Raise": grpc.unary_unary_rpc_method_handler(_unary),
         "RaiseStream": grpc.unary_stream_rpc_method_handler(_stream),
     }
@@ -62,6 +62,11 @@ def channel() -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as chan:
         yield chan
     server.stop(0)
+
+
+def _call(channel: grpc.Channel) -> bytes:
+    method: grpc.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(_METHOD)
+    return method(b"", timeout=5)
 
 
 CASES = [
@@ -96,7 +101,7 @@ def test_domain_error_becomes_its_status_with_error_info(
 ) -> None:
     _raise_next[:] = [error]
     with pytest.raises(grpc.RpcError) as caught:
-        channel.unary_unary(_METHOD)(b"", timeout=5)
+        _call(channel)
     assert caught.value.code() == code
     assert caught.value.details() == str(error)
     status = rpc_status.from_call(caught.value)
@@ -109,7 +114,8 @@ def test_domain_error_becomes_its_status_with_error_info(
 
 def test_streaming_rpc_maps_errors_after_the_first_message(channel: grpc.Channel) -> None:
     _raise_next[:] = [NotFoundError("gone")]
-    responses = channel.unary_stream(_STREAM)(b"", timeout=5)
+    stream: grpc.UnaryStreamMultiCallable[bytes, bytes] = channel.unary_stream(_STREAM)
+    responses: Iterator[bytes] = stream(b"", timeout=5)
     assert next(responses) == b"first"
     with pytest.raises(grpc.RpcError) as caught:
         next(responses)
@@ -119,7 +125,7 @@ def test_streaming_rpc_maps_errors_after_the_first_message(channel: grpc.Channel
 def test_a_bug_is_internal_with_a_reference_and_no_traceback(channel: grpc.Channel) -> None:
     _raise_next[:] = [KeyError("secret internals")]
     with pytest.raises(grpc.RpcError) as caught:
-        channel.unary_unary(_METHOD)(b"", timeout=5)
+        _call(channel)
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     details = caught.value.details() or ""
     assert "reference" in details and "secret internals" not in details

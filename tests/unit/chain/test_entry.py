@@ -28,6 +28,7 @@ from chain.entry import (
     batch_signing_input,
     entry_signing_input,
     is_key_id,
+    is_small_order_public_key,
     new_entry_id,
     parse_entry,
 )
@@ -398,6 +399,90 @@ def test_well_formed(name: str) -> None:
     assert parsed.leaf_hash == leaf_hash(raw)
 
 
+# ------------------------------------------------------------------------------ small order
+
+# Edwards25519 arithmetic in plain Python (RFC 8032 §5.1), only to derive the small-order
+# points independently of the table in chain.entry.
+P25519 = 2**255 - 19
+D25519 = -121665 * pow(121666, P25519 - 2, P25519) % P25519
+Point = tuple[int, int]
+
+
+def decode_point(data: bytes) -> Point | None:
+    y = int.from_bytes(data, "little") & ((1 << 255) - 1)
+    sign = data[31] >> 7
+    y %= P25519
+    u, v = (y * y - 1) % P25519, (D25519 * y * y + 1) % P25519
+    x2 = u * pow(v, P25519 - 2, P25519) % P25519
+    x = pow(x2, (P25519 + 3) // 8, P25519)
+    if (x * x - x2) % P25519:
+        x = x * pow(2, (P25519 - 1) // 4, P25519) % P25519
+    if (x * x - x2) % P25519:
+        return None
+    if (x & 1) != sign:
+        x = (P25519 - x) % P25519
+    return x, y
+
+
+def add_points(a: Point, b: Point) -> Point:
+    (x1, y1), (x2, y2) = a, b
+    t = D25519 * x1 * x2 * y1 * y2 % P25519
+    x3 = (x1 * y2 + x2 * y1) * pow(1 + t, P25519 - 2, P25519) % P25519
+    y3 = (y1 * y2 + x1 * x2) * pow(1 - t, P25519 - 2, P25519) % P25519
+    return x3, y3
+
+
+def encode_point(point: Point) -> bytes:
+    x, y = point
+    return (y | (x & 1) << 255).to_bytes(32, "little")
+
+
+IDENTITY: Point = (0, 1)
+SMALL_ORDER_Y = [
+    bytes.fromhex(h)
+    for h in (
+        "0000000000000000000000000000000000000000000000000000000000000000",
+        "0100000000000000000000000000000000000000000000000000000000000000",
+        "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+        "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+        "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    )
+]
+
+
+def test_small_order_points_are_all_refused() -> None:
+    order8 = decode_point(SMALL_ORDER_Y[2])
+    assert order8 is not None
+    multiples = [IDENTITY]
+    for _ in range(7):
+        multiples.append(add_points(multiples[-1], order8))
+    assert add_points(multiples[-1], order8) == IDENTITY  # order 8 exactly
+    assert len(set(multiples)) == 8
+    for point in multiples:  # the whole torsion subgroup, canonically encoded
+        assert is_small_order_public_key(encode_point(point))
+    for y in SMALL_ORDER_Y:  # every listed encoding is of small order, with either sign
+        for sign in (0, 0x80):
+            data = y[:31] + bytes([y[31] | sign])
+            assert is_small_order_public_key(data)
+            decoded = decode_point(data)
+            if decoded is not None:
+                eight = decoded
+                for _ in range(3):
+                    eight = add_points(eight, eight)
+                assert eight == IDENTITY
+
+
+def test_real_keys_are_of_large_order() -> None:
+    for seed in range(200):
+        key = Ed25519PrivateKey.from_private_bytes(seed.to_bytes(32, "little"))
+        raw = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        assert not is_small_order_public_key(raw)
+
+
 # ------------------------------------------------------------------------------ malformed
 
 REVOKE = {"action": entry_pb2.KEY_ACTION_REVOKE, "public_key": b"", "allowed_kinds": []}
@@ -707,6 +792,27 @@ MALFORMED: list[tuple[str, Callable[[], bytes], str]] = [
         "register without public key",
         lambda: detail_with("key", public_key=b""),
         "expected an Ed25519 public key of 32 bytes, got 0",
+    ),
+    *[
+        (
+            f"register of a small-order key {y.hex()[:8]} sign {sign}",
+            (lambda key: lambda: detail_with("key", public_key=key))(
+                y[:31] + bytes([y[31] | sign])
+            ),
+            "expected an Ed25519 public key of large order, got a point of small order",
+        )
+        for y in SMALL_ORDER_Y
+        for sign in (0, 0x80)
+    ],
+    (
+        "rotate to a small-order key",
+        lambda: detail_with(
+            "key",
+            action=entry_pb2.KEY_ACTION_ROTATE,
+            replaces_key_id=KEY_ID,
+            public_key=bytes.fromhex(SMALL_ORDER_Y[2].hex()),
+        ),
+        "expected an Ed25519 public key of large order",
     ),
     (
         "register without allowed kinds",

@@ -481,19 +481,29 @@ def test_single_entry_batch_and_repeated_entry(log: Log, ids: Ids) -> None:
 # ------------------------------------------------------------------------------ small-order key
 
 
+def test_small_order_key_is_never_registered(log: Log, ids: Ids) -> None:
+    identity = bytes([1]) + bytes(31)
+    log.reject(
+        key_entry(ids(), entry_pb2.KEY_ACTION_REGISTER, "weak", public=identity),
+        "expected an Ed25519 public key of large order, got a point of small order",
+    )
+
+
 def test_key_that_signs_everything_gets_the_uncached_verdicts(ids: Ids) -> None:
-    """A small-order public key verifies one signature for every message. Whatever one thinks
-    of such a key, the cache must give the verdicts of no cache at all: a batch entry whose path
-    leads to another root under the same signature is valid under that key."""
+    """A small-order public key verifies one signature for every message. The log refuses to
+    register one; should one be in the registry anyway (here put there by hand), the cache must
+    still give the verdicts of no cache at all: a batch entry whose path leads to another root
+    under the same signature is valid under that key."""
     identity = bytes([1]) + bytes(31)
     weak_signature = identity + bytes(32)
     log = Log()
-    log.accept(
-        key_entry(ids(), entry_pb2.KEY_ACTION_REGISTER, "weak", public=identity, owner=HOSPITAL)
-    )
+    log.accept(register(ids(), H2, H2_KEY))
+    state = log.validator.registry.get(H2.key_id)
+    assert state is not None
+    state.public_key = Ed25519PublicKey.from_public_bytes(identity)
     entry = entry_pb2.ChainEntry(
         body=record_body(ids()),
-        key_id="weak",
+        key_id=H2.key_id,
         batch=entry_pb2.BatchAuth(index=0, size=2, path=[bytes(32)], root_signature=weak_signature),
     )
     log.accept(entry.SerializeToString())
@@ -502,6 +512,7 @@ def test_key_that_signs_everything_gets_the_uncached_verdicts(ids: Ids) -> None:
     entry.batch.index = 1
     entry.body = record_body(ids())
     log.accept(entry.SerializeToString())
+    assert log.validator.signatures_verified == 1 + 3
 
 
 # ------------------------------------------------------------------------------ cache = no cache
