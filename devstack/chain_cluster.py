@@ -135,7 +135,9 @@ class ChainCluster:
         """Flip a byte of a stored entry in node ``name``'s store (bundle of 256 entries)."""
         client: pymongo.MongoClient[dict[str, object]]
         with pymongo.MongoClient(self.mongo_uri) as client:
-            bundles: Any = client[self.database(name)]["entry_bundles"]
+            bundles: Any = client[self.database(name)][
+                f"entry_bundles_{leaf_index // 256 // 64:06d}"
+            ]
             doc = bundles.find_one({"_id": f"{leaf_index // 256:012d}"})
             assert doc is not None
             data = bytearray(doc["data"])

@@ -186,6 +186,7 @@ class ChainNode:
         self.tree.extend(leaf_hashes)
         self._check_tiles(state.tree_size, blocks)
         previous_hash = GENESIS_PREVIOUS_HASH
+        sealed_notes = self._store.sealed_notes()
         for block in blocks:
             if block.height > state.height:
                 break
@@ -199,8 +200,8 @@ class ChainNode:
                 )
             info = _BlockInfo(block.height, block.tree_size, block.checkpoint)
             self._blocks_by_size[block.tree_size] = info
-            if block.sealed_note:
-                self._remember_sealed(info, block.sealed_note, tuple(block.signers))
+            if block.height in sealed_notes:
+                self._remember_sealed(info, *sealed_notes[block.height])
             previous_hash = checkpoint_hash(block.checkpoint)
         self.applied_offset = state.applied_offset
         self._sequencer = Sequencer(

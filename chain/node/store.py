@@ -4,17 +4,21 @@ What is stored, and why this shape:
 
 * ``tiles``: the tree's stored hashes as C2SP tlog-tiles blobs (256 hashes a tile), so a block
   costs a few writes and a restart reads the whole tree in one scan;
-* ``entry_bundles``: the entries' exact bytes, 256 a bundle (as tlog-tiles entry bundles, but
-  each entry prefixed by a 4-byte big-endian length: entries may exceed 64 KiB);
-* ``blocks``: each checkpoint text, its cut offset and, once sealed, the signed note. The block
-  document is written last for a block: it is the commit record, and the newest one says where
-  the node resumes;
+* ``entry_bundles_<group>``: the entries' exact bytes, 256 a bundle (as tlog-tiles entry
+  bundles, but each entry prefixed by a 4-byte big-endian length: entries may exceed 64 KiB),
+  written once when full, 64 bundles a collection;
+* ``blocks``: each checkpoint text, its cut offset, the block's entries past the last full
+  bundle and the partial tiles it changed. Written once, last for a block: it is the commit
+  record, and the newest one says where the node resumes;
+* ``sealed``: the sealed note of each sealed block;
 * ``rejections`` and ``alarms``. Cosignatures are not stored: ``chain.cosignatures.v1`` keeps
   them for ever and a node reads it from the start when it starts.
 
-Every ``_id`` is a string: FerretDB v1 (SQLite) finds documents by string ``_id`` through its
-index but scans the whole collection for other lookups, integer ``_id`` included. So the node
-looks documents up only by string ``_id`` while it runs, and scans only when it starts.
+FerretDB v1 (SQLite) answers every lookup, ``_id`` included, by scanning the table (its
+``explain`` says ``SCAN``), at a cost that grows with the bytes stored and is far worse for an
+integer ``_id``. So every ``_id`` is a string, documents are written once wherever possible, the
+running node looks up only small documents and bundles (in collections of 64), and large
+documents are read only by the scan at start.
 Writes are idempotent (keyed by position), so a node that crashes between two writes rewrites
 the same documents when it applies the same records again. No transactions are needed.
 """
@@ -50,6 +54,17 @@ class TileDoc(me.Document):
     data = me.BinaryField(required=True)
 
 
+#: Bundles per collection. FerretDB v1 (SQLite) scans the whole table even for an ``_id``
+#: lookup, at a cost that grows with the bytes stored; 64 bundles keep a table near 5 MB.
+BUNDLES_PER_COLLECTION = 64
+
+
+def _bundles(bundle: int) -> Any:
+    """The pymongo collection holding ``bundle``."""
+    group = bundle // BUNDLES_PER_COLLECTION
+    return EntryBundleDoc._get_db()[f"entry_bundles_{group:06d}"]
+
+
 class EntryBundleDoc(me.Document):
     """Up to 256 consecutive entries, each prefixed with its 4-byte big-endian length."""
 
@@ -74,7 +89,15 @@ class BlockDoc(me.Document):
     tail = me.BinaryField()
     #: Tiles this block left partial (level, index, width, data), newest wins.
     partial_tiles = me.ListField(me.DictField())
-    sealed_note = me.StringField()
+
+
+class SealedDoc(me.Document):
+    """A sealed checkpoint's note (small, apart from the large block documents)."""
+
+    meta = {"collection": "sealed", "db_alias": ALIAS}  # noqa: RUF012
+    id = me.StringField(primary_key=True)  # _block_id(height)
+    height = me.IntField(required=True)
+    note = me.StringField(required=True)
     signers = me.ListField(me.StringField())
 
 
@@ -136,11 +159,13 @@ def unpack_entries(data: bytes) -> list[bytes]:
     return out
 
 
-def _insert_ignoring_duplicates(document_class: Any, documents: list[dict[str, Any]]) -> None:
-    """Insert documents; one that exists already (written before a crash, for the same
-    position, so with the same content) is skipped."""
+def _insert_ignoring_duplicates(target: Any, documents: list[dict[str, Any]]) -> None:
+    """Insert documents into a Document class's collection (or a pymongo collection); one that
+    exists already (written before a crash, for the same position, so with the same content) is
+    skipped."""
+    collection = target._get_collection() if hasattr(target, "_get_collection") else target
     try:
-        document_class._get_collection().insert_many(documents, ordered=False)
+        collection.insert_many(documents, ordered=False)
     except BulkWriteError as error:
         others = [e for e in error.details.get("writeErrors", []) if e.get("code") != 11000]
         if others:
@@ -207,7 +232,7 @@ class ChainStore:
         pending = tail + list(entries)
         end = first_index + len(entries)
         boundary = end - end % BUNDLE_SIZE
-        documents = []
+        documents: list[dict[str, Any]] = []
         for start in range(tail_start, boundary, BUNDLE_SIZE):
             chunk = pending[start - tail_start : start - tail_start + BUNDLE_SIZE]
             bundle = start // BUNDLE_SIZE
@@ -219,8 +244,8 @@ class ChainStore:
                     "data": pack_entries(chunk),
                 }
             )
-        if documents:
-            _insert_ignoring_duplicates(EntryBundleDoc, documents)
+        for document in documents:
+            _insert_ignoring_duplicates(_bundles(int(document["index"])), [document])
         new_tail = pending[boundary - tail_start :]
         with self._tail_lock:
             self._tail_start, self._tail = boundary, new_tail
@@ -244,7 +269,7 @@ class ChainStore:
 
     def read_bundle(self, bundle: int) -> list[bytes]:
         """The entries of one full bundle (empty if not stored)."""
-        doc = EntryBundleDoc._get_collection().find_one({"_id": _bundle_id(bundle)})
+        doc = _bundles(bundle).find_one({"_id": _bundle_id(bundle)})
         return [] if doc is None else unpack_entries(bytes(doc["data"]))
 
     def read_entries(self, start: int, end: int) -> list[bytes]:
@@ -325,10 +350,13 @@ class ChainStore:
         _insert_ignoring_duplicates(BlockDoc, [document])
 
     def seal_block(self, height: int, note: str, signers: Sequence[str]) -> None:
-        """Record the sealed note of block ``height``."""
-        BlockDoc._get_collection().update_one(
-            {"_id": _block_id(height)}, {"$set": {"sealed_note": note, "signers": list(signers)}}
-        )
+        """Record the sealed note of block ``height`` (once)."""
+        document = {"_id": _block_id(height), "height": height, "note": note, "signers": signers}
+        _insert_ignoring_duplicates(SealedDoc, [document])
+
+    def sealed_notes(self) -> dict[int, tuple[str, tuple[str, ...]]]:
+        """Every sealed note by height (one scan, for recovery)."""
+        return {doc.height: (doc.note, tuple(doc.signers)) for doc in SealedDoc.objects}
 
     def blocks(self) -> list[BlockDoc]:
         """Every block, by height (one scan, for recovery)."""
