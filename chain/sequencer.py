@@ -21,7 +21,7 @@ from chain.consortium import ConsortiumConfig
 from chain.entry import ParsedEntry, parse_entry
 from chain.errors import InvalidInputError, SwiftchainError
 from chain.tiles import MemoryHashStore
-from chain.validation import EntryValidator
+from chain.validation import EntryValidator, rejection_reason
 from swiftchain.chain.v1 import entry_pb2, ordering_pb2
 
 
@@ -50,6 +50,8 @@ class Rejection:
     offset: int
     entry_id: str
     reason: str
+    #: The ``RejectionReason`` name without its prefix, e.g. ``"BAD_SIGNATURE"``.
+    code: str = "MALFORMED"
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,9 @@ class Sequencer:
                 try:
                     validate(item, seen)
                 except SwiftchainError as error:
-                    output.rejections.append(Rejection(record.offset, item.entry_id, str(error)))
+                    output.rejections.append(
+                        Rejection(record.offset, item.entry_id, str(error), rejection_reason(error))
+                    )
                     continue
                 pending = self.pending
                 pending.append(

@@ -36,6 +36,22 @@ _LEAF = b"\x00"
 _NODE = b"\x01"
 
 
+class EntryRejectedError(VerificationError):
+    """An entry that is well formed but not valid at its position; ``reason`` is the name of
+    its ``swiftchain.chain.v1.RejectionReason`` without the prefix (e.g. ``"UNKNOWN_KEY"``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def rejection_reason(error: Exception) -> str:
+    """The RejectionReason name (without prefix) for an error raised while validating."""
+    if isinstance(error, EntryRejectedError):
+        return error.reason
+    return "MALFORMED"
+
+
 @dataclass
 class KeyState:
     """A key as the log knows it at the current position."""
@@ -179,32 +195,49 @@ class EntryValidator:
         key_id = parsed.key_id
         key = self.registry.get(key_id)
         if key is None:
-            raise VerificationError(f"expected a key registered on the log, got {key_id!r}")
+            raise EntryRejectedError(
+                "UNKNOWN_KEY", f"expected a key registered on the log, got {key_id!r}"
+            )
         if not key.valid:
-            raise VerificationError(
-                f"key {key_id!r} was revoked or rotated away before this position"
+            raise EntryRejectedError(
+                "KEY_NOT_VALID", f"key {key_id!r} was revoked or rotated away before this position"
             )
         kind = parsed.kind
         if kind not in key.allowed_kinds:
-            raise VerificationError(
+            raise EntryRejectedError(
+                "KEY_NOT_ALLOWED",
                 f"key {key_id!r} may sign {sorted(KIND_NAMES[k] for k in key.allowed_kinds)}"
-                f" entries, got a {KIND_NAMES[kind]} entry"
+                f" entries, got a {KIND_NAMES[kind]} entry",
             )
         if key.owner_id != parsed.submitter_id:
-            raise VerificationError(
+            raise EntryRejectedError(
+                "KEY_NOT_ALLOWED",
                 f"expected submitter {key.owner_id!r} (the owner of key {key_id!r}), "
-                f"got {parsed.submitter_id!r}"
+                f"got {parsed.submitter_id!r}",
             )
         if parsed.batch_size:
-            self._check_batch(key, parsed)
+            try:
+                self._check_batch(key, parsed)
+            except InvalidInputError as error:
+                raise EntryRejectedError("TOO_LARGE", str(error)) from None
+            except VerificationError as error:
+                raise EntryRejectedError("BAD_BATCH_AUTH", str(error)) from None
         else:
-            self._verify(
-                key, parsed.signature, entry_signing_input(parsed.body_bytes), "entry signature"
-            )
+            try:
+                self._verify(
+                    key, parsed.signature, entry_signing_input(parsed.body_bytes), "entry signature"
+                )
+            except VerificationError as error:
+                raise EntryRejectedError("BAD_SIGNATURE", str(error)) from None
         if kind == common_pb2.ENTRY_KIND_KEY:
-            self.registry.check(parsed.body.key)
+            try:
+                self.registry.check(parsed.body.key)
+            except VerificationError as error:
+                raise EntryRejectedError("KEY_STATE_CONFLICT", str(error)) from None
         if seen(parsed.entry_id):
-            raise VerificationError(f"entry id {parsed.entry_id} is on the log already")
+            raise EntryRejectedError(
+                "DUPLICATE_ENTRY_ID", f"entry id {parsed.entry_id} is on the log already"
+            )
         if kind == common_pb2.ENTRY_KIND_KEY:
             self.registry.apply(parsed.body.key)
         return parsed

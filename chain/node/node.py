@@ -290,7 +290,7 @@ class ChainNode:
                     for block in output.blocks:
                         self._persist(block)
                     self._store.write_rejections(
-                        (r.offset, r.entry_id, r.reason) for r in output.rejections
+                        (r.offset, r.entry_id, r.reason, r.code) for r in output.rejections
                     )
                     if output.rejections:
                         self._notify_progress()

@@ -227,6 +227,9 @@ class ChainServicer(pb_grpc.ChainServiceServicer):
             return pb.GetEntryStatusResponse(
                 entry_id=entry_id,
                 state=common_pb2.ENTRY_STATE_REJECTED,
+                rejection_reason=entry_pb2.RejectionReason.Value(
+                    f"REJECTION_REASON_{rejection.code or 'MALFORMED'}"
+                ),
                 rejection_detail=rejection.reason,
                 ordering_offset=rejection.offset,
             )

@@ -109,6 +109,7 @@ class RejectionDoc(me.Document):
     offset = me.IntField(required=True)
     entry_id = me.StringField()
     reason = me.StringField(required=True)
+    code = me.StringField()  # RejectionReason name without its prefix
 
 
 class AlarmDoc(me.Document):
@@ -299,15 +300,15 @@ class ChainStore:
                 return
             yield tail_start + offset, entry
 
-    def write_rejections(self, rows: Iterable[tuple[int, str, str]]) -> None:
-        """Upsert (offset, entry id, reason) rows."""
+    def write_rejections(self, rows: Iterable[tuple[int, str, str, str]]) -> None:
+        """Upsert (offset, entry id, reason, code) rows."""
         operations = [
             UpdateOne(
                 {"_id": entry_id or f"offset:{offset}"},
-                {"$set": {"offset": offset, "entry_id": entry_id, "reason": reason}},
+                {"$set": {"offset": offset, "entry_id": entry_id, "reason": reason, "code": code}},
                 upsert=True,
             )
-            for offset, entry_id, reason in rows
+            for offset, entry_id, reason, code in rows
         ]
         if operations:
             RejectionDoc._get_collection().bulk_write(operations, ordered=False)

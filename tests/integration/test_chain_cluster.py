@@ -13,7 +13,7 @@ from chain.hashing import leaf_hash
 from chain.note import parse_note
 from chain.proof_verify import verify_inclusion
 from devstack.chain_cluster import MEMBERS, ChainCluster
-from swiftchain.chain.v1 import chain_service_pb2
+from swiftchain.chain.v1 import chain_service_pb2, entry_pb2
 from swiftchain.common.v1 import common_pb2
 
 pytestmark = pytest.mark.integration
@@ -72,8 +72,6 @@ def test_duplicate_submission_is_in_the_log_once(cluster: ChainCluster) -> None:
 
 
 def _entry_id(body: bytes) -> str:
-    from swiftchain.chain.v1 import entry_pb2
-
     parsed = entry_pb2.EntryBody()
     parsed.ParseFromString(body)
     return parsed.entry_id
@@ -193,6 +191,12 @@ def test_submitter_awaits_checked_receipts_and_reports_rejections(cluster: Chain
         submitter.submit([bytes(forged), bad])
         with pytest.raises(VerificationError, match="may sign"):
             submitter.await_receipt(_entry_id(bad_body), timeout=30)
+    with cluster.client("hospital-a") as stub:
+        status = stub.GetEntryStatus(
+            chain_service_pb2.GetEntryStatusRequest(entry_id=_entry_id(bad_body)), timeout=5
+        )
+    assert status.state == common_pb2.ENTRY_STATE_REJECTED
+    assert status.rejection_reason == entry_pb2.REJECTION_REASON_KEY_NOT_ALLOWED
 
 
 def test_a_member_signing_two_checkpoints_for_one_size_raises_an_alarm(
