@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+import grpc
+
 ROOT = Path(__file__).resolve().parents[1]
 for extra in (ROOT, ROOT / "protos"):
     if str(extra) not in sys.path:
@@ -49,11 +51,14 @@ class SealWatcher:
     def _run(self) -> None:
         with self._cluster.client(self._node) as stub:
             stream = stub.WatchCheckpoints(chain_service_pb2.WatchCheckpointsRequest())
-            for response in stream:
-                self.seen.append((time.perf_counter(), response.checkpoint.tree_size))
-                if self._stop.is_set():
-                    stream.cancel()
-                    return
+            try:
+                for response in stream:
+                    self.seen.append((time.perf_counter(), response.checkpoint.tree_size))
+                    if self._stop.is_set():
+                        stream.cancel()
+                        return
+            except grpc.RpcError:
+                return  # the node stopped at the end of the run
 
     def wait_size(self, size: int, timeout: float) -> float:
         """perf_counter time at which ``size`` was first covered."""
