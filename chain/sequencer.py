@@ -18,11 +18,11 @@ from google.protobuf.message import DecodeError
 
 from chain.checkpoint import GENESIS_PREVIOUS_HASH, Checkpoint
 from chain.consortium import ConsortiumConfig
-from chain.entry import ParsedEntry, parse_entry
+from chain.entry import ParsedEntry, parse_entry, read_body
 from chain.errors import InvalidInputError, SwiftchainError
 from chain.tiles import MemoryHashStore
 from chain.validation import EntryValidator, rejection_reason
-from swiftchain.chain.v1 import entry_pb2, ordering_pb2
+from swiftchain.chain.v1 import ordering_pb2
 
 
 @dataclass(frozen=True)
@@ -78,14 +78,10 @@ class SequencerOutput:
 
 def _peek_entry_id(raw: bytes) -> str:
     """Best-effort entry id of a malformed entry, for the rejection record."""
-    entry = entry_pb2.ChainEntry()
-    body = entry_pb2.EntryBody()
     try:
-        entry.ParseFromString(raw)
-        body.ParseFromString(entry.body)
+        return read_body(raw).entry_id[:64]
     except DecodeError:
         return ""
-    return body.entry_id[:64]
 
 
 class Sequencer:

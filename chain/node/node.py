@@ -23,6 +23,7 @@ from opentelemetry import metrics
 
 from chain.checkpoint import GENESIS_PREVIOUS_HASH, checkpoint_hash, parse_checkpoint
 from chain.consortium import ConsortiumConfig
+from chain.entry import read_body
 from chain.errors import VerificationError
 from chain.hashing import leaf_hash
 from chain.node.store import BlockDoc, ChainStore
@@ -31,7 +32,7 @@ from chain.proof_build import tree_root
 from chain.sequencer import Block, OrderedRecord, Sequencer, ttc_record
 from chain.tiles import TILE_WIDTH, MemoryHashStore, tile_bytes, tiles_touched
 from chain.validation import EntryValidator, KeyRegistry
-from swiftchain.chain.v1 import entry_pb2, ordering_pb2
+from swiftchain.chain.v1 import ordering_pb2
 from swiftchain.common.v1 import common_pb2
 
 _log = logging.getLogger(__name__)
@@ -68,15 +69,6 @@ class _BlockInfo:
 def _id_key(entry_id: str) -> int:
     """A 64-bit in-process hash of an entry id, the key of the in-memory id index."""
     return hash(entry_id)
-
-
-def _body_of(raw: bytes) -> entry_pb2.EntryBody:
-    """The body of an entry already validated (stored), without checking it again."""
-    entry = entry_pb2.ChainEntry()
-    entry.ParseFromString(raw)
-    body = entry_pb2.EntryBody()
-    body.ParseFromString(entry.body)
-    return body
 
 
 class ChainNode:
@@ -174,7 +166,7 @@ class ChainNode:
         self._store.restore_tail(state.tree_size, blocks)
         for _index, raw in self._store.iter_entries(state.tree_size):
             leaf_hashes.append(leaf_hash(raw))
-            body = _body_of(raw)
+            body = read_body(raw)
             if body.kind == common_pb2.ENTRY_KIND_KEY:
                 registry.apply(body.key)
             self._index_entry(body.entry_id, _index)
@@ -330,7 +322,7 @@ class ChainNode:
         if leaf is None:
             return None
         stored = self._store.read_entries(leaf, leaf + 1)
-        return leaf if stored and _body_of(stored[0]).entry_id == entry_id else None
+        return leaf if stored and read_body(stored[0]).entry_id == entry_id else None
 
     def _persist(self, block: Block) -> None:
         checkpoint = block.checkpoint

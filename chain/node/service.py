@@ -265,7 +265,7 @@ class ChainServicer(pb_grpc.ChainServiceServicer):
             applied_offset=max(node.applied_offset, 0),
             end_offset=node.end_offset,
             tree_size=node.tree.size,
-            height=len(node.sealed_checkpoints()) if latest is None else latest.height,
+            height=0 if latest is None else latest.height,
             pending_entries=node.pending_count,
             alarm_count=node.alarm_count,
             rejected_entries=node.store.count_rejections(),

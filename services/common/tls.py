@@ -32,14 +32,3 @@ def server_credentials(folder: Path) -> grpc.ServerCredentials:
         root_certificates=_read(folder, CA_FILE),
         require_client_auth=False,
     )
-
-
-def channel_credentials(folder: Path, *, with_client_cert: bool = True) -> grpc.ChannelCredentials:
-    """Client TLS trusting the platform CA, presenting this process's certificate if asked."""
-    if not with_client_cert:
-        return grpc.ssl_channel_credentials(root_certificates=_read(folder, CA_FILE))
-    return grpc.ssl_channel_credentials(
-        root_certificates=_read(folder, CA_FILE),
-        private_key=_read(folder, KEY_FILE),
-        certificate_chain=_read(folder, CERT_FILE),
-    )

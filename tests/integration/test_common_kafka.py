@@ -1,0 +1,57 @@
+"""services/common/kafka.py on the real broker: a consumer commits only after processing, so a
+message whose handler failed is read again by the next consumer of the group."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid
+
+import pytest
+
+from devstack.kafka import create_topics
+from devstack.topics import IDENTITY_EVENTS_TOPIC, topic_spec
+from services.common.kafka import ConsumedMessage, make_consumer, make_producer, run_consumer
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_failed_message_is_read_again_after_restart(kafka_bootstrap: str) -> None:
+    topic = f"test.commit.{uuid.uuid4().hex[:8]}"
+    spec = dataclasses.replace(topic_spec(IDENTITY_EVENTS_TOPIC), name=topic, partitions=1)
+    create_topics(kafka_bootstrap, specs=[spec])
+    producer = make_producer(kafka_bootstrap, "test-producer")
+    for value in (b"1", b"2", b"3"):
+        producer.send(topic, value, key=b"k")
+    producer.flush()
+    producer.close()
+    group = f"group-{uuid.uuid4().hex[:8]}"
+
+    first_seen: list[bytes] = []
+
+    def fail_on_two(message: ConsumedMessage) -> None:
+        first_seen.append(message.value)
+        if message.value == b"2":
+            raise RuntimeError("handler failed")
+
+    first = make_consumer(kafka_bootstrap, "test-consumer-1", group, [topic])
+    with pytest.raises(RuntimeError, match="handler failed"):
+        run_consumer(first, fail_on_two, threading.Event())
+    first.close(autocommit=False)
+    assert b"2" in first_seen
+
+    second_seen: list[bytes] = []
+    stop = threading.Event()
+
+    def record(message: ConsumedMessage) -> None:
+        second_seen.append(message.value)
+        if message.value == b"3":
+            stop.set()
+
+    second = make_consumer(kafka_bootstrap, "test-consumer-2", group, [topic])
+    runner = threading.Thread(target=run_consumer, args=(second, record, stop), daemon=True)
+    runner.start()
+    runner.join(timeout=60)
+    second.close()
+    assert not runner.is_alive(), "the second consumer never reached message 3"
+    assert b"2" in second_seen, "the message whose handler failed was not read again"
