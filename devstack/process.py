@@ -45,12 +45,20 @@ class ProcessError(RuntimeError):
     """
 
 
+_ports_given: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on ``host`` that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on ``host`` that is free right now (the OS picks it) and that this process has
+    not handed out before: the OS may offer a just-closed port again, and two servers told to
+    use the same port make one of them answer for the other."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port: int = sock.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
