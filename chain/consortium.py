@@ -23,6 +23,8 @@ from chain.entry import (
 )
 from chain.errors import InvalidInputError
 from chain.note import Verifier, new_verifier
+from swiftchain.chain.v1 import consortium_pb2, entry_pb2
+from swiftchain.common.v1 import common_pb2
 
 FORMAT = "swiftchain-consortium/v1"
 _KIND_NAMES = ("KEY", "RECORD", "CONSENT", "ACCESS")
@@ -254,3 +256,32 @@ def parse_consortium(text: str | bytes) -> ConsortiumConfig:
         genesis_keys=tuple(genesis),
         **optional,
     )
+
+
+def genesis_key_detail(key: GenesisKey) -> entry_pb2.KeyDetail:
+    """A genesis key as the KeyDetail a KEY entry would carry (owned by a service)."""
+    return entry_pb2.KeyDetail(
+        action=entry_pb2.KEY_ACTION_REGISTER,
+        owner_id=key.owner_id,
+        owner_kind=entry_pb2.KEY_OWNER_KIND_SERVICE,
+        key_id=key.key_id,
+        public_key=key.public_key,
+        reason=entry_pb2.KEY_REASON_NEW_KEY,
+        allowed_kinds=[common_pb2.EntryKind.ValueType(KINDS_BY_NAME[n]) for n in key.allowed_kinds],
+    )
+
+
+def consortium_message(config: ConsortiumConfig) -> consortium_pb2.Consortium:
+    """The protobuf form of the consortium config."""
+    message = consortium_pb2.Consortium(
+        origin=config.origin,
+        quorum=config.quorum,
+        batch_max=config.batch_max,
+        members=[
+            consortium_pb2.ConsortiumMember(name=m.name, verifier_key=m.verifier_key)
+            for m in config.members
+        ],
+        genesis_keys=[genesis_key_detail(k) for k in config.genesis_keys],
+    )
+    message.batch_timeout.FromMilliseconds(config.batch_timeout_ms)
+    return message

@@ -35,3 +35,15 @@ class PreconditionError(SwiftchainError):
 
 class UnavailableError(SwiftchainError):
     """A dependency (Kafka, the database, a quorum of nodes) cannot be reached right now."""
+
+
+class UnauthenticatedError(SwiftchainError):
+    """The caller did not prove who it is (no, bad, expired or revoked certificate or token)."""
+
+
+class PermissionDeniedError(SwiftchainError):
+    """The caller is known but may not do this."""
+
+
+class AlreadyExistsError(SwiftchainError):
+    """The thing to create exists already, with different content."""

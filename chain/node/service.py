@@ -8,8 +8,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from chain.checkpoint import parse_checkpoint
-from chain.consortium import ConsortiumConfig
-from chain.entry import KINDS_BY_NAME
+from chain.consortium import consortium_message
 from chain.errors import InvalidInputError, NotFoundError, PreconditionError
 from chain.node.node import ChainNode, SealedCheckpoint
 from chain.proof_build import consistency_proof, inclusion_proof
@@ -19,7 +18,7 @@ from swiftchain.chain.v1 import (
 from swiftchain.chain.v1 import (
     chain_service_pb2_grpc as pb_grpc,
 )
-from swiftchain.chain.v1 import consortium_pb2, entry_pb2
+from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 
 MAX_ENTRIES_PER_PAGE = 1000
@@ -39,34 +38,6 @@ def sealed_message(sealed: SealedCheckpoint) -> pb.SealedCheckpoint:
         signers=list(sealed.signers),
     )
     message.cut_time.FromMilliseconds(checkpoint.cut_time_ms)
-    return message
-
-
-def consortium_message(config: ConsortiumConfig) -> consortium_pb2.Consortium:
-    """The protobuf form of the consortium config."""
-    message = consortium_pb2.Consortium(
-        origin=config.origin,
-        quorum=config.quorum,
-        batch_max=config.batch_max,
-        members=[
-            consortium_pb2.ConsortiumMember(name=m.name, verifier_key=m.verifier_key)
-            for m in config.members
-        ],
-        genesis_keys=[
-            entry_pb2.KeyDetail(
-                action=entry_pb2.KEY_ACTION_REGISTER,
-                owner_id=k.owner_id,
-                owner_kind=entry_pb2.KEY_OWNER_KIND_SERVICE,
-                key_id=k.key_id,
-                public_key=k.public_key,
-                allowed_kinds=[
-                    common_pb2.EntryKind.ValueType(KINDS_BY_NAME[n]) for n in k.allowed_kinds
-                ],
-            )
-            for k in config.genesis_keys
-        ],
-    )
-    message.batch_timeout.FromMilliseconds(config.batch_timeout_ms)
     return message
 
 

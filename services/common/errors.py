@@ -19,11 +19,14 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from chain.errors import (
+    AlreadyExistsError,
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    PermissionDeniedError,
     PreconditionError,
     SwiftchainError,
+    UnauthenticatedError,
     UnavailableError,
     VerificationError,
 )
@@ -31,18 +34,6 @@ from chain.errors import (
 _log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "swiftchain.health"
-
-
-class UnauthenticatedError(SwiftchainError):
-    """The caller did not prove who it is (no or bad certificate or token)."""
-
-
-class PermissionDeniedError(SwiftchainError):
-    """The caller is known but may not do this."""
-
-
-class AlreadyExistsError(SwiftchainError):
-    """The thing to create exists already, with different content."""
 
 
 #: The single mapping from error class to gRPC status code. Order matters: first match wins.

@@ -2,8 +2,11 @@
 
 * ``chain/`` (outside ``chain/node/``) imports only the standard library, ``cryptography``,
   protobuf, the generated messages and itself: it can be used offline by any verifier.
-* Only store modules (``chain/node/store.py``, ``services/<name>/store.py``) import mongoengine.
-* Domain modules (``services/<name>/domain*.py``) import neither grpc nor mongoengine nor kafka.
+* Only store modules (``chain/node/store.py``, ``services/<name>/store.py`` or
+  ``services/<name>/store/*.py``) and the shared Mongo plumbing (``services/common/mongo.py``,
+  ``services/common/outbox.py``) import mongoengine.
+* Domain modules (``services/<name>/domain*.py`` or ``services/<name>/domain/*.py``) import
+  neither grpc nor mongoengine nor kafka.
 """
 
 from __future__ import annotations
@@ -53,9 +56,20 @@ def test_chain_core_imports_only_stdlib_cryptography_and_messages(path: Path) ->
 ALL_CODE = [p for folder in ("chain", "services", "cli", "devstack") for p in _python_files(folder)]
 
 
+_SHARED_MONGO = {"services/common/mongo.py", "services/common/outbox.py"}
+
+
+def _is_store(path: Path) -> bool:
+    return path.name == "store.py" or "store" in path.relative_to(ROOT).parts[:-1]
+
+
+def _is_domain(path: Path) -> bool:
+    return path.name.startswith("domain") or "domain" in path.relative_to(ROOT).parts[:-1]
+
+
 @pytest.mark.parametrize("path", ALL_CODE, ids=lambda p: str(p.relative_to(ROOT)))
 def test_only_store_modules_import_mongoengine(path: Path) -> None:
-    if path.name == "store.py" or path.relative_to(ROOT).as_posix() == "services/common/mongo.py":
+    if _is_store(path) or path.relative_to(ROOT).as_posix() in _SHARED_MONGO:
         return
     assert "mongoengine" not in {_top(m) for m in _imports(path)}, (
         f"{path.relative_to(ROOT)} imports mongoengine; only store modules may"
@@ -63,8 +77,8 @@ def test_only_store_modules_import_mongoengine(path: Path) -> None:
 
 
 def test_domain_modules_import_no_grpc_mongo_or_kafka() -> None:
-    # One test over every domain module (there are none until the services' issues land).
-    domain = [p for p in _python_files("services") if p.name.startswith("domain")]
+    domain = [p for p in _python_files("services") if _is_domain(p)]
+    assert domain, "expected domain modules under services/"
     offenders = {
         str(p.relative_to(ROOT)): sorted(
             {_top(m) for m in _imports(p)} & {"grpc", "mongoengine", "pymongo", "kafka"}

@@ -345,19 +345,25 @@ class PatientDeviceAdded(_message.Message):
 
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     subject_id: _builtins.str
     """The patient's subject id."""
     key_id: _builtins.str
     """The device key's id."""
+    public_key: _builtins.bytes
+    """The device's 32-byte Ed25519 public key: the consent service verifies the patient's
+    directive signatures with it.
+    """
     def __init__(
         self,
         *,
         subject_id: _builtins.str = ...,
         key_id: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "public_key", b"public_key", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,108 @@
+"""The transactional outbox on FerretDB/MongoDB, which has no multi-document transactions.
+
+A service changes a document and records the events that change causes *in the same document*
+(one atomic write): :class:`OutboxDocument` adds an ``outbox`` list of serialized
+``EventEnvelope`` messages. An :class:`OutboxRelay` thread publishes pending events to Kafka and
+removes them only once Kafka has acknowledged them. A crash between the write and the publish
+loses nothing (the relay publishes after restart); a crash between the publish and the removal
+publishes an event twice, which consumers absorb because they are idempotent by event id
+(DESIGN §5).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import mongoengine
+
+from services.common.events import decode, encode
+from swiftchain.events.v1 import events_pb2
+
+_log = logging.getLogger(__name__)
+
+
+class OutboxDocument(mongoengine.Document):
+    """Base of documents that carry the events of their own last changes."""
+
+    meta: ClassVar[dict[str, Any]] = {"abstract": True}
+
+    #: Serialized EventEnvelopes not yet acknowledged by Kafka, oldest first.
+    outbox = mongoengine.ListField(mongoengine.BinaryField(), default=list)
+    #: True while ``outbox`` is not empty (a plain field is cheaper to query than an array size).
+    outbox_pending = mongoengine.BooleanField(default=False)
+
+    def add_events(self, events: Sequence[events_pb2.EventEnvelope]) -> None:
+        """Queue ``events`` for publishing; they are stored by the document's next save."""
+        if events:
+            self.outbox = [*self.outbox, *(e.SerializeToString() for e in events)]
+            self.outbox_pending = True
+
+
+def outbox_update(events: Sequence[events_pb2.EventEnvelope]) -> dict[str, Any]:
+    """Keyword arguments for a mongoengine ``update_one`` that queues ``events`` atomically with
+    the update's other changes."""
+    if not events:
+        return {}
+    return {
+        "push_all__outbox": [e.SerializeToString() for e in events],
+        "set__outbox_pending": True,
+    }
+
+
+class OutboxRelay:
+    """Publishes the pending events of ``documents`` to ``topic`` until stopped."""
+
+    def __init__(
+        self,
+        producer: Any,
+        topic: str,
+        documents: Sequence[type[OutboxDocument]],
+        *,
+        interval_seconds: float = 0.1,
+    ) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._documents = documents
+        self._interval = interval_seconds
+        self._wake = threading.Event()
+
+    def wake(self) -> None:
+        """Publish soon (call after a write that queued events) rather than at the next tick."""
+        self._wake.set()
+
+    def publish_pending(self, timeout: float = 30.0) -> int:
+        """Publish every pending event once and return how many were published."""
+        published = 0
+        for document_class in self._documents:
+            for document in document_class.objects(outbox_pending=True).only("outbox"):
+                raw_events = list(document.outbox)
+                if not raw_events:
+                    continue
+                futures = []
+                for raw in raw_events:
+                    key, value, headers = encode(decode(raw))
+                    futures.append(
+                        self._producer.send(self._topic, key=key, value=value, headers=headers)
+                    )
+                self._producer.flush(timeout=timeout)
+                for future in futures:
+                    future.get(timeout=timeout)
+                document_class.objects(id=document.id).update_one(pull_all__outbox=raw_events)
+                document_class.objects(id=document.id, outbox__size=0).update_one(
+                    set__outbox_pending=False
+                )
+                published += len(raw_events)
+        return published
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until ``stop`` is set; errors are logged and retried at the next tick."""
+        while not stop.is_set():
+            try:
+                self.publish_pending()
+            except Exception:  # Kafka or the database is down: the events wait in the outbox
+                _log.warning("outbox relay: publishing failed; will retry", exc_info=True)
+            self._wake.wait(self._interval)
+            self._wake.clear()

@@ -1,0 +1,142 @@
+"""Revoked certificates and patient device keys, as every process learns them from Kafka.
+
+The identity service publishes ``CertificateRevoked`` and ``PatientDeviceRevoked`` events on
+``identity.events.v1``. Every process reads that topic from its beginning (it is small: one
+message per identity change) into a :class:`RevocationList`, which the authorization interceptor
+consults on every call. This is the platform's CRL distribution: a revocation takes effect
+everywhere within the time it takes Kafka to deliver one message, and a process that restarts
+reads the whole list again before it serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from kafka import TopicPartition
+
+from chain.errors import InvalidInputError, UnavailableError
+from services.common.events import decode
+from services.common.kafka import make_consumer
+from swiftchain.events.v1 import events_pb2
+
+_log = logging.getLogger(__name__)
+
+IDENTITY_EVENTS_TOPIC = "identity.events.v1"
+
+
+class RevocationList:
+    """Revoked certificate serials and device key ids; safe to read from any thread."""
+
+    def __init__(self) -> None:
+        self._certificates: set[str] = set()
+        self._devices: set[str] = set()
+
+    def certificate_revoked(self, serial_hex: str) -> bool:
+        """True if the certificate with this serial (lower-case hex) was revoked."""
+        return serial_hex in self._certificates
+
+    def device_revoked(self, key_id: str) -> bool:
+        """True if the patient device key ``key_id`` was revoked."""
+        return key_id in self._devices
+
+    def revoke_certificate(self, serial_hex: str) -> None:
+        """Record a certificate revocation."""
+        self._certificates.add(serial_hex)
+
+    def revoke_device(self, key_id: str) -> None:
+        """Record a device key revocation."""
+        self._devices.add(key_id)
+
+    def apply(self, event: events_pb2.EventEnvelope) -> None:
+        """Take in one identity event (others are ignored)."""
+        if event.payload.Is(events_pb2.CertificateRevoked.DESCRIPTOR):
+            certificate = events_pb2.CertificateRevoked()
+            event.payload.Unpack(certificate)
+            self.revoke_certificate(certificate.serial_number)
+        elif event.payload.Is(events_pb2.PatientDeviceRevoked.DESCRIPTOR):
+            device = events_pb2.PatientDeviceRevoked()
+            event.payload.Unpack(device)
+            self.revoke_device(device.key_id)
+
+
+class RevocationFeed:
+    """Keeps a :class:`RevocationList` up to date from ``identity.events.v1``.
+
+    It reads every partition from offset 0 with no consumer group (each process needs the whole
+    list, not a share of it). :meth:`start` returns once the list has caught up with the topic's
+    end as of the call, so a process never serves with a stale list after a restart.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        client_id: str,
+        revocations: RevocationList,
+        *,
+        topic: str = IDENTITY_EVENTS_TOPIC,
+    ) -> None:
+        self.revocations = revocations
+        self._bootstrap = bootstrap
+        self._client_id = client_id
+        self._topic = topic
+        self._stop = threading.Event()
+        self._caught_up = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start reading and wait until caught up; :class:`UnavailableError` if not in time."""
+        self._thread = threading.Thread(target=self._run, name="revocations", daemon=True)
+        self._thread.start()
+        if not self._caught_up.wait(timeout):
+            self.stop()
+            raise UnavailableError(
+                f"could not read the revocation list from {self._topic} at {self._bootstrap} "
+                f"within {timeout:.0f}s" + (f": {self._error}" if self._error else "")
+            )
+
+    def stop(self) -> None:
+        """Stop reading."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._consume()
+            except Exception as error:  # broker away: keep the list we have and retry
+                self._error = error
+                _log.warning("revocation feed: %s; retrying", error)
+                self._stop.wait(1.0)
+
+    def _consume(self) -> None:
+        consumer: Any = make_consumer(self._bootstrap, self._client_id, None, ())
+        try:
+            partitions = [
+                TopicPartition(self._topic, p)
+                for p in sorted(consumer.partitions_for_topic(self._topic) or ())
+            ]
+            if not partitions:
+                raise UnavailableError(f"topic {self._topic} does not exist")
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            targets = consumer.end_offsets(partitions)
+            while not self._stop.is_set():
+                for records in consumer.poll(timeout_ms=200).values():
+                    for record in records:
+                        self._apply(record.value)
+                if not self._caught_up.is_set() and all(
+                    consumer.position(tp) >= end for tp, end in targets.items()
+                ):
+                    self._caught_up.set()
+        finally:
+            consumer.close()
+
+    def _apply(self, value: bytes) -> None:
+        try:
+            self.revocations.apply(decode(value))
+        except InvalidInputError:
+            _log.warning("revocation feed: skipped a message that is not an EventEnvelope")
