@@ -1,0 +1,164 @@
+"""The identity stores for organizations and certificates, and the outbox relay, on the real
+FerretDB and Kafka."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kafka import KafkaConsumer, TopicPartition
+
+from chain.consortium import GenesisKey
+from chain.entry import EntrySigner
+from chain.errors import ConflictError
+from services.common import mongo
+from services.common.events import decode
+from services.common.kafka import make_producer
+from services.common.outbox import OutboxRelay
+from services.identity.domain.certificates import CertificateRecord
+from services.identity.domain.keys import possession_message
+from services.identity.domain.organizations import OrganizationRegistry
+from services.identity.store import ALIAS
+from services.identity.store.certificates import CertificateDoc, CertificateStore
+from services.identity.store.organizations import OrganizationDoc, OrganizationStore
+from swiftchain.common.v1 import common_pb2
+from swiftchain.events.v1 import events_pb2
+from swiftchain.identity.v1 import identity_pb2
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def database(mongo_uri: str) -> Iterator[str]:
+    name = f"identity_test_{uuid.uuid4().hex[:8]}"
+    mongo.connect(mongo_uri, name, alias=ALIAS)
+    yield name
+    mongo.disconnect(ALIAS)
+
+
+def raw(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def registry(store: OrganizationStore) -> OrganizationRegistry:
+    registrar = Ed25519PrivateKey.generate()
+    genesis = GenesisKey("registrar", "identity", ("KEY",), raw(registrar))
+    return OrganizationRegistry(store, EntrySigner("registrar", registrar), [genesis])
+
+
+def register(registry: OrganizationRegistry, name: str) -> str:
+    key = Ed25519PrivateKey.generate()
+    proof = key.sign(possession_message(name, raw(key)))
+    _, entry_id = registry.register(
+        name, name.title(), common_pb2.ORGANIZATION_ROLE_HOSPITAL, raw(key), proof, NOW
+    )
+    return entry_id
+
+
+def test_an_organization_round_trips_with_its_entry_and_events_in_one_document(
+    database: str,
+) -> None:
+    store = OrganizationStore()
+    entry_id = register(registry(store), "hospital-a")
+    stored = store.get("hospital-a")
+    assert stored is not None and stored.keys[0].register_entry_id == entry_id
+    assert stored.create_time == NOW
+    doc = OrganizationDoc.objects(id="hospital-a").first()
+    assert doc.outbox_pending and len(doc.outbox) == 2
+    [(organization_id, entries)] = store.entries_to_submit()
+    assert organization_id == "hospital-a" and len(entries) == 1
+    store.mark_submitted("hospital-a", entries)
+    assert store.entries_to_submit() == []
+    assert store.entries_awaiting_log() == [entry_id]
+    found = store.find_by_entry(entry_id)
+    assert found is not None and found.organization_id == "hospital-a"
+
+
+def test_a_second_create_of_the_same_id_is_refused_and_a_stale_update_conflicts(
+    database: str,
+) -> None:
+    store = OrganizationStore()
+    organizations = registry(store)
+    entry_id = register(organizations, "hospital-a")
+    first = store.get("hospital-a")
+    assert first is not None and not store.create(first, [], [])
+    stale = store.get("hospital-a")
+    assert organizations.record_sequenced(entry_id, 3)
+    assert stale is not None
+    with pytest.raises(ConflictError, match="changed by another request"):
+        store.update(stale, [], [])
+    current = store.get("hospital-a")
+    assert current is not None
+    assert current.keys[0].status == identity_pb2.KEY_STATUS_ACTIVE
+    assert store.entries_awaiting_log() == []
+
+
+def test_listing_filters_by_role_and_pages_by_id(database: str) -> None:
+    store = OrganizationStore()
+    organizations = registry(store)
+    for name in ("hospital-c", "hospital-a", "hospital-b"):
+        register(organizations, name)
+    organizations.register(
+        "regulator", "Regulator", common_pb2.ORGANIZATION_ROLE_REGULATOR, b"", b"", NOW
+    )
+    page, token = organizations.list(common_pb2.ORGANIZATION_ROLE_HOSPITAL, 2, "")
+    assert [o.organization_id for o in page] == ["hospital-a", "hospital-b"]
+    rest, end = organizations.list(common_pb2.ORGANIZATION_ROLE_HOSPITAL, 2, token)
+    assert [o.organization_id for o in rest] == ["hospital-c"] and end == ""
+
+
+def test_a_certificate_is_revoked_once(database: str) -> None:
+    store = CertificateStore()
+    record = CertificateRecord(
+        serial_hex="1f2e",
+        organization_id="hospital-a",
+        certificate_pem="-----BEGIN CERTIFICATE-----\n...",
+        chain_pem="",
+        fingerprint_sha256=bytes(32),
+        not_before=NOW,
+        not_after=NOW + timedelta(days=30),
+    )
+    store.insert(record, [])
+    assert store.mark_revoked("1f2e", NOW, 1, [])
+    assert not store.mark_revoked("1f2e", NOW + timedelta(hours=1), 3, [])
+    stored = store.get("1f2e")
+    assert stored is not None and (stored.revoke_time, stored.revoke_reason) == (NOW, 1)
+
+
+def test_the_relay_publishes_the_outbox_to_kafka_and_empties_it(
+    database: str, kafka_bootstrap: str
+) -> None:
+    topic = "identity.events.v1"
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    start = consumer.end_offsets(partitions)
+    register(registry(OrganizationStore()), "hospital-a")
+    producer = make_producer(kafka_bootstrap, "outbox-test")
+    try:
+        relay = OutboxRelay(producer, topic, [OrganizationDoc, CertificateDoc])
+        assert relay.publish_pending() == 2
+        assert relay.publish_pending() == 0
+    finally:
+        producer.close()
+    assert not OrganizationDoc.objects(id="hospital-a").first().outbox_pending
+    consumer.assign(partitions)
+    for partition, offset in start.items():
+        consumer.seek(partition, offset)
+    seen: list[events_pb2.EventEnvelope] = []
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            seen.extend(decode(r.value) for r in records)
+    consumer.close()
+    assert [e.type for e in seen] == [
+        "swiftchain.events.v1.OrganizationRegistered",
+        "swiftchain.events.v1.KeyRegistered",
+    ]
+    assert {e.subject for e in seen} == {"hospital-a"}
