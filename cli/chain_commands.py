@@ -37,7 +37,7 @@ from cli.common import (
     stdout,
     write_output,
 )
-from cli.grpc_client import CALL_TIMEOUT, chain_stub, rpc_code, rpc_error_message
+from cli.grpc_client import CALL_TIMEOUT, TlsDirOption, chain_stub, rpc_code, rpc_error_message
 from cli.verify_command import render_report
 from swiftchain.chain.v1 import chain_service_pb2 as pb
 from swiftchain.chain.v1 import chain_service_pb2_grpc, consortium_pb2
@@ -170,6 +170,7 @@ def prove(
             help="How long to wait for the entry to be sealed (0: fail at once if it is not).",
         ),
     ] = 30.0,
+    tls_dir: TlsDirOption = None,
 ) -> None:
     """Write an evidence bundle for entries (see ``help`` above)."""
     older: tuple[str, Checkpoint] | None = None
@@ -180,7 +181,7 @@ def prove(
         fail("--entry-id: expected an entry id, got an empty one", EXIT_UNREADABLE)
 
     try:
-        with chain_stub(node) as stub:
+        with chain_stub(node, tls_dir) as stub:
             consortium = _consortium(stub)
             proved = [_prove_one(stub, entry_id, wait) for entry_id in ids]
             size = max(p.tree_size for p in proved)
@@ -252,6 +253,7 @@ def prove(
 )
 def checkpoint(
     node: NodeOption,
+    tls_dir: TlsDirOption = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -263,7 +265,7 @@ def checkpoint(
 ) -> None:
     """Save or print the latest sealed checkpoint (see ``help`` above)."""
     try:
-        with chain_stub(node) as stub:
+        with chain_stub(node, tls_dir) as stub:
             consortium = _consortium(stub)
             sealed = stub.GetCheckpoint(pb.GetCheckpointRequest(), timeout=CALL_TIMEOUT).checkpoint
     except grpc.RpcError as error:

@@ -1,19 +1,24 @@
-"""How the CLI reaches a node: the channel seam, and gRPC errors as one-line messages.
+"""How the CLI reaches the platform: the channel seam, and gRPC errors as one-line messages.
 
-Plaintext gRPC for now. TLS arrives with the identity issue: :func:`open_channel` is the one
-place that makes channels, so that issue replaces its body with ``grpc.secure_channel`` and
-credentials from the platform CA (and a client certificate for regulators and hospitals),
-and every command follows.
+Every server speaks mTLS on its main port: the CLI presents the certificate of ``--tls-dir``
+(or ``$SWIFTCHAIN_TLS_DIR``; by default the local stack's consortium-admin folder
+``.stack/run/pki/consortium-admin`` when it exists). Patient commands use the public port with
+server-only TLS (:func:`open_public_channel`).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Final
+from pathlib import Path
+from typing import Annotated, Final
 
 import grpc
+import typer
 
+from devstack.paths import run_dir
+from services.common import tls
 from swiftchain.chain.v1 import chain_service_pb2_grpc
 
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
@@ -27,15 +32,47 @@ _OPTIONS: Final = [
 ]
 
 
-def open_channel(target: str) -> grpc.Channel:
-    """A channel to ``target`` (``HOST:PORT``). Plaintext until the identity issue adds TLS."""
-    return grpc.insecure_channel(target, options=_OPTIONS)
+TLS_DIR_ENV: Final = "SWIFTCHAIN_TLS_DIR"
+
+TlsDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-dir",
+        metavar="DIR",
+        help="Folder with ca.pem, cert.pem and key.pem: who you are to the platform (mTLS). "
+        f"Default: ${TLS_DIR_ENV}, else the local stack's consortium-admin folder.",
+        show_default=False,
+    ),
+]
+"""The ``--tls-dir DIR`` option of every command that talks to a server's mTLS port."""
+
+
+def default_tls_dir() -> Path | None:
+    """``$SWIFTCHAIN_TLS_DIR``, else the local stack's admin folder if it exists, else None."""
+    configured = os.environ.get(TLS_DIR_ENV)
+    if configured:
+        return Path(configured)
+    local = run_dir() / "pki" / "consortium-admin"
+    return local if (local / tls.CERT_FILE).exists() else None
+
+
+def open_channel(target: str, tls_dir: Path | None = None) -> grpc.Channel:
+    """An mTLS channel to ``target`` (``HOST:PORT``) as the identity in ``tls_dir`` (or the
+    default); plaintext only when there is no TLS folder at all."""
+    return tls.open_channel(target, tls_dir or default_tls_dir(), _OPTIONS)
+
+
+def open_public_channel(target: str, ca_file: Path) -> grpc.Channel:
+    """A TLS channel without a client certificate (patients), trusting ``ca_file``."""
+    return tls.open_public_channel(target, ca_file.read_bytes(), _OPTIONS)
 
 
 @contextmanager
-def chain_stub(target: str) -> Iterator[chain_service_pb2_grpc.ChainServiceStub]:
+def chain_stub(
+    target: str, tls_dir: Path | None = None
+) -> Iterator[chain_service_pb2_grpc.ChainServiceStub]:
     """A ChainService stub on a channel that is closed afterwards."""
-    with open_channel(target) as channel:
+    with open_channel(target, tls_dir) as channel:
         yield chain_service_pb2_grpc.ChainServiceStub(channel)
 
 

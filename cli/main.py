@@ -1,7 +1,8 @@
 """The ``swiftchain`` command line: one typer app with a group per area.
 
 Commands live in their own modules and are registered here: ``verify`` (offline), the
-``chain`` and ``node`` groups (talk to a chain node). Later issues add their groups the same
+``chain`` and ``node`` groups (talk to a chain node) and ``identity`` (organizations, keys,
+certificates, patient devices). Later issues add their groups the same
 way (``audit``, ``anchor``, ``consent``, ``identity``): a module with a ``typer.Typer`` and one
 ``app.add_typer`` line below.
 
@@ -15,7 +16,7 @@ import sys
 
 import typer
 
-from cli import chain_commands, node_commands, verify_command
+from cli import chain_commands, identity_commands, node_commands, verify_command
 from cli.common import EXIT_FAILED
 
 app = typer.Typer(
@@ -35,6 +36,7 @@ app.command(
 )(verify_command.verify)
 app.add_typer(chain_commands.app, name="chain")
 app.add_typer(node_commands.app, name="node")
+app.add_typer(identity_commands.app, name="identity")
 
 
 def main() -> None:

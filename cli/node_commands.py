@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cli.common import NodeOption, examples, fail, help_text, stdout
-from cli.grpc_client import CALL_TIMEOUT, chain_stub, rpc_error_message
+from cli.grpc_client import CALL_TIMEOUT, TlsDirOption, chain_stub, rpc_error_message
 from swiftchain.chain.v1 import chain_service_pb2 as pb
 
 app = typer.Typer(
@@ -39,13 +39,14 @@ app = typer.Typer(
 )
 def status(
     node: NodeOption,
+    tls_dir: TlsDirOption = None,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the status as JSON (for scripts).")
     ] = False,
 ) -> None:
     """Show a node's status (see ``help`` above)."""
     try:
-        with chain_stub(node) as stub:
+        with chain_stub(node, tls_dir) as stub:
             response = stub.GetNodeStatus(pb.GetNodeStatusRequest(), timeout=CALL_TIMEOUT)
     except grpc.RpcError as error:
         fail(rpc_error_message(node, error))

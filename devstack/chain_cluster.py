@@ -24,8 +24,10 @@ from chain.entry import EntrySigner, new_entry_id
 from chain.node.setup import ConsortiumFiles, create_consortium, load_registrar_key
 from chain.sequencer import entry_record
 from devstack.kafka import create_topics
+from devstack.pki import ADMIN, ensure_pki
 from devstack.process import ManagedProcess, free_port, wait_grpc_serving
 from devstack.topics import COSIGNATURES_TOPIC, ORDERING_TOPIC, topic_spec
+from services.common.tls import open_channel
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc, entry_pb2
 from swiftchain.common.v1 import common_pb2
 
@@ -75,6 +77,9 @@ class ChainCluster:
         )
         self.config = self.files.load()
         self.ports = {name: free_port() for name in MEMBERS}
+        self.pki = ensure_pki(root / "pki", [(name, "chain-node") for name in MEMBERS])
+        #: The TLS folder tests and benchmarks call the nodes with (the consortium admin's).
+        self.tls_dir = self.pki.tls_dir(ADMIN)
         self.processes: dict[str, ManagedProcess] = {}
         self.producer = KafkaProducer(
             bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=2
@@ -99,6 +104,7 @@ class ChainCluster:
             "SWIFTCHAIN_ORDERING_TOPIC": self.ordering_topic,
             "SWIFTCHAIN_COSIGNATURES_TOPIC": self.cosignatures_topic,
             "SWIFTCHAIN_DATABASE": self.database(name),
+            "SWIFTCHAIN_TLS_DIR": str(self.pki.tls_dir(name)),
         }
         process = ManagedProcess(
             name,
@@ -107,7 +113,7 @@ class ChainCluster:
             env=env,
         ).start()
         self.processes[name] = process
-        wait_grpc_serving(process, self.ports[name], timeout=60)
+        wait_grpc_serving(process, self.ports[name], timeout=60, tls_dir=self.tls_dir)
 
     def start_all(self) -> None:
         """Start every node."""
@@ -158,8 +164,12 @@ class ChainCluster:
     @contextmanager
     def client(self, name: str) -> Iterator[chain_service_pb2_grpc.ChainServiceStub]:
         """A ChainService stub for node ``name``."""
-        with grpc.insecure_channel(f"127.0.0.1:{self.ports[name]}") as channel:
+        with self.channel(name) as channel:
             yield chain_service_pb2_grpc.ChainServiceStub(channel)
+
+    def channel(self, name: str) -> grpc.Channel:
+        """An mTLS channel to node ``name``, as the consortium admin."""
+        return open_channel(f"127.0.0.1:{self.ports[name]}", self.tls_dir)
 
     # ---------------------------------------------------------------- entries
 

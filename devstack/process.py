@@ -323,18 +323,23 @@ class ManagedProcess:
         return f"<ManagedProcess {self.name} pid={self.pid} {state}>"
 
 
-def wait_grpc_serving(process: ManagedProcess, port: int, timeout: float = 60.0) -> None:
-    """Wait until the gRPC health check on ``port`` answers SERVING; raise
-    :class:`ProcessError` (with the log tail) if ``process`` exits or time runs out."""
+def wait_grpc_serving(
+    process: ManagedProcess, port: int, timeout: float = 60.0, tls_dir: Path | None = None
+) -> None:
+    """Wait until the gRPC health check on ``port`` answers SERVING (over mTLS as the identity
+    in ``tls_dir`` when given); raise :class:`ProcessError` (with the log tail) if ``process``
+    exits or time runs out."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from services.common.tls import open_channel
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not process.is_running():
             raise process.error(f"{process.name} exited during start")
         try:
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with open_channel(f"127.0.0.1:{port}", tls_dir) as channel:
                 response = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=1
                 )

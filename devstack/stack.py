@@ -23,6 +23,7 @@ from chain.node.setup import create_consortium
 from devstack.ferretdb import FerretDB
 from devstack.kafka import KafkaBroker, create_topics
 from devstack.paths import REPO_ROOT, run_dir
+from devstack.pki import ADMIN, Pki, ensure_pki
 from devstack.process import ManagedProcess, ProcessError, free_port, wait_grpc_serving
 from devstack.toolchain import BootstrapError, ToolchainMissing
 
@@ -31,6 +32,9 @@ KAFKA_CONTROLLER_PORT = 9093
 MONGO_PORT = 27017
 NODES = (("hospital-a", 50061), ("hospital-b", 50062), ("hospital-c", 50063))
 SERVICES = (("identity", 50051), ("anchoring", 50052), ("consent", 50053), ("audit", 50054))
+#: Every gRPC process's public port (server-only TLS: patient apps, anonymous calls) is its
+#: main port + 100.
+PUBLIC_PORT_OFFSET = 100
 ORIGIN = "swiftchain.local/consortium-log"
 HEALTH_TIMEOUT = 90.0
 
@@ -48,6 +52,7 @@ class GrpcProcess:
 
     name: str
     port: int
+    public_port: int
     process: ManagedProcess
 
 
@@ -64,6 +69,10 @@ class StackPorts:
     mongo: int = MONGO_PORT
     nodes: tuple[tuple[str, int], ...] = NODES
     services: tuple[tuple[str, int], ...] = SERVICES
+    #: process name -> public port; by default each main port + PUBLIC_PORT_OFFSET.
+    public: tuple[tuple[str, int], ...] = tuple(
+        (name, port + PUBLIC_PORT_OFFSET) for name, port in NODES + SERVICES
+    )
 
     @classmethod
     def free(cls) -> StackPorts:
@@ -74,7 +83,16 @@ class StackPorts:
             mongo=free_port(),
             nodes=tuple((name, free_port()) for name, _ in NODES),
             services=tuple((name, free_port()) for name, _ in SERVICES),
+            public=tuple((name, free_port()) for name, _ in NODES + SERVICES),
         )
+
+    def port(self, name: str) -> int:
+        """The main (mTLS) port of process ``name``."""
+        return dict(self.nodes + self.services)[name]
+
+    def public_port(self, name: str) -> int:
+        """The public (TLS, no client certificate) port of process ``name``."""
+        return dict(self.public)[name]
 
 
 class LocalStack:
@@ -99,12 +117,16 @@ class LocalStack:
             root / "ferretdb", port=self.ports.mongo, log_path=self.logs / "ferretdb.log"
         )
         self.grpc_processes: list[GrpcProcess] = []
+        self.pki = Pki(root / "pki")
 
     def _python_process(
         self, name: str, module: str, port: int, env: dict[str, str]
     ) -> GrpcProcess:
+        public_port = self.ports.public_port(name)
         full_env = {
             "SWIFTCHAIN_PORT": str(port),
+            "SWIFTCHAIN_PUBLIC_PORT": str(public_port),
+            "SWIFTCHAIN_TLS_DIR": str(self.pki.tls_dir(name)),
             "SWIFTCHAIN_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "SWIFTCHAIN_MONGO_URI": self.mongo.uri,
             "PYTHONUNBUFFERED": "1",
@@ -118,7 +140,7 @@ class LocalStack:
             cwd=REPO_ROOT,
             pid_path=self.root / "pids" / f"{name}.pid",
         )
-        return GrpcProcess(name, port, process)
+        return GrpcProcess(name, port, public_port, process)
 
     def start(self) -> None:
         """Start everything and wait until every gRPC process answers SERVING."""
@@ -136,6 +158,11 @@ class LocalStack:
             quorum=2,
             origin=ORIGIN,
         )
+        self.pki = ensure_pki(
+            self.root / "pki",
+            [(name, "chain-node") for name, _ in self.ports.nodes]
+            + [(name, "service") for name, _ in self.ports.services],
+        )
         for name, port in self.ports.nodes:
             env = {
                 "SWIFTCHAIN_NODE_NAME": name,
@@ -143,15 +170,31 @@ class LocalStack:
                 "SWIFTCHAIN_SIGNING_KEY_FILE": str(files.node_key_path(name)),
             }
             self.grpc_processes.append(self._python_process(name, "chain.node", port, env))
+        first_node = self.ports.nodes[0][1]
+        service_env = {
+            "identity": {
+                "SWIFTCHAIN_CONSORTIUM_DIR": str(files.folder),
+                "SWIFTCHAIN_CA_DIR": str(self.pki.ca_dir),
+                "SWIFTCHAIN_CHAIN_NODE": f"127.0.0.1:{first_node}",
+            }
+        }
         for name, port in self.ports.services:
-            self.grpc_processes.append(self._python_process(name, f"services.{name}", port, {}))
+            self.grpc_processes.append(
+                self._python_process(name, f"services.{name}", port, service_env.get(name, {}))
+            )
         for proc in self.grpc_processes:
             proc.process.start()
         deadline = time.monotonic() + HEALTH_TIMEOUT
         for proc in self.grpc_processes:
-            wait_grpc_serving(proc.process, proc.port, max(deadline - time.monotonic(), 0.1))
+            wait_grpc_serving(
+                proc.process,
+                proc.port,
+                max(deadline - time.monotonic(), 0.1),
+                tls_dir=self.pki.tls_dir(ADMIN),
+            )
             self._say(
-                f"{proc.name:<10} 127.0.0.1:{proc.port}  SERVING  (log {proc.process.log_path})"
+                f"{proc.name:<10} 127.0.0.1:{proc.port} (mTLS), :{proc.public_port} (public TLS)"
+                f"  SERVING  (log {proc.process.log_path})"
             )
 
     def check_running(self) -> None:

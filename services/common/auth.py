@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn, Protocol, TypeVar
 
@@ -32,7 +33,10 @@ from services.common.caller import (
     bound_caller,
 )
 from services.common.errors import to_grpc_status, wrap_handler
-from services.common.revocations import RevocationList
+from services.common.revocations import RevocationFeed, RevocationList
+from services.common.settings import ProcessSettings
+from services.common.tls import TOKEN_VERIFY_FILE
+from services.common.tokens import load_token_verifier
 
 #: The auth-context key under which grpc puts the verified client certificate.
 PEER_CERTIFICATE_KEY = "x509_pem_cert"
@@ -237,3 +241,33 @@ class AuthInterceptor(grpc.ServerInterceptor):
             return wrapper
 
         return wrap_handler(handler, unary, stream)
+
+
+@dataclass
+class Authorization:
+    """A process's authorization: the interceptor and the revocation feed behind it."""
+
+    interceptor: AuthInterceptor
+    feed: RevocationFeed
+
+    def stop(self) -> None:
+        """Stop following revocations."""
+        self.feed.stop()
+
+
+def start_authorization(settings: ProcessSettings, *, timeout: float = 60.0) -> Authorization:
+    """Read the revocation list up to now (so that nothing revoked gets in after a restart),
+    load the token key when the TLS folder has one, and return the interceptor."""
+    revocations = RevocationList()
+    feed = RevocationFeed(
+        settings.kafka_bootstrap, f"{settings.process_name}-revocations", revocations
+    )
+    feed.start(timeout=timeout)
+    tokens = None
+    if settings.tls_dir is not None and (settings.tls_dir / TOKEN_VERIFY_FILE).exists():
+        tokens = load_token_verifier(
+            settings.tls_dir / TOKEN_VERIFY_FILE,
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+        )
+    return Authorization(AuthInterceptor(Authorizer(revocations, tokens)), feed)

@@ -1,8 +1,9 @@
 """The one gRPC server factory used by every Swiftchain process.
 
-It adds health (``grpc.health.v1``), server reflection, message size limits, the error-mapping
-and tracing interceptors, optional TLS with an optional client certificate, and a graceful
-shutdown on SIGTERM or SIGINT.
+It adds health (``grpc.health.v1``), server reflection, message size limits, the tracing,
+authorization and error-mapping interceptors, TLS (mTLS on the main port, server-only TLS on the
+public port; see services/common/tls.py for why two ports), and a graceful shutdown on SIGTERM or
+SIGINT.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import server_interceptor
 
+from services.common.auth import start_authorization
 from services.common.errors import ErrorMappingInterceptor
 from services.common.settings import ProcessSettings
 from services.common.telemetry import configure_logging, configure_tracing
@@ -40,11 +42,17 @@ class Server:
     """A started gRPC server with its health servicer; stop it with :meth:`stop`."""
 
     def __init__(
-        self, server: grpc.Server, health_servicer: health.HealthServicer, port: int
+        self,
+        server: grpc.Server,
+        health_servicer: health.HealthServicer,
+        port: int,
+        public_port: int = 0,
     ) -> None:
         self._server = server
         self.health = health_servicer
         self.port = port
+        #: The bound public (server-only TLS) port; 0 when there is none.
+        self.public_port = public_port
         self._stopped = threading.Event()
 
     def stop(self, grace: float) -> None:
@@ -88,11 +96,20 @@ def build_server(
     reflection.enable_server_reflection(
         [*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    credentials = server_credentials(settings.tls_dir) if settings.tls_dir else None
-    if credentials is None:
+    public_port = 0
+    if settings.tls_dir is None:
         port = server.add_insecure_port(settings.address)
     else:
-        port = server.add_secure_port(settings.address, credentials)
+        port = server.add_secure_port(
+            settings.address, server_credentials(settings.tls_dir, require_client_cert=True)
+        )
+        if settings.public_port:
+            public_port = server.add_secure_port(
+                settings.public_address,
+                server_credentials(settings.tls_dir, require_client_cert=False),
+            )
+            if public_port == 0:
+                raise OSError(f"cannot listen on {settings.public_address}: address in use")
     if port == 0:
         raise OSError(f"cannot listen on {settings.address}: address in use or not allowed")
     server.start()
@@ -100,8 +117,15 @@ def build_server(
     health_servicer.set("", serving)
     for name in names:
         health_servicer.set(name, serving)
-    _log.info("%s listening on %s:%d", settings.process_name, settings.listen_host, port)
-    return Server(server, health_servicer, port)
+    _log.info(
+        "%s listening on %s:%d (%s)%s",
+        settings.process_name,
+        settings.listen_host,
+        port,
+        "mTLS" if settings.tls_dir else "plaintext",
+        f" and public TLS port {public_port}" if public_port else "",
+    )
+    return Server(server, health_servicer, port, public_port)
 
 
 def run_until_signalled(
@@ -134,9 +158,16 @@ def serve(
     *,
     on_stop: Callable[[], None] = lambda: None,
 ) -> None:
-    """Build the server, serve until SIGTERM or SIGINT, stop gracefully, then ``on_stop``."""
-    server = build_server(settings, services)
-    run_until_signalled(server, settings.shutdown_grace_seconds, on_stop)
+    """Build the server (with authorization on every call), serve until SIGTERM or SIGINT, stop
+    gracefully, then ``on_stop``."""
+    authorization = start_authorization(settings)
+
+    def stop_all() -> None:
+        on_stop()
+        authorization.stop()
+
+    server = build_server(settings, services, interceptors=[authorization.interceptor])
+    run_until_signalled(server, settings.shutdown_grace_seconds, stop_all)
 
 
 def run_service(

@@ -28,6 +28,9 @@ class ProcessSettings(BaseSettings):
     process_name: str = "swiftchain"
     listen_host: str = "127.0.0.1"
     port: int = Field(default=0, ge=0, le=65535)
+    #: The public port (server-only TLS) for patient apps and anonymous calls; 0 means none.
+    #: Used only with ``tls_dir``: the main port then requires a client certificate.
+    public_port: int = Field(default=0, ge=0, le=65535)
     kafka_bootstrap: str = "127.0.0.1:9092"
     mongo_uri: str = "mongodb://127.0.0.1:27017/"
     #: Largest request or response message, in bytes.
@@ -36,9 +39,13 @@ class ProcessSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     #: gRPC worker threads.
     max_workers: int = Field(default=16, ge=1)
-    #: Folder with the platform CA, this process's certificate and key (see docs/security.md).
-    #: Empty means plaintext on loopback, for unit tests only.
+    #: Folder with the platform CA, this process's certificate and key and the token verifying
+    #: key (see services/common/tls.py). Empty means plaintext on loopback, for unit tests only.
     tls_dir: Path | None = None
+    #: The audience that patients' bearer tokens must name.
+    token_audience: str = "swiftchain"  # noqa: S105  (a name, not a secret)
+    #: The issuer that patients' bearer tokens must name.
+    token_issuer: str = "swiftchain-identity"  # noqa: S105
     log_level: str = "INFO"
     #: Log lines as JSON objects (with trace ids) rather than text.
     log_json: bool = False
@@ -47,3 +54,8 @@ class ProcessSettings(BaseSettings):
     def address(self) -> str:
         """host:port this process listens on."""
         return f"{self.listen_host}:{self.port}"
+
+    @property
+    def public_address(self) -> str:
+        """host:port of the public (server-only TLS) listener."""
+        return f"{self.listen_host}:{self.public_port}"

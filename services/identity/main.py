@@ -1,10 +1,32 @@
-"""Entry point of the identity service."""
+"""Entry point of the identity service: ``python -m services.identity``."""
 
 from __future__ import annotations
 
-from services.common.server import run_service
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from chain.entry import EntrySigner
+from chain.node.node import ORDERING_TOPIC
+from chain.node.setup import REGISTRAR_KEY_ID, ConsortiumFiles, load_registrar_key
+from services.common import mongo
+from services.common.kafka import make_producer
+from services.common.outbox import OutboxRelay
+from services.common.revocations import IDENTITY_EVENTS_TOPIC
+from services.common.server import ServiceRegistration, configure_process, serve
 from services.common.settings import IDENTITY_PORT, ProcessSettings
+from services.common.tls import TOKEN_SIGNING_FILE, open_channel
+from services.common.tokens import load_token_issuer
+from services.identity.domain.ca import PlatformCA
+from services.identity.domain.certificates import CertificateAuthority
+from services.identity.domain.organizations import OrganizationRegistry
+from services.identity.domain.patients import PatientDirectory, PractitionerDirectory
+from services.identity.log_sync import KeyLogSync
 from services.identity.servicer import IdentityServicer
+from services.identity.store import ALIAS
+from services.identity.store.certificates import CertificateDoc, CertificateStore
+from services.identity.store.organizations import OrganizationDoc, OrganizationStore
+from services.identity.store.patients import OUTBOX_DOCUMENTS, PatientStore
 from swiftchain.identity.v1 import identity_service_pb2_grpc
 
 
@@ -13,13 +35,103 @@ class IdentitySettings(ProcessSettings):
 
     process_name: str = "identity"
     port: int = IDENTITY_PORT
+    database: str = "identity"
+    #: The consortium's files: the public config and the registrar's private key.
+    consortium_dir: Path = Path(".stack/run/consortium")
+    #: The platform CA's folder (``ca.pem`` and ``ca-key.pem``), to issue client certificates.
+    ca_dir: Path = Path(".stack/run/pki/ca")
+    #: A chain node to ask where KEY entries landed (``HOST:PORT``, mTLS).
+    chain_node: str = "127.0.0.1:50061"
+    ordering_topic: str = ORDERING_TOPIC
+    events_topic: str = IDENTITY_EVENTS_TOPIC
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def main() -> None:
     """Run the identity service until SIGTERM."""
-    run_service(
-        IdentitySettings(),
-        "swiftchain.identity.v1.IdentityService",
-        IdentityServicer(),  # type: ignore[abstract]  # its RPCs land with the service's issue
-        identity_service_pb2_grpc.add_IdentityServiceServicer_to_server,  # type: ignore[arg-type]
+    settings = IdentitySettings()
+    configure_process(settings)
+    files = ConsortiumFiles(settings.consortium_dir)
+    consortium = files.load()
+    mongo.connect(settings.mongo_uri, settings.database, alias=ALIAS)
+    producer = make_producer(settings.kafka_bootstrap, settings.process_name)
+
+    organization_store = OrganizationStore()
+    registry = OrganizationRegistry(
+        organization_store,
+        EntrySigner(REGISTRAR_KEY_ID, load_registrar_key(files)),
+        consortium.genesis_keys,
+    )
+    certificates = CertificateAuthority(
+        CertificateStore(),
+        PlatformCA.load(settings.ca_dir),
+        registry,
+    )
+    if settings.tls_dir is None:
+        raise SystemExit("identity needs SWIFTCHAIN_TLS_DIR (its certificate and token key)")
+    tokens = load_token_issuer(
+        settings.tls_dir / TOKEN_SIGNING_FILE,
+        issuer=settings.token_issuer,
+        audience=settings.token_audience,
+    )
+    patient_store = PatientStore()
+    patients = PatientDirectory(patient_store, tokens)
+    practitioners = PractitionerDirectory(patient_store)
+
+    relay = OutboxRelay(
+        producer, settings.events_topic, [OrganizationDoc, CertificateDoc, *OUTBOX_DOCUMENTS]
+    )
+    chain_channel = open_channel(settings.chain_node, settings.tls_dir)
+    log_sync = KeyLogSync(
+        organization_store, registry, producer, chain_channel, settings.ordering_topic
+    )
+
+    def on_write() -> None:
+        relay.wake()
+        log_sync.wake()
+
+    stop = threading.Event()
+
+    def sweep_challenges() -> None:
+        while not stop.wait(60):
+            patient_store.sweep_challenges(_now())
+
+    workers = [
+        threading.Thread(target=relay.run, args=(stop,), name="outbox", daemon=True),
+        threading.Thread(target=log_sync.run, args=(stop,), name="key-log-sync", daemon=True),
+        threading.Thread(target=sweep_challenges, name="challenge-sweep", daemon=True),
+    ]
+    for worker in workers:
+        worker.start()
+    servicer = IdentityServicer(
+        organizations=registry,
+        certificates=certificates,
+        patients=patients,
+        practitioners=practitioners,
+        consortium=consortium,
+        clock=_now,
+        on_write=on_write,
+    )
+
+    def on_stop() -> None:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=10)
+        chain_channel.close()
+        producer.close(timeout=10)
+
+    serve(
+        settings,
+        [
+            ServiceRegistration(
+                "swiftchain.identity.v1.IdentityService",
+                lambda s: identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
+                    servicer, s
+                ),
+            )
+        ],
+        on_stop=on_stop,
     )

@@ -1,13 +1,309 @@
-"""gRPC face of the identity service: translates protobuf <-> the domain.
+"""gRPC face of the identity service: translates protobuf <-> the domain, nothing more.
 
-The RPCs arrive with the identity issue; until then every RPC answers UNIMPLEMENTED (the
-generated base class), while the process already serves health and reflection.
+Who may call what is decided before a handler runs (services/common/auth.py and the table in
+services/common/authz.py); domain errors become gRPC statuses in services/common/errors.py.
 """
 
 from __future__ import annotations
 
-from swiftchain.identity.v1 import identity_service_pb2_grpc
+from collections.abc import Callable
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from chain.consortium import ConsortiumConfig, consortium_message
+from services.common.caller import current_caller
+from services.identity.domain.certificates import CertificateAuthority
+from services.identity.domain.organizations import (
+    Organization,
+    OrganizationKey,
+    OrganizationRegistry,
+)
+from services.identity.domain.patients import (
+    Device,
+    Patient,
+    PatientDirectory,
+    PractitionerDirectory,
+)
+from swiftchain.identity.v1 import identity_pb2, identity_service_pb2_grpc
+from swiftchain.identity.v1 import identity_service_pb2 as pb
+
+
+def timestamp(value: datetime) -> Timestamp:
+    """A protobuf Timestamp for ``value``."""
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def key_message(key: OrganizationKey) -> identity_pb2.OrganizationKey:
+    """The protobuf form of an organization's key."""
+    message = identity_pb2.OrganizationKey(
+        key_id=key.key_id,
+        public_key=key.public_key,
+        status=key.status,
+        allowed_kinds=list(key.allowed_kinds),
+        register_entry_id=key.register_entry_id,
+        end_entry_id=key.end_entry_id,
+        create_time=timestamp(key.create_time),
+    )
+    if key.registered_at_log_index is not None:
+        message.registered_at_log_index = key.registered_at_log_index
+    if key.ended_at_log_index is not None:
+        message.ended_at_log_index = key.ended_at_log_index
+    if key.end_time is not None:
+        message.end_time.CopyFrom(timestamp(key.end_time))
+    return message
+
+
+def organization_message(organization: Organization) -> identity_pb2.Organization:
+    """The protobuf form of an organization."""
+    return identity_pb2.Organization(
+        organization_id=organization.organization_id,
+        display_name=organization.display_name,
+        role=organization.role,
+        status=organization.status,
+        keys=[key_message(k) for k in organization.keys],
+        create_time=timestamp(organization.create_time),
+        update_time=timestamp(organization.update_time),
+    )
+
+
+def device_message(device: Device) -> identity_pb2.PatientDevice:
+    """The protobuf form of a patient's device."""
+    message = identity_pb2.PatientDevice(
+        key_id=device.key_id,
+        public_key=device.public_key,
+        label=device.label,
+        status=identity_pb2.DEVICE_STATUS_ACTIVE
+        if device.active
+        else identity_pb2.DEVICE_STATUS_REVOKED,
+        create_time=timestamp(device.create_time),
+    )
+    if device.revoke_time is not None:
+        message.revoke_time.CopyFrom(timestamp(device.revoke_time))
+    return message
+
+
+def patient_message(patient: Patient) -> identity_pb2.Patient:
+    """The protobuf form of a patient (with the references the caller may see)."""
+    return identity_pb2.Patient(
+        subject_id=patient.subject_id,
+        registered_by=patient.registered_by,
+        hospital_references=[
+            identity_pb2.HospitalReference(organization_id=org, reference=ref)
+            for org, ref in sorted(patient.references.items())
+        ],
+        devices=[device_message(d) for d in patient.devices],
+        create_time=timestamp(patient.create_time),
+    )
 
 
 class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     """The identity service's RPCs."""
+
+    def __init__(
+        self,
+        *,
+        organizations: OrganizationRegistry,
+        certificates: CertificateAuthority,
+        patients: PatientDirectory,
+        practitioners: PractitionerDirectory,
+        consortium: ConsortiumConfig,
+        clock: Callable[[], datetime],
+        on_write: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.organizations = organizations
+        self.certificates = certificates
+        self.patients = patients
+        self.practitioners = practitioners
+        self.consortium = consortium
+        self.clock = clock
+        self._on_write = on_write
+
+    def outbox_written(self) -> None:
+        """Wake the relays after a write that queued events or entries."""
+        self._on_write()
+
+    # --- patients and practitioners -------------------------------------------------------
+
+    def RegisterPatient(
+        self, request: pb.RegisterPatientRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterPatientResponse:
+        patient, created = self.patients.register(
+            current_caller().id,
+            request.hospital_reference,
+            request.device_public_key,
+            request.device_proof_of_possession,
+            request.device_label,
+            request.request_id,
+            self.clock(),
+        )
+        self.outbox_written()
+        return pb.RegisterPatientResponse(patient=patient_message(patient), created=created)
+
+    def AddPatientDevice(
+        self, request: pb.AddPatientDeviceRequest, context: grpc.ServicerContext
+    ) -> pb.AddPatientDeviceResponse:
+        device = self.patients.add_device(
+            request.subject_id,
+            request.public_key,
+            request.proof_of_possession,
+            request.label,
+            self.clock(),
+        )
+        self.outbox_written()
+        return pb.AddPatientDeviceResponse(device=device_message(device))
+
+    def RevokePatientDevice(
+        self, request: pb.RevokePatientDeviceRequest, context: grpc.ServicerContext
+    ) -> pb.RevokePatientDeviceResponse:
+        device = self.patients.revoke_device(request.subject_id, request.key_id, self.clock())
+        self.outbox_written()
+        return pb.RevokePatientDeviceResponse(device=device_message(device))
+
+    def BeginLogin(
+        self, request: pb.BeginLoginRequest, context: grpc.ServicerContext
+    ) -> pb.BeginLoginResponse:
+        challenge = self.patients.begin_login(
+            request.subject_id, request.device_key_id, self.clock()
+        )
+        return pb.BeginLoginResponse(
+            challenge_id=challenge.challenge_id,
+            nonce=challenge.nonce,
+            expire_time=timestamp(challenge.expire_time),
+        )
+
+    def CompleteLogin(
+        self, request: pb.CompleteLoginRequest, context: grpc.ServicerContext
+    ) -> pb.CompleteLoginResponse:
+        issued = self.patients.complete_login(request.challenge_id, request.signature, self.clock())
+        return pb.CompleteLoginResponse(
+            access_token=issued.token, expire_time=timestamp(issued.expire_time)
+        )
+
+    def RegisterPractitioner(
+        self, request: pb.RegisterPractitionerRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterPractitionerResponse:
+        practitioner = self.practitioners.register(
+            request.organization_id, request.display_ref, request.role_code, self.clock()
+        )
+        self.outbox_written()
+        return pb.RegisterPractitionerResponse(
+            practitioner=identity_pb2.Practitioner(
+                practitioner_id=practitioner.practitioner_id,
+                organization_id=practitioner.organization_id,
+                display_ref=practitioner.display_ref,
+                role_code=practitioner.role_code,
+                active=practitioner.active,
+                create_time=timestamp(practitioner.create_time),
+            )
+        )
+
+    # --- organizations and keys -----------------------------------------------------------
+
+    def RegisterOrganization(
+        self, request: pb.RegisterOrganizationRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterOrganizationResponse:
+        organization, entry_id = self.organizations.register(
+            request.organization_id,
+            request.display_name,
+            request.role,
+            request.public_key,
+            request.proof_of_possession,
+            self.clock(),
+        )
+        self.outbox_written()
+        return pb.RegisterOrganizationResponse(
+            organization=organization_message(organization), key_entry_id=entry_id
+        )
+
+    def RotateOrganizationKey(
+        self, request: pb.RotateOrganizationKeyRequest, context: grpc.ServicerContext
+    ) -> pb.RotateOrganizationKeyResponse:
+        key, entry_id = self.organizations.rotate_key(
+            request.organization_id,
+            request.replaces_key_id,
+            request.new_public_key,
+            request.proof_of_possession,
+            request.reason,
+            self.clock(),
+        )
+        self.outbox_written()
+        return pb.RotateOrganizationKeyResponse(key=key_message(key), key_entry_id=entry_id)
+
+    def RevokeOrganizationKey(
+        self, request: pb.RevokeOrganizationKeyRequest, context: grpc.ServicerContext
+    ) -> pb.RevokeOrganizationKeyResponse:
+        key, entry_id = self.organizations.revoke_key(
+            request.organization_id, request.key_id, request.reason, self.clock()
+        )
+        self.outbox_written()
+        return pb.RevokeOrganizationKeyResponse(key=key_message(key), key_entry_id=entry_id)
+
+    def GetOrganization(
+        self, request: pb.GetOrganizationRequest, context: grpc.ServicerContext
+    ) -> pb.GetOrganizationResponse:
+        organization = self.organizations.get(request.organization_id)
+        return pb.GetOrganizationResponse(organization=organization_message(organization))
+
+    def ListOrganizations(
+        self, request: pb.ListOrganizationsRequest, context: grpc.ServicerContext
+    ) -> pb.ListOrganizationsResponse:
+        page, token = self.organizations.list(request.role, request.page_size, request.page_token)
+        return pb.ListOrganizationsResponse(
+            organizations=[organization_message(o) for o in page], next_page_token=token
+        )
+
+    def ResolveKey(
+        self, request: pb.ResolveKeyRequest, context: grpc.ServicerContext
+    ) -> pb.ResolveKeyResponse:
+        resolution = self.organizations.resolve_key(
+            request.key_id, request.log_index if request.HasField("log_index") else None
+        )
+        response = pb.ResolveKeyResponse(
+            key=resolution.detail,
+            valid=resolution.valid,
+            status=resolution.status,
+            register_entry_id=resolution.register_entry_id,
+            end_entry_id=resolution.end_entry_id,
+            as_of_log_index=resolution.as_of_log_index,
+        )
+        if resolution.registered_at_log_index is not None:
+            response.registered_at_log_index = resolution.registered_at_log_index
+        if resolution.ended_at_log_index is not None:
+            response.ended_at_log_index = resolution.ended_at_log_index
+        return response
+
+    def GetConsortium(
+        self, request: pb.GetConsortiumRequest, context: grpc.ServicerContext
+    ) -> pb.GetConsortiumResponse:
+        return pb.GetConsortiumResponse(consortium=consortium_message(self.consortium))
+
+    # --- certificates ---------------------------------------------------------------------
+
+    def IssueCertificate(
+        self, request: pb.IssueCertificateRequest, context: grpc.ServicerContext
+    ) -> pb.IssueCertificateResponse:
+        issued = self.certificates.issue(request.organization_id, request.csr_pem, self.clock())
+        self.outbox_written()
+        return pb.IssueCertificateResponse(
+            certificate_pem=issued.certificate_pem,
+            certificate_chain_pem=issued.chain_pem,
+            serial_number=issued.serial_hex,
+            not_before_time=timestamp(issued.not_before),
+            not_after_time=timestamp(issued.not_after),
+        )
+
+    def RevokeCertificate(
+        self, request: pb.RevokeCertificateRequest, context: grpc.ServicerContext
+    ) -> pb.RevokeCertificateResponse:
+        revoked = self.certificates.revoke(request.serial_number, request.reason, self.clock())
+        self.outbox_written()
+        assert revoked.revoke_time is not None  # revoke() returns a revoked record
+        return pb.RevokeCertificateResponse(
+            serial_number=revoked.serial_hex,
+            organization_id=revoked.organization_id,
+            revoke_time=timestamp(revoked.revoke_time),
+        )

@@ -168,13 +168,12 @@ def test_time_to_cut_seals_a_partial_block(
 
 
 def test_submitter_awaits_checked_receipts_and_reports_rejections(cluster: ChainCluster) -> None:
-    import grpc
 
     from chain.errors import VerificationError
     from chain.node.submitter import Submitter
 
     cluster.start_all()
-    with grpc.insecure_channel(f"127.0.0.1:{cluster.ports['hospital-a']}") as channel:
+    with cluster.channel("hospital-a") as channel:
         submitter = Submitter(
             cluster.producer, channel, cluster.config, ordering_topic=cluster.ordering_topic
         )

@@ -30,8 +30,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, kafka_bootstrap: str, mongo_uri: str) -> Iterator[ChainCluster]:
+def cluster(
+    tmp_path: Path, kafka_bootstrap: str, mongo_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ChainCluster]:
     cluster = ChainCluster(tmp_path, kafka_bootstrap, mongo_uri)
+    # The CLI reaches the nodes over mTLS as the cluster's consortium admin.
+    monkeypatch.setenv("SWIFTCHAIN_TLS_DIR", str(cluster.tls_dir))
     yield cluster
     cluster.stop_all()
 

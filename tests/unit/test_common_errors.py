@@ -12,21 +12,18 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from chain.errors import (
+    AlreadyExistsError,
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    PermissionDeniedError,
     PreconditionError,
     SwiftchainError,
+    UnauthenticatedError,
     UnavailableError,
     VerificationError,
 )
-from services.common.errors import (
-    STATUS_BY_ERROR,
-    AlreadyExistsError,
-    PermissionDeniedError,
-    UnauthenticatedError,
-    status_code_for,
-)
+from services.common.errors import STATUS_BY_ERROR, status_code_for
 from services.common.server import ServiceRegistration, build_server
 from services.common.settings import ProcessSettings
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 import mongoengine as me
 
 from services.common.outbox import OutboxDocument, outbox_update
 from services.identity.domain.certificates import CertificateRecord
-from services.identity.store import ALIAS
+from services.identity.store import ALIAS, as_utc
 from swiftchain.events.v1 import events_pb2
 
 
@@ -30,10 +30,6 @@ class CertificateDoc(OutboxDocument):
     revoke_reason = me.IntField(default=0)
 
 
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def _from_doc(doc: CertificateDoc) -> CertificateRecord:
     return CertificateRecord(
         serial_hex=doc.id,
@@ -41,9 +37,9 @@ def _from_doc(doc: CertificateDoc) -> CertificateRecord:
         certificate_pem=doc.certificate_pem,
         chain_pem=doc.chain_pem,
         fingerprint_sha256=bytes(doc.fingerprint_sha256),
-        not_before=_utc(doc.not_before),
-        not_after=_utc(doc.not_after),
-        revoke_time=_utc(doc.revoke_time) if doc.revoke_time else None,
+        not_before=as_utc(doc.not_before),
+        not_after=as_utc(doc.not_after),
+        revoke_time=as_utc(doc.revoke_time) if doc.revoke_time else None,
         revoke_reason=doc.revoke_reason,
     )
 

@@ -10,7 +10,7 @@ FerretDB has no transactions.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 
 import mongoengine as me
@@ -18,7 +18,7 @@ import mongoengine as me
 from chain.errors import ConflictError
 from services.common.outbox import OutboxDocument, outbox_update
 from services.identity.domain.organizations import KeyEntry, Organization, OrganizationKey
-from services.identity.store import ALIAS
+from services.identity.store import ALIAS, as_utc
 from swiftchain.events.v1 import events_pb2
 
 
@@ -66,10 +66,7 @@ class OrganizationDoc(OutboxDocument):
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    # FerretDB returns naive datetimes for some paths even with tz_aware; the domain wants UTC.
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    return None if value is None else as_utc(value)
 
 
 def _key_from_doc(doc: KeyDoc) -> OrganizationKey:

@@ -1,0 +1,466 @@
+"""``swiftchain identity ...``: organizations, their keys and certificates, patient devices.
+
+Organization commands speak mTLS to the identity service's main port as the consortium admin
+(or as the organization itself, for its own keys and certificate): ``--tls-dir``. Patient
+commands speak TLS without a client certificate to its public port, logging in with a device
+key: ``--public``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import grpc
+import typer
+from rich.table import Table
+
+from cli import identity_files as files
+from cli.common import check_target, examples, fail, help_text, stdout
+from cli.grpc_client import CALL_TIMEOUT, TlsDirOption, open_channel, open_public_channel
+from cli.grpc_client import rpc_error_message as _rpc_error_message
+from swiftchain.chain.v1 import entry_pb2
+from swiftchain.common.v1 import common_pb2
+from swiftchain.identity.v1 import identity_pb2, identity_service_pb2_grpc
+from swiftchain.identity.v1 import identity_service_pb2 as pb
+
+app = typer.Typer(
+    help="Organizations, their signing keys and certificates; patients and their devices.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+)
+
+DEFAULT_IDENTITY = "127.0.0.1:50051"
+DEFAULT_PUBLIC = "127.0.0.1:50151"
+LOGIN_SIGNATURE_CONTEXT = b"swiftchain/login/v1\n"
+
+IdentityOption = Annotated[
+    str,
+    typer.Option(
+        "--identity",
+        metavar="HOST:PORT",
+        help="The identity service's mTLS address.",
+        callback=check_target,
+    ),
+]
+PublicOption = Annotated[
+    str,
+    typer.Option(
+        "--public",
+        metavar="HOST:PORT",
+        help="The identity service's public (TLS, no client certificate) address, for patients.",
+        callback=check_target,
+    ),
+]
+_ROLES = {
+    "hospital": common_pb2.ORGANIZATION_ROLE_HOSPITAL,
+    "regulator": common_pb2.ORGANIZATION_ROLE_REGULATOR,
+    "app": common_pb2.ORGANIZATION_ROLE_APP_OPERATOR,
+    "admin": common_pb2.ORGANIZATION_ROLE_CONSORTIUM_ADMIN,
+}
+_KEY_REASONS = {
+    "routine": entry_pb2.KEY_REASON_ROUTINE_ROTATION,
+    "compromise": entry_pb2.KEY_REASON_KEY_COMPROMISE,
+    "superseded": entry_pb2.KEY_REASON_SUPERSEDED,
+    "cessation": entry_pb2.KEY_REASON_CESSATION_OF_OPERATION,
+}
+_CERT_REASONS = {
+    "compromise": identity_pb2.CERTIFICATE_REVOCATION_REASON_KEY_COMPROMISE,
+    "affiliation": identity_pb2.CERTIFICATE_REVOCATION_REASON_AFFILIATION_CHANGED,
+    "superseded": identity_pb2.CERTIFICATE_REVOCATION_REASON_SUPERSEDED,
+    "cessation": identity_pb2.CERTIFICATE_REVOCATION_REASON_CESSATION_OF_OPERATION,
+}
+
+
+def _subset(choices: Mapping[str, int], *names: str) -> dict[str, int]:
+    return {name: choices[name] for name in names}
+
+
+def _choice(value: str, choices: Mapping[str, int], what: str) -> int:
+    if value not in choices:
+        raise typer.BadParameter(f"expected a {what} among {', '.join(choices)}, got {value!r}")
+    return choices[value]
+
+
+@contextmanager
+def _identity(
+    target: str, tls_dir: Path | None
+) -> Iterator[identity_service_pb2_grpc.IdentityServiceStub]:
+    try:
+        with open_channel(target, tls_dir) as channel:
+            yield identity_service_pb2_grpc.IdentityServiceStub(channel)
+    except grpc.RpcError as error:
+        fail(_rpc_error_message(target, error).replace("node ", "identity ", 1))
+
+
+@contextmanager
+def _public(target: str, ca_file: Path) -> Iterator[identity_service_pb2_grpc.IdentityServiceStub]:
+    try:
+        with open_public_channel(target, ca_file) as channel:
+            yield identity_service_pb2_grpc.IdentityServiceStub(channel)
+    except grpc.RpcError as error:
+        fail(_rpc_error_message(target, error).replace("node ", "identity ", 1))
+
+
+def _issue_certificate(
+    stub: identity_service_pb2_grpc.IdentityServiceStub, organization_id: str, out: Path
+) -> pb.IssueCertificateResponse:
+    key, csr = files.new_csr(organization_id)
+    issued = stub.IssueCertificate(
+        pb.IssueCertificateRequest(organization_id=organization_id, csr_pem=csr),
+        timeout=CALL_TIMEOUT,
+    )
+    files.write_secret(out / files.KEY_FILE, files.private_pem(key))
+    (out / files.CERT_FILE).write_text(issued.certificate_pem)
+    (out / files.CA_FILE).write_text(files.root_of(issued.certificate_chain_pem))
+    return issued
+
+
+def _until(issued: pb.IssueCertificateResponse) -> str:
+    return issued.not_after_time.ToJsonString()
+
+
+@app.command(
+    "register-org",
+    help=help_text(
+        "Register an organization and write its key and certificate files.",
+        "Generates the organization's Ed25519 signing key (hospitals: they sign RECORD entries; "
+        "its KEY entry goes on the log) and an mTLS client certificate from the platform CA. "
+        "The output folder works as --tls-dir for the organization's own calls. Needs the "
+        "consortium admin's --tls-dir.",
+    ),
+    epilog=examples(
+        "swiftchain identity register-org hospital-d --name 'Hospital D' --role hospital "
+        "--out ./hospital-d",
+    ),
+    no_args_is_help=True,
+)
+def register_org(
+    organization_id: Annotated[str, typer.Argument(help="The new organization's id (a slug).")],
+    name: Annotated[str, typer.Option("--name", help="Its human-readable name.")],
+    role: Annotated[str, typer.Option("--role", help="hospital, regulator, app or admin.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for its key and certificate files.")],
+    identity: IdentityOption = DEFAULT_IDENTITY,
+    tls_dir: TlsDirOption = None,
+) -> None:
+    """Register an organization (see ``help`` above)."""
+    role_value = _choice(role, _ROLES, "role")
+    if (out / files.KEY_FILE).exists():
+        fail(f"{out} holds an organization's keys already; choose another --out")
+    signing = files.NewSigningKey.for_owner(organization_id) if role == "hospital" else None
+    with _identity(identity, tls_dir) as stub:
+        registered = stub.RegisterOrganization(
+            pb.RegisterOrganizationRequest(
+                organization_id=organization_id,
+                display_name=name,
+                role=role_value,  # type: ignore[arg-type]
+                public_key=signing.public_key if signing else b"",
+                proof_of_possession=signing.proof if signing else b"",
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+        out.mkdir(parents=True, exist_ok=True)
+        key_id = registered.organization.keys[0].key_id if registered.organization.keys else ""
+        if signing is not None:
+            files.write_secret(out / files.SIGNING_KEY_FILE, files.private_pem(signing.private_key))
+        files.write_json(
+            out / files.ORGANIZATION_FILE, {"organization_id": organization_id, "key_id": key_id}
+        )
+        issued = _issue_certificate(stub, organization_id, out)
+    console = stdout()
+    console.print(f"registered {organization_id} ({role})")
+    if key_id:
+        console.print(f"signing key {key_id}: KEY entry {registered.key_entry_id} (pending)")
+    console.print(
+        f"certificate {issued.serial_number} until {issued.not_after_time.ToJsonString()}"
+    )
+    console.print(f"files in {out}")
+
+
+@app.command(
+    "renew-cert",
+    help=help_text(
+        "Issue a fresh client certificate for an organization into its folder.",
+        "Call it as the organization itself (--tls-dir its folder) or as the admin.",
+    ),
+    no_args_is_help=True,
+)
+def renew_cert(
+    organization_id: Annotated[str, typer.Argument(help="The organization.")],
+    out: Annotated[Path, typer.Option("--out", help="The organization's folder.")],
+    identity: IdentityOption = DEFAULT_IDENTITY,
+    tls_dir: TlsDirOption = None,
+) -> None:
+    """Renew a certificate (see ``help`` above)."""
+    with _identity(identity, tls_dir) as stub:
+        issued = _issue_certificate(stub, organization_id, out)
+    stdout().print(
+        f"certificate {issued.serial_number} until {issued.not_after_time.ToJsonString()}"
+    )
+
+
+@app.command("show", help="Show an organization and its keys.", no_args_is_help=True)
+def show(
+    organization_id: Annotated[str, typer.Argument(help="The organization.")],
+    identity: IdentityOption = DEFAULT_IDENTITY,
+    tls_dir: TlsDirOption = None,
+) -> None:
+    """Show an organization (see ``help`` above)."""
+    with _identity(identity, tls_dir) as stub:
+        organization = stub.GetOrganization(
+            pb.GetOrganizationRequest(organization_id=organization_id), timeout=CALL_TIMEOUT
+        ).organization
+    table = Table(title=f"{organization.organization_id}: {organization.display_name}")
+    for column in ("key id", "status", "registered at", "ended at"):
+        table.add_column(column)
+    for key in organization.keys:
+        table.add_row(
+            key.key_id,
+            identity_pb2.KeyStatus.Name(key.status).removeprefix("KEY_STATUS_"),
+            str(key.registered_at_log_index) if key.HasField("registered_at_log_index") else "-",
+            str(key.ended_at_log_index) if key.HasField("ended_at_log_index") else "-",
+        )
+    stdout().print(table)
+
+
+@app.command(
+    "rotate-key",
+    help=help_text(
+        "Replace an organization's active signing key with a new one.",
+        "Writes the new key to the folder's signing-key.pem and keeps the old one as "
+        "signing-key.<old key id>.pem (entries it signed before the rotation stay valid).",
+    ),
+    no_args_is_help=True,
+)
+def rotate_key(
+    organization_id: Annotated[str, typer.Argument(help="The organization.")],
+    out: Annotated[Path, typer.Option("--out", help="The organization's folder.")],
+    reason: Annotated[str, typer.Option("--reason", help="routine, compromise or superseded.")] = (
+        "routine"
+    ),
+    identity: IdentityOption = DEFAULT_IDENTITY,
+    tls_dir: TlsDirOption = None,
+) -> None:
+    """Rotate a key (see ``help`` above)."""
+    reason_value = _choice(
+        reason, {k: _KEY_REASONS[k] for k in ("routine", "compromise", "superseded")}, "reason"
+    )
+    signing = files.NewSigningKey.for_owner(organization_id)
+    with _identity(identity, tls_dir) as stub:
+        organization = stub.GetOrganization(
+            pb.GetOrganizationRequest(organization_id=organization_id), timeout=CALL_TIMEOUT
+        ).organization
+        active = [k for k in organization.keys if k.status == identity_pb2.KEY_STATUS_ACTIVE]
+        if not active:
+            fail(f"{organization_id} has no ACTIVE key to rotate (a new key may still be pending)")
+        rotated = stub.RotateOrganizationKey(
+            pb.RotateOrganizationKeyRequest(
+                organization_id=organization_id,
+                replaces_key_id=active[-1].key_id,
+                new_public_key=signing.public_key,
+                proof_of_possession=signing.proof,
+                reason=reason_value,  # type: ignore[arg-type]
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+    current = out / files.SIGNING_KEY_FILE
+    if current.exists():
+        current.rename(out / f"signing-key.{active[-1].key_id.replace('#', '-')}.pem")
+    files.write_secret(current, files.private_pem(signing.private_key))
+    files.write_json(
+        out / files.ORGANIZATION_FILE,
+        {"organization_id": organization_id, "key_id": rotated.key.key_id},
+    )
+    stdout().print(
+        f"{active[-1].key_id} -> {rotated.key.key_id}: KEY entry {rotated.key_entry_id} (pending)"
+    )
+
+
+@app.command("revoke-key", help="Revoke an organization's signing key.", no_args_is_help=True)
+def revoke_key(
+    organization_id: Annotated[str, typer.Argument(help="The organization.")],
+    key_id: Annotated[str, typer.Argument(help="The key to revoke, e.g. hospital-a#1.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="compromise, superseded or cessation.")
+    ] = "compromise",
+    identity: IdentityOption = DEFAULT_IDENTITY,
+    tls_dir: TlsDirOption = None,
+) -> None:
+    """Revoke a key (see ``help`` above)."""
+    reason_value = _choice(
+        reason, {k: _KEY_REASONS[k] for k in ("compromise", "superseded", "cessation")}, "reason"
+    )
+    with _identity(identity, tls_dir) as stub:
+        revoked = stub.RevokeOrganizationKey(
+            pb.RevokeOrganizationKeyRequest(
+                organization_id=organization_id,
+                key_id=key_id,
+                reason=reason_value,  # type: ignore[arg-type]
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+    stdout().print(f"{key_id} revoked by KEY entry {revoked.key_entry_id} (pending)")
+
+
+@app.command(
+    "revoke-cert", help="Revoke a client certificate by serial number.", no_args_is_help=True
+)
+def revoke_cert(
+    serial: Annotated[str, typer.Argument(help="The serial number, lower-case hex.")],
+    reason: Annotated[
+        str, typer.Option("--reason", help="compromise, affiliation, superseded or cessation.")
+    ] = "compromise",
+    identity: IdentityOption = DEFAULT_IDENTITY,
+    tls_dir: TlsDirOption = None,
+) -> None:
+    """Revoke a certificate (see ``help`` above)."""
+    reason_value = _choice(reason, _CERT_REASONS, "reason")
+    with _identity(identity, tls_dir) as stub:
+        revoked = stub.RevokeCertificate(
+            pb.RevokeCertificateRequest(serial_number=serial, reason=reason_value),  # type: ignore[arg-type]
+            timeout=CALL_TIMEOUT,
+        )
+    stdout().print(f"certificate {revoked.serial_number} of {revoked.organization_id} revoked")
+
+
+# --- patients -------------------------------------------------------------------------------
+
+
+@app.command(
+    "register-patient",
+    help=help_text(
+        "Register a patient with a first device key, as a hospital or app operator.",
+        "Writes the device folder (device key, subject id, device key id, CA certificate) that "
+        "`login`, `add-device` and `revoke-device` use.",
+    ),
+    no_args_is_help=True,
+)
+def register_patient(
+    device_out: Annotated[Path, typer.Option("--device-out", help="Folder for the device files.")],
+    reference: Annotated[
+        str, typer.Option("--reference", help="Your opaque reference to the patient.")
+    ] = "",
+    label: Annotated[str, typer.Option("--label", help="A label for the device.")] = "device",
+    identity: IdentityOption = DEFAULT_IDENTITY,
+    tls_dir: TlsDirOption = None,
+) -> None:
+    """Register a patient (see ``help`` above)."""
+    request_id = str(uuid.uuid4())
+    device = files.NewSigningKey.for_owner(request_id)
+    with _identity(identity, tls_dir) as stub:
+        registered = stub.RegisterPatient(
+            pb.RegisterPatientRequest(
+                hospital_reference=reference,
+                device_public_key=device.public_key,
+                device_proof_of_possession=device.proof,
+                device_label=label,
+                request_id=request_id,
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+    patient = registered.patient
+    _write_device(device_out, patient.subject_id, patient.devices[-1].key_id, device, tls_dir)
+    stdout().print(f"patient {patient.subject_id}, device {patient.devices[-1].key_id}")
+
+
+def _write_device(
+    folder: Path, subject_id: str, key_id: str, device: files.NewSigningKey, tls_dir: Path | None
+) -> None:
+    files.write_secret(folder / files.DEVICE_KEY_FILE, files.private_pem(device.private_key))
+    files.write_json(folder / files.DEVICE_FILE, {"subject_id": subject_id, "key_id": key_id})
+    if tls_dir is not None and (tls_dir / files.CA_FILE).exists():
+        (folder / files.CA_FILE).write_bytes((tls_dir / files.CA_FILE).read_bytes())
+
+
+def _device(folder: Path) -> tuple[str, str]:
+    try:
+        document = files.read_json(folder / files.DEVICE_FILE)
+        return str(document["subject_id"]), str(document["key_id"])
+    except (OSError, ValueError, KeyError) as error:
+        fail(f"{folder} is not a device folder: {error}", 2)
+
+
+def login_token(stub: identity_service_pb2_grpc.IdentityServiceStub, folder: Path) -> str:
+    """Log in with the device in ``folder`` (challenge, signature) and return the token."""
+    subject_id, key_id = _device(folder)
+    key = files.load_ed25519(folder / files.DEVICE_KEY_FILE)
+    challenge = stub.BeginLogin(
+        pb.BeginLoginRequest(subject_id=subject_id, device_key_id=key_id), timeout=CALL_TIMEOUT
+    )
+    signed = LOGIN_SIGNATURE_CONTEXT + challenge.challenge_id.encode() + b"\n" + challenge.nonce
+    completed = stub.CompleteLogin(
+        pb.CompleteLoginRequest(challenge_id=challenge.challenge_id, signature=key.sign(signed)),
+        timeout=CALL_TIMEOUT,
+    )
+    return completed.access_token
+
+
+DeviceDirOption = Annotated[Path, typer.Option("--device-dir", help="The patient's device folder.")]
+
+
+@app.command(
+    "login", help="Log in with a device key and print a bearer token.", no_args_is_help=True
+)
+def login(device_dir: DeviceDirOption, public: PublicOption = DEFAULT_PUBLIC) -> None:
+    """Log in (see ``help`` above)."""
+    with _public(public, device_dir / files.CA_FILE) as stub:
+        typer.echo(login_token(stub, device_dir))
+
+
+@app.command(
+    "add-device",
+    help="Add a new device key to the patient of --device-dir (logging in with that device).",
+    no_args_is_help=True,
+)
+def add_device(
+    device_dir: DeviceDirOption,
+    new_device_out: Annotated[
+        Path, typer.Option("--new-device-out", help="Folder for the new device.")
+    ],
+    label: Annotated[str, typer.Option("--label", help="A label for the new device.")] = "device",
+    public: PublicOption = DEFAULT_PUBLIC,
+) -> None:
+    """Add a device (see ``help`` above)."""
+    subject_id, _ = _device(device_dir)
+    device = files.NewSigningKey.for_owner(subject_id)
+    with _public(public, device_dir / files.CA_FILE) as stub:
+        token = login_token(stub, device_dir)
+        added = stub.AddPatientDevice(
+            pb.AddPatientDeviceRequest(
+                subject_id=subject_id,
+                public_key=device.public_key,
+                proof_of_possession=device.proof,
+                label=label,
+            ),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=CALL_TIMEOUT,
+        )
+    _write_device(new_device_out, subject_id, added.device.key_id, device, None)
+    (new_device_out / files.CA_FILE).write_bytes((device_dir / files.CA_FILE).read_bytes())
+    stdout().print(f"device {added.device.key_id} added to {subject_id}")
+
+
+@app.command(
+    "revoke-device",
+    help="Revoke one of the patient's device keys (logging in with the device of --device-dir).",
+    no_args_is_help=True,
+)
+def revoke_device(
+    device_dir: DeviceDirOption,
+    key_id: Annotated[str, typer.Argument(help="The device key id to revoke.")],
+    public: PublicOption = DEFAULT_PUBLIC,
+) -> None:
+    """Revoke a device (see ``help`` above)."""
+    subject_id, _ = _device(device_dir)
+    with _public(public, device_dir / files.CA_FILE) as stub:
+        token = login_token(stub, device_dir)
+        revoked = stub.RevokePatientDevice(
+            pb.RevokePatientDeviceRequest(subject_id=subject_id, key_id=key_id),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=CALL_TIMEOUT,
+        )
+    stdout().print(json.dumps({"key_id": revoked.device.key_id, "status": "revoked"}))

@@ -1,0 +1,224 @@
+"""Patients, registrations, login challenges and practitioners in Mongo.
+
+Uniqueness without transactions comes from ``_id``s: a registration's ``_id`` is its
+idempotency key (organization + reference, or organization + request id), a practitioner's is
+organization + display_ref, so a concurrent duplicate insert fails with a duplicate key and the
+record on file wins. A challenge is used up by one conditional update (``used`` false -> true).
+Expiry is a field checked on read, not a TTL index (FerretDB v1 has none).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+import mongoengine as me
+
+from chain.errors import ConflictError
+from services.common.outbox import OutboxDocument, outbox_update
+from services.identity.domain.patients import (
+    Challenge,
+    Device,
+    Patient,
+    Practitioner,
+    Registration,
+)
+from services.identity.store import ALIAS, as_utc
+from swiftchain.events.v1 import events_pb2
+
+
+class DeviceDoc(me.EmbeddedDocument):
+    """A patient's device key."""
+
+    key_id = me.StringField(required=True)
+    public_key = me.BinaryField(required=True)
+    label = me.StringField(default="")
+    create_time = me.DateTimeField(required=True)
+    revoke_time = me.DateTimeField(null=True)
+
+
+class PatientDoc(OutboxDocument):
+    """A patient, ``_id`` = subject id."""
+
+    meta: ClassVar[dict[str, Any]] = {"collection": "patients", "db_alias": ALIAS}
+
+    id = me.StringField(primary_key=True)
+    registered_by = me.StringField(required=True)
+    references = me.DictField()
+    devices = me.EmbeddedDocumentListField(DeviceDoc)
+    create_time = me.DateTimeField(required=True)
+    version = me.IntField(default=0)
+
+
+class RegistrationDoc(me.Document):
+    """One RegisterPatient idempotency key and the subject it created."""
+
+    meta: ClassVar[dict[str, Any]] = {"collection": "patient_registrations", "db_alias": ALIAS}
+
+    id = me.StringField(primary_key=True)
+    fingerprint = me.StringField(required=True)
+    subject_id = me.StringField(required=True)
+
+
+class ChallengeDoc(me.Document):
+    """A login challenge."""
+
+    meta: ClassVar[dict[str, Any]] = {"collection": "login_challenges", "db_alias": ALIAS}
+
+    id = me.StringField(primary_key=True)
+    subject_id = me.StringField(required=True)
+    device_key_id = me.StringField(required=True)
+    nonce = me.BinaryField(required=True)
+    expire_time = me.DateTimeField(required=True)
+    used = me.BooleanField(default=False)
+
+
+class PractitionerDoc(OutboxDocument):
+    """A practitioner, ``_id`` = organization id + NUL + display_ref."""
+
+    meta: ClassVar[dict[str, Any]] = {"collection": "practitioners", "db_alias": ALIAS}
+
+    id = me.StringField(primary_key=True)
+    practitioner_id = me.StringField(required=True)
+    organization_id = me.StringField(required=True)
+    display_ref = me.StringField(required=True)
+    role_code = me.StringField(required=True)
+    active = me.BooleanField(default=True)
+    create_time = me.DateTimeField(required=True)
+
+
+#: Documents that carry events for the outbox relay.
+OUTBOX_DOCUMENTS: tuple[type[OutboxDocument], ...] = (PatientDoc, PractitionerDoc)
+
+
+def _device_doc(device: Device) -> DeviceDoc:
+    return DeviceDoc(
+        key_id=device.key_id,
+        public_key=device.public_key,
+        label=device.label,
+        create_time=device.create_time,
+        revoke_time=device.revoke_time,
+    )
+
+
+def _patient(doc: PatientDoc) -> Patient:
+    return Patient(
+        subject_id=doc.id,
+        registered_by=doc.registered_by,
+        create_time=as_utc(doc.create_time),
+        references=dict(doc.references),
+        devices=[
+            Device(
+                d.key_id,
+                bytes(d.public_key),
+                d.label,
+                as_utc(d.create_time),
+                as_utc(d.revoke_time) if d.revoke_time else None,
+            )
+            for d in doc.devices
+        ],
+        version=doc.version,
+    )
+
+
+class PatientStore:
+    """The domain's PatientStore and PractitionerStore on mongoengine (alias ``identity``)."""
+
+    def claim_registration(self, registration: Registration) -> Registration:
+        """Record ``registration`` unless its key is taken; return the one on record."""
+        try:
+            RegistrationDoc(
+                id=registration.key,
+                fingerprint=registration.fingerprint,
+                subject_id=registration.subject_id,
+            ).save(force_insert=True)
+        except me.NotUniqueError:
+            doc = RegistrationDoc.objects(id=registration.key).first()
+            return Registration(doc.id, doc.fingerprint, doc.subject_id)
+        return registration
+
+    def get(self, subject_id: str) -> Patient | None:
+        """The patient, or None."""
+        doc = PatientDoc.objects(id=subject_id).first()
+        return _patient(doc) if doc else None
+
+    def create(self, patient: Patient, events: Sequence[events_pb2.EventEnvelope]) -> bool:
+        """Insert with its events; False if the subject id exists."""
+        doc = PatientDoc(
+            id=patient.subject_id,
+            registered_by=patient.registered_by,
+            references=dict(patient.references),
+            devices=[_device_doc(d) for d in patient.devices],
+            create_time=patient.create_time,
+        )
+        doc.add_events(events)
+        try:
+            doc.save(force_insert=True)
+        except me.NotUniqueError:
+            return False
+        return True
+
+    def update(self, patient: Patient, events: Sequence[events_pb2.EventEnvelope]) -> None:
+        """Write the devices and references if nobody changed the patient since it was read."""
+        updated = PatientDoc.objects(id=patient.subject_id, version=patient.version).update_one(
+            set__devices=[_device_doc(d) for d in patient.devices],
+            set__references=dict(patient.references),
+            inc__version=1,
+            **outbox_update(events),
+        )
+        if not updated:
+            raise ConflictError(
+                f"patient {patient.subject_id} was changed by another request at the same time; "
+                "retry"
+            )
+        patient.version += 1
+
+    def add_challenge(self, challenge: Challenge) -> None:
+        """Store a new challenge."""
+        ChallengeDoc(
+            id=challenge.challenge_id,
+            subject_id=challenge.subject_id,
+            device_key_id=challenge.device_key_id,
+            nonce=challenge.nonce,
+            expire_time=challenge.expire_time,
+        ).save(force_insert=True)
+
+    def consume_challenge(self, challenge_id: str) -> Challenge | None:
+        """Mark the challenge used and return it; None if unknown or used already."""
+        if not ChallengeDoc.objects(id=challenge_id, used=False).update_one(set__used=True):
+            return None
+        doc = ChallengeDoc.objects(id=challenge_id).first()
+        return Challenge(
+            doc.id, doc.subject_id, doc.device_key_id, bytes(doc.nonce), as_utc(doc.expire_time)
+        )
+
+    def sweep_challenges(self, now: datetime) -> int:
+        """Delete challenges that expired (no TTL index on FerretDB); how many."""
+        return int(ChallengeDoc.objects(expire_time__lt=now).delete())
+
+    def insert_or_get(
+        self, practitioner: Practitioner, events: Sequence[events_pb2.EventEnvelope]
+    ) -> Practitioner:
+        """Insert unless (organization, display_ref) exists; return the one on record."""
+        doc = PractitionerDoc(
+            id=f"{practitioner.organization_id}\x00{practitioner.display_ref}",
+            practitioner_id=practitioner.practitioner_id,
+            organization_id=practitioner.organization_id,
+            display_ref=practitioner.display_ref,
+            role_code=practitioner.role_code,
+            create_time=practitioner.create_time,
+        )
+        doc.add_events(events)
+        try:
+            doc.save(force_insert=True)
+        except me.NotUniqueError:
+            doc = PractitionerDoc.objects(id=doc.id).first()
+        return Practitioner(
+            doc.practitioner_id,
+            doc.organization_id,
+            doc.display_ref,
+            doc.role_code,
+            as_utc(doc.create_time),
+            doc.active,
+        )

@@ -1,0 +1,277 @@
+"""Patients, devices, login and practitioners (services/identity/domain/patients.py), on a fake
+store with the same guarantees as the real one."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from chain.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    UnauthenticatedError,
+)
+from services.common.tokens import TokenIssuer, TokenVerifier
+from services.identity.domain.keys import possession_message
+from services.identity.domain.patients import (
+    Challenge,
+    Patient,
+    PatientDirectory,
+    Practitioner,
+    PractitionerDirectory,
+    Registration,
+    login_message,
+)
+from swiftchain.events.v1 import events_pb2
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+TOKEN_KEY = Ed25519PrivateKey.generate()
+
+
+class FakeStore:
+    def __init__(self) -> None:
+        self.registrations: dict[str, Registration] = {}
+        self.patients: dict[str, Patient] = {}
+        self.challenges: dict[str, tuple[Challenge, bool]] = {}
+        self.practitioners: dict[tuple[str, str], Practitioner] = {}
+        self.events: list[events_pb2.EventEnvelope] = []
+
+    def claim_registration(self, registration: Registration) -> Registration:
+        return self.registrations.setdefault(registration.key, registration)
+
+    def get(self, subject_id: str) -> Patient | None:
+        patient = self.patients.get(subject_id)
+        return copy.deepcopy(patient) if patient else None
+
+    def create(self, patient: Patient, events: Sequence[events_pb2.EventEnvelope]) -> bool:
+        if patient.subject_id in self.patients:
+            return False
+        self.patients[patient.subject_id] = copy.deepcopy(patient)
+        self.events.extend(events)
+        return True
+
+    def update(self, patient: Patient, events: Sequence[events_pb2.EventEnvelope]) -> None:
+        if self.patients[patient.subject_id].version != patient.version:
+            raise ConflictError("changed meanwhile")
+        patient.version += 1
+        self.patients[patient.subject_id] = copy.deepcopy(patient)
+        self.events.extend(events)
+
+    def add_challenge(self, challenge: Challenge) -> None:
+        self.challenges[challenge.challenge_id] = (challenge, False)
+
+    def consume_challenge(self, challenge_id: str) -> Challenge | None:
+        found = self.challenges.get(challenge_id)
+        if found is None or found[1]:
+            return None
+        self.challenges[challenge_id] = (found[0], True)
+        return found[0]
+
+    def insert_or_get(
+        self, practitioner: Practitioner, events: Sequence[events_pb2.EventEnvelope]
+    ) -> Practitioner:
+        key = (practitioner.organization_id, practitioner.display_ref)
+        if key not in self.practitioners:
+            self.practitioners[key] = practitioner
+            self.events.extend(events)
+        return self.practitioners[key]
+
+
+def raw(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+@pytest.fixture
+def store() -> FakeStore:
+    return FakeStore()
+
+
+@pytest.fixture
+def directory(store: FakeStore) -> PatientDirectory:
+    issuer = TokenIssuer(TOKEN_KEY, issuer="swiftchain-identity", audience="swiftchain")
+    return PatientDirectory(store, issuer)
+
+
+def register(
+    directory: PatientDirectory, reference: str = "mrn-7", by: str = "hospital-a"
+) -> tuple[Patient, Ed25519PrivateKey]:
+    device = Ed25519PrivateKey.generate()
+    request_id = str(uuid.uuid4())
+    proof = device.sign(possession_message(request_id, raw(device)))
+    patient, created = directory.register(
+        by, reference, raw(device), proof, "phone", request_id, NOW
+    )
+    assert created
+    return patient, device
+
+
+def login(directory: PatientDirectory, patient: Patient, device: Ed25519PrivateKey) -> str:
+    challenge = directory.begin_login(patient.subject_id, patient.devices[0].key_id, NOW)
+    signature = device.sign(login_message(challenge.challenge_id, challenge.nonce))
+    return directory.complete_login(challenge.challenge_id, signature, NOW).token
+
+
+def test_a_patient_is_a_random_id_with_a_device_and_only_the_callers_reference(
+    directory: PatientDirectory, store: FakeStore
+) -> None:
+    patient, _ = register(directory)
+    assert patient.subject_id.startswith("pt-") and len(patient.subject_id) == 25
+    assert patient.references == {"hospital-a": "mrn-7"}
+    assert patient.devices[0].label == "phone"
+    assert [e.type.rsplit(".", 1)[-1] for e in store.events] == [
+        "PatientRegistered",
+        "PatientDeviceAdded",
+    ]
+    added = events_pb2.PatientDeviceAdded()
+    store.events[1].payload.Unpack(added)
+    assert added.public_key == patient.devices[0].public_key
+
+
+def test_registration_is_idempotent_on_the_reference(directory: PatientDirectory) -> None:
+    first, device = register(directory)
+    request_id = str(uuid.uuid4())
+    proof = device.sign(possession_message(request_id, raw(device)))
+    again, created = directory.register(
+        "hospital-a", "mrn-7", raw(device), proof, "phone", request_id, NOW
+    )
+    assert not created and again.subject_id == first.subject_id
+    other = Ed25519PrivateKey.generate()
+    proof = other.sign(possession_message(request_id, raw(other)))
+    with pytest.raises(AlreadyExistsError, match="hospital reference with different details"):
+        directory.register("hospital-a", "mrn-7", raw(other), proof, "phone", request_id, NOW)
+    # Another hospital's same reference is another registration.
+    elsewhere, _ = register(directory, by="hospital-b")
+    assert elsewhere.subject_id != first.subject_id
+
+
+@pytest.mark.parametrize(
+    ("reference", "label", "request_id", "message"),
+    [
+        ("mrn", "phone", "not-a-uuid", "expected a request id as a lower-case UUID"),
+        ("x" * 129, "phone", None, "expected a hospital reference of 1-128 characters"),
+        ("mrn", "l" * 65, None, "expected a device label of at most 64 characters, got 65"),
+    ],
+)
+def test_bad_registrations_say_what_is_wrong_and_write_nothing(
+    directory: PatientDirectory,
+    store: FakeStore,
+    reference: str,
+    label: str,
+    request_id: str | None,
+    message: str,
+) -> None:
+    device = Ed25519PrivateKey.generate()
+    request = request_id or str(uuid.uuid4())
+    proof = device.sign(possession_message(request, raw(device)))
+    with pytest.raises(InvalidInputError, match=message):
+        directory.register("hospital-a", reference, raw(device), proof, label, request, NOW)
+    assert store.patients == {} and store.registrations == {}
+
+
+def test_a_device_proof_must_be_over_the_request_id(directory: PatientDirectory) -> None:
+    device = Ed25519PrivateKey.generate()
+    proof = device.sign(possession_message("something-else", raw(device)))
+    with pytest.raises(InvalidInputError, match="does not verify"):
+        directory.register("app-1", "", raw(device), proof, "phone", str(uuid.uuid4()), NOW)
+
+
+def test_login_gives_a_token_for_the_subject_and_device(directory: PatientDirectory) -> None:
+    patient, device = register(directory)
+    token = login(directory, patient, device)
+    verifier = TokenVerifier(
+        TOKEN_KEY.public_key(), issuer="swiftchain-identity", audience="swiftchain"
+    )
+    claims = verifier.verify(token, NOW)
+    assert (claims.subject_id, claims.device_key_id) == (
+        patient.subject_id,
+        patient.devices[0].key_id,
+    )
+
+
+def test_a_replayed_login_answer_is_refused(directory: PatientDirectory) -> None:
+    patient, device = register(directory)
+    challenge = directory.begin_login(patient.subject_id, patient.devices[0].key_id, NOW)
+    signature = device.sign(login_message(challenge.challenge_id, challenge.nonce))
+    directory.complete_login(challenge.challenge_id, signature, NOW)
+    with pytest.raises(UnauthenticatedError, match="unknown or was used already"):
+        directory.complete_login(challenge.challenge_id, signature, NOW)
+
+
+def test_a_wrong_signature_burns_the_challenge(directory: PatientDirectory) -> None:
+    patient, device = register(directory)
+    challenge = directory.begin_login(patient.subject_id, patient.devices[0].key_id, NOW)
+    intruder = Ed25519PrivateKey.generate()
+    forged = intruder.sign(login_message(challenge.challenge_id, challenge.nonce))
+    with pytest.raises(UnauthenticatedError, match="does not verify with the device key"):
+        directory.complete_login(challenge.challenge_id, forged, NOW)
+    good = device.sign(login_message(challenge.challenge_id, challenge.nonce))
+    with pytest.raises(UnauthenticatedError, match="used already"):
+        directory.complete_login(challenge.challenge_id, good, NOW)
+
+
+def test_an_expired_challenge_is_refused(directory: PatientDirectory) -> None:
+    patient, device = register(directory)
+    challenge = directory.begin_login(patient.subject_id, patient.devices[0].key_id, NOW)
+    signature = device.sign(login_message(challenge.challenge_id, challenge.nonce))
+    with pytest.raises(UnauthenticatedError, match="expired"):
+        directory.complete_login(challenge.challenge_id, signature, NOW + timedelta(minutes=2))
+
+
+def test_a_revoked_device_cannot_log_in_and_others_still_can(
+    directory: PatientDirectory, store: FakeStore
+) -> None:
+    patient, _ = register(directory)
+    second = Ed25519PrivateKey.generate()
+    added = directory.add_device(
+        patient.subject_id,
+        raw(second),
+        second.sign(possession_message(patient.subject_id, raw(second))),
+        "tablet",
+        NOW,
+    )
+    revoked = directory.revoke_device(patient.subject_id, patient.devices[0].key_id, NOW)
+    assert not revoked.active
+    assert store.events[-1].type == "swiftchain.events.v1.PatientDeviceRevoked"
+    with pytest.raises(UnauthenticatedError, match="was revoked"):
+        directory.begin_login(patient.subject_id, patient.devices[0].key_id, NOW)
+    challenge = directory.begin_login(patient.subject_id, added.key_id, NOW)
+    signature = second.sign(login_message(challenge.challenge_id, challenge.nonce))
+    assert directory.complete_login(challenge.challenge_id, signature, NOW).token
+    again = directory.revoke_device(patient.subject_id, patient.devices[0].key_id, NOW)
+    assert again.revoke_time == NOW  # revoking twice changes nothing
+
+
+def test_unknown_subjects_and_devices_are_not_found(directory: PatientDirectory) -> None:
+    with pytest.raises(NotFoundError, match="no patient pt-"):
+        directory.begin_login("pt-" + "A" * 22, "dev-1", NOW)
+    patient, _ = register(directory)
+    with pytest.raises(NotFoundError, match="has no device key 'dev-x'"):
+        directory.begin_login(patient.subject_id, "dev-x", NOW)
+    with pytest.raises(InvalidInputError, match="expected a subject id"):
+        directory.begin_login("alice", "dev-1", NOW)
+
+
+def test_a_device_key_cannot_be_added_twice(directory: PatientDirectory) -> None:
+    patient, device = register(directory)
+    proof = device.sign(possession_message(patient.subject_id, raw(device)))
+    with pytest.raises(AlreadyExistsError, match="registered for the patient already"):
+        directory.add_device(patient.subject_id, raw(device), proof, "phone", NOW)
+
+
+def test_practitioners_are_idempotent_on_their_reference(store: FakeStore) -> None:
+    practitioners = PractitionerDirectory(store)
+    first = practitioners.register("hospital-a", "staff-12", "nurse", NOW)
+    assert first.practitioner_id.startswith("pr-")
+    assert practitioners.register("hospital-a", "staff-12", "nurse", NOW) == first
+    with pytest.raises(AlreadyExistsError, match="with role 'nurse', not 'doctor'"):
+        practitioners.register("hospital-a", "staff-12", "doctor", NOW)
+    with pytest.raises(InvalidInputError, match="expected a role code of 1-64 characters"):
+        practitioners.register("hospital-a", "staff-13", "", NOW)
