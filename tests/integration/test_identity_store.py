@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -23,9 +24,11 @@ from services.common.outbox import OutboxRelay
 from services.identity.domain.certificates import CertificateRecord
 from services.identity.domain.keys import possession_message
 from services.identity.domain.organizations import OrganizationRegistry
+from services.identity.domain.patients import Challenge, Registration
 from services.identity.store import ALIAS
 from services.identity.store.certificates import CertificateDoc, CertificateStore
 from services.identity.store.organizations import OrganizationDoc, OrganizationStore
+from services.identity.store.patients import PatientStore
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2
 from swiftchain.identity.v1 import identity_pb2
@@ -162,3 +165,25 @@ def test_the_relay_publishes_the_outbox_to_kafka_and_empties_it(
         "swiftchain.events.v1.KeyRegistered",
     ]
     assert {e.subject for e in seen} == {"hospital-a"}
+
+
+def test_a_challenge_is_used_up_once_even_by_concurrent_answers(database: str) -> None:
+    store = PatientStore()
+    challenge = Challenge(
+        str(uuid.uuid4()), "pt-" + "A" * 22, "dev-1", b"\x01" * 32, NOW + timedelta(minutes=1)
+    )
+    store.add_challenge(challenge)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(
+            pool.map(lambda _: store.consume_challenge(challenge.challenge_id), range(8))
+        )
+    assert [r for r in results if r is not None] == [challenge]
+    assert store.sweep_challenges(NOW + timedelta(minutes=2)) == 1
+
+
+def test_concurrent_registrations_of_one_reference_claim_one_subject(database: str) -> None:
+    store = PatientStore()
+    claims = [Registration("ref\x00hospital-a\x00mrn-1", "f1", f"pt-{i:022d}") for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(store.claim_registration, claims))
+    assert len({r.subject_id for r in results}) == 1

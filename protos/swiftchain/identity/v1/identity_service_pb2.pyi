@@ -48,7 +48,7 @@ class RegisterOrganizationRequest(_message.Message):
     """The role it plays."""
     public_key: _builtins.bytes
     """Its first 32-byte Ed25519 signing public key. Required for hospitals (they sign RECORD
-    entries); optional for the other roles, which sign nothing on the log.
+    entries); must be empty for the other roles, which sign nothing on the log.
     """
     proof_of_possession: _builtins.bytes
     """Proof that the organization holds the private key: 64-byte Ed25519 signature by
@@ -883,7 +883,9 @@ class ResolveKeyResponse(_message.Message):
     ended_at_log_index: _builtins.int
     """The leaf index of that entry, if any."""
     as_of_log_index: _builtins.int
-    """The position the answer is for."""
+    """The position the answer is for; 0 when `log_index` was absent (then the answer is as of
+    the end of the log as the identity service knows it).
+    """
     @_builtins.property
     def key(self) -> _entry_pb2.KeyDetail:
         """The key as registered (from its REGISTER or ROTATE entry, or the genesis config): owner,
