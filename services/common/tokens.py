@@ -27,6 +27,9 @@ ALGORITHM = "EdDSA"
 DEFAULT_LIFETIME = timedelta(minutes=15)
 DEFAULT_LEEWAY = timedelta(seconds=30)
 _REQUIRED = ("iss", "sub", "aud", "iat", "nbf", "exp", "jti", "dev")
+#: Verified tokens remembered per verifier: a token is checked cryptographically once, and its
+#: times (and its device's revocation, in the interceptor) on every call.
+_CACHE_SIZE = 4096
 
 
 def key_id_of(public_key: Ed25519PublicKey) -> str:
@@ -53,6 +56,7 @@ class TokenClaims:
     token_id: str
     issued_at: datetime
     expire_time: datetime
+    not_before: datetime
 
 
 class TokenIssuer:
@@ -116,9 +120,29 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
+        #: token -> its checked claims (insertion order: the oldest is dropped first).
+        self._checked: dict[str, TokenClaims] = {}
 
     def verify(self, token: str, now: datetime) -> TokenClaims:
         """The claims of a valid token; UnauthenticatedError saying why otherwise."""
+        claims = self._checked.get(token)
+        if claims is None:
+            claims = self._decode(token)
+            if len(self._checked) >= _CACHE_SIZE:
+                self._checked.pop(next(iter(self._checked)))
+            self._checked[token] = claims
+        # Time is checked on every call: a cached token still expires.
+        if now >= claims.expire_time + self._leeway:
+            raise UnauthenticatedError(
+                f"token expired at {claims.expire_time.isoformat()}; log in again"
+            )
+        if now + self._leeway < claims.not_before or now + self._leeway < claims.issued_at:
+            raise UnauthenticatedError(f"token is not valid before {claims.not_before.isoformat()}")
+        return claims
+
+    def _decode(self, token: str) -> TokenClaims:
+        """Signature, algorithm, issuer, audience and claim shapes: everything but time, which
+        does not change while the same token is presented again (so this is cached)."""
         if token.count(".") != 2:
             raise UnauthenticatedError(
                 f"expected a JWT (three base64url parts), got {token[:24]!r}"
@@ -159,16 +183,17 @@ class TokenVerifier:
             raise UnauthenticatedError(
                 f"expected audience {self._audience!r}, got {claims['aud']!r}"
             )
-        expires, not_before = _instant(claims, "exp"), _instant(claims, "nbf")
-        issued_at = _instant(claims, "iat")
-        if now >= expires + self._leeway:
-            raise UnauthenticatedError(f"token expired at {expires.isoformat()}; log in again")
-        if now + self._leeway < not_before or now + self._leeway < issued_at:
-            raise UnauthenticatedError(f"token is not valid before {not_before.isoformat()}")
         subject, device, token_id = claims["sub"], claims["dev"], claims["jti"]
         if not all(isinstance(v, str) and v for v in (subject, device, token_id)):
             raise UnauthenticatedError("expected non-empty sub, dev and jti claims in the token")
-        return TokenClaims(subject, device, token_id, issued_at, expires)
+        return TokenClaims(
+            subject,
+            device,
+            token_id,
+            _instant(claims, "iat"),
+            _instant(claims, "exp"),
+            _instant(claims, "nbf"),
+        )
 
 
 def _load(path: Path) -> bytes:

@@ -111,3 +111,11 @@ def test_a_token_without_the_device_claim_is_refused() -> None:
     incomplete = jwt.encode(claims, KEY, algorithm="EdDSA")
     with pytest.raises(UnauthenticatedError, match="expected claim 'dev'"):
         VERIFIER.verify(incomplete, NOW)
+
+
+def test_a_token_checked_once_still_expires_on_a_later_call() -> None:
+    verifier = TokenVerifier(KEY.public_key(), issuer="swiftchain-identity", audience="swiftchain")
+    issued = token()
+    assert verifier.verify(issued, NOW).subject_id == "pt-1"
+    with pytest.raises(UnauthenticatedError, match="token expired"):
+        verifier.verify(issued, NOW + timedelta(hours=1))
