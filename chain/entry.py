@@ -415,10 +415,9 @@ def _check_key_detail(body: entry_pb2.EntryBody) -> Message:
     _exact(public_key, PUBLIC_KEY_SIZE, "an Ed25519 public key")
     if is_small_order_public_key(public_key):
         raise InvalidInputError(SMALL_ORDER_KEY_MESSAGE)
-    allowed = detail.allowed_kinds
-    if not allowed:
-        raise InvalidInputError("expected at least one allowed entry kind for a key, got none")
-    for kind in allowed:
+    # An empty list is allowed: a key that signs nothing on the log (a regulator's, an app
+    # operator's) is registered so that its validity at any position is provable all the same.
+    for kind in detail.allowed_kinds:
         if kind not in KIND_NAMES:
             raise InvalidInputError(f"expected known allowed entry kinds, got {kind}")
     if (action == entry_pb2.KEY_ACTION_ROTATE) != bool(replaces):

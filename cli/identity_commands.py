@@ -128,8 +128,9 @@ def _until(issued: pb.IssueCertificateResponse) -> str:
     "register-org",
     help=help_text(
         "Register an organization and write its key and certificate files.",
-        "Generates the organization's Ed25519 signing key (hospitals: they sign RECORD entries; "
-        "its KEY entry goes on the log) and an mTLS client certificate from the platform CA. "
+        "Generates the organization's Ed25519 signing key (its KEY entry goes on the log; a "
+        "hospital's key signs RECORD entries, the other roles' keys sign nothing on the log) "
+        "and an mTLS client certificate from the platform CA. "
         "The output folder works as --tls-dir for the organization's own calls. Needs the "
         "consortium admin's --tls-dir.",
     ),
@@ -151,22 +152,21 @@ def register_org(
     role_value = _choice(role, _ROLES, "role")
     if (out / files.KEY_FILE).exists():
         fail(f"{out} holds an organization's keys already; choose another --out")
-    signing = files.NewSigningKey.for_owner(organization_id) if role == "hospital" else None
+    signing = files.NewSigningKey.for_owner(organization_id)
     with _identity(identity, tls_dir) as stub:
         registered = stub.RegisterOrganization(
             pb.RegisterOrganizationRequest(
                 organization_id=organization_id,
                 display_name=name,
                 role=role_value,  # type: ignore[arg-type]
-                public_key=signing.public_key if signing else b"",
-                proof_of_possession=signing.proof if signing else b"",
+                public_key=signing.public_key,
+                proof_of_possession=signing.proof,
             ),
             timeout=CALL_TIMEOUT,
         )
         out.mkdir(parents=True, exist_ok=True)
         key_id = registered.organization.keys[0].key_id if registered.organization.keys else ""
-        if signing is not None:
-            files.write_secret(out / files.SIGNING_KEY_FILE, files.private_pem(signing.private_key))
+        files.write_secret(out / files.SIGNING_KEY_FILE, files.private_pem(signing.private_key))
         files.write_json(
             out / files.ORGANIZATION_FILE, {"organization_id": organization_id, "key_id": key_id}
         )

@@ -2,8 +2,8 @@
 
 An organization folder (``swiftchain identity register-org --out DIR``) is also a TLS folder
 that ``--tls-dir DIR`` accepts: ``ca.pem`` (the platform CA), ``cert.pem`` and ``key.pem`` (its
-mTLS client certificate and ECDSA P-256 key), plus ``signing-key.pem`` (its Ed25519 key for
-RECORD entries, hospitals only) and ``organization.json`` (its id and key id).
+mTLS client certificate and ECDSA P-256 key), plus ``signing-key.pem`` (its Ed25519 key, registered
+on the log; a hospital's signs RECORD entries) and ``organization.json`` (its id and key id).
 
 A device folder (``register-patient`` / ``add-device``) holds ``device-key.pem`` (the Ed25519
 device key), ``device.json`` (subject id and device key id) and ``ca.pem`` to check the

@@ -47,7 +47,7 @@ class Principal:
     tls_dir: Path | None = None
     #: A patient's bearer token.
     token: str = ""
-    #: A hospital's Ed25519 signing key (RECORD entries).
+    #: An organization's Ed25519 signing key (a hospital's signs RECORD entries).
     signing_key: Ed25519PrivateKey | None = None
     #: A patient's device folder (device key, subject id, device key id, ca.pem).
     device_dir: Path | None = None
@@ -152,16 +152,17 @@ class Platform:
         self.stack.stop()
 
     def register_organization(self, label: str, role: Role, organization_id: str) -> Principal:
-        """Register an organization as the admin and give it a certificate from a CSR."""
-        signing = files.NewSigningKey.for_owner(organization_id) if role is Role.HOSPITAL else None
+        """Register an organization with a signing key as the admin, and give it a
+        certificate from a CSR."""
+        signing = files.NewSigningKey.for_owner(organization_id)
         stub = self.identity(self.admin)
         stub.RegisterOrganization(
             pb.RegisterOrganizationRequest(
                 organization_id=organization_id,
                 display_name=organization_id.title(),
                 role=_ROLE_VALUES[role],
-                public_key=signing.public_key if signing else b"",
-                proof_of_possession=signing.proof if signing else b"",
+                public_key=signing.public_key,
+                proof_of_possession=signing.proof,
             ),
             timeout=10,
         )
@@ -179,7 +180,7 @@ class Platform:
             role,
             organization_id,
             folder,
-            signing_key=signing.private_key if signing else None,
+            signing_key=signing.private_key,
         )
         principal.extra["serial"] = issued.serial_number
         return principal

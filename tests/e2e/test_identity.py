@@ -329,6 +329,15 @@ def test_a_revoked_key_signs_nothing_after_its_revocation_and_what_it_signed_bef
     assert verified.exit_code == 0, verified.output
 
 
+def test_a_regulator_key_reaches_the_log_with_no_kind_to_sign(platform: Platform) -> None:
+    regulator = platform.parties["regulator"]
+    platform.wait_key_active(regulator, regulator.id, f"{regulator.id}#1")
+    resolved = platform.identity(regulator).ResolveKey(
+        pb.ResolveKeyRequest(key_id=f"{regulator.id}#1"), timeout=10
+    )
+    assert resolved.valid and list(resolved.key.allowed_kinds) == []
+
+
 def test_bad_input_gets_a_clear_status_and_writes_nothing(platform: Platform) -> None:
     admin = platform.identity(platform.admin)
     cases = [

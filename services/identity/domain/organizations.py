@@ -61,8 +61,16 @@ _REVOCATION_REASONS = {
     entry_pb2.KEY_REASON_SUPERSEDED,
     entry_pb2.KEY_REASON_CESSATION_OF_OPERATION,
 }
-#: Hospitals sign RECORD entries; the other roles sign nothing on the log.
+#: Hospitals sign RECORD entries; the other roles sign nothing on the log, but may register a
+#: key all the same, so that its validity at any log position is provable.
 _HOSPITAL_KINDS: tuple[common_pb2.EntryKind.ValueType, ...] = (common_pb2.ENTRY_KIND_RECORD,)
+
+
+def allowed_kinds(role: common_pb2.OrganizationRole.ValueType) -> tuple[KindValue, ...]:
+    """The entry kinds an organization's key may sign, by its role."""
+    return _HOSPITAL_KINDS if role == common_pb2.ORGANIZATION_ROLE_HOSPITAL else ()
+
+
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
@@ -247,11 +255,6 @@ class OrganizationRegistry:
         if hospital and not public_key:
             raise InvalidInputError(
                 "expected a signing public key for a hospital (it signs RECORD entries), got none"
-            )
-        if public_key and not hospital:
-            raise InvalidInputError(
-                f"expected no signing key for a {_role_name(role)} (only hospitals sign "
-                "entries on the log), got one"
             )
         if public_key:
             check_possession(organization_id, public_key, proof_of_possession)
@@ -502,13 +505,13 @@ class OrganizationRegistry:
             public_key=public_key,
             replaces_key_id=replaces_key_id,
             reason=reason,
-            allowed_kinds=list(_HOSPITAL_KINDS),
+            allowed_kinds=list(allowed_kinds(organization.role)),
         )
         entry = self._sign(detail, now)
         key = OrganizationKey(
             key_id=key_id,
             public_key=public_key,
-            allowed_kinds=_HOSPITAL_KINDS,
+            allowed_kinds=allowed_kinds(organization.role),
             register_entry_id=entry.entry_id,
             create_time=now,
         )
@@ -528,7 +531,7 @@ class OrganizationRegistry:
                 owner_kind=entry_pb2.KEY_OWNER_KIND_ORGANIZATION,
                 key_id=key_id,
                 public_key=public_key,
-                allowed_kinds=list(_HOSPITAL_KINDS),
+                allowed_kinds=list(allowed_kinds(organization.role)),
                 entry_id=entry.entry_id,
             )
         event = envelope(payload, producer=PRODUCER, subject=organization.organization_id, now=now)

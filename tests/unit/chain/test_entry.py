@@ -815,11 +815,6 @@ MALFORMED: list[tuple[str, Callable[[], bytes], str]] = [
         "expected an Ed25519 public key of large order",
     ),
     (
-        "register without allowed kinds",
-        lambda: detail_with("key", allowed_kinds=[]),
-        "expected at least one allowed entry kind for a key, got none",
-    ),
-    (
         "allowed kind unspecified",
         lambda: detail_with("key", allowed_kinds=[common_pb2.ENTRY_KIND_RECORD, 0]),
         "expected known allowed entry kinds, got 0",

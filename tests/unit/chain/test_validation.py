@@ -283,6 +283,25 @@ def test_key_not_allowed_for_the_kind(log: Log, ids: Ids) -> None:
     )
 
 
+def test_a_key_with_no_allowed_kinds_is_registered_but_signs_nothing(log: Log, ids: Ids) -> None:
+    # A regulator's key: provably valid from its KEY entry on, yet no entry of any kind may be
+    # signed with it.
+    log.accept(
+        key_entry(
+            ids(),
+            entry_pb2.KEY_ACTION_REGISTER,
+            H2.key_id,
+            public=raw_public(H2_KEY),
+            owner="hospital-b",
+            kinds=(),
+        )
+    )
+    log.reject(
+        H2.sign_entry(record_body(ids(), submitter="hospital-b")),
+        "key 'hospital-a/2' may sign [] entries, got a RECORD entry",
+    )
+
+
 def test_submitter_must_own_the_key(log: Log, ids: Ids) -> None:
     log.reject(
         H1.sign_entry(record_body(ids(), submitter="hospital-b")),

@@ -158,7 +158,6 @@ def test_registration_is_idempotent_and_a_different_repeat_is_refused(
         ("hospital-a", "", HOSPITAL, True, "expected a display name of 1-200"),
         ("hospital-a", "A", 0, True, "expected a role"),
         ("hospital-a", "A", HOSPITAL, False, "expected a signing public key for a hospital"),
-        ("regulator", "R", REGULATOR, True, "expected no signing key for a"),
     ],
 )
 def test_bad_registrations_say_what_is_wrong(
@@ -284,3 +283,18 @@ def test_listing_pages_through_organizations_by_id(registry: OrganizationRegistr
     assert [o.organization_id for o in second] == ["hospital-c"] and end == ""
     with pytest.raises(InvalidInputError, match="expected a page token"):
         registry.list(common_pb2.ORGANIZATION_ROLE_UNSPECIFIED, 2, "%%%")
+
+
+def test_a_regulator_key_is_registered_to_sign_nothing_on_the_log(
+    registry: OrganizationRegistry, store: FakeStore
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    proof = key.sign(possession_message("regulator", raw(key)))
+    organization, entry_id = registry.register("regulator", "R", REGULATOR, raw(key), proof, NOW)
+    assert organization.keys[0].allowed_kinds == ()
+    assert parse_entry(store.entries[0].entry).body.key.allowed_kinds == []
+    unkeyed, no_entry = registry.register(
+        "app-1", "App", common_pb2.ORGANIZATION_ROLE_APP_OPERATOR, b"", b"", NOW
+    )
+    assert (unkeyed.keys, no_entry) == ([], "")
+    assert entry_id

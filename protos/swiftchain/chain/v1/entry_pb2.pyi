@@ -572,7 +572,9 @@ class KeyDetail(_message.Message):
     @_builtins.property
     def allowed_kinds(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.EntryKind.ValueType]:
         """The entry kinds this key may sign (REGISTER and ROTATE; a rotated key inherits nothing, so
-        list them again). A node rejects an entry signed by this key whose kind is not listed.
+        list them again). A node rejects an entry signed by this key whose kind is not listed. Empty
+        for keys that sign nothing on the log (regulators', app operators', the admin's): they are
+        registered so that their validity at any log position is provable all the same.
         """
 
     def __init__(

@@ -48,7 +48,8 @@ class RegisterOrganizationRequest(_message.Message):
     """The role it plays."""
     public_key: _builtins.bytes
     """Its first 32-byte Ed25519 signing public key. Required for hospitals (they sign RECORD
-    entries); must be empty for the other roles, which sign nothing on the log.
+    entries); optional for the other roles, which sign nothing on the log: their key is
+    registered with no allowed entry kinds, so that its validity is provable all the same.
     """
     proof_of_possession: _builtins.bytes
     """Proof that the organization holds the private key: 64-byte Ed25519 signature by
