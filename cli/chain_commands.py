@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -20,10 +19,9 @@ from chain.checkpoint import Checkpoint, parse_checkpoint, verify_sealed_checkpo
 from chain.errors import SwiftchainError
 from chain.evidence import (
     ConsistencyEvidence,
-    EvidenceBundle,
-    EvidenceEntry,
     verify_bundle,
 )
+from chain.node.evidence_client import evidence_bundle, prove_together
 from chain.note import parse_note, verify_note
 from cli.common import (
     EXIT_UNREADABLE,
@@ -42,24 +40,11 @@ from cli.verify_command import render_report
 from swiftchain.chain.v1 import chain_service_pb2 as pb
 from swiftchain.chain.v1 import chain_service_pb2_grpc, consortium_pb2
 
-WAIT_MARGIN = 1.0
-"""Seconds added to --wait for the node to answer after waiting."""
-
 app = typer.Typer(
     help="Fetch evidence from a chain node: inclusion and consistency proofs, checkpoints.",
     no_args_is_help=True,
     rich_markup_mode="rich",
 )
-
-
-@dataclass(frozen=True)
-class _Proved:
-    entry_id: str
-    leaf_index: int
-    entry: bytes
-    proof: tuple[bytes, ...]
-    tree_size: int
-    note: str
 
 
 def _read_checkpoint_file(path: Path) -> tuple[str, Checkpoint]:
@@ -76,43 +61,6 @@ def _read_checkpoint_file(path: Path) -> tuple[str, Checkpoint]:
 
 def _consortium(stub: chain_service_pb2_grpc.ChainServiceStub) -> consortium_pb2.Consortium:
     return stub.GetConsortium(pb.GetConsortiumRequest(), timeout=CALL_TIMEOUT).consortium
-
-
-def _prove_one(
-    stub: chain_service_pb2_grpc.ChainServiceStub,
-    entry_id: str,
-    wait: float,
-) -> _Proved:
-    request = pb.GetInclusionProofRequest(entry_id=entry_id, wait_until_sealed=wait > 0)
-    # The node waits for as long as the call's deadline allows, then says why the entry is not
-    # sealed (rejected, pending, unknown): give it the wait plus a moment to answer.
-    timeout = wait + WAIT_MARGIN if wait > 0 else CALL_TIMEOUT
-    response = stub.GetInclusionProof(request, timeout=timeout)
-    return _Proved(
-        entry_id,
-        response.leaf_index,
-        response.entry,
-        tuple(response.proof),
-        response.checkpoint.tree_size,
-        response.checkpoint.note,
-    )
-
-
-def _prove_at(
-    stub: chain_service_pb2_grpc.ChainServiceStub, proved: _Proved, tree_size: int
-) -> _Proved:
-    """The same entry's proof to the sealed checkpoint of ``tree_size`` (all proofs of a
-    bundle lead to one checkpoint)."""
-    request = pb.GetInclusionProofRequest(leaf_index=proved.leaf_index, tree_size=tree_size)
-    response = stub.GetInclusionProof(request, timeout=CALL_TIMEOUT)
-    return _Proved(
-        proved.entry_id,
-        response.leaf_index,
-        response.entry,
-        tuple(response.proof),
-        response.checkpoint.tree_size,
-        response.checkpoint.note,
-    )
 
 
 @app.command(
@@ -183,9 +131,8 @@ def prove(
     try:
         with chain_stub(node, tls_dir) as stub:
             consortium = _consortium(stub)
-            proved = [_prove_one(stub, entry_id, wait) for entry_id in ids]
-            size = max(p.tree_size for p in proved)
-            proved = [p if p.tree_size == size else _prove_at(stub, p, size) for p in proved]
+            proved = prove_together(stub, ids, wait)
+            size = proved[0].tree_size
             consistency: list[ConsistencyEvidence] = []
             if older is not None:
                 old_note, old_checkpoint = older
@@ -206,14 +153,7 @@ def prove(
         fail(rpc_error_message(node, error))
 
     try:
-        bundle = EvidenceBundle(
-            origin=consortium.origin,
-            verifiers=tuple(m.verifier_key for m in consortium.members),
-            quorum=consortium.quorum,
-            checkpoint=proved[0].note,
-            entries=tuple(EvidenceEntry(p.leaf_index, p.entry, p.proof) for p in proved),
-            consistency=tuple(consistency),
-        )
+        bundle = evidence_bundle(consortium, proved, consistency)
     except SwiftchainError as exc:
         fail(f"node {node} sent something that is not evidence: {exc}")
     report = verify_bundle(bundle)

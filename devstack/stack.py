@@ -176,7 +176,11 @@ class LocalStack:
                 "SWIFTCHAIN_CONSORTIUM_DIR": str(files.folder),
                 "SWIFTCHAIN_CA_DIR": str(self.pki.ca_dir),
                 "SWIFTCHAIN_CHAIN_NODE": f"127.0.0.1:{first_node}",
-            }
+            },
+            "anchoring": {
+                "SWIFTCHAIN_CONSORTIUM_DIR": str(files.folder),
+                "SWIFTCHAIN_CHAIN_NODE": f"127.0.0.1:{first_node}",
+            },
         }
         for name, port in self.ports.services:
             self.grpc_processes.append(

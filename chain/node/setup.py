@@ -8,6 +8,7 @@ local stack.
 from __future__ import annotations
 
 import base64
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chain.consortium import ConsortiumConfig, GenesisKey, Member, parse_consortium
 from chain.note import generate_key
+from chain.tags import TAG_KEY_SIZE
 
 REGISTRAR_KEY_ID = "registrar"
 REGISTRAR_OWNER = "identity"
@@ -35,6 +37,15 @@ class ConsortiumFiles:
     def node_key_path(self, member: str) -> Path:
         """A member node's signed-note private key."""
         return self.folder / f"{member}.key"
+
+    @property
+    def tag_key_path(self) -> Path:
+        """The consortium tag key (32 random bytes, secret to members and regulators)."""
+        return self.folder / "tag.key"
+
+    def load_tag_key(self) -> bytes:
+        """The consortium tag key."""
+        return self.tag_key_path.read_bytes()
 
     @property
     def registrar_key_path(self) -> Path:
@@ -64,6 +75,8 @@ def create_consortium(
     files = ConsortiumFiles(folder)
     if files.config_path.exists():
         files.load()
+        if not files.tag_key_path.exists():  # made by a version that had no tag key yet
+            _write_secret(files.tag_key_path, secrets.token_bytes(TAG_KEY_SIZE))
         return files
     folder.mkdir(parents=True, exist_ok=True)
     verifier_keys = []
@@ -83,6 +96,7 @@ def create_consortium(
     public = registrar.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
+    _write_secret(files.tag_key_path, secrets.token_bytes(TAG_KEY_SIZE))
     config = ConsortiumConfig(
         origin=origin,
         quorum=quorum,

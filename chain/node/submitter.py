@@ -42,12 +42,20 @@ class Submitter:
 
     def submit(self, entries: Sequence[bytes], timeout: float = 30.0) -> list[int]:
         """Send ``entries`` (exact ChainEntry bytes); return their ordering offsets."""
+        return [offset for offset, _ in self.submit_timed(entries, timeout)]
+
+    def submit_timed(
+        self, entries: Sequence[bytes], timeout: float = 30.0
+    ) -> list[tuple[int, int]]:
+        """Send ``entries``; return each one's (ordering offset, Kafka timestamp in ms): the
+        broker's append time, on the ordering topic (LogAppendTime)."""
         futures = [self._producer.send(self._topic, entry_record(e)) for e in entries]
         self._producer.flush(timeout=timeout)
         try:
-            return [int(f.get(timeout=timeout).offset) for f in futures]
+            metadata = [f.get(timeout=timeout) for f in futures]
         except Exception as error:  # kafka-python raises its own KafkaError family
             raise UnavailableError(f"could not hand entries to Kafka: {error}") from error
+        return [(int(m.offset), int(m.timestamp)) for m in metadata]
 
     def await_receipt(
         self, entry_id: str, timeout: float = 30.0

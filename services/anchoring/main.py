@@ -1,11 +1,32 @@
-"""Entry point of the anchoring service."""
+"""Entry point of the anchoring service: ``python -m services.anchoring``."""
 
 from __future__ import annotations
 
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from chain.node.node import ORDERING_TOPIC
+from chain.node.setup import ConsortiumFiles
+from chain.node.submitter import Submitter
+from services.anchoring.domain import RecordAnchoring
 from services.anchoring.servicer import AnchoringServicer
-from services.common.server import run_service
+from services.anchoring.store import ALIAS, ChunkDoc, RecordVersionDoc, VersionStore
+from services.common import mongo
+from services.common.kafka import make_producer
+from services.common.known_keys import KnownKeys
+from services.common.outbox import OutboxRelay
+from services.common.revocations import IdentityEventFeed
+from services.common.server import ServiceRegistration, configure_process, serve
 from services.common.settings import ANCHORING_PORT, ProcessSettings
+from services.common.tls import open_channel
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc
+
+_log = logging.getLogger(__name__)
+RECORDS_EVENTS_TOPIC = "records.events.v1"
+#: An entry stored but not acknowledged by Kafka this long ago is sent again.
+RESEND_AFTER = timedelta(seconds=5)
 
 
 class AnchoringSettings(ProcessSettings):
@@ -13,13 +34,84 @@ class AnchoringSettings(ProcessSettings):
 
     process_name: str = "anchoring"
     port: int = ANCHORING_PORT
+    database: str = "anchoring"
+    #: The consortium's files: the public config and the tag key (record tags are checked).
+    consortium_dir: Path = Path(".stack/run/consortium")
+    #: A chain node for receipts (``HOST:PORT``, mTLS).
+    chain_node: str = "127.0.0.1:50061"
+    ordering_topic: str = ORDERING_TOPIC
+    events_topic: str = RECORDS_EVENTS_TOPIC
+    #: The maximum merge delay promised in receipts: by then the entry is sealed.
+    max_seal_delay_ms: int = 5000
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def main() -> None:
     """Run the anchoring service until SIGTERM."""
-    run_service(
-        AnchoringSettings(),
-        "swiftchain.anchoring.v1.AnchoringService",
-        AnchoringServicer(),  # type: ignore[abstract]  # its RPCs land with the service's issue
-        anchoring_service_pb2_grpc.add_AnchoringServiceServicer_to_server,  # type: ignore[arg-type]
+    settings = AnchoringSettings()
+    configure_process(settings)
+    files = ConsortiumFiles(settings.consortium_dir)
+    consortium = files.load()
+    mongo.connect(settings.mongo_uri, settings.database, alias=ALIAS)
+    producer = make_producer(settings.kafka_bootstrap, settings.process_name)
+    keys = KnownKeys(consortium.genesis_keys)
+    key_feed = IdentityEventFeed(
+        settings.kafka_bootstrap, f"{settings.process_name}-keys", keys.apply
+    )
+    key_feed.start()
+    store = VersionStore()
+    anchoring = RecordAnchoring(
+        store,
+        keys,
+        files.load_tag_key(),
+        max_seal_delay=timedelta(milliseconds=settings.max_seal_delay_ms),
+    )
+    chain = open_channel(settings.chain_node, settings.tls_dir)
+    relay = OutboxRelay(producer, settings.events_topic, [ChunkDoc, RecordVersionDoc])
+    servicer = AnchoringServicer(
+        anchoring=anchoring,
+        submitter=Submitter(producer, chain, consortium, ordering_topic=settings.ordering_topic),
+        chain=chain,
+        consortium=consortium,
+        clock=_now,
+        on_write=relay.wake,
+    )
+    stop = threading.Event()
+
+    def resend_unordered() -> None:
+        while not stop.wait(RESEND_AFTER.total_seconds()):
+            try:
+                servicer.order(store.unordered(_now() - RESEND_AFTER))
+            except Exception:  # Kafka or the database away: the entries wait in the store
+                _log.warning("resending unordered entries failed; will retry", exc_info=True)
+
+    workers = [
+        threading.Thread(target=relay.run, args=(stop,), name="outbox", daemon=True),
+        threading.Thread(target=resend_unordered, name="resend", daemon=True),
+    ]
+    for worker in workers:
+        worker.start()
+
+    def on_stop() -> None:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=10)
+        key_feed.stop()
+        chain.close()
+        producer.close(timeout=10)
+
+    serve(
+        settings,
+        [
+            ServiceRegistration(
+                "swiftchain.anchoring.v1.AnchoringService",
+                lambda s: anchoring_service_pb2_grpc.add_AnchoringServiceServicer_to_server(
+                    servicer, s
+                ),
+            )
+        ],
+        on_stop=on_stop,
     )

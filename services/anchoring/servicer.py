@@ -1,13 +1,284 @@
-"""gRPC face of the anchoring service: translates protobuf <-> the domain.
+"""gRPC face of the anchoring service: protobuf <-> the domain, Kafka for ordering, a chain node
+for receipts.
 
-The RPCs arrive with the anchoring issue; until then every RPC answers UNIMPLEMENTED (the
-generated base class), while the process already serves health and reflection.
+Accepting an anchor means: the domain checks and stores the versions, the entries go to the
+ordering topic (acks=all) and the promise names their offsets; a receipt is the node's
+inclusion proof to a sealed checkpoint, checked here and handed out as an evidence bundle.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from chain.consortium import ConsortiumConfig, consortium_message
+from chain.errors import InvalidInputError, VerificationError
+from chain.evidence import verify_bundle
+from chain.node.evidence_client import evidence_bundle, prove_entry, prove_together
+from chain.node.submitter import Submitter
+from services.anchoring.domain import (
+    MAX_CHUNK_ITEMS,
+    AnchorRequest,
+    Outcome,
+    RecordAnchoring,
+    RecordVersion,
+)
+from services.anchoring.domain_fhir import provenance_bundle
+from services.common.caller import current_caller
+from services.common.errors import error_reason, status_code_for
+from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc
+from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
+from swiftchain.common.v1 import common_pb2
+
+#: The longest a GetReceipt with ``wait`` waits for the seal.
+MAX_RECEIPT_WAIT = 30.0
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _request(message: pb.AnchorRecordRequest) -> AnchorRequest:
+    return AnchorRequest(
+        signed_entry=message.signed_entry,
+        record_id=message.record_id,
+        version=message.version,
+        action=message.action,
+        commitment=message.commitment,
+        subject_tag=message.subject_tag,
+        previous_version_commitment=message.previous_version_commitment,
+        author_practitioner_id=message.author_practitioner_id,
+        reason_code=message.reason_code,
+        reason_text=message.reason_text,
+    )
+
+
+def promise(version: RecordVersion) -> pb.PromiseReceipt:
+    """The promise receipt of an ordered version."""
+    receipt = pb.PromiseReceipt(
+        entry_id=version.entry_id,
+        leaf_hash=version.leaf_hash,
+        ordering_offset=version.ordering_offset or 0,
+        seal_due_time=_timestamp(version.seal_due_time),
+    )
+    if version.ordered_time is not None:
+        receipt.ordered_time.CopyFrom(_timestamp(version.ordered_time))
+    return receipt
+
+
+def proof_ref(version: RecordVersion) -> common_pb2.ProofRef:
+    """Where a version's entry stands on the log."""
+    ref = common_pb2.ProofRef(entry_id=version.entry_id, state=version.state)  # type: ignore[arg-type]
+    if version.leaf_index is not None:
+        ref.leaf_index = version.leaf_index
+    if version.sealed_tree_size is not None:
+        ref.sealed_tree_size = version.sealed_tree_size
+    return ref
 
 
 class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
     """The anchoring service's RPCs."""
+
+    def __init__(
+        self,
+        *,
+        anchoring: RecordAnchoring,
+        submitter: Submitter,
+        chain: grpc.Channel,
+        consortium: ConsortiumConfig,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_write: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._anchoring = anchoring
+        self._submitter = submitter
+        self._chain = chain_service_pb2_grpc.ChainServiceStub(chain)
+        self._consortium = consortium_message(consortium)
+        self._clock = clock
+        self._on_write = on_write
+
+    # --- anchoring ------------------------------------------------------------------------
+
+    def _anchor(self, requests: Sequence[pb.AnchorRecordRequest], first: int) -> list[Outcome]:
+        now = self._clock()
+        outcomes = self._anchoring.anchor(
+            current_caller().id, [_request(r) for r in requests], now, first
+        )
+        self.order([o.anchored for o in outcomes if o.anchored is not None])
+        return outcomes
+
+    def order(self, versions: Sequence[RecordVersion]) -> None:
+        """Hand the entries not yet ordered to Kafka and record their offsets."""
+        pending = [v for v in versions if v.ordering_offset is None]
+        if not pending:
+            return
+        placed = self._submitter.submit_timed([v.entry for v in pending])
+        for version, (offset, timestamp_ms) in zip(pending, placed, strict=True):
+            version.ordering_offset = offset
+            version.ordered_time = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+        self._anchoring.ordered(pending, self._clock())
+        self._on_write()
+
+    def AnchorRecord(
+        self, request: pb.AnchorRecordRequest, context: grpc.ServicerContext
+    ) -> pb.AnchorRecordResponse:
+        [outcome] = self._anchor([request], 0)
+        if outcome.error is not None:
+            raise outcome.error
+        assert outcome.anchored is not None
+        return pb.AnchorRecordResponse(receipt=promise(outcome.anchored))
+
+    def AnchorRecords(
+        self, request_iterator: Iterator[pb.AnchorRecordsRequest], context: grpc.ServicerContext
+    ) -> pb.AnchorRecordsResponse:
+        response = pb.AnchorRecordsResponse()
+        first = 0
+        for chunk in request_iterator:
+            if len(chunk.records) > MAX_CHUNK_ITEMS:
+                raise InvalidInputError(
+                    f"expected at most {MAX_CHUNK_ITEMS} records per message, "
+                    f"got {len(chunk.records)} in message starting at item {first}"
+                )
+            for outcome in self._anchor(list(chunk.records), first):
+                result = pb.AnchorRecordResult(
+                    index=outcome.index, record_id=outcome.record_id, version=outcome.version
+                )
+                if outcome.error is not None:
+                    result.error.code = status_code_for(outcome.error).value[0]
+                    result.error.message = str(outcome.error)
+                    result.error.reason = error_reason(outcome.error)
+                    response.failed_count += 1
+                else:
+                    assert outcome.anchored is not None
+                    result.receipt.CopyFrom(promise(outcome.anchored))
+                    response.accepted_count += 1
+                response.results.append(result)
+            first += len(chunk.records)
+        return response
+
+    # --- receipts and verification -------------------------------------------------------
+
+    def _seal(self, version: RecordVersion, wait: float) -> tuple[RecordVersion, str]:
+        """The version with its seal recorded, and its evidence bundle ('' if not sealed)."""
+        try:
+            proved = prove_entry(self._chain, version.entry_id, wait)
+        except grpc.RpcError as error:
+            if error.code() in (
+                grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                grpc.StatusCode.FAILED_PRECONDITION,
+            ):
+                return version, ""
+            raise
+        bundle = evidence_bundle(self._consortium, [proved])
+        report = verify_bundle(bundle)
+        if not report.ok:
+            raise VerificationError(
+                f"the chain node served evidence for entry {version.entry_id} that does not "
+                "verify; ask another node"
+            )
+        version = self._anchoring.sealed(
+            version, proved.leaf_index, proved.tree_size, self._clock()
+        )
+        self._on_write()
+        return version, bundle.to_json()
+
+    def _rejection(self, version: RecordVersion) -> chain_service_pb2.GetEntryStatusResponse | None:
+        try:
+            status = self._chain.GetEntryStatus(
+                chain_service_pb2.GetEntryStatusRequest(entry_id=version.entry_id), timeout=10
+            )
+        except grpc.RpcError:
+            return None
+        return status if status.state == common_pb2.ENTRY_STATE_REJECTED else None
+
+    def GetReceipt(
+        self, request: pb.GetReceiptRequest, context: grpc.ServicerContext
+    ) -> pb.GetReceiptResponse:
+        version = self._anchoring.version_for(current_caller(), request.entry_id)
+        if version.ordering_offset is None:
+            self.order([version])
+        wait = 0.0
+        if request.wait:
+            remaining = context.time_remaining()
+            wait = min(MAX_RECEIPT_WAIT, max((remaining or MAX_RECEIPT_WAIT) - 1.0, 0.0))
+        version, bundle = self._seal(version, wait)
+        response = pb.GetReceiptResponse(proof=proof_ref(version), promise=promise(version))
+        if bundle:
+            response.evidence.json = bundle
+            return response
+        rejected = self._rejection(version)
+        if rejected is not None:
+            response.proof.state = common_pb2.ENTRY_STATE_REJECTED
+            response.rejection_reason = rejected.rejection_reason
+            response.rejection_detail = rejected.rejection_detail
+        return response
+
+    def VerifyRecord(
+        self, request: pb.VerifyRecordRequest, context: grpc.ServicerContext
+    ) -> pb.VerifyRecordResponse:
+        result, anchored = self._anchoring.verify(
+            current_caller(),
+            request.organization_id,
+            request.record_id,
+            request.version,
+            request.commitment,
+        )
+        response = pb.VerifyRecordResponse(result=result)  # type: ignore[arg-type]
+        if anchored is not None:
+            anchored, bundle = self._seal(anchored, 0.0)
+            response.proof.CopyFrom(proof_ref(anchored))
+            response.anchored_time.CopyFrom(_timestamp(anchored.anchored_time))
+            if bundle:
+                response.evidence.json = bundle
+        return response
+
+    def GetProvenance(
+        self, request: pb.GetProvenanceRequest, context: grpc.ServicerContext
+    ) -> pb.GetProvenanceResponse:
+        versions = self._anchoring.versions(
+            current_caller(), request.organization_id, request.record_id
+        )
+        versions = [self._seal(v, 0.0)[0] if v.sealed_tree_size is None else v for v in versions]
+        response = pb.GetProvenanceResponse(
+            organization_id=request.organization_id, record_id=request.record_id
+        )
+        for version in versions:
+            item = pb.RecordVersion(
+                version=version.version,
+                action=version.action,  # type: ignore[arg-type]
+                commitment=version.commitment,
+                author_practitioner_id=version.author_practitioner_id,
+                organization_id=version.organization_id,
+                anchored_time=_timestamp(version.anchored_time),
+                reason_code=version.reason_code,
+                reason_text=version.reason_text,
+                key_id=version.key_id,
+                proof=proof_ref(version),
+            )
+            if version.sealed_time is not None:
+                item.sealed_time.CopyFrom(_timestamp(version.sealed_time))
+            response.versions.append(item)
+        sealed = [v.entry_id for v in versions if v.sealed_tree_size is not None]
+        if request.include_evidence and sealed:
+            bundle = evidence_bundle(self._consortium, prove_together(self._chain, sealed, 0.0))
+            response.evidence.json = bundle.to_json()
+        return response
+
+    def ExportProvenance(
+        self, request: pb.ExportProvenanceRequest, context: grpc.ServicerContext
+    ) -> pb.ExportProvenanceResponse:
+        versions = self._anchoring.versions(
+            current_caller(), request.organization_id, request.record_id
+        )
+        sealed: dict[str, str] = {}
+        for index, version in enumerate(versions):
+            versions[index], bundle = self._seal(version, 0.0)
+            if bundle:
+                sealed[version.entry_id] = bundle
+        return pb.ExportProvenanceResponse(fhir_json=provenance_bundle(versions, sealed))

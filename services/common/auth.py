@@ -33,7 +33,7 @@ from services.common.caller import (
     bound_caller,
 )
 from services.common.errors import to_grpc_status, wrap_handler
-from services.common.revocations import RevocationFeed, RevocationList
+from services.common.revocations import IdentityEventFeed, RevocationList
 from services.common.settings import ProcessSettings
 from services.common.tls import TOKEN_VERIFY_FILE
 from services.common.tokens import load_token_verifier
@@ -248,7 +248,7 @@ class Authorization:
     """A process's authorization: the interceptor and the revocation feed behind it."""
 
     interceptor: AuthInterceptor
-    feed: RevocationFeed
+    feed: IdentityEventFeed
 
     def stop(self) -> None:
         """Stop following revocations."""
@@ -259,8 +259,8 @@ def start_authorization(settings: ProcessSettings, *, timeout: float = 60.0) -> 
     """Read the revocation list up to now (so that nothing revoked gets in after a restart),
     load the token key when the TLS folder has one, and return the interceptor."""
     revocations = RevocationList()
-    feed = RevocationFeed(
-        settings.kafka_bootstrap, f"{settings.process_name}-revocations", revocations
+    feed = IdentityEventFeed(
+        settings.kafka_bootstrap, f"{settings.process_name}-revocations", revocations.apply
     )
     feed.start(timeout=timeout)
     tokens = None

@@ -58,7 +58,7 @@ def status_code_for(error: SwiftchainError) -> grpc.StatusCode:
     return grpc.StatusCode.FAILED_PRECONDITION
 
 
-def _reason(error: BaseException) -> str:
+def error_reason(error: BaseException) -> str:
     """UPPER_SNAKE reason for ErrorInfo, from the class name: NotFoundError -> NOT_FOUND."""
     name = type(error).__name__.removesuffix("Error")
     out = [("_" + c) if c.isupper() and i else c for i, c in enumerate(name)]
@@ -69,7 +69,7 @@ def to_grpc_status(error: SwiftchainError) -> grpc.Status:
     """A rich gRPC status (code, message, google.rpc.ErrorInfo) for a domain error."""
     code = status_code_for(error)
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=_reason(error), domain=ERROR_DOMAIN))
+    detail.Pack(error_details_pb2.ErrorInfo(reason=error_reason(error), domain=ERROR_DOMAIN))
     status = status_pb2.Status(code=code.value[0], message=str(error), details=[detail])
     result: grpc.Status = rpc_status.to_status(status)
     return result

@@ -6,6 +6,8 @@ needs what FerretDB v1 lacks (transactions, change streams, TTL indexes).
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import mongoengine
 
 
@@ -25,3 +27,8 @@ def connect(uri: str, database: str, *, alias: str = "default") -> None:
 def disconnect(alias: str = "default") -> None:
     """Close the connection ``alias``."""
     mongoengine.disconnect(alias=alias)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (drivers may hand back naive UTC datetimes)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from kafka import TopicPartition
@@ -61,23 +62,24 @@ class RevocationList:
             self.revoke_device(device.key_id)
 
 
-class RevocationFeed:
-    """Keeps a :class:`RevocationList` up to date from ``identity.events.v1``.
+class IdentityEventFeed:
+    """Feeds every event of ``identity.events.v1`` to ``apply`` (a :class:`RevocationList`'s,
+    or another view that a process keeps of identity, such as the keys the log knows).
 
     It reads every partition from offset 0 with no consumer group (each process needs the whole
-    list, not a share of it). :meth:`start` returns once the list has caught up with the topic's
-    end as of the call, so a process never serves with a stale list after a restart.
+    history, not a share of it). :meth:`start` returns once the view has caught up with the
+    topic's end as of the call, so a process never serves with a stale view after a restart.
     """
 
     def __init__(
         self,
         bootstrap: str,
         client_id: str,
-        revocations: RevocationList,
+        apply: Callable[[events_pb2.EventEnvelope], None],
         *,
         topic: str = IDENTITY_EVENTS_TOPIC,
     ) -> None:
-        self.revocations = revocations
+        self._apply_event = apply
         self._bootstrap = bootstrap
         self._client_id = client_id
         self._topic = topic
@@ -88,12 +90,12 @@ class RevocationFeed:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start reading and wait until caught up; :class:`UnavailableError` if not in time."""
-        self._thread = threading.Thread(target=self._run, name="revocations", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="identity-events", daemon=True)
         self._thread.start()
         if not self._caught_up.wait(timeout):
             self.stop()
             raise UnavailableError(
-                f"could not read the revocation list from {self._topic} at {self._bootstrap} "
+                f"could not read {self._topic} at {self._bootstrap} "
                 f"within {timeout:.0f}s" + (f": {self._error}" if self._error else "")
             )
 
@@ -109,7 +111,7 @@ class RevocationFeed:
                 self._consume()
             except Exception as error:  # broker away: keep the list we have and retry
                 self._error = error
-                _log.warning("revocation feed: %s; retrying", error)
+                _log.warning("identity event feed: %s; retrying", error)
                 self._stop.wait(1.0)
 
     def _consume(self) -> None:
@@ -137,6 +139,6 @@ class RevocationFeed:
 
     def _apply(self, value: bytes) -> None:
         try:
-            self.revocations.apply(decode(value))
+            self._apply_event(decode(value))
         except InvalidInputError:
-            _log.warning("revocation feed: skipped a message that is not an EventEnvelope")
+            _log.warning("identity event feed: skipped a message that is not an EventEnvelope")

@@ -53,7 +53,9 @@ def test_chain_core_imports_only_stdlib_cryptography_and_messages(path: Path) ->
     assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}; chain/ must stay offline"
 
 
-ALL_CODE = [p for folder in ("chain", "services", "cli", "devstack") for p in _python_files(folder)]
+ALL_CODE = [
+    p for folder in ("chain", "services", "cli", "devstack", "sdk") for p in _python_files(folder)
+]
 
 
 _SHARED_MONGO = {"services/common/mongo.py", "services/common/outbox.py"}

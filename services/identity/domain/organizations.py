@@ -524,6 +524,7 @@ class OrganizationRegistry:
                 new_public_key=public_key,
                 reason=reason,
                 entry_id=entry.entry_id,
+                allowed_kinds=list(allowed_kinds(organization.role)),
             )
         else:
             payload = events_pb2.KeyRegistered(

@@ -6,11 +6,4 @@ connects that alias to its database with ``services.common.mongo.connect(uri, db
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 ALIAS = "identity"
-
-
-def as_utc(value: datetime) -> datetime:
-    """A stored time as an aware UTC datetime (drivers may hand back naive UTC datetimes)."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import mongoengine as me
 
 from chain.errors import ConflictError
+from services.common.mongo import as_utc
 from services.common.outbox import OutboxDocument, outbox_update
 from services.identity.domain.patients import (
     Challenge,
@@ -24,7 +25,7 @@ from services.identity.domain.patients import (
     Practitioner,
     Registration,
 )
-from services.identity.store import ALIAS, as_utc
+from services.identity.store import ALIAS
 from swiftchain.events.v1 import events_pb2
 
 

@@ -117,7 +117,7 @@ Global___PromiseReceipt: _TypeAlias = PromiseReceipt  # noqa: Y015
 class AnchorRecordRequest(_message.Message):
     """Request for AnchorRecord. Idempotent on (hospital, `record_id`, `version`): the same entry
     again returns the first promise; a different commitment for the same version fails with
-    ALREADY_EXISTS.
+    FAILED_PRECONDITION.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -175,6 +175,7 @@ class KeyRotated(_message.Message):
     NEW_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ENTRY_ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_KINDS_FIELD_NUMBER: _builtins.int
     owner_id: _builtins.str
     """The owner's id."""
     old_key_id: _builtins.str
@@ -187,6 +188,10 @@ class KeyRotated(_message.Message):
     """Why."""
     entry_id: _builtins.str
     """The KEY entry's id."""
+    @_builtins.property
+    def allowed_kinds(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.EntryKind.ValueType]:
+        """The entry kinds the new key may sign (a rotated key inherits nothing)."""
+
     def __init__(
         self,
         *,
@@ -196,10 +201,11 @@ class KeyRotated(_message.Message):
         new_public_key: _builtins.bytes = ...,
         reason: _entry_pb2.KeyReason.ValueType = ...,
         entry_id: _builtins.str = ...,
+        allowed_kinds: _abc.Iterable[_common_pb2.EntryKind.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_id", b"entry_id", "new_key_id", b"new_key_id", "new_public_key", b"new_public_key", "old_key_id", b"old_key_id", "owner_id", b"owner_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_kinds", b"allowed_kinds", "entry_id", b"entry_id", "new_key_id", b"new_key_id", "new_public_key", b"new_public_key", "old_key_id", b"old_key_id", "owner_id", b"owner_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,32 @@
+"""Blinded tags (DESIGN §3.1): HMAC-SHA256 under the consortium tag key.
+
+Members and regulators, who hold the tag key, can find every entry about one patient or one
+record; anyone else who mirrors the log cannot link entries to people or records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from chain.errors import InvalidInputError
+
+TAG_KEY_SIZE = 32
+
+
+def _tag(tag_key: bytes, message: bytes) -> bytes:
+    if len(tag_key) != TAG_KEY_SIZE:
+        raise InvalidInputError(
+            f"expected a {TAG_KEY_SIZE}-byte consortium tag key, got {len(tag_key)} bytes"
+        )
+    return hmac.new(tag_key, message, hashlib.sha256).digest()
+
+
+def subject_tag(tag_key: bytes, subject_id: str) -> bytes:
+    """``HMAC-SHA256(tag key, subject id)``: the patient's tag on the log."""
+    return _tag(tag_key, subject_id.encode())
+
+
+def record_tag(tag_key: bytes, organization_id: str, record_id: str) -> bytes:
+    """``HMAC-SHA256(tag key, organization id || 0x00 || record id)``: a record's tag."""
+    return _tag(tag_key, organization_id.encode() + b"\x00" + record_id.encode())
