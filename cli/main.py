@@ -1,10 +1,10 @@
 """The ``swiftchain`` command line: one typer app with a group per area.
 
 Commands live in their own modules and are registered here: ``verify`` (offline), the
-``chain`` and ``node`` groups (talk to a chain node) and ``identity`` (organizations, keys,
-certificates, patient devices). Later issues add their groups the same
-way (``audit``, ``anchor``, ``consent``, ``identity``): a module with a ``typer.Typer`` and one
-``app.add_typer`` line below.
+``chain`` and ``node`` groups (talk to a chain node), ``identity`` (organizations, keys,
+certificates, patient devices) and ``anchor`` (a hospital anchors a document version). Later
+issues add their groups the same way (``audit``, ``consent``): a module with a ``typer.Typer``
+and one ``app.add_typer`` line below.
 
 Run it as ``swiftchain``, ``python -m cli`` or ``python -m cli.main``.
 """
@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from cli import chain_commands, identity_commands, node_commands, verify_command
+from cli import anchor_command, chain_commands, identity_commands, node_commands, verify_command
 from cli.common import EXIT_FAILED
 
 app = typer.Typer(
@@ -37,6 +37,9 @@ app.command(
 app.add_typer(chain_commands.app, name="chain")
 app.add_typer(node_commands.app, name="node")
 app.add_typer(identity_commands.app, name="identity")
+app.command("anchor", help=anchor_command.HELP, epilog=anchor_command.EPILOG, no_args_is_help=True)(
+    anchor_command.anchor
+)
 
 
 def main() -> None:

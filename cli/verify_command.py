@@ -27,6 +27,7 @@ from cli.common import (
     stderr,
     stdout,
 )
+from sdk.commitments import canonical_json
 
 HELP = help_text(
     "Verify an evidence bundle (swiftchain-evidence/v1) offline.",
@@ -43,7 +44,8 @@ HELP = help_text(
 
 EPILOG = examples(
     "swiftchain verify receipt.json --consortium consortium.json",
-    "swiftchain verify receipt.json --document record.json --salt $(cat record.salt.hex)",
+    "swiftchain verify receipt.json --document scan.pdf --salt $(cat scan.salt.hex)",
+    "swiftchain verify receipt.json --document obs.json --canonical-json --salt $(cat obs.salt)",
     "swiftchain verify receipt.json --json | jq .ok",
 )
 
@@ -61,6 +63,13 @@ def _salt(value: str) -> bytes:
             f"got {len(raw)} bytes"
         )
     return raw
+
+
+def _canonical(document: bytes, path: Path) -> bytes:
+    try:
+        return canonical_json(json.loads(document))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UnreadableInputError(f"--canonical-json: {path} is not JSON ({exc})") from None
 
 
 def _time(ms: int | None) -> str:
@@ -159,10 +168,18 @@ def verify(
         typer.Option(
             "--document",
             metavar="FILE",
-            help="The committed document's exact bytes (FHIR JSON in its RFC 8785 canonical "
-            "form); needs --salt.",
+            help="The committed document's exact bytes (or, with --canonical-json, a JSON "
+            "document committed in its RFC 8785 canonical form); needs --salt.",
         ),
     ] = None,
+    canonical_json_document: Annotated[
+        bool,
+        typer.Option(
+            "--canonical-json",
+            help="Canonicalize --document (JSON, e.g. FHIR) with RFC 8785 first, as "
+            "`swiftchain anchor` and the SDK do for JSON documents.",
+        ),
+    ] = False,
     salt: Annotated[
         str | None,
         typer.Option(
@@ -205,6 +222,8 @@ def verify(
         if document is not None and salt is not None:
             salt_bytes = _salt(salt)
             doc_bytes = read_input(document, "document")
+            if canonical_json_document:
+                doc_bytes = _canonical(doc_bytes, document)
         if consortium is not None:
             try:
                 config = parse_consortium(read_input(consortium, "consortium file"))

@@ -31,6 +31,13 @@ __all__ = ["FerretDB", "ensure_ferretdb", "ferretdb_binary"]
 _MARKER = "complete.json"
 Log = Callable[[str], None]
 
+#: Our one change to FerretDB's source, applied before building (see :func:`_patch_id_lookups`).
+#: Part of the build marker: a cache built without it is rebuilt.
+_PATCH_ID = "sqlite-id-index-1"
+_ID_COLUMN_FILE = Path("internal/backends/sqlite/metadata/metadata.go")
+_ID_COLUMN_UPSTREAM = "IDColumn = DefaultColumn + \"->'$._id'\""
+_ID_COLUMN_PATCHED = 'IDColumn = DefaultColumn + `->"_id"`'
+
 
 def _print(line: str) -> None:
     print(line, flush=True)
@@ -49,6 +56,7 @@ def _complete(binary: Path) -> bool:
     return (
         isinstance(marker, dict)
         and marker.get("version") == FERRETDB_VERSION
+        and marker.get("patch") == _PATCH_ID
         and binary.is_file()
         and os.access(binary, os.X_OK)
     )
@@ -105,6 +113,27 @@ def ensure_ferretdb(cache: Path | None = None, *, log: Log = _print) -> Path:
         return _build_ferretdb(binary, log)
 
 
+def _patch_id_lookups(src: Path) -> None:
+    """Make lookups by ``_id`` use the ``_id`` index.
+
+    FerretDB v1.24's SQLite backend creates the unique ``_id`` index on the expression
+    ``_ferretdb_sjson->"_id"`` but filters ``find``, ``update`` and ``delete`` by ``_id`` with
+    ``_ferretdb_sjson->'$._id'``. SQLite uses an expression index only for the identical
+    expression, so every lookup by ``_id`` scanned the whole table: 83 ms at 30,000 documents
+    against 0.2 ms with the index (``EXPLAIN QUERY PLAN`` says ``SCAN`` and ``SEARCH ... USING
+    INDEX``). The two expressions select the same value, so filtering with the index's own
+    expression changes only the plan.
+    """
+    path = src / _ID_COLUMN_FILE
+    text = path.read_text()
+    if _ID_COLUMN_UPSTREAM not in text:
+        raise BootstrapError(
+            f"swiftchain: expected {_ID_COLUMN_UPSTREAM!r} in {_ID_COLUMN_FILE} of FerretDB "
+            f"{FERRETDB_VERSION}, got another text; update devstack/ferretdb.py for this version"
+        )
+    path.write_text(text.replace(_ID_COLUMN_UPSTREAM, _ID_COLUMN_PATCHED))
+
+
 def _build_ferretdb(binary: Path, log: Log) -> Path:
     go = find_go()
     out_dir = binary.parent
@@ -139,6 +168,7 @@ def _build_ferretdb(binary: Path, log: Log) -> Path:
         # Their build panics without build/version/version.txt (FerretDB issue #2982); it is
         # normally generated from git, which a module download does not have.
         (src / "build" / "version" / "version.txt").write_text(f"{FERRETDB_VERSION}\n")
+        _patch_id_lookups(src)
         partial = out_dir / "ferretdb.partial"
         log(f"  go build ./cmd/ferretdb ({go.version}; compiling, this is the slow part)")
         _run_go(
@@ -159,7 +189,8 @@ def _build_ferretdb(binary: Path, log: Log) -> Path:
         )
     partial.replace(binary)
     (out_dir / _MARKER).write_text(
-        json.dumps({"version": FERRETDB_VERSION, "go": go.version}, indent=2) + "\n"
+        json.dumps({"version": FERRETDB_VERSION, "patch": _PATCH_ID, "go": go.version}, indent=2)
+        + "\n"
     )
     log(f"  FerretDB ready: {binary} in {time.monotonic() - began:.1f}s")
     return binary

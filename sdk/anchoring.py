@@ -108,6 +108,7 @@ class HospitalClient:
         tag_key: bytes,
     ) -> None:
         self.organization_id = organization_id
+        self.channel = channel
         self._stub = anchoring_service_pb2_grpc.AnchoringServiceStub(channel)
         self._signer = EntrySigner(key_id, signing_key)
         self._tag_key = tag_key
@@ -121,12 +122,17 @@ class HospitalClient:
         subject_id: str,
         action: int | None = None,
         previous: RecordVersionDraft | None = None,
+        previous_commitment: bytes = b"",
         author_practitioner_id: str = "",
         reason_code: str = "clinical-update",
         reason_text: str = "",
     ) -> RecordVersionDraft:
         """A draft for ``document`` (bytes, or a JSON value such as a FHIR resource, which is
-        canonicalized with RFC 8785) with a fresh salt; ``previous`` is version - 1's draft."""
+        canonicalized with RFC 8785) with a fresh salt. Versions after the first name version
+        - 1: its draft (``previous``) or its anchored commitment (``previous_commitment``, e.g.
+        from :meth:`provenance`)."""
+        if previous is not None and previous_commitment:
+            raise ValueError("expected previous or previous_commitment, got both")
         raw = document if isinstance(document, bytes) else canonical_json(document)
         return RecordVersionDraft(
             record_id=record_id,
@@ -138,7 +144,7 @@ class HospitalClient:
             ),
             commitment=commit(raw),
             subject_tag=subject_tag(self._tag_key, subject_id),
-            previous_commitment=previous.commitment.value if previous else b"",
+            previous_commitment=previous.commitment.value if previous else previous_commitment,
             author_practitioner_id=author_practitioner_id,
             reason_code=reason_code,
             reason_text=reason_text,
@@ -163,7 +169,12 @@ class HospitalClient:
         self, drafts: Sequence[RecordVersionDraft], timeout: float = 60.0
     ) -> list[pb.AnchorRecordResult]:
         """Sign and anchor ``drafts`` through one AnchorRecords stream; one result per draft."""
-        requests = self.sign(drafts)
+        return self.anchor_signed(self.sign(drafts), timeout)
+
+    def anchor_signed(
+        self, requests: Sequence[pb.AnchorRecordRequest], timeout: float = 60.0
+    ) -> list[pb.AnchorRecordResult]:
+        """Anchor requests from :meth:`sign` through one AnchorRecords stream."""
 
         def chunks() -> Iterator[pb.AnchorRecordsRequest]:
             for start in range(0, len(requests), CHUNK):
@@ -188,6 +199,13 @@ class HospitalClient:
         if not report.ok:
             raise VerificationError(f"the receipt for entry {entry_id} does not verify")
         return response.evidence.json
+
+    def provenance(self, record_id: str, timeout: float = 10.0) -> pb.GetProvenanceResponse:
+        """Every anchored version of one of this hospital's records (NOT_FOUND if none)."""
+        return self._stub.GetProvenance(
+            pb.GetProvenanceRequest(organization_id=self.organization_id, record_id=record_id),
+            timeout=timeout,
+        )
 
     def verify(
         self, record_id: str, version: int, document: bytes | Any, salt: bytes

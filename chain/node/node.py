@@ -26,7 +26,7 @@ from chain.consortium import ConsortiumConfig
 from chain.entry import read_body
 from chain.errors import VerificationError
 from chain.hashing import leaf_hash
-from chain.node.store import BlockDoc, ChainStore
+from chain.node.store import BUNDLE_SIZE, BlockDoc, ChainStore
 from chain.note import Signer, signature_line, verify_signature_line
 from chain.proof_build import tree_root
 from chain.sequencer import Block, OrderedRecord, Sequencer, ttc_record
@@ -304,7 +304,25 @@ class ChainNode:
             consumer.close()
 
     def _stored_ids(self, ids: Iterable[str]) -> set[str]:
-        return {entry_id for entry_id in ids if self.find_leaf(entry_id) is not None}
+        """The ids among ``ids`` that are in persisted blocks. A resubmitted batch makes every
+        id a candidate, so candidates are confirmed a bundle at a time (one read per bundle,
+        not one per entry)."""
+        found: set[str] = set()
+        by_bundle: dict[int, list[tuple[str, int]]] = {}
+        for entry_id in ids:
+            if entry_id in self._leaf_by_colliding_id:
+                found.add(entry_id)
+                continue
+            leaf = self._leaf_by_key.get(_id_key(entry_id))
+            if leaf is not None:
+                by_bundle.setdefault(leaf // BUNDLE_SIZE, []).append((entry_id, leaf))
+        for candidates in by_bundle.values():
+            low = min(leaf for _, leaf in candidates)
+            stored = self._store.read_entries(low, max(leaf for _, leaf in candidates) + 1)
+            for entry_id, leaf in candidates:
+                if leaf - low < len(stored) and read_body(stored[leaf - low]).entry_id == entry_id:
+                    found.add(entry_id)
+        return found
 
     def _index_entry(self, entry_id: str, leaf_index: int) -> None:
         key = _id_key(entry_id)

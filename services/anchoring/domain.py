@@ -11,7 +11,6 @@ for an anchored version is refused. Nothing here does I/O; time is passed in.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from chain.errors import (
     PreconditionError,
     SwiftchainError,
 )
+from chain.hashing import leaf_hash
 from chain.tags import record_tag
 from chain.validation import EntryRejectedError
 from services.common.caller import Caller, Role
@@ -44,6 +44,13 @@ MAX_CHUNK_ITEMS = 1000
 MAX_STREAM_ITEMS = 100_000
 DEFAULT_MAX_SEAL_DELAY = timedelta(seconds=5)
 _HASH = 32
+_EVENT_NAMESPACE = uuid.UUID("6f1c2b1e-4d0a-5d6e-9a53-1c0e5f1b8a11")
+
+
+def event_id(entry_id: str, what: str) -> str:
+    """The id of the ``what`` event of an entry (anchored, sealed, ...): the same each time it
+    is produced, so that consumers absorb a second copy."""
+    return str(uuid.uuid5(_EVENT_NAMESPACE, f"{entry_id}/{what}"))
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,8 @@ class RecordVersion:
     rejection_detail: str = ""
     #: The anchoring call that stored it: its versions are ordered (and recorded) together.
     chunk_id: str = ""
+    #: A SealDeadlineMissed was reported for it.
+    deadline_missed: bool = False
 
     @property
     def key(self) -> tuple[str, str, int]:
@@ -151,11 +160,6 @@ class VersionStore(Protocol):
     def unordered(self, older_than: datetime) -> list[RecordVersion]:
         """Versions of chunks stored before ``older_than`` that Kafka never acknowledged."""
 
-    def set_sealed(
-        self, version: RecordVersion, events: Sequence[events_pb2.EventEnvelope]
-    ) -> None:
-        """Store where the version's entry landed and the sealed tree covering it."""
-
     def by_entry(self, entry_id: str) -> RecordVersion | None:
         """The version whose entry is ``entry_id``."""
 
@@ -174,6 +178,20 @@ def _mismatch(what: str, sent: object, signed: object) -> InvalidInputError:
     return InvalidInputError(
         f"expected {what} to equal the signed entry's ({signed!r}), got {sent!r}"
     )
+
+
+def _check_same_anchor(existing: RecordVersion, version: RecordVersion) -> None:
+    """``version`` is stored already as ``existing``: a resend is fine, anything else conflicts."""
+    if existing.commitment != version.commitment:
+        raise ConflictError(
+            f"version {version.version} of record {version.record_id!r} is "
+            "anchored already with another commitment"
+        )
+    if existing.entry != version.entry:
+        raise ConflictError(
+            f"version {version.version} of record {version.record_id!r} is "
+            f"anchored already by entry {existing.entry_id}; resend that entry"
+        )
 
 
 class RecordAnchoring:
@@ -201,9 +219,12 @@ class RecordAnchoring:
             raise InvalidInputError(
                 f"expected at most {MAX_STREAM_ITEMS} record versions, got {len(requests)}"
             )
-        keys = [(organization_id, r.record_id, r.version) for r in requests]
-        previous_keys = [(o, rid, v - 1) for o, rid, v in keys if v > 1]
-        stored = self._store.get_many(list({*keys, *previous_keys}))
+        # Only the previous versions are read first. The versions themselves are inserted
+        # straight away: almost all are new, and the store reports the few that were there
+        # already, which then count as resends (or conflicts). This saves a read of every key.
+        stored = self._store.get_many(
+            list({(organization_id, r.record_id, r.version - 1) for r in requests if r.version > 1})
+        )
         outcomes: list[Outcome] = []
         fresh: list[RecordVersion] = []
         chunk_id = str(uuid.uuid4())
@@ -216,16 +237,7 @@ class RecordAnchoring:
                 key = version.key
                 existing = stored.get(key) or batch.get(key)
                 if existing is not None:
-                    if existing.commitment != version.commitment:
-                        raise ConflictError(
-                            f"version {version.version} of record {version.record_id!r} is "
-                            "anchored already with another commitment"
-                        )
-                    if existing.entry != version.entry:
-                        raise ConflictError(
-                            f"version {version.version} of record {version.record_id!r} is "
-                            f"anchored already by entry {existing.entry_id}; resend that entry"
-                        )
+                    _check_same_anchor(existing, version)
                     outcomes.append(Outcome(index, request.record_id, request.version, existing))
                     continue
                 self._check_sequence(version, stored, batch)
@@ -247,32 +259,6 @@ class RecordAnchoring:
         """Record that Kafka ordered ``versions`` (their ``ordering_offset`` and
         ``ordered_time`` set), with a RecordAnchored event each."""
         self._store.set_ordered(versions, [self._anchored_event(v, now) for v in versions])
-
-    def sealed(
-        self, version: RecordVersion, leaf_index: int, tree_size: int, now: datetime
-    ) -> RecordVersion:
-        """Record that a sealed checkpoint of ``tree_size`` covers the version's entry at
-        ``leaf_index`` (once; with a RecordSealed event)."""
-        if version.sealed_tree_size is not None:
-            return version
-        version.leaf_index, version.sealed_tree_size, version.sealed_time = (
-            leaf_index,
-            tree_size,
-            now,
-        )
-        event = events_pb2.RecordSealed(
-            organization_id=version.organization_id,
-            record_id=version.record_id,
-            version=version.version,
-            entry_id=version.entry_id,
-            leaf_index=leaf_index,
-            tree_size=tree_size,
-        )
-        event.sealed_time.FromDatetime(now)
-        self._store.set_sealed(
-            version, [envelope(event, producer=PRODUCER, subject=version.organization_id, now=now)]
-        )
-        return version
 
     def version_for(self, caller: Caller, entry_id: str) -> RecordVersion:
         """The version anchored by ``entry_id``, if ``caller`` may see it."""
@@ -395,7 +381,7 @@ class RecordAnchoring:
             entry_id=parsed.entry_id,
             entry=request.signed_entry,
             key_id=parsed.key_id,
-            leaf_hash=hashlib.sha256(b"\x00" + request.signed_entry).digest(),
+            leaf_hash=leaf_hash(request.signed_entry),
             anchored_time=now,
             seal_due_time=now + self._max_seal_delay,
         )
@@ -429,16 +415,10 @@ class RecordAnchoring:
         stored = raced.get(outcome.anchored.key)
         if stored is None:
             return outcome
-        if stored.entry != outcome.anchored.entry:
-            return Outcome(
-                outcome.index,
-                outcome.record_id,
-                outcome.version,
-                error=ConflictError(
-                    f"version {outcome.version} of record {outcome.record_id!r} was anchored "
-                    "by another request at the same time"
-                ),
-            )
+        try:
+            _check_same_anchor(stored, outcome.anchored)
+        except ConflictError as error:
+            return Outcome(outcome.index, outcome.record_id, outcome.version, error=error)
         return Outcome(outcome.index, outcome.record_id, outcome.version, stored)
 
     @staticmethod
@@ -457,7 +437,13 @@ class RecordAnchoring:
         )
         event.seal_due_time.FromDatetime(version.seal_due_time)
         event.anchored_time.FromDatetime(version.anchored_time)
-        return envelope(event, producer=PRODUCER, subject=version.organization_id, now=now)
+        return envelope(
+            event,
+            producer=PRODUCER,
+            subject=version.organization_id,
+            now=now,
+            event_id=event_id(version.entry_id, "anchored"),
+        )
 
 
 def _may_see(caller: Caller, organization_id: str) -> bool:

@@ -10,9 +10,11 @@ from pathlib import Path
 from chain.node.node import ORDERING_TOPIC
 from chain.node.setup import ConsortiumFiles
 from chain.node.submitter import Submitter
+from services.anchoring.chain_watch import ChainWatch, count_missed
 from services.anchoring.domain import RecordAnchoring
 from services.anchoring.servicer import AnchoringServicer
-from services.anchoring.store import ALIAS, ChunkDoc, RecordVersionDoc, VersionStore
+from services.anchoring.store import ALIAS, ChunkDoc, VersionStore
+from services.anchoring.tracking import SealTracker
 from services.common import mongo
 from services.common.kafka import make_producer
 from services.common.known_keys import KnownKeys
@@ -70,9 +72,12 @@ def main() -> None:
         max_seal_delay=timedelta(milliseconds=settings.max_seal_delay_ms),
     )
     chain = open_channel(settings.chain_node, settings.tls_dir)
-    relay = OutboxRelay(producer, settings.events_topic, [ChunkDoc, RecordVersionDoc])
+    relay = OutboxRelay(producer, settings.events_topic, [ChunkDoc])
+    tracker = SealTracker(store, on_missed=count_missed)
+    watch = ChainWatch(chain, tracker, clock=_now)
     servicer = AnchoringServicer(
         anchoring=anchoring,
+        tracker=tracker,
         submitter=Submitter(producer, chain, consortium, ordering_topic=settings.ordering_topic),
         chain=chain,
         consortium=consortium,
@@ -84,7 +89,7 @@ def main() -> None:
     def resend_unordered() -> None:
         while not stop.wait(RESEND_AFTER.total_seconds()):
             try:
-                servicer.order(store.unordered(_now() - RESEND_AFTER))
+                servicer.resend(lambda: store.unordered(_now() - RESEND_AFTER))
             except Exception:  # Kafka or the database away: the entries wait in the store
                 _log.warning("resending unordered entries failed; will retry", exc_info=True)
 
@@ -92,11 +97,13 @@ def main() -> None:
         threading.Thread(target=relay.run, args=(stop,), name="outbox", daemon=True),
         threading.Thread(target=resend_unordered, name="resend", daemon=True),
     ]
+    watch.start()
     for worker in workers:
         worker.start()
 
     def on_stop() -> None:
         stop.set()
+        watch.stop()
         for worker in workers:
             worker.join(timeout=10)
         key_feed.stop()

@@ -8,6 +8,7 @@ inclusion proof to a sealed checkpoint, checked here and handed out as an eviden
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
@@ -27,6 +28,7 @@ from services.anchoring.domain import (
     RecordVersion,
 )
 from services.anchoring.domain_fhir import provenance_bundle
+from services.anchoring.tracking import SealTracker
 from services.common.caller import current_caller
 from services.common.errors import error_reason, status_code_for
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
@@ -89,6 +91,7 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
         self,
         *,
         anchoring: RecordAnchoring,
+        tracker: SealTracker,
         submitter: Submitter,
         chain: grpc.Channel,
         consortium: ConsortiumConfig,
@@ -96,11 +99,16 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
         on_write: Callable[[], None] = lambda: None,
     ) -> None:
         self._anchoring = anchoring
+        self._tracker = tracker
         self._submitter = submitter
         self._chain = chain_service_pb2_grpc.ChainServiceStub(chain)
         self._consortium = consortium_message(consortium)
         self._clock = clock
         self._on_write = on_write
+        self._ordering_lock = threading.Lock()
+        self._ordering_chunks: set[str] = set()
+        #: Chunks ordered while a resend reads the store (None when no resend runs).
+        self._ordered_meanwhile: set[str] | None = None
 
     # --- anchoring ------------------------------------------------------------------------
 
@@ -109,6 +117,7 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
         outcomes = self._anchoring.anchor(
             current_caller().id, [_request(r) for r in requests], now, first
         )
+        self._tracker.watch([o.anchored for o in outcomes if o.created and o.anchored])
         self.order([o.anchored for o in outcomes if o.anchored is not None])
         return outcomes
 
@@ -117,12 +126,38 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
         pending = [v for v in versions if v.ordering_offset is None]
         if not pending:
             return
-        placed = self._submitter.submit_timed([v.entry for v in pending])
-        for version, (offset, timestamp_ms) in zip(pending, placed, strict=True):
-            version.ordering_offset = offset
-            version.ordered_time = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-        self._anchoring.ordered(pending, self._clock())
+        chunks = {v.chunk_id for v in pending}
+        with self._ordering_lock:
+            self._ordering_chunks.update(chunks)
+        try:
+            placed = self._submitter.submit_timed([v.entry for v in pending])
+            for version, (offset, timestamp_ms) in zip(pending, placed, strict=True):
+                version.ordering_offset = offset
+                version.ordered_time = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+            now = self._clock()
+            self._anchoring.ordered(pending, now)
+            self._tracker.ordered(pending, now)
+        finally:
+            with self._ordering_lock:
+                self._ordering_chunks.difference_update(chunks)
+                if self._ordered_meanwhile is not None:
+                    self._ordered_meanwhile.update(chunks)
         self._on_write()
+
+    def resend(self, unordered: Callable[[], Sequence[RecordVersion]]) -> None:
+        """Order again the stored versions that Kafka never acknowledged (a crash, or Kafka
+        away), as ``unordered()`` reads them from the store, except those of chunks that are
+        being ordered, or were ordered while the store was read: resending those would only put
+        duplicates in the ordering topic, which every node must then look up and skip."""
+        with self._ordering_lock:
+            self._ordered_meanwhile = set()
+        try:
+            stored = unordered()
+        finally:
+            with self._ordering_lock:
+                skip = self._ordering_chunks | (self._ordered_meanwhile or set())
+                self._ordered_meanwhile = None
+        self.order([v for v in stored if v.chunk_id not in skip])
 
     def AnchorRecord(
         self, request: pb.AnchorRecordRequest, context: grpc.ServicerContext
@@ -182,9 +217,7 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
                 f"the chain node served evidence for entry {version.entry_id} that does not "
                 "verify; ask another node"
             )
-        version = self._anchoring.sealed(
-            version, proved.leaf_index, proved.tree_size, self._clock()
-        )
+        version = self._tracker.seal(version, proved.leaf_index, proved.tree_size, self._clock())
         self._on_write()
         return version, bundle.to_json()
 

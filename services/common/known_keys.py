@@ -54,12 +54,23 @@ def key_detail(event: events_pb2.EventEnvelope) -> entry_pb2.KeyDetail | None:
     return None
 
 
+#: How long a check waits for an unknown key to be announced: identity calls a key ACTIVE as
+#: soon as the log sealed it, and its event reaches this process a moment later, so a hospital
+#: that anchors right after its key became active must not be refused for that moment.
+UNKNOWN_KEY_GRACE = 3.0
+
+
 class KnownKeys:
     """Keys by identity's events, and signature checks against them; thread-safe."""
 
-    def __init__(self, genesis: Sequence[GenesisKey]) -> None:
+    def __init__(self, genesis: Sequence[GenesisKey], grace: float = UNKNOWN_KEY_GRACE) -> None:
         self._validator = EntryValidator(KeyRegistry(genesis))
         self._lock = threading.Lock()
+        self._announced = threading.Condition(self._lock)
+        self._grace = grace
+        #: Unknown key ids already waited for (each is waited for once: a batch signed with a
+        #: key that never comes waits once, not once per entry).
+        self._waited: set[str] = set()
 
     def apply(self, event: events_pb2.EventEnvelope) -> None:
         """Take in one identity event (others, and repeats of key events, change nothing)."""
@@ -73,9 +84,19 @@ class KnownKeys:
             except VerificationError:
                 return  # a repeat delivered by the outbox, or a change the log refuses too
             registry.apply(detail)
+            self._announced.notify_all()
 
     def check(self, parsed: ParsedEntry) -> None:
         """Raise :class:`chain.validation.EntryRejectedError` (with the log's reason code) if
-        ``parsed`` is not signed by a current key of its submitter that may sign its kind."""
+        ``parsed`` is not signed by a current key of its submitter that may sign its kind. A key
+        not announced yet is waited for (once per key id, at most the grace period)."""
         with self._lock:
+            key_id = parsed.key_id
+            if self._validator.registry.get(key_id) is None and key_id not in self._waited:
+                if len(self._waited) >= 10_000:
+                    self._waited.clear()
+                self._waited.add(key_id)
+                self._announced.wait_for(
+                    lambda: self._validator.registry.get(key_id) is not None, self._grace
+                )
             self._validator.validate_parsed(parsed, seen=lambda _entry_id: False)

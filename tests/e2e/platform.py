@@ -156,7 +156,7 @@ class Platform:
         certificate from a CSR."""
         signing = files.NewSigningKey.for_owner(organization_id)
         stub = self.identity(self.admin)
-        stub.RegisterOrganization(
+        registered = stub.RegisterOrganization(
             pb.RegisterOrganizationRequest(
                 organization_id=organization_id,
                 display_name=organization_id.title(),
@@ -175,6 +175,15 @@ class Platform:
         files.write_secret(folder / files.KEY_FILE, files.private_pem(key))
         (folder / files.CERT_FILE).write_text(issued.certificate_pem)
         (folder / files.CA_FILE).write_text(files.root_of(issued.certificate_chain_pem))
+        # The folder `swiftchain identity register-org --out` makes: the CLI can act as it.
+        files.write_secret(folder / files.SIGNING_KEY_FILE, files.private_pem(signing.private_key))
+        files.write_json(
+            folder / files.ORGANIZATION_FILE,
+            {
+                "organization_id": organization_id,
+                "key_id": registered.organization.keys[0].key_id,
+            },
+        )
         principal = Principal(
             label,
             role,

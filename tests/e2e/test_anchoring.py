@@ -5,7 +5,9 @@ a batch of 10,000, and the bad-input matrix."""
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -13,16 +15,21 @@ from pathlib import Path
 import grpc
 import pytest
 from fhir.resources.R4B.bundle import Bundle
-from typer.testing import CliRunner
+from kafka import KafkaConsumer, TopicPartition
+from typer.testing import CliRunner, Result
 
+from chain.evidence import parse_bundle
 from chain.node.setup import ConsortiumFiles
 from cli.main import app
 from sdk.anchoring import HospitalClient, RecordVersionDraft
 from sdk.commitments import canonical_json
+from services.anchoring.main import RECORDS_EVENTS_TOPIC
 from services.common.caller import Role
+from services.common.events import decode
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2
+from swiftchain.events.v1 import events_pb2
 from tests.e2e.platform import Platform, Principal
 
 pytestmark = pytest.mark.e2e
@@ -240,6 +247,16 @@ def test_bad_input_gets_the_right_status_and_nothing_is_written(
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 1000 records" in details
     unknown = client.verify("bad-1", 1, b"doc", draft.commitment.salt)
     assert unknown.result == pb.VERIFY_RESULT_UNKNOWN
+    for record_id in ("bad-1", "bad-2"):  # nothing of the refused requests was stored
+        code, _ = code_of(
+            lambda record_id=record_id: stub.GetProvenance(  # type: ignore[misc]
+                pb.GetProvenanceRequest(
+                    organization_id=client.organization_id, record_id=record_id
+                ),
+                timeout=10,
+            )
+        )
+        assert code == grpc.StatusCode.NOT_FOUND, record_id
 
 
 def test_another_hospital_cannot_see_a_receipt(
@@ -259,3 +276,176 @@ def test_another_hospital_cannot_see_a_receipt(
     )
     seen = regulator.GetReceipt(pb.GetReceiptRequest(entry_id=promise.entry_id), timeout=10)
     assert seen.promise.entry_id == promise.entry_id
+
+
+def test_versions_are_sealed_without_being_asked_and_announced_on_the_records_topic(
+    platform: Platform, anchoring_hospital: Principal
+) -> None:
+    client = client_for(platform, anchoring_hospital)
+    drafts: list[RecordVersionDraft] = []
+    for version in (1, 2, 3):
+        drafts.append(
+            client.record_version(
+                "events-1",
+                version,
+                fhir_observation(60 + version),
+                subject_id=SUBJECT,
+                previous=drafts[-1] if drafts else None,
+            )
+        )
+    results = client.anchor(drafts)
+    entry_ids = {r.receipt.entry_id for r in results}
+    assert len(entry_ids) == 3
+    consumer = KafkaConsumer(
+        bootstrap_servers=platform.stack.kafka.bootstrap, consumer_timeout_ms=1000
+    )
+    partitions = [
+        TopicPartition(RECORDS_EVENTS_TOPIC, p)
+        for p in consumer.partitions_for_topic(RECORDS_EVENTS_TOPIC) or ()
+    ]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    seen: dict[str, set[str]] = {}
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(
+        seen.get(e, set()) != {"RecordAnchored", "RecordSealed"} for e in entry_ids
+    ):
+        for message in consumer:
+            event = decode(message.value)
+            kind = event.type.rsplit(".", 1)[1]
+            if kind not in ("RecordAnchored", "RecordSealed"):
+                continue
+            payload = getattr(events_pb2, kind)()
+            event.payload.Unpack(payload)
+            if payload.entry_id in entry_ids:
+                assert event.subject == client.organization_id
+                seen.setdefault(payload.entry_id, set()).add(kind)
+    consumer.close()
+    assert all(seen.get(e) == {"RecordAnchored", "RecordSealed"} for e in entry_ids), seen
+    # The seals were recorded by the service itself: provenance says SEALED without a wait.
+    stub = anchoring_service_pb2_grpc.AnchoringServiceStub(
+        platform.channel(anchoring_hospital, "anchoring")
+    )
+    provenance = stub.GetProvenance(
+        pb.GetProvenanceRequest(organization_id=client.organization_id, record_id="events-1"),
+        timeout=10,
+    )
+    assert [v.proof.state for v in provenance.versions] == [common_pb2.ENTRY_STATE_SEALED] * 3
+
+
+def anchor_cli(platform: Platform, hospital: Principal, *args: str) -> Result:
+    assert hospital.tls_dir is not None
+    return CliRunner().invoke(
+        app,
+        [
+            "anchor",
+            *args,
+            "--org",
+            str(hospital.tls_dir),
+            "--subject",
+            SUBJECT,
+            "--tag-key",
+            str(ConsortiumFiles(platform.stack.root / "consortium").tag_key_path),
+            "--anchoring",
+            platform.target("anchoring"),
+        ],
+    )
+
+
+def verify_cli(*args: str) -> Result:
+    return CliRunner().invoke(app, ["verify", *args])
+
+
+def test_swiftchain_anchor_anchors_chains_versions_and_writes_a_receipt_that_verifies(
+    platform: Platform, anchoring_hospital: Principal, tmp_path: Path
+) -> None:
+    consortium = ConsortiumFiles(platform.stack.root / "consortium").config_path
+    document = tmp_path / "obs-cli.json"
+    document.write_text(json.dumps(fhir_observation(64), indent=2))  # not canonical on purpose
+    first = anchor_cli(platform, anchoring_hospital, str(document), "--record", "cli-1", "--wait")
+    assert first.exit_code == 0, first.output
+    anchored = json.loads((tmp_path / "obs-cli.json.anchor.json").read_text())
+    assert (anchored["version"], anchored["action"]) == (1, "RECORD_ACTION_CREATE")
+    assert anchored["document_form"] == "rfc8785"
+    assert (tmp_path / "obs-cli.json.anchor.json").stat().st_mode & 0o777 == 0o600
+    receipt = str(tmp_path / "obs-cli.json.receipt.json")
+    salt = anchored["salt"]
+    proven = verify_cli(
+        receipt, "--consortium", str(consortium), "--document", str(document),
+        "--canonical-json", "--salt", salt,
+    )  # fmt: skip
+    assert proven.exit_code == 0, proven.output
+    # The file's own bytes are not what was committed (it is committed canonicalized).
+    raw = verify_cli(receipt, "--document", str(document), "--salt", salt)
+    assert raw.exit_code == 1, raw.output
+
+    # Without --version the next one is anchored, chained to the previous commitment (the
+    # service refuses a wrong chain, so acceptance proves it).
+    document.write_text(json.dumps(fhir_observation(65)))
+    second = anchor_cli(
+        platform, anchoring_hospital, str(document), "--record", "cli-1", "--out",
+        str(tmp_path / "v2.json"), "--reason-text", "corrected the reading",
+    )  # fmt: skip
+    assert second.exit_code == 0, second.output
+    assert json.loads((tmp_path / "v2.json").read_text())["version"] == 2
+
+    gap = anchor_cli(platform, anchoring_hospital, str(document), "--record", "cli-1",
+                     "--version", "9")  # fmt: skip
+    assert gap.exit_code == 1 and "no version 8" in gap.output, gap.output
+    missing = anchor_cli(platform, anchoring_hospital, str(tmp_path / "nope.json"),
+                         "--record", "cli-2")  # fmt: skip
+    assert missing.exit_code == 2 and "no such file" in missing.output, missing.output
+    bad_action = anchor_cli(platform, anchoring_hospital, str(document), "--record", "cli-2",
+                            "--action", "delete")  # fmt: skip
+    assert bad_action.exit_code == 2 and "expected an action" in bad_action.output
+
+
+def test_erasure_by_crypto_shredding_keeps_the_log_verifiable_and_unlinkable(
+    platform: Platform, anchoring_hospital: Principal, tmp_path: Path
+) -> None:
+    """docs/operations.md "Erasing a record": anchor an ERASE version, delete the document and
+    every salt; the log still verifies, and nothing on it leads back to the document."""
+    client = client_for(platform, anchoring_hospital)
+    document = fhir_observation(120)
+    canonical = canonical_json(document)
+    created = client.record_version("erase-1", 1, document, subject_id=SUBJECT)
+    erased = client.record_version(
+        "erase-1",
+        2,
+        {"resourceType": "Basic", "code": {"text": "erased at the patient's request"}},
+        subject_id=SUBJECT,
+        action=common_pb2.RECORD_ACTION_ERASE,
+        previous=created,
+        reason_code="patient-request",
+    )
+    results = client.anchor([created, erased])
+    bundle = client.receipt(results[0].receipt.entry_id, wait=True)
+    assert bundle and client.receipt(results[1].receipt.entry_id, wait=True)
+    receipt = tmp_path / "receipt.json"
+    receipt.write_text(bundle)
+    assert client.verify("erase-1", 1, document, created.commitment.salt).result == (
+        pb.VERIFY_RESULT_MATCH
+    )
+
+    # The hospital deletes the document and the salts of every version: nothing else held them.
+    del document, created, erased
+
+    consortium = ConsortiumFiles(platform.stack.root / "consortium").config_path
+    still = verify_cli(str(receipt), "--consortium", str(consortium))
+    assert still.exit_code == 0, still.output
+    provenance = client.provenance("erase-1")
+    assert [v.action for v in provenance.versions] == [
+        common_pb2.RECORD_ACTION_CREATE,
+        common_pb2.RECORD_ACTION_ERASE,
+    ]
+    assert [v.proof.state for v in provenance.versions] == [common_pb2.ENTRY_STATE_SEALED] * 2
+
+    # Whoever holds the document now cannot show it is the anchored one: any salt they pick
+    # gives another commitment.
+    for _ in range(3):
+        guess = client.verify("erase-1", 1, canonical, secrets.token_bytes(32))
+        assert guess.result == pb.VERIFY_RESULT_MISMATCH
+    # And the log itself holds nothing derived from the document without a salt.
+    entry = parse_bundle(bundle).entries[0].entry
+    for derived in (canonical, hashlib.sha256(canonical).digest(), b"Observation"):
+        assert derived not in entry, derived

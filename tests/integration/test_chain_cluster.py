@@ -67,8 +67,15 @@ def test_duplicate_submission_is_in_the_log_once(cluster: ChainCluster) -> None:
             chain_service_pb2.GetEntryStatusRequest(entry_id=_entry_id(body)), timeout=5
         )
         assert status.state == common_pb2.ENTRY_STATE_SEALED
+    # Resubmitted after it was persisted (a retry after a lost acknowledgement), next to a
+    # new entry: the stored copy is found, the new one is appended.
+    fresh = cluster.hospital.sign_entry(cluster.record_body())
+    cluster.submit([entry, fresh])
+    cluster.wait_sealed_size("hospital-a", 3)
+    with cluster.client("hospital-a") as stub:
         entries = stub.GetEntries(chain_service_pb2.GetEntriesRequest(start=0, end=10), timeout=5)
     assert list(entries.entries).count(entry) == 1
+    assert list(entries.entries).count(fresh) == 1
 
 
 def _entry_id(body: bytes) -> str:

@@ -3,97 +3,30 @@ validator over real keys, and the FHIR export validated with fhir.resources."""
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fhir.resources.R4B.bundle import Bundle
 
-from chain.consortium import GenesisKey
 from chain.errors import ConflictError, InvalidInputError, PermissionDeniedError, PreconditionError
-from cli.identity_files import raw_public
 from sdk.anchoring import HospitalClient, RecordVersionDraft
-from services.anchoring.domain import AnchorRequest, RecordAnchoring, RecordVersion
+from services.anchoring.domain import RecordAnchoring, RecordVersion
 from services.anchoring.domain_fhir import provenance_bundle
 from services.common.caller import Caller, Role
-from services.common.events import envelope
-from services.common.known_keys import KnownKeys
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
-from swiftchain.common.v1 import common_pb2
-from swiftchain.events.v1 import events_pb2
-
-NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
-TAG_KEY = bytes(range(32))
-SUBJECT = "pt-AAAAAAAAAAAAAAAAAAAAAA"
-
-
-class FakeStore:
-    def __init__(self) -> None:
-        self.versions: dict[tuple[str, str, int], RecordVersion] = {}
-        self.events: list[events_pb2.EventEnvelope] = []
-
-    def get_many(
-        self, keys: Sequence[tuple[str, str, int]]
-    ) -> dict[tuple[str, str, int], RecordVersion]:
-        return {k: copy.copy(self.versions[k]) for k in keys if k in self.versions}
-
-    def insert_new(self, versions: Sequence[RecordVersion]) -> list[RecordVersion]:
-        raced = [self.versions[v.key] for v in versions if v.key in self.versions]
-        for version in versions:
-            self.versions.setdefault(version.key, copy.copy(version))
-        return raced
-
-    def set_ordered(
-        self, ordered: Sequence[RecordVersion], events: Sequence[events_pb2.EventEnvelope]
-    ) -> None:
-        for version in ordered:
-            self.versions[version.key].ordering_offset = version.ordering_offset
-        self.events.extend(events)
-
-    def unordered(self, older_than: datetime) -> list[RecordVersion]:
-        return [v for v in self.versions.values() if v.ordering_offset is None]
-
-    def set_sealed(
-        self, version: RecordVersion, events: Sequence[events_pb2.EventEnvelope]
-    ) -> None:
-        self.versions[version.key] = copy.copy(version)
-        self.events.extend(events)
-
-    def by_entry(self, entry_id: str) -> RecordVersion | None:
-        return next((v for v in self.versions.values() if v.entry_id == entry_id), None)
-
-    def of_record(self, organization_id: str, record_id: str) -> list[RecordVersion]:
-        return sorted(
-            (v for v in self.versions.values() if v.key[:2] == (organization_id, record_id)),
-            key=lambda v: v.version,
-        )
-
-
-HOSPITAL_KEY = Ed25519PrivateKey.generate()
-OTHER_KEY = Ed25519PrivateKey.generate()
-
-
-def known_keys() -> KnownKeys:
-    keys = KnownKeys([GenesisKey("registrar", "identity", ("KEY",), bytes(32 * [7]))])
-    for owner, key in (("hospital-a", HOSPITAL_KEY), ("hospital-b", OTHER_KEY)):
-        event = events_pb2.KeyRegistered(
-            owner_id=owner,
-            key_id=f"{owner}#1",
-            public_key=raw_public(key),
-            allowed_kinds=[common_pb2.ENTRY_KIND_RECORD],
-        )
-        keys.apply(envelope(event, producer="identity", subject=owner, now=NOW))
-    return keys
-
-
-class NoChannel:
-    def unary_unary(self, *args: object, **kwargs: object) -> None:
-        return None
-
-    unary_stream = stream_unary = stream_stream = unary_unary
+from tests.unit.anchoring.fakes import (
+    NOW,
+    OTHER_KEY,
+    SUBJECT,
+    TAG_KEY,
+    FakeStore,
+    NoChannel,
+    drafts,
+    known_keys,
+    request,
+    sdk,
+)
 
 
 @pytest.fixture
@@ -104,41 +37,6 @@ def store() -> FakeStore:
 @pytest.fixture
 def anchoring(store: FakeStore) -> RecordAnchoring:
     return RecordAnchoring(store, known_keys(), TAG_KEY)
-
-
-def sdk(owner: str = "hospital-a", key: Ed25519PrivateKey = HOSPITAL_KEY) -> HospitalClient:
-    return HospitalClient(NoChannel(), owner, f"{owner}#1", key, TAG_KEY)  # type: ignore[arg-type]
-
-
-def request(message: pb.AnchorRecordRequest) -> AnchorRequest:
-    return AnchorRequest(
-        message.signed_entry,
-        message.record_id,
-        message.version,
-        message.action,
-        message.commitment,
-        message.subject_tag,
-        message.previous_version_commitment,
-        message.author_practitioner_id,
-        message.reason_code,
-        message.reason_text,
-    )
-
-
-def drafts(count: int, record_id: str = "rec-1") -> list[RecordVersionDraft]:
-    client = sdk()
-    made: list[RecordVersionDraft] = []
-    for version in range(1, count + 1):
-        made.append(
-            client.record_version(
-                record_id,
-                version,
-                f"v{version}".encode(),
-                subject_id=SUBJECT,
-                previous=made[-1] if made else None,
-            )
-        )
-    return made
 
 
 def anchor(anchoring: RecordAnchoring, items: Sequence[RecordVersionDraft]) -> list[object]:

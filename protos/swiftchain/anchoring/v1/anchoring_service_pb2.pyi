@@ -402,7 +402,7 @@ class VerifyRecordRequest(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     COMMITMENT_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
-    """The hospital that anchored the record; empty means the caller (regulators must set it)."""
+    """The hospital that anchored the record (a hospital may name only itself). Required."""
     record_id: _builtins.str
     """The hospital's record id."""
     version: _builtins.int
@@ -549,7 +549,7 @@ class GetProvenanceRequest(_message.Message):
     RECORD_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_EVIDENCE_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
-    """The hospital that anchored the record; empty means the caller (regulators must set it)."""
+    """The hospital that anchored the record (a hospital may name only itself). Required."""
     record_id: _builtins.str
     """The hospital's record id."""
     include_evidence: _builtins.bool
@@ -616,7 +616,7 @@ class ExportProvenanceRequest(_message.Message):
     ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
     RECORD_ID_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
-    """The hospital that anchored the record; empty means the caller (regulators must set it)."""
+    """The hospital that anchored the record (a hospital may name only itself). Required."""
     record_id: _builtins.str
     """The hospital's record id."""
     def __init__(

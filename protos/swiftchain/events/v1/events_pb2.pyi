@@ -614,7 +614,9 @@ class SealDeadlineMissed(_message.Message):
     entry_id: _builtins.str
     """The RECORD entry's id."""
     state: _common_pb2.EntryState.ValueType
-    """The entry's state when the deadline passed."""
+    """The entry's state when the deadline passed, as the anchoring service knew it: PENDING (no
+    sealed checkpoint it had seen covered the entry).
+    """
     @_builtins.property
     def seal_due_time(self) -> _timestamp_pb2.Timestamp:
         """The deadline that passed."""

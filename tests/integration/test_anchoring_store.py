@@ -1,0 +1,130 @@
+"""The anchoring store (services/anchoring/store.py) under the domain and the seal tracker, on
+the real FerretDB: idempotent inserts under concurrency, chunk facts, outbox events, restart."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+import pytest
+
+from services.anchoring.domain import RecordAnchoring, RecordVersion
+from services.anchoring.store import ALIAS, ChunkDoc, VersionStore
+from services.anchoring.tracking import SealTracker
+from services.common import mongo
+from services.common.caller import Caller, Role
+from services.common.events import decode
+from swiftchain.chain.v1 import entry_pb2
+from swiftchain.common.v1 import common_pb2
+from tests.unit.anchoring.fakes import NOW, TAG_KEY, drafts, known_keys, request, sdk
+
+pytestmark = pytest.mark.integration
+HOSPITAL = Caller(Role.HOSPITAL, "hospital-a")
+
+
+@pytest.fixture
+def store(mongo_uri: str) -> Iterator[VersionStore]:
+    mongo.connect(mongo_uri, f"anchoring_test_{uuid.uuid4().hex[:8]}", alias=ALIAS)
+    yield VersionStore()
+    mongo.disconnect(ALIAS)
+
+
+def anchor(store: VersionStore, count: int, record_id: str) -> list[RecordVersion]:
+    anchoring = RecordAnchoring(store, known_keys(), TAG_KEY)
+    signed = [request(r) for r in sdk().sign(drafts(count, record_id))]
+    outcomes = anchoring.anchor("hospital-a", signed, NOW)
+    assert all(o.error is None for o in outcomes), [str(o.error) for o in outcomes]
+    return [o.anchored for o in outcomes if o.anchored]
+
+
+def outbox_types() -> list[str]:
+    types: list[str] = []
+    for chunk in ChunkDoc._get_collection().find({}, {"outbox": 1}):
+        types.extend(decode(bytes(raw)).type.rsplit(".", 1)[1] for raw in chunk["outbox"])
+    return sorted(types)
+
+
+def test_a_record_goes_from_anchored_to_sealed_with_its_events(store: VersionStore) -> None:
+    anchoring = RecordAnchoring(store, known_keys(), TAG_KEY)
+    tracker = SealTracker(store)
+    versions = anchor(store, 3, "rec-1")
+    tracker.watch(versions)
+    for offset, version in enumerate(versions):
+        version.ordering_offset = 100 + offset
+    anchoring.ordered(versions, NOW)
+    tracker.ordered(versions, NOW)
+    sealed = tracker.on_checkpoint(7, [v.leaf_hash for v in versions[:2]], 9, NOW)
+    assert len(sealed) == 2
+    tracker.on_rejected(versions[2], entry_pb2.REJECTION_REASON_KEY_NOT_VALID, "revoked", NOW)
+    stored = anchoring.versions(HOSPITAL, "hospital-a", "rec-1")
+    assert [v.ordering_offset for v in stored] == [100, 101, 102]
+    assert [(v.leaf_index, v.sealed_tree_size) for v in stored[:2]] == [(7, 9), (8, 9)]
+    assert [v.state for v in stored] == [
+        common_pb2.ENTRY_STATE_SEALED,
+        common_pb2.ENTRY_STATE_SEALED,
+        common_pb2.ENTRY_STATE_REJECTED,
+    ]
+    assert stored[2].rejection_reason == "REJECTION_REASON_KEY_NOT_VALID"
+    by_entry = store.by_entry(versions[1].entry_id)
+    assert by_entry is not None and by_entry.sealed_tree_size == 9
+    assert outbox_types() == ["RecordAnchored"] * 3 + ["RecordRejected"] + ["RecordSealed"] * 2
+    # Every version settled: nothing is watched after a restart, and the chunk says so.
+    assert store.unsettled() == []
+    assert ChunkDoc._get_collection().find_one({"_id": versions[0].chunk_id})["settled"] is True
+
+
+def test_a_restart_watches_the_unsettled_versions_from_the_stored_position(
+    store: VersionStore,
+) -> None:
+    tracker = SealTracker(store)
+    versions = anchor(store, 2, "rec-2")
+    tracker.watch(versions)
+    for offset, version in enumerate(versions):
+        version.ordering_offset = offset
+    RecordAnchoring(store, known_keys(), TAG_KEY).ordered(versions, NOW)
+    tracker.on_checkpoint(0, [versions[0].leaf_hash], 1, NOW)
+    assert tracker.miss_deadlines(NOW + timedelta(seconds=6)) == [versions[1]]
+    tracker.store_position(1)
+    restarted = SealTracker(store)
+    assert restarted.resume() == 1
+    [unsettled] = store.unsettled()
+    assert unsettled.entry_id == versions[1].entry_id and unsettled.deadline_missed
+    assert restarted.miss_deadlines(NOW.replace(year=2027)) == []  # its miss was reported already
+    assert restarted.to_probe(NOW.replace(year=2027), 10) == [unsettled]  # still asked about
+    [sealed] = restarted.on_checkpoint(1, [versions[1].leaf_hash], 2, NOW)
+    assert sealed.sealed_tree_size == 2
+
+
+def test_concurrent_anchors_of_the_same_versions_store_one_each(store: VersionStore) -> None:
+    signed = [request(r) for r in sdk().sign(drafts(20, "rec-3"))]
+
+    def anchor_all(_: int) -> list[str]:
+        outcomes = RecordAnchoring(store, known_keys(), TAG_KEY).anchor("hospital-a", signed, NOW)
+        assert all(o.error is None for o in outcomes), [str(o.error) for o in outcomes]
+        return [o.anchored.entry_id for o in outcomes if o.anchored]
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(anchor_all, range(4)))
+    assert all(result == results[0] for result in results)
+    assert len(store.of_record("hospital-a", "rec-3")) == 20
+
+
+def test_a_resent_chunk_returns_the_stored_versions_and_leaves_no_chunk_to_order(
+    store: VersionStore,
+) -> None:
+    signed = [request(r) for r in sdk().sign(drafts(3, "rec-4"))]
+    anchoring = RecordAnchoring(store, known_keys(), TAG_KEY)
+    first = [o.anchored for o in anchoring.anchor("hospital-a", signed, NOW) if o.anchored]
+    for offset, version in enumerate(first):
+        version.ordering_offset = offset
+    anchoring.ordered(first, NOW)
+
+    again = anchoring.anchor("hospital-a", signed, NOW)
+
+    assert [o.error for o in again] == [None] * 3
+    assert [o.created for o in again] == [False] * 3
+    assert [o.anchored.entry_id for o in again if o.anchored] == [v.entry_id for v in first]
+    assert ChunkDoc._get_collection().count_documents({}) == 1  # the resend's chunk is gone
+    assert store.unordered(NOW + timedelta(days=1)) == []

@@ -1,0 +1,104 @@
+"""The servicer's ordering: a stored chunk is resent only when nobody is ordering it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chain.consortium import ConsortiumConfig, Member
+from chain.note import generate_key
+from services.anchoring.domain import RecordAnchoring, RecordVersion
+from services.anchoring.servicer import AnchoringServicer
+from services.anchoring.tracking import SealTracker
+from tests.unit.anchoring.fakes import (
+    NOW,
+    TAG_KEY,
+    FakeStore,
+    NoChannel,
+    drafts,
+    known_keys,
+    request,
+    sdk,
+)
+
+
+class SlowSubmitter:
+    """Orders entries; while the first call is in Kafka, the resend thread looks at the store."""
+
+    def __init__(self) -> None:
+        self.submitted: list[bytes] = []
+        self.during_first_call: list[RecordVersion] = []
+        self.servicer: AnchoringServicer | None = None
+        self.unordered: list[RecordVersion] = []
+
+    def submit_timed(self, entries: Sequence[bytes]) -> list[tuple[int, int]]:
+        first_call = not self.submitted
+        self.submitted.extend(entries)
+        if first_call and self.servicer is not None:
+            self.servicer.resend(lambda: self.unordered)  # what the resend thread would do now
+        start = len(self.submitted) - len(entries)
+        return [(start + i, 1_795_000_000_000) for i in range(len(entries))]
+
+
+def make(store: FakeStore, submitter: SlowSubmitter) -> AnchoringServicer:
+    _, verifier = generate_key("node-a")
+    servicer = AnchoringServicer(
+        anchoring=RecordAnchoring(store, known_keys(), TAG_KEY),
+        tracker=SealTracker(store),
+        submitter=submitter,  # type: ignore[arg-type]
+        chain=NoChannel(),  # type: ignore[arg-type]
+        consortium=ConsortiumConfig(
+            origin="test", quorum=1, members=(Member("node-a", verifier),), genesis_keys=()
+        ),
+        clock=lambda: NOW,
+    )
+    submitter.servicer = servicer
+    return servicer
+
+
+def anchored(store: FakeStore, count: int) -> list[RecordVersion]:
+    anchoring = RecordAnchoring(store, known_keys(), TAG_KEY)
+    signed = [request(r) for r in sdk().sign(drafts(count))]
+    return [o.anchored for o in anchoring.anchor("hospital-a", signed, NOW) if o.anchored]
+
+
+def test_a_chunk_being_ordered_is_not_resent() -> None:
+    store = FakeStore()
+    submitter = SlowSubmitter()
+    servicer = make(store, submitter)
+    versions = anchored(store, 3)
+    submitter.unordered = versions  # stored, not yet acknowledged: what store.unordered returns
+
+    servicer.order(versions)
+
+    assert len(submitter.submitted) == 3  # once each, no duplicate sent by the resend
+    assert all(v.ordering_offset is not None for v in versions)
+
+
+def test_a_chunk_ordered_while_the_store_is_read_is_not_resent() -> None:
+    store = FakeStore()
+    submitter = SlowSubmitter()
+    servicer = make(store, submitter)
+    submitter.servicer = None
+    versions = anchored(store, 2)
+    read_before_ordering = [RecordVersion(**vars(v)) for v in versions]
+
+    def read_store() -> list[RecordVersion]:
+        servicer.order(versions)  # the request thread finishes while the store is read
+        return read_before_ordering
+
+    servicer.resend(read_store)
+
+    assert len(submitter.submitted) == 2  # the stale read is not resent
+
+
+def test_a_chunk_that_nobody_orders_is_resent() -> None:
+    store = FakeStore()
+    submitter = SlowSubmitter()
+    servicer = make(store, submitter)
+    versions = anchored(store, 2)
+    submitter.servicer = None
+
+    servicer.resend(lambda: versions)
+
+    assert len(submitter.submitted) == 2
+    assert [v.ordering_offset for v in versions] == [0, 1]
