@@ -312,7 +312,8 @@ class ParsedEntry:
         return KIND_NAMES[self.kind]
 
 
-def _unknown_field_numbers(message: Message) -> list[int]:
+def unknown_field_numbers(message: Message) -> list[int]:
+    """The numbers of the fields of ``message`` (top level) that its schema does not know."""
     unknown = UnknownFieldSet(message)
     return sorted({unknown[i].field_number for i in range(len(unknown))})
 
@@ -320,7 +321,7 @@ def _unknown_field_numbers(message: Message) -> list[int]:
 def _unknown_fields_error(message: Message, what: str) -> InvalidInputError:
     return InvalidInputError(
         f"{what}: expected only fields of swiftchain.chain.v1, got unknown field numbers "
-        f"{_unknown_field_numbers(message)}"
+        f"{unknown_field_numbers(message)}"
     )
 
 

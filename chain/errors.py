@@ -47,3 +47,7 @@ class PermissionDeniedError(SwiftchainError):
 
 class AlreadyExistsError(SwiftchainError):
     """The thing to create exists already, with different content."""
+
+
+class StaleVersionError(SwiftchainError):
+    """The request builds on a version that is no longer the latest: re-read, then retry."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 
 from chain.errors import InvalidInputError
 
@@ -30,3 +31,16 @@ def subject_tag(tag_key: bytes, subject_id: str) -> bytes:
 def record_tag(tag_key: bytes, organization_id: str, record_id: str) -> bytes:
     """``HMAC-SHA256(tag key, organization id || 0x00 || record id)``: a record's tag."""
     return _tag(tag_key, organization_id.encode() + b"\x00" + record_id.encode())
+
+
+def device_key_tag(tag_key: bytes, key_id: str) -> bytes:
+    """``HMAC-SHA256(tag key, "device-key" || 0x00 || key id)``: the signer's key on a CONSENT
+    entry, without a clear key id that would link a patient's entries together."""
+    return _tag(tag_key, b"device-key\x00" + key_id.encode())
+
+
+def salted_commitment(document: bytes) -> tuple[bytes, bytes]:
+    """(salt, commitment): a fresh 32-byte salt and ``HMAC-SHA256(salt, document)``, the
+    ``commitment`` of an entry body. The salt stays off the log with the document."""
+    salt = secrets.token_bytes(32)
+    return salt, hmac.new(salt, document, hashlib.sha256).digest()

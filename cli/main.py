@@ -16,7 +16,14 @@ import sys
 
 import typer
 
-from cli import anchor_command, chain_commands, identity_commands, node_commands, verify_command
+from cli import (
+    anchor_command,
+    chain_commands,
+    consent_commands,
+    identity_commands,
+    node_commands,
+    verify_command,
+)
 from cli.common import EXIT_FAILED
 
 app = typer.Typer(
@@ -37,6 +44,7 @@ app.command(
 app.add_typer(chain_commands.app, name="chain")
 app.add_typer(node_commands.app, name="node")
 app.add_typer(identity_commands.app, name="identity")
+app.add_typer(consent_commands.app, name="consent")
 app.command("anchor", help=anchor_command.HELP, epilog=anchor_command.EPILOG, no_args_is_help=True)(
     anchor_command.anchor
 )

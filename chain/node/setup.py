@@ -21,6 +21,9 @@ from chain.tags import TAG_KEY_SIZE
 
 REGISTRAR_KEY_ID = "registrar"
 REGISTRAR_OWNER = "identity"
+#: The consent service signs CONSENT and ACCESS entries with this genesis key.
+CONSENT_KEY_ID = "consent"
+CONSENT_OWNER = "consent"
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,11 @@ class ConsortiumFiles:
     def registrar_key_path(self) -> Path:
         """The registrar's Ed25519 private key (PEM), used by the identity service."""
         return self.folder / "registrar.pem"
+
+    @property
+    def consent_key_path(self) -> Path:
+        """The consent service's Ed25519 private key (PEM)."""
+        return self.folder / "consent.pem"
 
     def load(self) -> ConsortiumConfig:
         """The config."""
@@ -84,24 +92,17 @@ def create_consortium(
         skey, vkey = generate_key(name)
         _write_secret(files.node_key_path(name), (skey + "\n").encode())
         verifier_keys.append(Member(name, vkey))
-    registrar = Ed25519PrivateKey.generate()
-    _write_secret(
-        files.registrar_key_path,
-        registrar.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    public = registrar.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    registrar = _new_private_key(files.registrar_key_path)
+    consent = _new_private_key(files.consent_key_path)
     _write_secret(files.tag_key_path, secrets.token_bytes(TAG_KEY_SIZE))
     config = ConsortiumConfig(
         origin=origin,
         quorum=quorum,
         members=tuple(verifier_keys),
-        genesis_keys=(GenesisKey(REGISTRAR_KEY_ID, REGISTRAR_OWNER, ("KEY",), public),),
+        genesis_keys=(
+            GenesisKey(REGISTRAR_KEY_ID, REGISTRAR_OWNER, ("KEY",), _raw_public(registrar)),
+            GenesisKey(CONSENT_KEY_ID, CONSENT_OWNER, ("CONSENT", "ACCESS"), _raw_public(consent)),
+        ),
         batch_max=batch_max,
         batch_timeout_ms=batch_timeout_ms,
     )
@@ -109,12 +110,43 @@ def create_consortium(
     return files
 
 
+def _new_private_key(path: Path) -> Ed25519PrivateKey:
+    key = Ed25519PrivateKey.generate()
+    _write_secret(
+        path,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    return key
+
+
+def _raw_public(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def _load_private_key(path: Path, what: str) -> Ed25519PrivateKey:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no {what} key at {path}: this consortium folder was made by an older version; "
+            "create a new one (make down; rm -rf .stack/run; make up)"
+        )
+    key = serialization.load_pem_private_key(path.read_bytes(), None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise TypeError(f"expected an Ed25519 {what} key in {path}")
+    return key
+
+
 def load_registrar_key(files: ConsortiumFiles) -> Ed25519PrivateKey:
     """The registrar's private key."""
-    key = serialization.load_pem_private_key(files.registrar_key_path.read_bytes(), None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise TypeError("expected an Ed25519 registrar key")
-    return key
+    return _load_private_key(files.registrar_key_path, "registrar")
+
+
+def load_consent_key(files: ConsortiumFiles) -> Ed25519PrivateKey:
+    """The consent service's private key (genesis key ``consent``)."""
+    return _load_private_key(files.consent_key_path, "consent")
 
 
 def public_key_b64(key: Ed25519PrivateKey) -> str:

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from chain.consortium import ConsortiumConfig, consortium_message
 from chain.errors import InvalidInputError, VerificationError
@@ -30,6 +29,7 @@ from services.anchoring.domain import (
 from services.anchoring.domain_fhir import provenance_bundle
 from services.anchoring.tracking import SealTracker
 from services.common.caller import current_caller
+from services.common.convert import timestamp
 from services.common.errors import error_reason, status_code_for
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc
@@ -38,12 +38,6 @@ from swiftchain.common.v1 import common_pb2
 
 #: The longest a GetReceipt with ``wait`` waits for the seal.
 MAX_RECEIPT_WAIT = 30.0
-
-
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _request(message: pb.AnchorRecordRequest) -> AnchorRequest:
@@ -67,10 +61,10 @@ def promise(version: RecordVersion) -> pb.PromiseReceipt:
         entry_id=version.entry_id,
         leaf_hash=version.leaf_hash,
         ordering_offset=version.ordering_offset or 0,
-        seal_due_time=_timestamp(version.seal_due_time),
+        seal_due_time=timestamp(version.seal_due_time),
     )
     if version.ordered_time is not None:
-        receipt.ordered_time.CopyFrom(_timestamp(version.ordered_time))
+        receipt.ordered_time.CopyFrom(timestamp(version.ordered_time))
     return receipt
 
 
@@ -266,7 +260,7 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
         if anchored is not None:
             anchored, bundle = self._seal(anchored, 0.0)
             response.proof.CopyFrom(proof_ref(anchored))
-            response.anchored_time.CopyFrom(_timestamp(anchored.anchored_time))
+            response.anchored_time.CopyFrom(timestamp(anchored.anchored_time))
             if bundle:
                 response.evidence.json = bundle
         return response
@@ -288,14 +282,14 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
                 commitment=version.commitment,
                 author_practitioner_id=version.author_practitioner_id,
                 organization_id=version.organization_id,
-                anchored_time=_timestamp(version.anchored_time),
+                anchored_time=timestamp(version.anchored_time),
                 reason_code=version.reason_code,
                 reason_text=version.reason_text,
                 key_id=version.key_id,
                 proof=proof_ref(version),
             )
             if version.sealed_time is not None:
-                item.sealed_time.CopyFrom(_timestamp(version.sealed_time))
+                item.sealed_time.CopyFrom(timestamp(version.sealed_time))
             response.versions.append(item)
         sealed = [v.entry_id for v in versions if v.sealed_tree_size is not None]
         if request.include_evidence and sealed:

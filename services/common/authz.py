@@ -125,27 +125,28 @@ RULES: Mapping[str, Rule] = MappingProxyType(
             Role.PATIENT,
             Role.HOSPITAL,
             Role.REGULATOR,
-            service_rule="a patient: its own directives; a hospital: directives that grant to it "
-            "or its practitioners",
+            service_rule="a patient: its own directives (or as a delegate); a hospital: "
+            "directives that grant to it or its practitioners",
         ),
         _CO + "ListConsents": _rule(
             Role.PATIENT,
             Role.HOSPITAL,
             Role.REGULATOR,
-            owners=_own("patient_subject_id", Role.PATIENT),
-            service_rule="a hospital: only directives that grant to it or its practitioners",
+            service_rule="a patient: its own, or those of a patient it is a delegate of; a "
+            "hospital: only directives that grant to it or its practitioners",
         ),
         _CO + "ExportConsent": _rule(
             Role.PATIENT,
             Role.HOSPITAL,
             Role.REGULATOR,
-            service_rule="a patient: its own directives; a hospital: directives that grant to it "
-            "or its practitioners",
+            service_rule="a patient: its own directives (or as a delegate); a hospital: "
+            "directives that grant to it or its practitioners",
         ),
         _CO + "CheckAccess": _rule(Role.HOSPITAL),
         _CO + "BreakGlass": _rule(Role.HOSPITAL),
         _CO + "WatchNotifications": _rule(
-            Role.PATIENT, owners=_own("patient_subject_id", Role.PATIENT)
+            Role.PATIENT,
+            service_rule="its own, or those of a patient it is a delegate of (scope VIEW)",
         ),
         # audit
         _AU + "QueryTrail": _rule(

@@ -7,6 +7,7 @@ needs what FerretDB v1 lacks (transactions, change streams, TTL indexes).
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import mongoengine
 
@@ -32,3 +33,9 @@ def disconnect(alias: str = "default") -> None:
 def as_utc(value: datetime) -> datetime:
     """A stored time as an aware UTC datetime (drivers may hand back naive UTC datetimes)."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def database(alias: str = "default") -> Any:
+    """The pymongo database behind ``alias``, for stores that write raw documents (one round
+    trip per write, no per-document object mapping on hot paths)."""
+    return mongoengine.get_db(alias)

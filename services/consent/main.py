@@ -1,11 +1,30 @@
-"""Entry point of the consent service."""
+"""Entry point of the consent service: ``python -m services.consent``."""
 
 from __future__ import annotations
 
-from services.common.server import run_service
+import logging
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+from chain.entry import EntrySigner
+from chain.node.node import ORDERING_TOPIC
+from chain.node.setup import CONSENT_KEY_ID, ConsortiumFiles, load_consent_key
+from services.common import mongo
+from services.common.kafka import make_producer
+from services.common.revocations import IdentityEventFeed
+from services.common.server import ServiceRegistration, configure_process, serve
 from services.common.settings import CONSENT_PORT, ProcessSettings
+from services.common.tls import open_channel
+from services.consent.directory import Directory
+from services.consent.domain import ConsentBook
+from services.consent.notifications import Notifications
+from services.consent.sender import LogSender
 from services.consent.servicer import ConsentServicer
+from services.consent.store import ALIAS, ConsentMongoStore
 from swiftchain.consent.v1 import consent_service_pb2_grpc
+
+_log = logging.getLogger(__name__)
 
 
 class ConsentSettings(ProcessSettings):
@@ -13,13 +32,71 @@ class ConsentSettings(ProcessSettings):
 
     process_name: str = "consent"
     port: int = CONSENT_PORT
+    database: str = "consent"
+    #: The consortium's files: the public config, the tag key and the consent signing key.
+    consortium_dir: Path = Path(".stack/run/consortium")
+    #: A chain node, to learn where CONSENT entries landed (``HOST:PORT``, mTLS).
+    chain_node: str = "127.0.0.1:50061"
+    ordering_topic: str = ORDERING_TOPIC
 
 
 def main() -> None:
     """Run the consent service until SIGTERM."""
-    run_service(
-        ConsentSettings(),
-        "swiftchain.consent.v1.ConsentService",
-        ConsentServicer(),  # type: ignore[abstract]  # its RPCs land with the service's issue
-        consent_service_pb2_grpc.add_ConsentServiceServicer_to_server,  # type: ignore[arg-type]
+    settings = ConsentSettings()
+    configure_process(settings)
+    files = ConsortiumFiles(settings.consortium_dir)
+    files.load()
+    mongo.connect(settings.mongo_uri, settings.database, alias=ALIAS)
+    producer = make_producer(settings.kafka_bootstrap, settings.process_name)
+    directory = Directory()
+    identity_feed = IdentityEventFeed(
+        settings.kafka_bootstrap, f"{settings.process_name}-directory", directory.apply
+    )
+    identity_feed.start()
+    store = ConsentMongoStore()
+    notifications = Notifications()
+    chain = open_channel(settings.chain_node, settings.tls_dir)
+    book = ConsentBook(
+        store,
+        directory,
+        EntrySigner(CONSENT_KEY_ID, load_consent_key(files)),
+        files.load_tag_key(),
+        notify=notifications,
+    )
+    sender = LogSender(producer, settings.ordering_topic, store, book, chain)
+    book.set_sender(sender.put)
+    unlogged = book.load()
+    pending = store.pending_decisions()
+    for version in unlogged:
+        sender.put(book.outgoing_for(version))
+    for decision in pending:
+        sender.put(book.decision_outgoing(decision))
+    if unlogged or pending:
+        _log.info(
+            "sending again %d directive versions and %d decisions that Kafka never acknowledged",
+            len(unlogged),
+            len(pending),
+        )
+    stop = threading.Event()
+    worker = threading.Thread(target=sender.run, args=(stop,), name="log-sender", daemon=True)
+    worker.start()
+
+    def on_stop() -> None:
+        stop.set()
+        worker.join(timeout=15)
+        identity_feed.stop()
+        chain.close()
+        producer.close(timeout=10)
+
+    serve(
+        settings,
+        [
+            ServiceRegistration(
+                "swiftchain.consent.v1.ConsentService",
+                lambda s: consent_service_pb2_grpc.add_ConsentServiceServicer_to_server(
+                    ConsentServicer(book, notifications, clock=lambda: datetime.now(UTC)), s
+                ),
+            )
+        ],
+        on_stop=on_stop,
     )

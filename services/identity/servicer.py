@@ -10,10 +10,10 @@ from collections.abc import Callable
 from datetime import datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from chain.consortium import ConsortiumConfig, consortium_message
 from services.common.caller import current_caller
+from services.common.convert import timestamp
 from services.identity.domain.certificates import CertificateAuthority
 from services.identity.domain.organizations import (
     Organization,
@@ -28,13 +28,6 @@ from services.identity.domain.patients import (
 )
 from swiftchain.identity.v1 import identity_pb2, identity_service_pb2_grpc
 from swiftchain.identity.v1 import identity_service_pb2 as pb
-
-
-def timestamp(value: datetime) -> Timestamp:
-    """A protobuf Timestamp for ``value``."""
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def key_message(key: OrganizationKey) -> identity_pb2.OrganizationKey:

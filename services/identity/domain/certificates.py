@@ -17,10 +17,10 @@ from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from chain.errors import InvalidInputError, NotFoundError, PreconditionError
 from services.common.caller import Role
+from services.common.convert import timestamp
 from services.common.events import envelope
 from services.identity.domain.organizations import PRODUCER, OrganizationRegistry
 from swiftchain.common.v1 import common_pb2
@@ -108,12 +108,6 @@ class CertificateStore(Protocol):
         """Mark it revoked with its events in one write, unless it is already; True if now."""
 
 
-def _timestamp(value: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 class CertificateAuthority:
     """Issues and revokes organizations' client certificates."""
 
@@ -163,8 +157,8 @@ class CertificateAuthority:
             organization_id=organization_id,
             serial_number=issued.serial_hex,
             fingerprint_sha256=fingerprint,
-            not_before_time=_timestamp(issued.not_before),
-            not_after_time=_timestamp(issued.not_after),
+            not_before_time=timestamp(issued.not_before),
+            not_after_time=timestamp(issued.not_after),
         )
         self._store.insert(
             record, [envelope(event, producer=PRODUCER, subject=organization_id, now=now)]

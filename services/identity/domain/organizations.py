@@ -11,17 +11,12 @@ document write (the store's outbox), so an accepted change is never lost.
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeAlias
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from chain.consortium import GenesisKey, genesis_key_detail
 from chain.entry import EntrySigner, new_entry_id
@@ -31,6 +26,8 @@ from chain.errors import (
     NotFoundError,
     PreconditionError,
 )
+from chain.tags import salted_commitment
+from services.common.convert import timestamp
 from services.common.events import envelope
 from services.identity.domain.keys import check_possession
 from swiftchain.chain.v1 import entry_pb2
@@ -199,12 +196,6 @@ class OrganizationStore(Protocol):
 
     def find_by_entry(self, entry_id: str) -> Organization | None:
         """The organization one of whose keys was registered or ended by ``entry_id``."""
-
-
-def _timestamp(now: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(now)
-    return stamp
 
 
 def key_owner(key_id: str) -> str:
@@ -556,13 +547,13 @@ class OrganizationRegistry:
             sort_keys=True,
             separators=(",", ":"),
         ).encode()
-        salt = secrets.token_bytes(32)
+        salt, commitment = salted_commitment(record)
         body = entry_pb2.EntryBody(
             entry_id=entry_id,
             kind=common_pb2.ENTRY_KIND_KEY,
             submitter_id=self._registrar_id,
-            time=_timestamp(now),
-            commitment=hmac.new(salt, record, hashlib.sha256).digest(),
+            time=timestamp(now),
+            commitment=commitment,
             key=detail,
         )
         return KeyEntry(

@@ -1,0 +1,14 @@
+"""Conversions between Python values and protobuf well-known types, shared by every service."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+
+def timestamp(value: datetime) -> Timestamp:
+    """A protobuf Timestamp for ``value``."""
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp

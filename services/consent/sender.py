@@ -1,0 +1,146 @@
+"""Hands the consent service's entries and events to Kafka, after the store has them.
+
+Requests never wait for Kafka: a directive version or a decision is stored, answered, and queued
+here. The sender sends a batch (entries to the ordering topic, events to their topics), waits for
+Kafka's acknowledgement, then tells the store (versions marked logged, decisions archived).
+A failed batch is retried; after a crash, what the store still calls unlogged or pending is
+queued again at start (a duplicate entry id is skipped by the log, a duplicate event by
+consumers). It also learns where CONSENT entries landed on the log, for the leaf index that
+decisions cite.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from chain.sequencer import entry_record
+from services.common.events import encode
+from services.consent.domain import ConsentBook, Outgoing
+from services.consent.store import ConsentMongoStore
+from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
+from swiftchain.common.v1 import common_pb2
+
+_log = logging.getLogger(__name__)
+_ON_LOG = (common_pb2.ENTRY_STATE_SEQUENCED, common_pb2.ENTRY_STATE_SEALED)
+MAX_BATCH = 1000
+
+
+class LogSender:
+    """See the module docstring. :meth:`put` queues; :meth:`run` loops until stopped."""
+
+    def __init__(
+        self,
+        producer: Any,
+        ordering_topic: str,
+        store: ConsentMongoStore,
+        book: ConsentBook,
+        chain: grpc.Channel,
+        *,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        self._producer = producer
+        self._ordering_topic = ordering_topic
+        self._store = store
+        self._book = book
+        self._chain = chain_service_pb2_grpc.ChainServiceStub(chain)
+        self._retry = retry_seconds
+        self._queue: queue.Queue[Outgoing] = queue.Queue()
+        #: CONSENT entries the log rejected: not asked about again (the log has the alarm).
+        self._rejected: set[str] = set()
+
+    def put(self, item: Outgoing) -> None:
+        """Queue an accepted change for Kafka."""
+        self._queue.put(item)
+
+    @property
+    def backlog(self) -> int:
+        """Items waiting for Kafka."""
+        return self._queue.qsize()
+
+    def send_batch(self, batch: Sequence[Outgoing], timeout: float = 30.0) -> None:
+        """Send ``batch`` and record that Kafka has it; raises if Kafka does not acknowledge."""
+        futures = []
+        for item in batch:
+            futures.append(self._producer.send(self._ordering_topic, entry_record(item.entry)))
+            for topic, event in item.events:
+                key, value, headers = encode(event)
+                futures.append(self._producer.send(topic, key=key, value=value, headers=headers))
+        self._producer.flush(timeout=timeout)
+        for future in futures:
+            future.get(timeout=timeout)
+        versions = [item.version for item in batch if item.version is not None]
+        decisions = [item.decision for item in batch if item.decision is not None]
+        self._store.mark_logged(versions)
+        self._store.archive_decisions(decisions)
+        for version in versions:
+            version.logged = True
+
+    def learn_leaf_indexes(self, timeout: float = 5.0) -> None:
+        """Ask a chain node where logged CONSENT entries landed."""
+        for version in self._book.awaiting_leaf_index():
+            if not version.logged or version.entry_id in self._rejected:
+                continue
+            try:
+                status = self._chain.GetEntryStatus(
+                    chain_service_pb2.GetEntryStatusRequest(entry_id=version.entry_id),
+                    timeout=timeout,
+                )
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    continue  # not sequenced yet
+                raise
+            if status.state in _ON_LOG and status.HasField("leaf_index"):
+                self._book.record_leaf_index(version.entry_id, status.leaf_index)
+                self._store.set_leaf_index(version)
+            elif status.state == common_pb2.ENTRY_STATE_REJECTED:
+                _log.error(
+                    "CONSENT entry %s was rejected by the log: %s",
+                    version.entry_id,
+                    status.rejection_detail,
+                )
+                self._rejected.add(version.entry_id)
+
+    def run(self, stop: threading.Event) -> None:
+        """Send until ``stop`` is set and the queue is empty."""
+        batch: list[Outgoing] = []
+        while True:
+            if not batch:
+                try:
+                    batch.append(self._queue.get(timeout=0.2))
+                except queue.Empty:
+                    self._learn_quietly()
+                    if stop.is_set():
+                        return
+                    continue
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self.send_batch(batch)
+                batch = []
+            except Exception:  # Kafka or the database away: keep the batch and retry
+                _log.warning(
+                    "sending %d consent entries failed; will retry", len(batch), exc_info=True
+                )
+                if stop.wait(self._retry) and stop.is_set():
+                    _log.error(
+                        "stopping with %d consent entries unsent; they are resent at start",
+                        len(batch),
+                    )
+                    return
+
+    def _learn_quietly(self) -> None:
+        try:
+            self.learn_leaf_indexes()
+        except grpc.RpcError as error:
+            _log.warning("consent: chain node: %s", error.details())
+        except Exception:
+            _log.warning("learning leaf indexes failed; will retry", exc_info=True)
