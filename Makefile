@@ -51,7 +51,7 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	@$(VENV)/bin/ruff format .
 
 bench: bootstrap ## Run the benchmarks under bench/ (QUICK=1 for a small run)
-	@for script in bench/chain_bench.py bench/sequencer_bench.py bench/chain_e2e_bench.py bench/auth_bench.py bench/anchor_bench.py bench/consent_bench.py; do \
+	@for script in bench/chain_bench.py bench/sequencer_bench.py bench/chain_e2e_bench.py bench/auth_bench.py bench/consent_bench.py; do \
 	  echo "== $$script"; $(PY) $$script $(if $(QUICK),--quick,) || exit 1; done
 
 clean: ## Remove caches of Python tools (keeps .stack downloads and the venv)
