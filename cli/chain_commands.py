@@ -21,7 +21,7 @@ from chain.evidence import (
     ConsistencyEvidence,
     verify_bundle,
 )
-from chain.node.evidence_client import evidence_bundle, prove_together
+from chain.node.evidence_client import consistency_since, evidence_bundle, prove_together
 from chain.note import parse_note, verify_note
 from cli.common import (
     EXIT_UNREADABLE,
@@ -142,11 +142,7 @@ def prove(
                         f"the checkpoint node {node} proves against (tree size {size}); "
                         "ask a node that is up to date"
                     )
-                response = stub.GetConsistencyProof(
-                    pb.GetConsistencyProofRequest(first_size=old_checkpoint.size, second_size=size),
-                    timeout=CALL_TIMEOUT,
-                )
-                consistency.append(ConsistencyEvidence(old_note, tuple(response.proof)))
+                consistency.append(consistency_since(stub, old_note, size))
     except grpc.RpcError as error:
         if rpc_code(error) is grpc.StatusCode.DEADLINE_EXCEEDED:
             fail(f"node {node}: the entry was not sealed within {wait:g} s (DEADLINE_EXCEEDED)")

@@ -185,6 +185,10 @@ class LocalStack:
                 "SWIFTCHAIN_CONSORTIUM_DIR": str(files.folder),
                 "SWIFTCHAIN_CHAIN_NODE": f"127.0.0.1:{first_node}",
             },
+            "audit": {
+                "SWIFTCHAIN_CONSORTIUM_DIR": str(files.folder),
+                "SWIFTCHAIN_CHAIN_NODE": f"127.0.0.1:{first_node}",
+            },
         }
         for name, port in self.ports.services:
             self.grpc_processes.append(

@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from chain.checkpoint import parse_checkpoint
+from chain.errors import InvalidInputError
 from chain.evidence import ConsistencyEvidence, EvidenceBundle, EvidenceEntry
+from chain.note import parse_note
 from swiftchain.chain.v1 import chain_service_pb2 as pb
 from swiftchain.chain.v1 import chain_service_pb2_grpc, consortium_pb2
 
@@ -53,12 +56,44 @@ def prove_entry(
     return _proved(entry_id, stub.GetInclusionProof(request, timeout=timeout))
 
 
+def prove_leaf(
+    stub: chain_service_pb2_grpc.ChainServiceStub, entry_id: str, leaf_index: int, tree_size: int
+) -> Proved:
+    """The proof of the leaf at ``leaf_index`` (entry ``entry_id``) to the sealed checkpoint of
+    ``tree_size``."""
+    request = pb.GetInclusionProofRequest(leaf_index=leaf_index, tree_size=tree_size)
+    return _proved(entry_id, stub.GetInclusionProof(request, timeout=CALL_TIMEOUT))
+
+
 def prove_at(
     stub: chain_service_pb2_grpc.ChainServiceStub, proved: Proved, tree_size: int
 ) -> Proved:
     """The same entry's proof to the sealed checkpoint of ``tree_size``."""
-    request = pb.GetInclusionProofRequest(leaf_index=proved.leaf_index, tree_size=tree_size)
-    return _proved(proved.entry_id, stub.GetInclusionProof(request, timeout=CALL_TIMEOUT))
+    return prove_leaf(stub, proved.entry_id, proved.leaf_index, tree_size)
+
+
+def checkpoint_size(note: str) -> int:
+    """The tree size of a signed checkpoint note; InvalidInputError if it is not one."""
+    return parse_checkpoint(parse_note(note.encode("utf-8")).text).size
+
+
+def consistency_since(
+    stub: chain_service_pb2_grpc.ChainServiceStub, old_note: str, tree_size: int
+) -> ConsistencyEvidence:
+    """The consistency proof from the checkpoint ``old_note`` (a whole signed note, byte-exact)
+    to the sealed checkpoint of ``tree_size``; InvalidInputError if ``old_note`` is not a
+    checkpoint or is newer."""
+    old_size = checkpoint_size(old_note)
+    if old_size > tree_size:
+        raise InvalidInputError(
+            f"expected an older checkpoint than the one proved against (tree size {tree_size}), "
+            f"got one of tree size {old_size}"
+        )
+    response = stub.GetConsistencyProof(
+        pb.GetConsistencyProofRequest(first_size=old_size, second_size=tree_size),
+        timeout=CALL_TIMEOUT,
+    )
+    return ConsistencyEvidence(old_note, tuple(response.proof))
 
 
 def prove_together(

@@ -1,11 +1,38 @@
-"""Entry point of the audit service."""
+"""Entry point of the audit service: ``python -m services.audit``.
+
+Three loops feed the book: a Kafka consumer of every event topic (group ``audit``; a batch's
+offsets are committed only after its items are written, so a crash replays and never loses),
+the log follower (sealed leaves from a chain node, and its alarms), and the consent check of
+PERMIT decisions and records once the events of other topics had time to arrive.
+"""
 
 from __future__ import annotations
 
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import Field
+
+from chain.errors import InvalidInputError
+from chain.node.setup import ConsortiumFiles
+from services.audit.domain import EVENT_TOPICS, AuditBook, AuditPolicy
+from services.audit.log_follower import LogFollower
 from services.audit.servicer import AuditServicer
-from services.common.server import run_service
+from services.audit.store import ALIAS, AuditMongoStore
+from services.common import mongo
+from services.common.events import decode
+from services.common.kafka import ConsumedMessage, make_consumer, run_batch_consumer
+from services.common.server import ServiceRegistration, configure_process, serve
 from services.common.settings import AUDIT_PORT, ProcessSettings
+from services.common.tls import open_channel
 from swiftchain.audit.v1 import audit_service_pb2_grpc
+from swiftchain.events.v1 import events_pb2
+
+_log = logging.getLogger(__name__)
+#: Seconds between two consent checks.
+CONSENT_CHECK_EVERY = 1.0
 
 
 class AuditSettings(ProcessSettings):
@@ -13,13 +40,107 @@ class AuditSettings(ProcessSettings):
 
     process_name: str = "audit"
     port: int = AUDIT_PORT
+    database: str = "audit"
+    #: The consortium's files: the public config and the tag key (patients' subject tags).
+    consortium_dir: Path = Path(".stack/run/consortium")
+    #: A chain node to follow (``HOST:PORT``, mTLS).
+    chain_node: str = "127.0.0.1:50061"
+    #: The Kafka consumer group of the read models.
+    consumer_group: str = "audit"
+    #: DENY decisions for one requester within the window that make a burst.
+    denial_burst_count: int = Field(default=5, ge=2)
+    denial_burst_window_seconds: float = Field(default=60.0, gt=0)
+    #: How long a PERMIT or a record waits for its consent events before it is checked.
+    consent_check_grace_seconds: float = Field(default=10.0, ge=0)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def main() -> None:
     """Run the audit service until SIGTERM."""
-    run_service(
-        AuditSettings(),
-        "swiftchain.audit.v1.AuditService",
-        AuditServicer(),  # type: ignore[abstract]  # its RPCs land with the service's issue
-        audit_service_pb2_grpc.add_AuditServiceServicer_to_server,  # type: ignore[arg-type]
+    settings = AuditSettings()
+    configure_process(settings)
+    files = ConsortiumFiles(settings.consortium_dir)
+    files.load()
+    mongo.connect(settings.mongo_uri, settings.database, alias=ALIAS)
+    store = AuditMongoStore()
+    book = AuditBook(
+        store,
+        files.load_tag_key(),
+        AuditPolicy(
+            denial_burst_count=settings.denial_burst_count,
+            denial_burst_window=timedelta(seconds=settings.denial_burst_window_seconds),
+            consent_check_grace=timedelta(seconds=settings.consent_check_grace_seconds),
+        ),
+    )
+    book.load(_now())
+    chain = open_channel(settings.chain_node, settings.tls_dir)
+    follower = LogFollower(chain, book, store.log_position(), clock=_now)
+    book.attach_log(follower)
+    consumer = make_consumer(
+        settings.kafka_bootstrap, settings.process_name, settings.consumer_group, EVENT_TOPICS
+    )
+    stop = threading.Event()
+
+    def handle(messages: list[ConsumedMessage]) -> None:
+        events: list[events_pb2.EventEnvelope] = []
+        for message in messages:
+            try:
+                events.append(decode(message.value))
+            except InvalidInputError as error:  # not ours to fix: keep reading the topic
+                _log.error(
+                    "%s offset %d is not an event envelope (%s); skipped",
+                    message.topic,
+                    message.offset,
+                    error,
+                )
+        book.apply_events(events)
+
+    def consume() -> None:
+        while not stop.is_set():
+            try:
+                run_batch_consumer(consumer, handle, stop)
+            except Exception:  # the database away: the batch was not committed, it comes again
+                _log.warning("applying events failed; reading them again", exc_info=True)
+                stop.wait(1.0)
+                for partition in consumer.assignment():
+                    committed = consumer.committed(partition)
+                    consumer.seek(partition, committed or 0)
+
+    def check_consents() -> None:
+        while not stop.wait(CONSENT_CHECK_EVERY):
+            try:
+                book.check_consents(_now())
+            except Exception:
+                _log.warning("the consent check failed; will retry", exc_info=True)
+
+    workers = [
+        threading.Thread(target=consume, name="events", daemon=True),
+        threading.Thread(target=check_consents, name="consent-check", daemon=True),
+    ]
+    follower.start()
+    for worker in workers:
+        worker.start()
+
+    def on_stop() -> None:
+        stop.set()
+        follower.stop()
+        for worker in workers:
+            worker.join(timeout=10)
+        consumer.close()
+        chain.close()
+
+    serve(
+        settings,
+        [
+            ServiceRegistration(
+                "swiftchain.audit.v1.AuditService",
+                lambda s: audit_service_pb2_grpc.add_AuditServiceServicer_to_server(
+                    AuditServicer(book, clock=_now, stopping=stop), s
+                ),
+            )
+        ],
+        on_stop=on_stop,
     )

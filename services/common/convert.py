@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import base64
+import json
+from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from chain.errors import InvalidInputError
 
 
 def timestamp(value: datetime) -> Timestamp:
@@ -12,3 +16,36 @@ def timestamp(value: datetime) -> Timestamp:
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def aware(stamp: Timestamp) -> datetime:
+    """A protobuf Timestamp as an aware UTC datetime."""
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def page_token(offset: int) -> str:
+    """An opaque ``next_page_token`` for a listing that continues at ``offset``."""
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def page_offset(token: str) -> int:
+    """The offset a ``page_token`` from :func:`page_token` stands for (0 for none);
+    InvalidInputError for anything else."""
+    if not token:
+        return 0
+    try:
+        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidInputError(
+            f"expected a page token from a previous response, got {token!r}"
+        ) from None
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidInputError(f"expected a page token from a previous response, got {token!r}")
+    return offset
+
+
+def page_size(requested: int, default: int, maximum: int) -> int:
+    """The page size to use: ``default`` for 0; InvalidInputError outside 0..``maximum``."""
+    if requested < 0 or requested > maximum:
+        raise InvalidInputError(f"expected a page size from 0 to {maximum:,}, got {requested}")
+    return requested or default

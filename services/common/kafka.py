@@ -81,6 +81,39 @@ class ConsumedMessage:
     headers: Headers
 
 
+def _consumed(record: Any) -> ConsumedMessage:
+    return ConsumedMessage(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        timestamp_ms=record.timestamp,
+        headers=list(record.headers or ()),
+    )
+
+
+def run_batch_consumer(
+    consumer: KafkaConsumer,
+    handle_batch: Callable[[list[ConsumedMessage]], None],
+    stop: threading.Event,
+    *,
+    poll_timeout_ms: int = 200,
+    max_records: int = 500,
+) -> None:
+    """Process each polled batch until ``stop`` is set, committing it only after handling it.
+
+    A handler that raises stops the loop without committing that batch: it is read again after a
+    restart (at-least-once), so handlers must be idempotent.
+    """
+    while not stop.is_set():
+        batches = consumer.poll(timeout_ms=poll_timeout_ms, max_records=max_records)
+        if not batches:
+            continue
+        handle_batch([_consumed(record) for records in batches.values() for record in records])
+        consumer.commit()
+
+
 def run_consumer(
     consumer: KafkaConsumer,
     handle: Callable[[ConsumedMessage], None],
@@ -88,30 +121,16 @@ def run_consumer(
     *,
     poll_timeout_ms: int = 200,
 ) -> None:
-    """Process messages until ``stop`` is set, committing each batch only after handling it.
+    """Process messages one by one until ``stop`` is set, each in the trace context its producer
+    put in its headers, committing each batch only after handling it (see
+    :func:`run_batch_consumer`)."""
 
-    A handler that raises stops the loop without committing that batch: the message is read
-    again after a restart (at-least-once), so handlers must be idempotent.
-    """
-    while not stop.is_set():
-        batches = consumer.poll(timeout_ms=poll_timeout_ms)
-        if not batches:
-            continue
-        for records in batches.values():
-            for record in records:
-                token = otel_context.attach(context_from_headers(record.headers))
-                try:
-                    handle(
-                        ConsumedMessage(
-                            topic=record.topic,
-                            partition=record.partition,
-                            offset=record.offset,
-                            key=record.key,
-                            value=record.value,
-                            timestamp_ms=record.timestamp,
-                            headers=list(record.headers or ()),
-                        )
-                    )
-                finally:
-                    otel_context.detach(token)
-        consumer.commit()
+    def handle_each(messages: list[ConsumedMessage]) -> None:
+        for message in messages:
+            token = otel_context.attach(context_from_headers(message.headers))
+            try:
+                handle(message)
+            finally:
+                otel_context.detach(token)
+
+    run_batch_consumer(consumer, handle_each, stop, poll_timeout_ms=poll_timeout_ms)

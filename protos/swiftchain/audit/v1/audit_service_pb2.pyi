@@ -41,14 +41,22 @@ class _FlagKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FlagKind.Val
     FLAG_KIND_BREAK_GLASS: _FlagKind.ValueType  # 1
     """Break-glass access was used."""
     FLAG_KIND_ACCESS_WITHOUT_CONSENT: _FlagKind.ValueType  # 2
-    """A hospital acted on a patient's data without a permitting consent: e.g. it anchored a
-    record version about a patient with no PERMIT decision covering it, or kept acting after a
-    DENY (break-glass excluded: it has its own flag).
+    """A hospital acted on a patient's data without a permitting consent: a PERMIT decision that
+    no consent in the read model supports (the deciding directive version is unknown, not
+    ACTIVE, or grants to another organization), or a record version anchored about a patient
+    after the hospital's latest decision for that patient was a DENY (break-glass excluded: it
+    has its own flag).
     """
     FLAG_KIND_DENIAL_BURST: _FlagKind.ValueType  # 3
     """A burst of denials: many DENY decisions for one requester in a short window."""
     FLAG_KIND_INCOMPLETE_TRAIL: _FlagKind.ValueType  # 4
     """A completeness check found a gap between the read model and the log."""
+    FLAG_KIND_SEAL_DEADLINE_MISSED: _FlagKind.ValueType  # 5
+    """An entry was not sealed by the deadline its receipt promised (the maximum merge delay)."""
+    FLAG_KIND_COSIGNATURE_CONFLICT: _FlagKind.ValueType  # 6
+    """A chain node reported a member signing two different checkpoints for one tree size, or
+    one that differs from what the node computed.
+    """
 
 class FlagKind(_FlagKind, metaclass=_FlagKindEnumTypeWrapper):
     """What a flag is about."""
@@ -58,14 +66,22 @@ FLAG_KIND_UNSPECIFIED: FlagKind.ValueType  # 0
 FLAG_KIND_BREAK_GLASS: FlagKind.ValueType  # 1
 """Break-glass access was used."""
 FLAG_KIND_ACCESS_WITHOUT_CONSENT: FlagKind.ValueType  # 2
-"""A hospital acted on a patient's data without a permitting consent: e.g. it anchored a
-record version about a patient with no PERMIT decision covering it, or kept acting after a
-DENY (break-glass excluded: it has its own flag).
+"""A hospital acted on a patient's data without a permitting consent: a PERMIT decision that
+no consent in the read model supports (the deciding directive version is unknown, not
+ACTIVE, or grants to another organization), or a record version anchored about a patient
+after the hospital's latest decision for that patient was a DENY (break-glass excluded: it
+has its own flag).
 """
 FLAG_KIND_DENIAL_BURST: FlagKind.ValueType  # 3
 """A burst of denials: many DENY decisions for one requester in a short window."""
 FLAG_KIND_INCOMPLETE_TRAIL: FlagKind.ValueType  # 4
 """A completeness check found a gap between the read model and the log."""
+FLAG_KIND_SEAL_DEADLINE_MISSED: FlagKind.ValueType  # 5
+"""An entry was not sealed by the deadline its receipt promised (the maximum merge delay)."""
+FLAG_KIND_COSIGNATURE_CONFLICT: FlagKind.ValueType  # 6
+"""A chain node reported a member signing two different checkpoints for one tree size, or
+one that differs from what the node computed.
+"""
 Global___FlagKind: _TypeAlias = FlagKind  # noqa: Y015
 
 class _FlagStatus:
@@ -138,7 +154,10 @@ class TrailFilter(_message.Message):
     patient_subject_id: _builtins.str
     """Only items about this patient (matched through its subject tag). Empty: any patient."""
     organization_id: _builtins.str
-    """Only items whose actor or submitter is this organization. Empty: any organization."""
+    """Only items whose actor is this organization (the anchoring hospital of a RECORD, the
+    requester of an ACCESS, the owner of a KEY), or that name it as the grantee (CONSENT).
+    Empty: any organization.
+    """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Only items at or after this time (the entry's claimed time). Absent: no lower bound."""

@@ -1,0 +1,208 @@
+"""The audit service's view of the log (the gRPC side of the domain's ``LogReader``).
+
+It follows a chain node's sealed checkpoints and indexes every newly sealed leaf (entry id,
+kind, submitter, subject tag), so that the completeness check compares the read model with what
+the log holds, not with what the services said; it turns the node's cosignature alarms into
+flags; and it assembles evidence bundles from the node's proofs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from chain.entry import read_body
+from chain.node.evidence_client import (
+    CALL_TIMEOUT,
+    consistency_since,
+    evidence_bundle,
+    prove_leaf,
+)
+from services.audit.domain import AuditBook, LogLeaf, SealedView
+from swiftchain.chain.v1 import chain_service_pb2 as pb
+from swiftchain.chain.v1 import chain_service_pb2_grpc, consortium_pb2
+
+_log = logging.getLogger(__name__)
+#: Seconds before following the checkpoints again after the node failed.
+RECONNECT_AFTER = 1.0
+#: Seconds between two reads of the node's alarms.
+ALARM_POLL = 5.0
+_CONFLICT_KINDS = (pb.ALARM_KIND_COSIGNATURE_CONFLICT, pb.ALARM_KIND_CHECKPOINT_MISMATCH)
+
+
+def _leaf(raw: bytes, leaf_index: int, sealed_tree_size: int) -> LogLeaf | None:
+    try:
+        body = read_body(raw)
+    except DecodeError:  # a sealed entry was validated by the nodes: this cannot happen
+        _log.error("sealed leaf %d is not an entry; not indexed", leaf_index)
+        return None
+    return LogLeaf(
+        entry_id=body.entry_id,
+        leaf_index=leaf_index,
+        kind=body.kind,
+        submitter_id=body.submitter_id,
+        subject_tag=bytes(body.subject_tag),
+        time=body.time.ToDatetime(tzinfo=UTC),
+        sealed_tree_size=sealed_tree_size,
+    )
+
+
+class LogFollower:
+    """Follows one chain node for the book (see the module docstring)."""
+
+    def __init__(
+        self,
+        chain: grpc.Channel,
+        book: AuditBook,
+        position: int,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._chain = chain_service_pb2_grpc.ChainServiceStub(chain)
+        self._book = book
+        self._position = position
+        self._note = ""
+        self._cut_time = datetime.min.replace(tzinfo=UTC)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._call: grpc.Call | None = None
+        self._threads: list[threading.Thread] = []
+        self._consortium: consortium_pb2.Consortium | None = None
+        self._alarms_seen: set[str] = set()
+
+    def start(self) -> None:
+        """Start following checkpoints and alarms."""
+        self._threads = [
+            threading.Thread(target=self._follow, name="log-follower", daemon=True),
+            threading.Thread(target=self._alarm_loop, name="alarms", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """Stop both loops."""
+        self._stop.set()
+        if self._call is not None:
+            self._call.cancel()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    # --- following ------------------------------------------------------------------------
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                call = self._chain.WatchCheckpoints(
+                    pb.WatchCheckpointsRequest(from_tree_size=self._position + 1)
+                )
+                self._call = call
+                for message in call:
+                    self._index_to(message.checkpoint)
+            except grpc.RpcError as error:
+                if self._stop.is_set():
+                    return
+                _log.warning(
+                    "following the chain node failed (%s); again in %.0f s",
+                    error.code(),
+                    RECONNECT_AFTER,
+                )
+            except Exception:  # the database away: the position is kept, nothing is lost
+                _log.warning(
+                    "indexing the log failed; again in %.0f s", RECONNECT_AFTER, exc_info=True
+                )
+            self._stop.wait(RECONNECT_AFTER)
+
+    def _index_to(self, checkpoint: pb.SealedCheckpoint) -> None:
+        with self._lock:
+            size = checkpoint.tree_size
+            start = self._position
+            while start < size:
+                page = self._chain.GetEntries(
+                    pb.GetEntriesRequest(start=start, end=size), timeout=30
+                )
+                if not page.entries:
+                    raise RuntimeError(f"the chain node served no entries from {start} of {size}")
+                leaves = [
+                    leaf
+                    for offset, raw in enumerate(page.entries)
+                    if (leaf := _leaf(raw, start + offset, size)) is not None
+                ]
+                start += len(page.entries)
+                self._book.index_leaves(leaves, start if start < size else size)
+            if size >= self._position:
+                self._position = size
+                self._note = checkpoint.note
+                self._cut_time = checkpoint.cut_time.ToDatetime(tzinfo=UTC)
+
+    def sync(self) -> SealedView:
+        """Index up to the node's latest sealed checkpoint and return it."""
+        latest = self._chain.GetCheckpoint(pb.GetCheckpointRequest(), timeout=CALL_TIMEOUT)
+        if latest.checkpoint.tree_size > self._position or not self._note:
+            self._index_to(latest.checkpoint)
+        with self._lock:
+            return SealedView(self._position, self._note, self._cut_time)
+
+    # --- evidence -------------------------------------------------------------------------
+
+    def evidence(self, leaves: Sequence[tuple[str, int]], since_checkpoint: str) -> str:
+        """A bundle proving ``leaves`` to the latest checkpoint this follower indexed."""
+        view = self.sync()
+        proved = [
+            prove_leaf(self._chain, entry_id, leaf_index, view.tree_size)
+            for entry_id, leaf_index in leaves
+        ]
+        consistency = (
+            [consistency_since(self._chain, since_checkpoint, view.tree_size)]
+            if since_checkpoint
+            else []
+        )
+        return evidence_bundle(self._consortium_config(), proved, consistency).to_json()
+
+    def _consortium_config(self) -> consortium_pb2.Consortium:
+        if self._consortium is None:
+            self._consortium = self._chain.GetConsortium(
+                pb.GetConsortiumRequest(), timeout=CALL_TIMEOUT
+            ).consortium
+        return self._consortium
+
+    # --- alarms ---------------------------------------------------------------------------
+
+    def _alarm_loop(self) -> None:
+        while not self._stop.wait(ALARM_POLL):
+            try:
+                self.poll_alarms()
+            except grpc.RpcError as error:
+                _log.warning("reading the chain node's alarms failed (%s)", error.code())
+
+    def poll_alarms(self) -> None:
+        """Turn the node's cosignature alarms not seen yet into flags."""
+        node = ""
+        token = ""
+        while True:
+            page = self._chain.ListAlarms(
+                pb.ListAlarmsRequest(page_size=1000, page_token=token), timeout=CALL_TIMEOUT
+            )
+            for alarm in page.alarms:
+                if alarm.alarm_id in self._alarms_seen or alarm.kind not in _CONFLICT_KINDS:
+                    continue
+                if not node:
+                    node = self._chain.GetNodeStatus(
+                        pb.GetNodeStatusRequest(), timeout=CALL_TIMEOUT
+                    ).node
+                self._book.on_alarm(
+                    node,
+                    alarm.alarm_id,
+                    alarm.node,
+                    alarm.tree_size,
+                    alarm.detail or pb.AlarmKind.Name(alarm.kind),
+                    alarm.raise_time.ToDatetime(tzinfo=UTC),
+                )
+                self._alarms_seen.add(alarm.alarm_id)
+            token = page.next_page_token
+            if not token:
+                return
