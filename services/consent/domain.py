@@ -20,7 +20,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
@@ -141,8 +141,6 @@ class StoredDecision:
     entry: bytes
     salt: bytes
     decide_time: datetime
-    #: The events announcing it (AccessDecided, and BreakGlassUsed for break-glass).
-    events: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -166,11 +164,9 @@ class ConsentStore(Protocol):
         """Store a new version; :class:`StaleVersionError` when that version number of that
         document is stored already (a concurrent change won)."""
 
-    def find_decision(self, key: str) -> StoredDecision | None:
-        """The decision stored under ``key``, if any."""
-
     def add_decision(self, decision: StoredDecision) -> StoredDecision:
-        """Store a decision durably; return the one stored first under the same key."""
+        """Store a decision durably; return the one stored first under the same key (a retry
+        of a request gets the first decision back)."""
 
 
 _M = TypeVar("_M", bound=Message)
@@ -811,8 +807,6 @@ class ConsentBook:
         """Decide, record durably, and hand the ACCESS entry to the sender; a retry with the
         same request id returns the first decision."""
         key = self._decision_key(caller, request_id)
-        if key is not None and (known := self._store.find_decision(key)) is not None:
-            return self._same_request(known, patient, data_category, purpose, practitioner_id)
         self._check_request(caller, patient, data_category, purpose, practitioner_id)
         query = AccessQuery(caller.id, practitioner_id, data_category, purpose, now)
         with self._lock:
@@ -860,8 +854,6 @@ class ConsentBook:
         """Emergency access: always permitted, recorded, flagged and told to the patient."""
         purpose = purpose or "ETREAT"
         key = self._decision_key(caller, request_id)
-        if key is not None and (known := self._store.find_decision(key)) is not None:
-            return self._same_request(known, patient, data_category, purpose, practitioner_id)
         if not _REASON_CODE.fullmatch(reason_code):
             raise InvalidInputError(
                 f"expected a reason code of 1-32 characters [a-z0-9-], got {reason_code!r}"
@@ -1029,17 +1021,16 @@ class ConsentBook:
             salt=salt,
             decide_time=now,
         )
-        events = self._decision_events(stored)
-        stored.events = [event.SerializeToString() for _, event in events]
         first = self._store.add_decision(stored)
-        if first is not stored and first.entry_id != stored.entry_id:
-            return first  # a concurrent retry recorded it first
-        self._send(Outgoing(stored.entry, tuple(events), decision=stored))
+        if first.entry_id != stored.entry_id:  # a retry: the first answer stands
+            return self._same_request(first, patient, category, purpose, practitioner)
+        self._send(self.decision_outgoing(stored))
         self._notify_decision(stored)
         return stored
 
     def decision_outgoing(self, decision: StoredDecision) -> Outgoing:
-        """The entry and events of a stored decision (to resend after a restart)."""
+        """The entry and events of a stored decision (the same again after a restart: event
+        ids and times come from the decision)."""
         return Outgoing(decision.entry, tuple(self._decision_events(decision)), decision=decision)
 
     def _decision_events(

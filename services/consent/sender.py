@@ -2,7 +2,8 @@
 
 Requests never wait for Kafka: a directive version or a decision is stored, answered, and queued
 here. The sender sends a batch (entries to the ordering topic, events to their topics), waits for
-Kafka's acknowledgement, then tells the store (versions marked logged, decisions archived).
+Kafka's acknowledgement, then tells the store (versions marked logged, decisions archived: the
+outbox batches they were committed in are deleted once all of theirs are acknowledged).
 A failed batch is retried; after a crash, what the store still calls unlogged or pending is
 queued again at start (a duplicate entry id is skipped by the log, a duplicate event by
 consumers). It also learns where CONSENT entries landed on the log, for the leaf index that

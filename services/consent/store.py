@@ -3,28 +3,43 @@
 * ``directives``: one document per directive or delegation, with every accepted version in a
   list; a new version is one conditional update (``count`` = previous version), so two
   concurrent changes cannot both become version n.
-* ``pending_decisions``: every decision is inserted here before its response is sent (one write,
-  the only one on the request's path); the sender moves it to ``decisions`` once Kafka has its
-  entry and events. After a crash the pending ones are sent again. The collection stays small, so
-  reading all of it is cheap.
-* ``decisions``: every decision, by ``<organization>/<request id>``.
+* ``decisions``: every decision, by ``<organization>/<request id>``. The unique ``_id`` is what
+  makes a retry find the first decision: an insert that collides is a retry.
+* ``decision_batches``: the outbox of decisions. Decisions are written in groups (one group
+  commit shared by the requests that arrive while the previous one is being written, see
+  groupcommit.py): first one batch document listing the group's keys and entry ids, then the
+  decisions themselves in one ``insert_many``; only then are the requests answered. Once Kafka
+  has every decision of a batch, the batch document is deleted (by ``_id``). After a crash, the
+  decisions of the batches still there are sent again; a listed decision that is not in
+  ``decisions`` under that entry id was never answered (the crash came between the two writes,
+  or it collided with an earlier one) and is dropped.
 
-Only lookups by ``_id`` are used on the request path (FerretDB v1 scans for anything else).
+Writing the batch first is what makes a decision that a retry can find always one that will
+reach Kafka. Only lookups by ``_id`` are used (FerretDB v1 scans for anything else, and a scan
+holds SQLite's single writer back for everyone).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
+from pymongo import DeleteOne
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from chain.errors import StaleVersionError
 from services.common import mongo
 from services.consent.domain import AcceptedVersion, StoredDecision
+from services.consent.groupcommit import GroupCommit
 
 ALIAS = "consent"
+#: The outbox of decisions (see the module docstring).
+BATCHES = "decision_batches"
+_log = logging.getLogger(__name__)
 _DUPLICATE_KEY = 11000
 
 
@@ -69,7 +84,6 @@ def _decision_doc(decision: StoredDecision) -> dict[str, Any]:
         "entry": decision.entry,
         "salt": decision.salt,
         "time": decision.decide_time,
-        "events": decision.events,
     }
 
 
@@ -93,12 +107,24 @@ def _decision(doc: dict[str, Any]) -> StoredDecision:
         entry=bytes(doc["entry"]),
         salt=bytes(doc["salt"]),
         decide_time=mongo.as_utc(doc["time"]),
-        events=[bytes(e) for e in doc.get("events", [])],
     )
 
 
 class ConsentMongoStore:
-    """The domain's ConsentStore on pymongo (connection alias ``consent``)."""
+    """The domain's ConsentStore on pymongo (connection alias ``consent``). One process owns a
+    database: which stored batch each unsent decision belongs to is kept in memory."""
+
+    def __init__(self, max_group: int = 500) -> None:
+        self._commits: GroupCommit[StoredDecision, StoredDecision] = GroupCommit(
+            self.commit_decisions, max_batch=max_group
+        )
+        self._lock = threading.Lock()
+        #: batch id -> how many of its decisions Kafka has not acknowledged yet.
+        self._unsent: dict[str, int] = {}
+        #: entry id of an unsent decision -> its batch id.
+        self._batch_of: dict[str, str] = {}
+        #: Batches with everything acknowledged whose document is not deleted yet.
+        self._finished: set[str] = set()
 
     def load_versions(self) -> list[AcceptedVersion]:
         """Every accepted version, oldest first within each directive or delegation."""
@@ -175,37 +201,108 @@ class ConsentMongoStore:
         )
 
     def find_decision(self, key: str) -> StoredDecision | None:
-        """The decision stored under ``key``, if any (pending or archived)."""
-        for name in ("pending_decisions", "decisions"):
-            doc = _collection(name).find_one({"_id": key})
-            if doc is not None:
-                return _decision(doc)
-        return None
+        """The decision stored under ``key``, if any."""
+        doc = _collection("decisions").find_one({"_id": key})
+        return None if doc is None else _decision(doc)
 
     def add_decision(self, decision: StoredDecision) -> StoredDecision:
-        """Store a decision durably; return the one stored first under the same key."""
+        """Store a decision durably (together with those of concurrent callers); return the
+        one stored first under the same key (``decision`` itself unless this is a retry)."""
+        return self._commits.submit(decision)
+
+    def commit_decisions(self, batch: Sequence[StoredDecision]) -> list[StoredDecision]:
+        """One group commit (what :meth:`add_decision` runs for the callers of a group): the
+        batch document, then the decisions; for each decision the first one stored under its key
+        (for a key used twice in the batch or stored before, the earlier one)."""
+        first_in_batch: dict[str, StoredDecision] = {}
+        for decision in batch:
+            first_in_batch.setdefault(decision.key, decision)
+        fresh = list(first_in_batch.values())
+        batch_id = uuid.uuid4().hex
+        _collection(BATCHES).insert_one(
+            {"_id": batch_id, "decisions": [{"key": d.key, "entry_id": d.entry_id} for d in fresh]}
+        )
         try:
-            _collection("pending_decisions").insert_one(_decision_doc(decision))
-        except DuplicateKeyError:
-            first = self.find_decision(decision.key)
-            if first is None:  # archived and gone from pending meanwhile: theirs is in decisions
-                raise
-            return first
-        return decision
+            stored_before = self._insert_decisions(fresh)
+        except Exception:
+            self._withdraw(batch_id, fresh)
+            raise
+        ours = [d for d in fresh if d.key not in stored_before]
+        self._track(batch_id, ours)
+        return [stored_before.get(d.key, first_in_batch[d.key]) for d in batch]
+
+    def _insert_decisions(self, fresh: Sequence[StoredDecision]) -> dict[str, StoredDecision]:
+        """Insert ``fresh``; key -> the earlier decision for those whose key was stored."""
+        stored_before: dict[str, StoredDecision] = {}
+        try:
+            _collection("decisions").insert_many([_decision_doc(d) for d in fresh], ordered=False)
+        except BulkWriteError as error:
+            for failure in error.details["writeErrors"]:
+                if failure.get("code") != _DUPLICATE_KEY:
+                    raise
+                key = fresh[failure["index"]].key
+                earlier = self.find_decision(key)
+                if earlier is None:
+                    raise
+                stored_before[key] = earlier
+        return stored_before
+
+    @staticmethod
+    def _withdraw(batch_id: str, fresh: Sequence[StoredDecision]) -> None:
+        """After a failed commit nobody is answered: take back what may have been written, so
+        that a retry cannot find a decision that nothing will send. If the database is away
+        for this too, the next start finds the batch and sends what it lists."""
+        try:
+            _collection("decisions").bulk_write(
+                [DeleteOne({"_id": d.key, "entry_id": d.entry_id}) for d in fresh], ordered=False
+            )
+            _collection(BATCHES).delete_one({"_id": batch_id})
+        except PyMongoError:
+            _log.warning("could not take back a failed group of decisions", exc_info=True)
+
+    def _track(self, batch_id: str, decisions: Sequence[StoredDecision]) -> None:
+        if not decisions:
+            _collection(BATCHES).delete_one({"_id": batch_id})
+            return
+        with self._lock:
+            self._unsent[batch_id] = len(decisions)
+            for decision in decisions:
+                self._batch_of[decision.entry_id] = batch_id
 
     def pending_decisions(self) -> list[StoredDecision]:
-        """Decisions whose entry and events Kafka has not acknowledged (yet)."""
-        return [_decision(doc) for doc in _collection("pending_decisions").find({})]
+        """Decisions stored whose entry and events Kafka may not have (at start, to send them
+        again); batches with nothing left to send are deleted."""
+        pending: list[StoredDecision] = []
+        for batch in list(_collection(BATCHES).find({})):
+            ours = []
+            for listed in batch["decisions"]:
+                decision = self.find_decision(listed["key"])
+                if decision is not None and decision.entry_id == listed["entry_id"]:
+                    ours.append(decision)
+            self._track(batch["_id"], ours)
+            pending.extend(ours)
+        return pending
 
     def archive_decisions(self, decisions: Sequence[StoredDecision]) -> None:
-        """Move decisions that Kafka acknowledged from pending to the archive."""
-        if not decisions:
-            return
-        try:
-            _collection("decisions").insert_many(
-                [_decision_doc(d) for d in decisions], ordered=False
-            )
-        except BulkWriteError as error:  # archived before a crash: keep the first copy
-            if any(f.get("code") != _DUPLICATE_KEY for f in error.details["writeErrors"]):
-                raise
-        _collection("pending_decisions").delete_many({"_id": {"$in": [d.key for d in decisions]}})
+        """Kafka acknowledged these decisions' entries and events: delete the batches that have
+        nothing left to send."""
+        with self._lock:
+            for decision in decisions:
+                batch_id = self._batch_of.pop(decision.entry_id, None)
+                if batch_id is None:
+                    continue  # acknowledged twice (sent again after a failed batch)
+                self._unsent[batch_id] -= 1
+                if self._unsent[batch_id] == 0:
+                    del self._unsent[batch_id]
+                    self._finished.add(batch_id)
+            done = sorted(self._finished)
+        if done:  # if this fails, they are deleted with the next acknowledgement (or at start)
+            _collection(BATCHES).bulk_write([DeleteOne({"_id": b}) for b in done], ordered=False)
+            with self._lock:
+                self._finished.difference_update(done)
+
+    @property
+    def unsent_batches(self) -> int:
+        """Batch documents whose decisions Kafka has not all acknowledged yet."""
+        with self._lock:
+            return len(self._unsent)
