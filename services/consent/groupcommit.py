@@ -42,6 +42,12 @@ class GroupCommit(Generic[T, R]):
         self._queue: list[_Slot[T, R]] = []
         self._busy = False
 
+    @property
+    def waiting(self) -> int:
+        """Callers queued behind the commit that is running."""
+        with self._cond:
+            return len(self._queue)
+
     def submit(self, item: T) -> R:
         """Commit ``item`` (with whatever else is queued); its result once it is committed."""
         slot: _Slot[T, R] = _Slot(item)
