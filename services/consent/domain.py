@@ -145,13 +145,15 @@ class StoredDecision:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """What one accepted change sends to Kafka: its entry and its events."""
+    """What one accepted change sends to Kafka: its entry and its events; and the patient's
+    notification, delivered at once and kept once Kafka has the rest."""
 
     entry: bytes
     events: tuple[tuple[str, events_pb2.EventEnvelope], ...]
     #: The version or decision it belongs to.
     version: AcceptedVersion | None = None
     decision: StoredDecision | None = None
+    notifications: tuple[pb.Notification, ...] = ()
 
 
 class ConsentStore(Protocol):
@@ -269,8 +271,14 @@ class ConsentBook:
         self._by_entry[version.entry_id] = version
 
     def outgoing_for(self, version: AcceptedVersion) -> Outgoing:
-        """The entry and events of a stored version (to resend after a restart)."""
-        return Outgoing(version.entry, tuple(self._version_events(version)), version=version)
+        """The entry, events and notification of a stored version (the same again to resend
+        after a restart)."""
+        return Outgoing(
+            version.entry,
+            tuple(self._version_events(version)),
+            version=version,
+            notifications=(self._version_notification(version),),
+        )
 
     def record_leaf_index(self, entry_id: str, leaf_index: int) -> AcceptedVersion | None:
         """Remember where a version's CONSENT entry landed; the version, if it is one of ours."""
@@ -682,23 +690,33 @@ class ConsentBook:
         return [(CONSENT_TOPIC, event)]
 
     def _announce(self, version: AcceptedVersion) -> None:
-        self._send(self.outgoing_for(version))
+        self.deliver(self.outgoing_for(version))
+
+    def deliver(self, item: Outgoing) -> None:
+        """Hand ``item`` to the sender and its notifications to the patients' watchers (at
+        start too, for what Kafka never acknowledged before a crash)."""
+        self._send(item)
         if self._notify is not None:
-            kind = (
-                pb.NOTIFICATION_KIND_CONSENT_CHANGED
-                if version.directive_type == _CONSENT
-                else pb.NOTIFICATION_KIND_DELEGATION_CHANGED
-            )
-            notification = pb.Notification(
-                notification_id=_event_id(version.entry_id, "change"),
-                kind=kind,
-                patient_subject_id=version.patient_subject_id,
-                directive_id=version.document_id,
-                directive_version=version.version,
-                entry_id=version.entry_id,
-            )
-            notification.time.FromDatetime(version.accept_time)
-            self._notify.publish(notification)
+            for notification in item.notifications:
+                self._notify.publish(notification)
+
+    @staticmethod
+    def _version_notification(version: AcceptedVersion) -> pb.Notification:
+        kind = (
+            pb.NOTIFICATION_KIND_CONSENT_CHANGED
+            if version.directive_type == _CONSENT
+            else pb.NOTIFICATION_KIND_DELEGATION_CHANGED
+        )
+        notification = pb.Notification(
+            notification_id=_event_id(version.entry_id, "change"),
+            kind=kind,
+            patient_subject_id=version.patient_subject_id,
+            directive_id=version.document_id,
+            directive_version=version.version,
+            entry_id=version.entry_id,
+        )
+        notification.time.FromDatetime(version.accept_time)
+        return notification
 
     def _grantee_organization(self, grantee: directive_pb2.Grantee) -> str:
         if grantee.WhichOneof("grantee") == "practitioner_id":
@@ -1024,14 +1042,18 @@ class ConsentBook:
         first = self._store.add_decision(stored)
         if first.entry_id != stored.entry_id:  # a retry: the first answer stands
             return self._same_request(first, patient, category, purpose, practitioner)
-        self._send(self.decision_outgoing(stored))
-        self._notify_decision(stored)
+        self.deliver(self.decision_outgoing(stored))
         return stored
 
     def decision_outgoing(self, decision: StoredDecision) -> Outgoing:
         """The entry and events of a stored decision (the same again after a restart: event
         ids and times come from the decision)."""
-        return Outgoing(decision.entry, tuple(self._decision_events(decision)), decision=decision)
+        return Outgoing(
+            decision.entry,
+            tuple(self._decision_events(decision)),
+            decision=decision,
+            notifications=(self._decision_notification(decision),),
+        )
 
     def _decision_events(
         self, decision: StoredDecision
@@ -1086,9 +1108,8 @@ class ConsentBook:
             )
         return events
 
-    def _notify_decision(self, decision: StoredDecision) -> None:
-        if self._notify is None:
-            return
+    @staticmethod
+    def _decision_notification(decision: StoredDecision) -> pb.Notification:
         notification = pb.Notification(
             notification_id=_event_id(decision.entry_id, "decided"),
             kind=(
@@ -1108,7 +1129,7 @@ class ConsentBook:
             entry_id=decision.entry_id,
         )
         notification.time.FromDatetime(decision.decide_time)
-        self._notify.publish(notification)
+        return notification
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,9 @@
 
 Requests never wait for Kafka: a directive version or a decision is stored, answered, and queued
 here. The sender sends a batch (entries to the ordering topic, events to their topics), waits for
-Kafka's acknowledgement, then tells the store (versions marked logged, decisions archived: the
-outbox batches they were committed in are deleted once all of theirs are acknowledged).
+Kafka's acknowledgement, then tells the store (the patients' notifications kept, versions marked
+logged, decisions archived: the outbox batches they were committed in are deleted once all of
+theirs are acknowledged).
 A failed batch is retried; after a crash, what the store still calls unlogged or pending is
 queued again at start (a duplicate entry id is skipped by the log, a duplicate event by
 consumers). It also learns where CONSENT entries landed on the log, for the leaf index that
@@ -77,6 +78,9 @@ class LogSender:
             future.get(timeout=timeout)
         versions = [item.version for item in batch if item.version is not None]
         decisions = [item.decision for item in batch if item.decision is not None]
+        # Kept before the store forgets the batch, so a crash in between keeps them at the
+        # resend after the restart (the history reads each notification once).
+        self._store.append_notifications([n for item in batch for n in item.notifications])
         self._store.mark_logged(versions)
         self._store.archive_decisions(decisions)
         for version in versions:

@@ -1,8 +1,10 @@
 """The consent service's storage on MongoDB/FerretDB (connection alias ``consent``).
 
-* ``directives``: one document per directive or delegation, with every accepted version in a
-  list; a new version is one conditional update (``count`` = previous version), so two
-  concurrent changes cannot both become version n.
+* ``versions``: one document per accepted version of a directive or delegation, by
+  ``<document id>#<version>``. The unique ``_id`` is what stops two concurrent changes from
+  both becoming version n: an insert is atomic on FerretDB v1, a conditional update is not
+  (tests/integration/test_consent_store.py once saw two of eight concurrent ``update_one``
+  calls conditioned on the same version count both succeed).
 * ``decisions``: every decision, by ``<organization>/<request id>``. The unique ``_id`` is what
   makes a retry find the first decision: an insert that collides is a retry.
 * ``decision_batches``: the outbox of decisions. Decisions are written in groups (one group
@@ -12,10 +14,15 @@
   has every decision of a batch, the batch document is deleted (by ``_id``). After a crash, the
   decisions of the batches still there are sent again; a listed decision that is not in
   ``decisions`` under that entry id was never answered (the crash came between the two writes,
-  or it collided with an earlier one) and is dropped.
+  or it collided with an earlier one) and is dropped. Writing the batch first is what makes a
+  decision that a retry can find always one that will reach Kafka.
+* ``notifications``: what patients' apps were told, kept so that a watcher can resume after a
+  restart: per patient, buckets of :data:`NOTIFICATION_BUCKET` serialized notifications
+  (``<patient>#<n>``, appended with ``$push``) and a head (``<patient>#head``) naming the
+  newest bucket; the newest :data:`NOTIFICATION_BUCKETS_KEPT` buckets are kept. FerretDB v1
+  ignores ``$slice``, hence buckets rather than one capped list.
 
-Writing the batch first is what makes a decision that a retry can find always one that will
-reach Kafka. Only lookups by ``_id`` are used (FerretDB v1 scans for anything else, and a scan
+Only lookups by ``_id`` are used (FerretDB v1 scans for anything else, and a scan
 holds SQLite's single writer back for everyone).
 """
 
@@ -35,10 +42,16 @@ from chain.errors import StaleVersionError
 from services.common import mongo
 from services.consent.domain import AcceptedVersion, StoredDecision
 from services.consent.groupcommit import GroupCommit
+from swiftchain.consent.v1 import consent_service_pb2 as pb
 
 ALIAS = "consent"
+VERSIONS = "versions"
 #: The outbox of decisions (see the module docstring).
 BATCHES = "decision_batches"
+NOTIFICATIONS = "notifications"
+#: Notifications per bucket document, and buckets kept per patient.
+NOTIFICATION_BUCKET = 100
+NOTIFICATION_BUCKETS_KEPT = 10
 _log = logging.getLogger(__name__)
 _DUPLICATE_KEY = 11000
 
@@ -48,8 +61,15 @@ def _collection(name: str) -> Collection[dict[str, Any]]:
     return collection
 
 
+def _version_id(document_id: str, number: int) -> str:
+    return f"{document_id}#{number}"
+
+
 def _version_doc(version: AcceptedVersion) -> dict[str, Any]:
     return {
+        "_id": _version_id(version.document_id, version.version),
+        "document_id": version.document_id,
+        "patient": version.patient_subject_id,
         "directive_type": int(version.directive_type),
         "version": version.version,
         "signed": version.signed,
@@ -61,6 +81,8 @@ def _version_doc(version: AcceptedVersion) -> dict[str, Any]:
         "commitment": version.commitment,
         "salt": version.salt,
         "accept_time": version.accept_time,
+        "logged": version.logged,
+        "leaf_index": version.leaf_index,
     }
 
 
@@ -125,79 +147,69 @@ class ConsentMongoStore:
         self._batch_of: dict[str, str] = {}
         #: Batches with everything acknowledged whose document is not deleted yet.
         self._finished: set[str] = set()
+        #: patient -> (newest notification bucket, notifications in it), once read or written.
+        self._heads: dict[str, tuple[int, int]] = {}
 
     def load_versions(self) -> list[AcceptedVersion]:
         """Every accepted version, oldest first within each directive or delegation."""
-        versions: list[AcceptedVersion] = []
-        for doc in _collection("directives").find({}):
-            logged = doc.get("logged") or {}
-            leaves = doc.get("leaves") or {}
-            for raw in doc["versions"]:
-                number = raw["version"]
-                versions.append(
-                    AcceptedVersion(
-                        directive_type=raw["directive_type"],
-                        document_id=doc["_id"],
-                        version=number,
-                        patient_subject_id=doc["patient"],
-                        signed=bytes(raw["signed"]),
-                        signer_subject_id=raw["signer_subject_id"],
-                        signer_key_id=raw["signer_key_id"],
-                        signer_public_key=bytes(raw["signer_public_key"]),
-                        entry_id=raw["entry_id"],
-                        entry=bytes(raw["entry"]),
-                        commitment=bytes(raw["commitment"]),
-                        salt=bytes(raw["salt"]),
-                        accept_time=mongo.as_utc(raw["accept_time"]),
-                        leaf_index=leaves.get(str(number)),
-                        logged=bool(logged.get(str(number))),
-                    )
-                )
+        versions = [
+            AcceptedVersion(
+                directive_type=doc["directive_type"],
+                document_id=doc["document_id"],
+                version=doc["version"],
+                patient_subject_id=doc["patient"],
+                signed=bytes(doc["signed"]),
+                signer_subject_id=doc["signer_subject_id"],
+                signer_key_id=doc["signer_key_id"],
+                signer_public_key=bytes(doc["signer_public_key"]),
+                entry_id=doc["entry_id"],
+                entry=bytes(doc["entry"]),
+                commitment=bytes(doc["commitment"]),
+                salt=bytes(doc["salt"]),
+                accept_time=mongo.as_utc(doc["accept_time"]),
+                leaf_index=doc.get("leaf_index"),
+                logged=bool(doc.get("logged")),
+            )
+            for doc in _collection(VERSIONS).find({})
+        ]
         versions.sort(key=lambda v: (v.document_id, v.version))
         return versions
 
     def add_version(self, version: AcceptedVersion) -> None:
-        """Store a new version; :class:`StaleVersionError` when another one took its number."""
-        directives = _collection("directives")
-        if version.version == 1:
-            try:
-                directives.insert_one(
-                    {
-                        "_id": version.document_id,
-                        "patient": version.patient_subject_id,
-                        "count": 1,
-                        "versions": [_version_doc(version)],
-                        "logged": {},
-                        "leaves": {},
-                    }
-                )
-            except DuplicateKeyError:
-                raise StaleVersionError(
-                    f"version 1 of {version.document_id} was stored by another request"
-                ) from None
-            return
-        result = directives.update_one(
-            {"_id": version.document_id, "count": version.version - 1},
-            {"$push": {"versions": _version_doc(version)}, "$set": {"count": version.version}},
-        )
-        if result.matched_count == 0:
+        """Store a new version; :class:`StaleVersionError` when another one took its number
+        or the previous number is not stored."""
+        if (
+            version.version > 1
+            and _collection(VERSIONS).find_one(
+                {"_id": _version_id(version.document_id, version.version - 1)}, {"_id": 1}
+            )
+            is None
+        ):
+            raise StaleVersionError(
+                f"version {version.version} of {version.document_id} does not follow a stored "
+                "version; re-read it and sign the next version"
+            )
+        try:
+            _collection(VERSIONS).insert_one(_version_doc(version))
+        except DuplicateKeyError:
             raise StaleVersionError(
                 f"version {version.version} of {version.document_id} was stored by another "
                 "request; re-read it and sign the next version"
-            )
+            ) from None
 
     def mark_logged(self, versions: Sequence[AcceptedVersion]) -> None:
         """Kafka acknowledged these versions' entries and events."""
         for version in versions:
-            _collection("directives").update_one(
-                {"_id": version.document_id}, {"$set": {f"logged.{version.version}": True}}
+            _collection(VERSIONS).update_one(
+                {"_id": _version_id(version.document_id, version.version)},
+                {"$set": {"logged": True}},
             )
 
     def set_leaf_index(self, version: AcceptedVersion) -> None:
         """Store where the version's entry landed on the log."""
-        _collection("directives").update_one(
-            {"_id": version.document_id},
-            {"$set": {f"leaves.{version.version}": version.leaf_index}},
+        _collection(VERSIONS).update_one(
+            {"_id": _version_id(version.document_id, version.version)},
+            {"$set": {"leaf_index": version.leaf_index}},
         )
 
     def find_decision(self, key: str) -> StoredDecision | None:
@@ -306,3 +318,59 @@ class ConsentMongoStore:
         """Batch documents whose decisions Kafka has not all acknowledged yet."""
         with self._lock:
             return len(self._unsent)
+
+    # --- notifications -----------------------------------------------------------------
+
+    def append_notifications(self, notifications: Sequence[pb.Notification]) -> None:
+        """Keep ``notifications`` (oldest first) in their patients' buckets. Called from one
+        thread (the sender's), after Kafka acknowledged what they announce."""
+        by_patient: dict[str, list[bytes]] = {}
+        for notification in notifications:
+            by_patient.setdefault(notification.patient_subject_id, []).append(
+                notification.SerializeToString()
+            )
+        for patient, items in by_patient.items():
+            bucket, count = self._head(patient)
+            while items:
+                if count == NOTIFICATION_BUCKET:
+                    bucket, count = bucket + 1, 0
+                    # The head moves first: a bucket that a crash left empty reads as empty.
+                    _collection(NOTIFICATIONS).update_one(
+                        {"_id": f"{patient}#head"}, {"$set": {"bucket": bucket}}, upsert=True
+                    )
+                    _collection(NOTIFICATIONS).delete_one(
+                        {"_id": f"{patient}#{bucket - NOTIFICATION_BUCKETS_KEPT}"}
+                    )
+                part, items = (
+                    items[: NOTIFICATION_BUCKET - count],
+                    items[NOTIFICATION_BUCKET - count :],
+                )
+                _collection(NOTIFICATIONS).update_one(
+                    {"_id": f"{patient}#{bucket}"},
+                    {"$push": {"items": {"$each": part}}},
+                    upsert=True,
+                )
+                count += len(part)
+                self._heads[patient] = (bucket, count)
+
+    def _head(self, patient: str) -> tuple[int, int]:
+        head = self._heads.get(patient)
+        if head is None:
+            doc = _collection(NOTIFICATIONS).find_one({"_id": f"{patient}#head"})
+            bucket = doc["bucket"] if doc is not None else 0
+            newest = _collection(NOTIFICATIONS).find_one({"_id": f"{patient}#{bucket}"})
+            head = (bucket, len(newest["items"]) if newest is not None else 0)
+            self._heads[patient] = head
+        return head
+
+    def recent_notifications(self, patient: str) -> list[pb.Notification]:
+        """The kept notifications of ``patient``, oldest first, each once."""
+        doc = _collection(NOTIFICATIONS).find_one({"_id": f"{patient}#head"})
+        newest = doc["bucket"] if doc is not None else 0
+        kept: dict[str, pb.Notification] = {}
+        for bucket in range(max(0, newest - NOTIFICATION_BUCKETS_KEPT + 1), newest + 1):
+            found = _collection(NOTIFICATIONS).find_one({"_id": f"{patient}#{bucket}"})
+            for raw in found["items"] if found is not None else ():
+                notification = pb.Notification.FromString(bytes(raw))
+                kept.setdefault(notification.notification_id, notification)
+        return list(kept.values())

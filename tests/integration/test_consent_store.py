@@ -16,9 +16,17 @@ import pytest
 from chain.errors import StaleVersionError
 from services.common import mongo
 from services.consent.domain import AcceptedVersion, StoredDecision
-from services.consent.store import ALIAS, BATCHES, ConsentMongoStore
+from services.consent.store import (
+    ALIAS,
+    BATCHES,
+    NOTIFICATION_BUCKET,
+    NOTIFICATION_BUCKETS_KEPT,
+    NOTIFICATIONS,
+    ConsentMongoStore,
+)
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
+from swiftchain.consent.v1 import consent_service_pb2 as pb
 
 pytestmark = pytest.mark.integration
 
@@ -234,3 +242,43 @@ def test_a_restart_drops_listed_decisions_that_nobody_was_answered() -> None:
     restarted = ConsentMongoStore()
     assert restarted.pending_decisions() == []
     assert batch_documents() == [] and restarted.unsent_batches == 0
+
+
+# --- notifications ---------------------------------------------------------------------------
+
+
+def note(patient: str, index: int) -> pb.Notification:
+    notification = pb.Notification(
+        notification_id=f"n-{index}",
+        kind=pb.NOTIFICATION_KIND_ACCESS_DECIDED,
+        patient_subject_id=patient,
+        entry_id=f"e-{index}",
+    )
+    notification.time.FromDatetime(NOW + timedelta(milliseconds=index))
+    return notification
+
+
+def test_notifications_are_kept_per_patient_in_order_and_survive_a_restart() -> None:
+    store = ConsentMongoStore()
+    store.append_notifications([note("pt-1", i) for i in range(150)])
+    store.append_notifications([note("pt-2", 0)])
+    # A restart continues the newest bucket instead of starting over.
+    restarted = ConsentMongoStore()
+    restarted.append_notifications([note("pt-1", i) for i in range(150, 260)])
+    restarted.append_notifications([note("pt-1", 259)])  # appended again after a resend
+    kept = ConsentMongoStore().recent_notifications("pt-1")
+    assert [n.notification_id for n in kept] == [f"n-{i}" for i in range(260)]
+    assert [n.entry_id for n in ConsentMongoStore().recent_notifications("pt-2")] == ["e-0"]
+    assert ConsentMongoStore().recent_notifications("pt-nobody") == []
+
+
+def test_only_the_newest_buckets_of_notifications_are_kept() -> None:
+    store = ConsentMongoStore()
+    total = NOTIFICATION_BUCKET * (NOTIFICATION_BUCKETS_KEPT + 1) + 50
+    for start in range(0, total, 70):
+        store.append_notifications([note("pt-1", i) for i in range(start, min(start + 70, total))])
+    kept = store.recent_notifications("pt-1")
+    first = total - 50 - NOTIFICATION_BUCKET * (NOTIFICATION_BUCKETS_KEPT - 1)
+    assert [n.notification_id for n in kept] == [f"n-{i}" for i in range(first, total)]
+    buckets = mongo.database(ALIAS)[NOTIFICATIONS].count_documents({})
+    assert buckets == NOTIFICATION_BUCKETS_KEPT + 1  # and the head
