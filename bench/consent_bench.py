@@ -20,6 +20,11 @@ the log (sequenced or sealed) — a decision lost fails the run — and prints h
 answer the last decision's entry was on the log. It also prints the CPU time each process of the
 platform used during the load and while idle just before it, to say where the time went.
 
+A peer phase follows on the same channels at the same rate: a bare gRPC health check of the
+consent service (same TLS, interceptors and thread pool, no decision), the floor that this
+server stack sets on this machine; its latency and the consent process's CPU per call are
+printed next to CheckAccess's.
+
 ``--pause-nodes`` stops the three chain nodes during the load (and resumes them after it): a peer
 run that shows what the consent service does on these cores without the nodes, whose Kafka
 polling keeps a large part of the machine busy even when idle; the ACCESS entries wait in Kafka
@@ -37,10 +42,12 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
 for extra in (ROOT, ROOT / "protos"):
@@ -96,18 +103,15 @@ def percentile(values: list[float], p: int) -> float:
     return statistics.quantiles(values, n=100)[p - 1] if len(values) > 1 else values[0]
 
 
-async def drive(channels: list[grpc.aio.Channel], patient: str, rate: int, seconds: float) -> Run:
-    """Send CheckAccess at ``rate`` per second for ``seconds``, open-loop (see the module
-    docstring)."""
-    stubs = [consent_service_pb2_grpc.ConsentServiceStub(c) for c in channels]
-    loop = asyncio.get_running_loop()
-    total = int(rate * seconds)
-    run = Run()
-    start = loop.time() + 0.1
+#: One request of a load: sends on a channel, returns the ACCESS entry id ("" for none).
+Call = Callable[[grpc.aio.Channel], Awaitable[str]]
 
-    async def one(index: int, due: float) -> None:
-        run.send_lag.append((loop.time() - due) * 1000)
-        answer = await stubs[index % len(stubs)].CheckAccess(
+
+def check_access(patient: str) -> Call:
+    """CheckAccess for ``patient`` with a fresh request id; its ACCESS entry id."""
+
+    async def call(channel: grpc.aio.Channel) -> str:
+        answer = await consent_service_pb2_grpc.ConsentServiceStub(channel).CheckAccess(
             pb.CheckAccessRequest(
                 patient_subject_id=patient,
                 data_category="laboratory",
@@ -116,9 +120,32 @@ async def drive(channels: list[grpc.aio.Channel], patient: str, rate: int, secon
             ),
             timeout=60,
         )
-        run.latencies.append((loop.time() - due) * 1000)
         assert answer.decision == common_pb2.ACCESS_DECISION_PERMIT
-        run.entries.append(answer.access_entry_id)
+        return answer.access_entry_id
+
+    return call
+
+
+async def health_check(channel: grpc.aio.Channel) -> str:
+    """A bare health check through the same server, interceptors and TLS: the floor."""
+    await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=60)
+    return ""
+
+
+async def drive(channels: list[grpc.aio.Channel], call: Call, rate: int, seconds: float) -> Run:
+    """Make ``call`` at ``rate`` per second for ``seconds``, open-loop (see the module
+    docstring), spread over ``channels``."""
+    loop = asyncio.get_running_loop()
+    total = int(rate * seconds)
+    run = Run()
+    start = loop.time() + 0.1
+
+    async def one(index: int, due: float) -> None:
+        run.send_lag.append((loop.time() - due) * 1000)
+        entry_id = await call(channels[index % len(channels)])
+        run.latencies.append((loop.time() - due) * 1000)
+        if entry_id:
+            run.entries.append(entry_id)
 
     cpu = time.process_time()
     tasks = []
@@ -196,7 +223,7 @@ async def measure(
     admin = grpc.aio.secure_channel(
         platform.target("hospital-a"), client_credentials(platform.admin.tls_dir)
     )
-    await drive(channels, patient, min(rate, 200), 1.0)  # warm-up: connections, caches
+    await drive(channels, check_access(patient), min(rate, 200), 1.0)  # warm-up
     pids = platform_pids(platform)
     idle_from = {name: cpu_seconds(pid) for name, pid in pids.items()}
     await asyncio.sleep(IDLE_SECONDS)
@@ -210,7 +237,7 @@ async def measure(
         f"{', chain nodes paused' if nodes else ''})..."
     )
     try:
-        run = await drive(channels, patient, rate, seconds)
+        run = await drive(channels, check_access(patient), rate, seconds)
     finally:
         for pid in nodes:
             os.kill(pid, signal.SIGCONT)
@@ -227,6 +254,11 @@ async def measure(
         missing = await missing_from_log(admin, sorted(missing))
         if missing:
             await asyncio.sleep(0.5)
+    print(f"peer: a bare health check at {rate:,}/s for {seconds:.0f} s on the same channels...")
+    consent = pids["consent"]
+    consent_cpu = cpu_seconds(consent)
+    floor = await drive(channels, health_check, rate, seconds)
+    floor_cpu = cpu_seconds(consent) - consent_cpu
     for channel in [*channels, admin]:
         await channel.close()
 
@@ -248,6 +280,15 @@ async def measure(
     )
     print(f"{'last answered ACCESS entry on the log, s after its answer':<60} {drained:>10.2f}")
     print(f"{'decisions without an ACCESS entry on the log':<60} {len(missing):>10,}  0")
+    print(
+        f"{'peer: health check p50 / p99 ' + label + ' (ms)':<60} "
+        f"{statistics.median(floor.latencies):>10.2f} / {percentile(floor.latencies, 99):.2f}"
+    )
+    print(
+        f"{'peer: consent CPU per health check / per decision (ms)':<60} "
+        f"{floor_cpu / len(floor.latencies) * 1000:>10.2f} / "
+        f"{used['consent'] / len(run.latencies) * 1000:.2f}"
+    )
     decisions = len(run.latencies)
     print(
         f"CPU during the load ({run.wall_seconds:.1f} s wall), per decision, and idle "
