@@ -20,7 +20,7 @@ import re
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, TypeVar
 
@@ -141,19 +141,19 @@ class StoredDecision:
     entry: bytes
     salt: bytes
     decide_time: datetime
-    #: The events announcing it (AccessDecided, and BreakGlassUsed for break-glass).
-    events: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Outgoing:
-    """What one accepted change sends to Kafka: its entry and its events."""
+    """What one accepted change sends to Kafka: its entry and its events; and the patient's
+    notification, delivered at once and kept once Kafka has the rest."""
 
     entry: bytes
     events: tuple[tuple[str, events_pb2.EventEnvelope], ...]
     #: The version or decision it belongs to.
     version: AcceptedVersion | None = None
     decision: StoredDecision | None = None
+    notifications: tuple[pb.Notification, ...] = ()
 
 
 class ConsentStore(Protocol):
@@ -166,11 +166,9 @@ class ConsentStore(Protocol):
         """Store a new version; :class:`StaleVersionError` when that version number of that
         document is stored already (a concurrent change won)."""
 
-    def find_decision(self, key: str) -> StoredDecision | None:
-        """The decision stored under ``key``, if any."""
-
     def add_decision(self, decision: StoredDecision) -> StoredDecision:
-        """Store a decision durably; return the one stored first under the same key."""
+        """Store a decision durably; return the one stored first under the same key (a retry
+        of a request gets the first decision back)."""
 
 
 _M = TypeVar("_M", bound=Message)
@@ -273,8 +271,14 @@ class ConsentBook:
         self._by_entry[version.entry_id] = version
 
     def outgoing_for(self, version: AcceptedVersion) -> Outgoing:
-        """The entry and events of a stored version (to resend after a restart)."""
-        return Outgoing(version.entry, tuple(self._version_events(version)), version=version)
+        """The entry, events and notification of a stored version (the same again to resend
+        after a restart)."""
+        return Outgoing(
+            version.entry,
+            tuple(self._version_events(version)),
+            version=version,
+            notifications=(self._version_notification(version),),
+        )
 
     def record_leaf_index(self, entry_id: str, leaf_index: int) -> AcceptedVersion | None:
         """Remember where a version's CONSENT entry landed; the version, if it is one of ours."""
@@ -686,23 +690,33 @@ class ConsentBook:
         return [(CONSENT_TOPIC, event)]
 
     def _announce(self, version: AcceptedVersion) -> None:
-        self._send(self.outgoing_for(version))
+        self.deliver(self.outgoing_for(version))
+
+    def deliver(self, item: Outgoing) -> None:
+        """Hand ``item`` to the sender and its notifications to the patients' watchers (at
+        start too, for what Kafka never acknowledged before a crash)."""
+        self._send(item)
         if self._notify is not None:
-            kind = (
-                pb.NOTIFICATION_KIND_CONSENT_CHANGED
-                if version.directive_type == _CONSENT
-                else pb.NOTIFICATION_KIND_DELEGATION_CHANGED
-            )
-            notification = pb.Notification(
-                notification_id=_event_id(version.entry_id, "change"),
-                kind=kind,
-                patient_subject_id=version.patient_subject_id,
-                directive_id=version.document_id,
-                directive_version=version.version,
-                entry_id=version.entry_id,
-            )
-            notification.time.FromDatetime(version.accept_time)
-            self._notify.publish(notification)
+            for notification in item.notifications:
+                self._notify.publish(notification)
+
+    @staticmethod
+    def _version_notification(version: AcceptedVersion) -> pb.Notification:
+        kind = (
+            pb.NOTIFICATION_KIND_CONSENT_CHANGED
+            if version.directive_type == _CONSENT
+            else pb.NOTIFICATION_KIND_DELEGATION_CHANGED
+        )
+        notification = pb.Notification(
+            notification_id=_event_id(version.entry_id, "change"),
+            kind=kind,
+            patient_subject_id=version.patient_subject_id,
+            directive_id=version.document_id,
+            directive_version=version.version,
+            entry_id=version.entry_id,
+        )
+        notification.time.FromDatetime(version.accept_time)
+        return notification
 
     def _grantee_organization(self, grantee: directive_pb2.Grantee) -> str:
         if grantee.WhichOneof("grantee") == "practitioner_id":
@@ -811,8 +825,6 @@ class ConsentBook:
         """Decide, record durably, and hand the ACCESS entry to the sender; a retry with the
         same request id returns the first decision."""
         key = self._decision_key(caller, request_id)
-        if key is not None and (known := self._store.find_decision(key)) is not None:
-            return self._same_request(known, patient, data_category, purpose, practitioner_id)
         self._check_request(caller, patient, data_category, purpose, practitioner_id)
         query = AccessQuery(caller.id, practitioner_id, data_category, purpose, now)
         with self._lock:
@@ -860,8 +872,6 @@ class ConsentBook:
         """Emergency access: always permitted, recorded, flagged and told to the patient."""
         purpose = purpose or "ETREAT"
         key = self._decision_key(caller, request_id)
-        if key is not None and (known := self._store.find_decision(key)) is not None:
-            return self._same_request(known, patient, data_category, purpose, practitioner_id)
         if not _REASON_CODE.fullmatch(reason_code):
             raise InvalidInputError(
                 f"expected a reason code of 1-32 characters [a-z0-9-], got {reason_code!r}"
@@ -1029,18 +1039,21 @@ class ConsentBook:
             salt=salt,
             decide_time=now,
         )
-        events = self._decision_events(stored)
-        stored.events = [event.SerializeToString() for _, event in events]
         first = self._store.add_decision(stored)
-        if first is not stored and first.entry_id != stored.entry_id:
-            return first  # a concurrent retry recorded it first
-        self._send(Outgoing(stored.entry, tuple(events), decision=stored))
-        self._notify_decision(stored)
+        if first.entry_id != stored.entry_id:  # a retry: the first answer stands
+            return self._same_request(first, patient, category, purpose, practitioner)
+        self.deliver(self.decision_outgoing(stored))
         return stored
 
     def decision_outgoing(self, decision: StoredDecision) -> Outgoing:
-        """The entry and events of a stored decision (to resend after a restart)."""
-        return Outgoing(decision.entry, tuple(self._decision_events(decision)), decision=decision)
+        """The entry and events of a stored decision (the same again after a restart: event
+        ids and times come from the decision)."""
+        return Outgoing(
+            decision.entry,
+            tuple(self._decision_events(decision)),
+            decision=decision,
+            notifications=(self._decision_notification(decision),),
+        )
 
     def _decision_events(
         self, decision: StoredDecision
@@ -1095,9 +1108,8 @@ class ConsentBook:
             )
         return events
 
-    def _notify_decision(self, decision: StoredDecision) -> None:
-        if self._notify is None:
-            return
+    @staticmethod
+    def _decision_notification(decision: StoredDecision) -> pb.Notification:
         notification = pb.Notification(
             notification_id=_event_id(decision.entry_id, "decided"),
             kind=(
@@ -1117,7 +1129,7 @@ class ConsentBook:
             entry_id=decision.entry_id,
         )
         notification.time.FromDatetime(decision.decide_time)
-        self._notify.publish(notification)
+        return notification
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def main() -> None:
     )
     identity_feed.start()
     store = ConsentMongoStore()
-    notifications = Notifications()
+    notifications = Notifications(store.recent_notifications)
     chain = open_channel(settings.chain_node, settings.tls_dir)
     book = ConsentBook(
         store,
@@ -67,10 +67,8 @@ def main() -> None:
     book.set_sender(sender.put)
     unlogged = book.load()
     pending = store.pending_decisions()
-    for version in unlogged:
-        sender.put(book.outgoing_for(version))
-    for decision in pending:
-        sender.put(book.decision_outgoing(decision))
+    for item in [*map(book.outgoing_for, unlogged), *map(book.decision_outgoing, pending)]:
+        book.deliver(item)
     if unlogged or pending:
         _log.info(
             "sending again %d directive versions and %d decisions that Kafka never acknowledged",

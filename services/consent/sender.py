@@ -2,7 +2,9 @@
 
 Requests never wait for Kafka: a directive version or a decision is stored, answered, and queued
 here. The sender sends a batch (entries to the ordering topic, events to their topics), waits for
-Kafka's acknowledgement, then tells the store (versions marked logged, decisions archived).
+Kafka's acknowledgement, then tells the store (the patients' notifications kept, versions marked
+logged, decisions archived: the outbox batches they were committed in are deleted once all of
+theirs are acknowledged).
 A failed batch is retried; after a crash, what the store still calls unlogged or pending is
 queued again at start (a duplicate entry id is skipped by the log, a duplicate event by
 consumers). It also learns where CONSENT entries landed on the log, for the leaf index that
@@ -14,6 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +32,8 @@ from swiftchain.common.v1 import common_pb2
 _log = logging.getLogger(__name__)
 _ON_LOG = (common_pb2.ENTRY_STATE_SEQUENCED, common_pb2.ENTRY_STATE_SEALED)
 MAX_BATCH = 1000
+#: How long a batch gathers items after its first one.
+LINGER_SECONDS = 0.02
 
 
 class LogSender:
@@ -43,6 +48,7 @@ class LogSender:
         chain: grpc.Channel,
         *,
         retry_seconds: float = 1.0,
+        linger_seconds: float = LINGER_SECONDS,
     ) -> None:
         self._producer = producer
         self._ordering_topic = ordering_topic
@@ -50,6 +56,7 @@ class LogSender:
         self._book = book
         self._chain = chain_service_pb2_grpc.ChainServiceStub(chain)
         self._retry = retry_seconds
+        self._linger = linger_seconds
         self._queue: queue.Queue[Outgoing] = queue.Queue()
         #: CONSENT entries the log rejected: not asked about again (the log has the alarm).
         self._rejected: set[str] = set()
@@ -76,6 +83,9 @@ class LogSender:
             future.get(timeout=timeout)
         versions = [item.version for item in batch if item.version is not None]
         decisions = [item.decision for item in batch if item.decision is not None]
+        # Kept before the store forgets the batch, so a crash in between keeps them at the
+        # resend after the restart (the history reads each notification once).
+        self._store.append_notifications([n for item in batch for n in item.notifications])
         self._store.mark_logged(versions)
         self._store.archive_decisions(decisions)
         for version in versions:
@@ -118,9 +128,13 @@ class LogSender:
                     if stop.is_set():
                         return
                     continue
+            # Nobody waits for this batch (the requests were answered), so it waits a moment
+            # for more: fewer, larger Kafka flushes and store writes, less of the GIL that the
+            # requests need.
+            gathering = time.monotonic() + self._linger
             while len(batch) < MAX_BATCH:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=max(gathering - time.monotonic(), 0)))
                 except queue.Empty:
                     break
             try:

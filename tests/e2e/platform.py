@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cli import identity_files as files
 from cli.identity_commands import login_token
 from devstack.pki import ADMIN
+from devstack.process import ManagedProcess, wait_grpc_serving
 from devstack.stack import LocalStack, StackPorts
 from services.common.caller import Role
 from services.common.tls import open_channel, open_public_channel
@@ -150,6 +151,23 @@ class Platform:
     def stop(self) -> None:
         """Stop everything."""
         self.stack.stop()
+
+    def restart(self, process: str) -> None:
+        """Stop a gRPC process of the stack (reap it, if it was killed) and start it again with
+        the same command, environment and ports; return once it answers SERVING."""
+        running = next(p for p in self.stack.grpc_processes if p.name == process)
+        old = running.process
+        old.stop(grace=15)
+        running.process = ManagedProcess(
+            old.name,
+            old.argv,
+            log_path=old.log_path,
+            env=old.env,
+            cwd=old.cwd,
+            pid_path=old.pid_path,
+            inherit_env=False,
+        ).start()
+        wait_grpc_serving(running.process, running.port, 60, tls_dir=self.stack.pki.tls_dir(ADMIN))
 
     def register_organization(self, label: str, role: Role, organization_id: str) -> Principal:
         """Register an organization with a signing key as the admin, and give it a

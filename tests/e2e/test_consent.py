@@ -5,6 +5,9 @@ receipts verify, and the FHIR Consent export."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import threading
 import time
 import uuid
@@ -33,6 +36,7 @@ from sdk.consent import (
     provision,
 )
 from services.common.caller import Role
+from swiftchain.chain.v1 import chain_service_pb2 as cpb
 from swiftchain.chain.v1 import chain_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2
 from swiftchain.consent.v1 import consent_service_pb2 as pb
@@ -458,3 +462,90 @@ def test_swiftchain_consent_grants_lists_checks_revokes_and_exports(world: World
     assert Consent.model_validate_json(exported.output).status == "inactive"
     refused = runner.invoke(cli_app, ["consent", "check", *as_hospital[:-4], "--category", "x"])
     assert refused.exit_code != 0 and "INVALID_ARGUMENT" in refused.output
+
+
+def _watch(
+    patient: Patient, request: pb.WatchNotificationsRequest, wanted: set[str]
+) -> list[pb.Notification]:
+    """Notifications of a stream until every entry id in ``wanted`` has come (or 30 s)."""
+    received: list[pb.Notification] = []
+    stream = patient.stub.WatchNotifications(
+        request, metadata=bearer(patient.principal.token), timeout=30
+    )
+    try:
+        for message in stream:
+            received.append(message.notification)
+            if wanted <= {n.entry_id for n in received}:
+                break
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise
+    finally:
+        stream.cancel()
+    return received
+
+
+def test_decisions_answered_before_a_crash_reach_the_log_and_notifications_resume(
+    world: World,
+) -> None:
+    platform, patient, hospital = world.platform, world.patient, world.hospital_b
+    kafka = platform.stack.kafka.process.pid
+    consent = next(p for p in platform.stack.grpc_processes if p.name == "consent")
+    assert kafka is not None and consent.process.pid is not None
+    since = datetime.now(UTC)
+    # Kafka paused: the decisions are answered (durable in the store) but never sent.
+    os.kill(kafka, signal.SIGSTOP)
+    try:
+        answers = [world.check(hospital) for _ in range(20)]
+        os.kill(consent.process.pid, signal.SIGKILL)  # a crash: nothing flushed, nothing said
+    finally:
+        os.kill(kafka, signal.SIGCONT)
+    platform.restart("consent")
+    started = consent.process.log_path.read_text().rsplit("=== ", 1)[1]
+    resent = re.search(r"sending again \d+ directive versions and (\d+) decisions", started)
+    assert resent is not None and int(resent.group(1)) >= 20, started[-2000:]
+
+    chain = chain_service_pb2_grpc.ChainServiceStub(platform.channel(hospital, "hospital-a"))
+    entries = [a.access_entry_id for a in answers]
+
+    def all_on_the_log() -> bool:
+        for entry_id in entries:
+            try:
+                status = chain.GetEntryStatus(
+                    cpb.GetEntryStatusRequest(entry_id=entry_id), timeout=10
+                )
+            except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.NOT_FOUND:
+                    return False
+                raise
+            if status.state not in (
+                common_pb2.ENTRY_STATE_SEQUENCED,
+                common_pb2.ENTRY_STATE_SEALED,
+            ):
+                return False
+        return True
+
+    wait_for("the decisions answered before the crash to reach the log", all_on_the_log, 60)
+
+    # The restarted service still tells the patient about them, from a start time...
+    request = pb.WatchNotificationsRequest(patient_subject_id=patient.principal.id)
+    request.start_time.FromDatetime(since)
+    replayed = _watch(patient, request, set(entries))
+    by_entry = {n.entry_id: n for n in replayed}
+    assert set(entries) <= set(by_entry), replayed
+    # ...and after a notification id, the resume cursor of an app that saw the first ten.
+    cursor = by_entry[entries[9]].notification_id
+    resumed = _watch(
+        patient,
+        pb.WatchNotificationsRequest(
+            patient_subject_id=patient.principal.id, after_notification_id=cursor
+        ),
+        set(entries[10:]),
+    )
+    resumed_entries = {n.entry_id for n in resumed}
+    assert set(entries[10:]) <= resumed_entries
+    assert not set(entries[:10]) & resumed_entries
+    # Kept across a second restart too (now from the store, not from the resend).
+    platform.restart("consent")
+    again = _watch(patient, request, set(entries))
+    assert set(entries) <= {n.entry_id for n in again}
