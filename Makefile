@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv bootstrap protos up down test test-unit test-integration lint format bench clean
+.PHONY: help venv bootstrap protos up down demo test test-unit test-integration lint format bench clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ up: bootstrap ## Start Kafka, FerretDB, three chain nodes and the services; Ctrl
 
 down: $(STAMP) ## Stop a stack started by `make up` from another terminal
 	@$(PY) -m devstack.stack down
+
+demo: bootstrap ## The whole platform in one narrated scenario (uses the running stack, or starts one)
+	@$(PY) -m devstack.demo
 
 test: bootstrap ## Unit and integration tests against real Kafka and FerretDB
 	@$(PY) -m pytest $(PYTEST_ARGS)

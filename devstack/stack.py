@@ -227,7 +227,7 @@ def up() -> int:
     """Start everything and wait for Ctrl-C; see the module docstring."""
     from devstack.__main__ import bootstrap
 
-    if _pid_file().exists() and _alive(int(_pid_file().read_text() or 0)):
+    if stack_is_running():
         _say(f"a stack is running already (pid {_pid_file().read_text().strip()}); `make down`")
         return 1
     bootstrap()
@@ -260,6 +260,12 @@ def up() -> int:
         stack.stop()
         _pid_file().unlink(missing_ok=True)
         _say("stopped" + (" on request" if stop_requested else "") + "; no process left behind")
+
+
+def stack_is_running() -> bool:
+    """Whether a ``make up`` stack is running (its pid file names a live process)."""
+    path = _pid_file()
+    return path.exists() and _alive(int(path.read_text().strip() or 0))
 
 
 def _alive(pid: int) -> bool:

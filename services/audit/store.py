@@ -140,7 +140,7 @@ class AuditMongoStore:
         cursor = (
             _collection("items")
             .find(self._item_filter(query))
-            .sort([("time", ASCENDING), ("_id", ASCENDING)])
+            .sort([("time", ASCENDING), ("leaf_index", ASCENDING), ("_id", ASCENDING)])
             .skip(offset)
             .limit(limit)
         )

@@ -1,0 +1,199 @@
+"""Parties acting on a running stack through its own APIs.
+
+:class:`StackParties` reaches a stack by its folder (PKI, consortium files) and its ports, and
+registers the parties of a scenario through the identity service itself, as the consortium
+admin: organizations with a signing key and a client certificate issued from a CSR (the folder
+``swiftchain identity register-org --out`` writes), and patients with a device key, logged in on
+the public port. The end-to-end tests (``tests/e2e/platform.py``) and ``make demo`` both use it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from chain.node.setup import ConsortiumFiles
+from cli import identity_files as files
+from cli.identity_commands import login_token
+from devstack.pki import ADMIN, Pki
+from devstack.stack import StackPorts
+from services.common.caller import Role
+from services.common.tls import open_channel, open_public_channel
+from swiftchain.common.v1 import common_pb2
+from swiftchain.identity.v1 import identity_pb2, identity_service_pb2_grpc
+from swiftchain.identity.v1 import identity_service_pb2 as pb
+
+_ROLE_VALUES = {
+    Role.HOSPITAL: common_pb2.ORGANIZATION_ROLE_HOSPITAL,
+    Role.REGULATOR: common_pb2.ORGANIZATION_ROLE_REGULATOR,
+    Role.APP: common_pb2.ORGANIZATION_ROLE_APP_OPERATOR,
+}
+
+
+@dataclass
+class Principal:
+    """One party: how it authenticates and what it holds."""
+
+    label: str
+    role: Role
+    id: str = ""
+    #: Its TLS folder (mTLS on the main ports); None for patients and anonymous callers.
+    tls_dir: Path | None = None
+    #: A patient's bearer token.
+    token: str = ""
+    #: An organization's Ed25519 signing key (a hospital's signs RECORD entries).
+    signing_key: Ed25519PrivateKey | None = None
+    #: A patient's device folder (device key, subject id, device key id, ca.pem).
+    device_dir: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key_id(self) -> str:
+        """The id of an organization's first signing key."""
+        return f"{self.id}#1"
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll ``check`` until true; AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.1)
+
+
+class StackParties:
+    """A stack's addresses and files, and the parties registered on it.
+
+    ``stack_root`` is the folder of a :class:`devstack.stack.LocalStack` (``pki/``,
+    ``consortium/``); party folders are written under ``parties_dir``.
+    """
+
+    def __init__(self, stack_root: Path, ports: StackPorts, parties_dir: Path) -> None:
+        self.stack_root = stack_root
+        self.ports = ports
+        self.parties_dir = parties_dir
+        self.pki = Pki(stack_root / "pki")
+        self.consortium = ConsortiumFiles(stack_root / "consortium")
+        self.admin = Principal("admin", Role.ADMIN, ADMIN, self.pki.tls_dir(ADMIN))
+        self.anonymous = Principal("anonymous", Role.ANONYMOUS)
+
+    # --- channels -------------------------------------------------------------------------
+
+    def target(self, process: str, *, public: bool = False) -> str:
+        """``127.0.0.1:<port>`` of a process's main (or public) port."""
+        return (
+            f"127.0.0.1:{self.ports.public_port(process) if public else self.ports.port(process)}"
+        )
+
+    def channel(self, caller: Principal, process: str) -> grpc.Channel:
+        """The channel ``caller`` uses for ``process``: mTLS with its certificate, or TLS on
+        the public port without one."""
+        if caller.tls_dir is not None:
+            return open_channel(self.target(process), caller.tls_dir)
+        return open_public_channel(self.target(process, public=True), self.pki.ca_pem)
+
+    def identity(self, caller: Principal) -> identity_service_pb2_grpc.IdentityServiceStub:
+        """An identity stub for ``caller`` (its channel lives as long as the stub)."""
+        return identity_service_pb2_grpc.IdentityServiceStub(self.channel(caller, "identity"))
+
+    @staticmethod
+    def bearer(caller: Principal) -> tuple[tuple[str, str], ...]:
+        """Call metadata carrying ``caller``'s token."""
+        return (("authorization", f"Bearer {caller.token}"),)
+
+    # --- registration ---------------------------------------------------------------------
+
+    def register_organization(self, label: str, role: Role, organization_id: str) -> Principal:
+        """Register an organization with a signing key as the admin, and give it a
+        certificate from a CSR."""
+        signing = files.NewSigningKey.for_owner(organization_id)
+        stub = self.identity(self.admin)
+        registered = stub.RegisterOrganization(
+            pb.RegisterOrganizationRequest(
+                organization_id=organization_id,
+                display_name=organization_id.title(),
+                role=_ROLE_VALUES[role],
+                public_key=signing.public_key,
+                proof_of_possession=signing.proof,
+            ),
+            timeout=10,
+        )
+        folder = self.parties_dir / organization_id
+        folder.mkdir(parents=True, exist_ok=True)
+        key, csr = files.new_csr(organization_id)
+        issued = stub.IssueCertificate(
+            pb.IssueCertificateRequest(organization_id=organization_id, csr_pem=csr), timeout=10
+        )
+        files.write_secret(folder / files.KEY_FILE, files.private_pem(key))
+        (folder / files.CERT_FILE).write_text(issued.certificate_pem)
+        (folder / files.CA_FILE).write_text(files.root_of(issued.certificate_chain_pem))
+        # The folder `swiftchain identity register-org --out` makes: the CLI can act as it.
+        files.write_secret(folder / files.SIGNING_KEY_FILE, files.private_pem(signing.private_key))
+        files.write_json(
+            folder / files.ORGANIZATION_FILE,
+            {
+                "organization_id": organization_id,
+                "key_id": registered.organization.keys[0].key_id,
+            },
+        )
+        principal = Principal(label, role, organization_id, folder, signing_key=signing.private_key)
+        principal.extra["serial"] = issued.serial_number
+        return principal
+
+    def register_patient(self, label: str, registrar: Principal) -> Principal:
+        """Register a patient with one device as ``registrar`` and log it in."""
+        request_id = str(uuid.uuid4())
+        device = files.NewSigningKey.for_owner(request_id)
+        registered = self.identity(registrar).RegisterPatient(
+            pb.RegisterPatientRequest(
+                hospital_reference=f"ref-{label.replace(' ', '-')}",
+                device_public_key=device.public_key,
+                device_proof_of_possession=device.proof,
+                device_label="phone",
+                request_id=request_id,
+            ),
+            timeout=10,
+        )
+        subject_id = registered.patient.subject_id
+        folder = self.parties_dir / subject_id
+        files.write_secret(folder / files.DEVICE_KEY_FILE, files.private_pem(device.private_key))
+        files.write_json(
+            folder / files.DEVICE_FILE,
+            {"subject_id": subject_id, "key_id": registered.patient.devices[0].key_id},
+        )
+        (folder / files.CA_FILE).write_bytes(self.pki.ca_pem)
+        principal = Principal(label, Role.PATIENT, subject_id, device_dir=folder)
+        principal.token = self.login(principal)
+        return principal
+
+    def login(self, patient: Principal) -> str:
+        """A fresh token for ``patient`` through BeginLogin/CompleteLogin on the public port."""
+        assert patient.device_dir is not None
+        return login_token(self.identity(self.anonymous), patient.device_dir)
+
+    def wait_key_active(
+        self, caller: Principal, organization_id: str, key_id: str, timeout: float = 60.0
+    ) -> None:
+        """Wait until the log has sequenced the KEY entry of ``key_id``."""
+
+        def active() -> bool:
+            organization = (
+                self.identity(caller)
+                .GetOrganization(
+                    pb.GetOrganizationRequest(organization_id=organization_id), timeout=10
+                )
+                .organization
+            )
+            return any(
+                k.key_id == key_id and k.status == identity_pb2.KEY_STATUS_ACTIVE
+                for k in organization.keys
+            )
+
+        wait_for(f"key {key_id} to be ACTIVE", active, timeout)
