@@ -2,8 +2,8 @@
 
 Commands live in their own modules and are registered here: ``verify`` (offline), the
 ``chain`` and ``node`` groups (talk to a chain node), ``identity`` (organizations, keys,
-certificates, patient devices) and ``anchor`` (a hospital anchors a document version). Later
-issues add their groups the same way (``audit``, ``consent``): a module with a ``typer.Typer``
+certificates, patient devices) and ``anchor`` (a hospital anchors a document version). The
+``consent`` and ``audit`` groups are added the same way: a module with a ``typer.Typer``
 and one ``app.add_typer`` line below.
 
 Run it as ``swiftchain``, ``python -m cli`` or ``python -m cli.main``.
@@ -18,6 +18,7 @@ import typer
 
 from cli import (
     anchor_command,
+    audit_commands,
     chain_commands,
     consent_commands,
     identity_commands,
@@ -45,6 +46,7 @@ app.add_typer(chain_commands.app, name="chain")
 app.add_typer(node_commands.app, name="node")
 app.add_typer(identity_commands.app, name="identity")
 app.add_typer(consent_commands.app, name="consent")
+app.add_typer(audit_commands.app, name="audit")
 app.command("anchor", help=anchor_command.HELP, epilog=anchor_command.EPILOG, no_args_is_help=True)(
     anchor_command.anchor
 )

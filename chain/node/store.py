@@ -37,6 +37,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from chain.errors import NotFoundError
+from services.common import mongo
 
 ALIAS = "chain"
 BUNDLE_SIZE = 256
@@ -311,7 +312,7 @@ class ChainStore:
             for offset, entry_id, reason, code in rows
         ]
         if operations:
-            RejectionDoc._get_collection().bulk_write(operations, ordered=False)
+            mongo.bulk_write(RejectionDoc._get_collection(), operations, ordered=False)
 
     def find_rejection(self, entry_id: str) -> RejectionDoc | None:
         """The latest rejection of ``entry_id``, if any."""

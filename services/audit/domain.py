@@ -13,6 +13,7 @@ passed in.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import hashlib
 import logging
@@ -602,6 +603,9 @@ class Completeness:
 MAX_EXPORT_ENTRIES = 10_000
 #: Longest review note.
 MAX_NOTE_CHARS = 4000
+#: Decisions remembered per (requester, patient) for the consent check of records; a record
+#: older than all of them is judged as if no decision preceded it.
+DECISIONS_KEPT = 32
 
 
 class _DenialWindows:
@@ -664,8 +668,10 @@ class AuditBook:
         self._denials = _DenialWindows(self._policy)
         #: Items whose consent check is due, by entry id.
         self._unchecked: dict[str, TrailRecord] = {}
-        #: The latest decision per (requester, subject tag): (time, decision, break glass).
-        self._last_decision: dict[tuple[str, bytes], tuple[datetime, int]] = {}
+        #: The latest decisions per (requester, subject tag), oldest first: (time, entry id,
+        #: decision), break-glass excluded. A record is judged by the latest decision at or
+        #: before its time, and a later decision may be read before the record is checked.
+        self._decisions: dict[tuple[str, bytes], list[tuple[datetime, str, int]]] = {}
 
     def attach_log(self, log: LogReader) -> None:
         """The chain node the book reads the log from (set once at start)."""
@@ -739,10 +745,18 @@ class AuditBook:
     def _remember_decision(self, item: TrailRecord) -> None:
         if item.detail.get("break_glass"):
             return
-        key = (item.actor_organization_id, item.subject_tag)
-        known = self._last_decision.get(key)
-        if known is None or known[0] <= item.time:
-            self._last_decision[key] = (item.time, int(item.detail.get("decision", 0)))
+        known = self._decisions.setdefault((item.actor_organization_id, item.subject_tag), [])
+        if any(entry_id == item.entry_id for _, entry_id, _ in known):
+            return
+        bisect.insort(known, (item.time, item.entry_id, int(item.detail.get("decision", 0))))
+        if len(known) > DECISIONS_KEPT:
+            del known[0]
+
+    def _decision_before(self, organization: str, tag: bytes, when: datetime) -> int | None:
+        """The latest decision for ``organization`` about ``tag`` at or before ``when``."""
+        known = self._decisions.get((organization, tag), [])
+        at = bisect.bisect_right(known, when, key=lambda decision: decision[0])
+        return known[at - 1][2] if at else None
 
     def _raise(self, flag: FlagRecord) -> None:
         self._store.raise_flag(flag)
@@ -797,8 +811,7 @@ class AuditBook:
             )
             summary = f"a PERMIT for {organization} {why}"
         else:
-            last = self._last_decision.get((organization, item.subject_tag))
-            if last is None or last[1] != DENY or last[0] > item.time:
+            if self._decision_before(organization, item.subject_tag, item.time) != DENY:
                 return None
             summary = (
                 f"{organization} anchored record {item.detail.get('record_id', '')!r} version "
@@ -1056,6 +1069,8 @@ class AuditBook:
                 "expected an outcome (JUSTIFIED, UNJUSTIFIED, FALSE_POSITIVE or ESCALATED), got "
                 + ("none" if outcome == 0 else str(outcome))
             )
+        if not note.strip():
+            raise InvalidInputError("expected a note saying why, got none")
         if len(note) > MAX_NOTE_CHARS:
             raise InvalidInputError(
                 f"expected a note of at most {MAX_NOTE_CHARS:,} characters, got {len(note):,}"

@@ -122,7 +122,7 @@ class AuditMongoStore:
                 update["$addToSet"] = {"event_ids": change.event_id}
             operations.append(UpdateOne({"_id": change.entry_id}, update, upsert=not only_existing))
         if operations:
-            _collection("items").bulk_write(operations, ordered=True)
+            mongo.bulk_write(_collection("items"), operations, ordered=True)
 
     def _item_filter(self, query: TrailQuery) -> dict[str, Any]:
         conditions: dict[str, Any] = {
@@ -163,7 +163,7 @@ class AuditMongoStore:
             for entry_id in entry_ids
         ]
         if operations:
-            _collection("items").bulk_write(operations, ordered=False)
+            mongo.bulk_write(_collection("items"), operations, ordered=False)
 
     def recent_access(self, since: datetime) -> list[TrailRecord]:
         """ACCESS items at or after ``since``, oldest first."""
@@ -185,7 +185,7 @@ class AuditMongoStore:
             for entry_id in entry_ids
         ]
         if operations:
-            _collection("items").bulk_write(operations, ordered=False)
+            mongo.bulk_write(_collection("items"), operations, ordered=False)
 
     # --- the log index --------------------------------------------------------------------
 
@@ -209,7 +209,7 @@ class AuditMongoStore:
             for leaf in leaves
         ]
         if operations:
-            _collection("leaves").bulk_write(operations, ordered=False)
+            mongo.bulk_write(_collection("leaves"), operations, ordered=False)
 
     def leaves_with_tag(self, tag: bytes) -> list[LogLeaf]:
         """Every indexed leaf with this subject tag, in leaf order."""

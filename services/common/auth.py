@@ -255,10 +255,18 @@ class Authorization:
         self.feed.stop()
 
 
-def start_authorization(settings: ProcessSettings, *, timeout: float = 60.0) -> Authorization:
+def start_authorization(
+    settings: ProcessSettings,
+    *,
+    timeout: float = 60.0,
+    revocations: RevocationList | None = None,
+) -> Authorization:
     """Read the revocation list up to now (so that nothing revoked gets in after a restart),
-    load the token key when the TLS folder has one, and return the interceptor."""
-    revocations = RevocationList()
+    load the token key when the TLS folder has one, and return the interceptor.
+
+    ``revocations`` is the list to fill (a new one when not given)."""
+    if revocations is None:
+        revocations = RevocationList()
     feed = IdentityEventFeed(
         settings.kafka_bootstrap, f"{settings.process_name}-revocations", revocations.apply
     )

@@ -6,10 +6,21 @@ needs what FerretDB v1 lacks (transactions, change streams, TTL indexes).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import mongoengine
+from pymongo.collection import Collection
+from pymongo.operations import DeleteOne, InsertOne, UpdateOne
+
+MAX_WRITES_PER_COMMAND: Final = 50
+"""FerretDB v1 (SQLite) keeps the query of each statement of an ``update`` command open until the
+command ends, each on one of the database's 100 pooled SQLite connections: an update command of
+about 100 statements waits for a connection that it holds itself, and every later request to that
+database waits behind it (found by a goroutine dump; FerretDB v1.24.2
+``internal/handler/msg_update.go``, ``defer closer.Close()`` inside the statement loop). So
+bulk writes go in commands of at most this many statements."""
 
 
 def connect(uri: str, database: str, *, alias: str = "default") -> None:
@@ -39,3 +50,18 @@ def database(alias: str = "default") -> Any:
     """The pymongo database behind ``alias``, for stores that write raw documents (one round
     trip per write, no per-document object mapping on hot paths)."""
     return mongoengine.get_db(alias)
+
+
+def bulk_write(
+    collection: Collection[Any],
+    operations: Sequence[UpdateOne | DeleteOne | InsertOne[Any]],
+    *,
+    ordered: bool,
+) -> None:
+    """``collection.bulk_write`` in commands of at most :data:`MAX_WRITES_PER_COMMAND`
+    statements, in order; with ``ordered`` the first failing command stops the rest (as one
+    ordered bulk write would)."""
+    for start in range(0, len(operations), MAX_WRITES_PER_COMMAND):
+        collection.bulk_write(
+            list(operations[start : start + MAX_WRITES_PER_COMMAND]), ordered=ordered
+        )

@@ -23,6 +23,7 @@ from opentelemetry.instrumentation.grpc import server_interceptor
 
 from services.common.auth import start_authorization
 from services.common.errors import ErrorMappingInterceptor
+from services.common.revocations import RevocationList
 from services.common.settings import ProcessSettings
 from services.common.telemetry import configure_logging, configure_tracing
 from services.common.tls import server_credentials
@@ -157,10 +158,15 @@ def serve(
     services: Sequence[ServiceRegistration],
     *,
     on_stop: Callable[[], None] = lambda: None,
+    revocations: RevocationList | None = None,
 ) -> None:
     """Build the server (with authorization on every call), serve until SIGTERM or SIGINT, stop
-    gracefully, then ``on_stop``."""
-    authorization = start_authorization(settings)
+    gracefully, then ``on_stop``.
+
+    ``revocations`` lets the process that records revocations (identity) apply them to its own
+    list at once rather than when its own Kafka feed delivers them.
+    """
+    authorization = start_authorization(settings, revocations=revocations)
 
     def stop_all() -> None:
         on_stop()

@@ -4,7 +4,6 @@ rules on stored data (whose directive this is) are the domain's."""
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -14,7 +13,7 @@ import grpc
 
 from chain.errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from services.common.caller import current_caller
-from services.common.convert import timestamp
+from services.common.convert import page_offset, page_size, page_token, timestamp
 from services.consent.domain import AcceptedVersion, ConsentBook, StoredDecision
 from services.consent.fhir import consent_resource
 from services.consent.notifications import Notifications
@@ -78,24 +77,6 @@ def consent_message(versions: list[AcceptedVersion], with_history: bool) -> pb.C
     if with_history:
         message.history.extend(consent_version_message(v) for v in versions)
     return message
-
-
-def _page_token(offset: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
-
-
-def _page_offset(token: str) -> int:
-    if not token:
-        return 0
-    try:
-        offset = json.loads(base64.urlsafe_b64decode(token.encode()))["offset"]
-    except (ValueError, KeyError, TypeError):
-        raise InvalidInputError(
-            f"expected a page token from a previous response, got {token!r}"
-        ) from None
-    if not isinstance(offset, int) or offset < 0:
-        raise InvalidInputError(f"expected a page token from a previous response, got {token!r}")
-    return offset
 
 
 class ConsentServicer(consent_service_pb2_grpc.ConsentServiceServicer):
@@ -176,12 +157,8 @@ class ConsentServicer(consent_service_pb2_grpc.ConsentServiceServicer):
     ) -> pb.ListConsentsResponse:
         if not request.patient_subject_id:
             raise InvalidInputError("expected a patient subject id")
-        if not 0 <= request.page_size <= MAX_PAGE_SIZE:
-            raise InvalidInputError(
-                f"expected a page size from 0 to {MAX_PAGE_SIZE}, got {request.page_size}"
-            )
-        size = request.page_size or DEFAULT_PAGE_SIZE
-        offset = _page_offset(request.page_token)
+        size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        offset = page_offset(request.page_token)
         directives, delegations = self._book.list_for(
             current_caller(),
             request.patient_subject_id,
@@ -194,7 +171,7 @@ class ConsentServicer(consent_service_pb2_grpc.ConsentServiceServicer):
         if request.include_delegations and offset == 0:
             response.delegations.extend(delegation_version_message(d) for d in delegations)
         if offset + size < len(directives):
-            response.next_page_token = _page_token(offset + size)
+            response.next_page_token = page_token(offset + size)
         return response
 
     def ExportConsent(

@@ -265,8 +265,10 @@ class ConsentMongoStore:
         that a retry cannot find a decision that nothing will send. If the database is away
         for this too, the next start finds the batch and sends what it lists."""
         try:
-            _collection("decisions").bulk_write(
-                [DeleteOne({"_id": d.key, "entry_id": d.entry_id}) for d in fresh], ordered=False
+            mongo.bulk_write(
+                _collection("decisions"),
+                [DeleteOne({"_id": d.key, "entry_id": d.entry_id}) for d in fresh],
+                ordered=False,
             )
             _collection(BATCHES).delete_one({"_id": batch_id})
         except PyMongoError:
@@ -309,7 +311,9 @@ class ConsentMongoStore:
                     self._finished.add(batch_id)
             done = sorted(self._finished)
         if done:  # if this fails, they are deleted with the next acknowledgement (or at start)
-            _collection(BATCHES).bulk_write([DeleteOne({"_id": b}) for b in done], ordered=False)
+            mongo.bulk_write(
+                _collection(BATCHES), [DeleteOne({"_id": b}) for b in done], ordered=False
+            )
             with self._lock:
                 self._finished.difference_update(done)
 

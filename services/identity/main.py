@@ -12,7 +12,7 @@ from chain.node.setup import REGISTRAR_KEY_ID, ConsortiumFiles, load_registrar_k
 from services.common import mongo
 from services.common.kafka import make_producer
 from services.common.outbox import OutboxRelay
-from services.common.revocations import IDENTITY_EVENTS_TOPIC
+from services.common.revocations import IDENTITY_EVENTS_TOPIC, RevocationList
 from services.common.server import ServiceRegistration, configure_process, serve
 from services.common.settings import IDENTITY_PORT, ProcessSettings
 from services.common.tls import TOKEN_SIGNING_FILE, open_channel
@@ -106,6 +106,7 @@ def main() -> None:
     ]
     for worker in workers:
         worker.start()
+    revocations = RevocationList()
     servicer = IdentityServicer(
         organizations=registry,
         certificates=certificates,
@@ -114,6 +115,7 @@ def main() -> None:
         consortium=consortium,
         clock=_now,
         on_write=on_write,
+        revocations=revocations,
     )
 
     def on_stop() -> None:
@@ -134,4 +136,5 @@ def main() -> None:
             )
         ],
         on_stop=on_stop,
+        revocations=revocations,
     )

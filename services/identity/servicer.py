@@ -14,6 +14,7 @@ import grpc
 from chain.consortium import ConsortiumConfig, consortium_message
 from services.common.caller import current_caller
 from services.common.convert import timestamp
+from services.common.revocations import RevocationList
 from services.identity.domain.certificates import CertificateAuthority
 from services.identity.domain.organizations import (
     Organization,
@@ -106,6 +107,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         consortium: ConsortiumConfig,
         clock: Callable[[], datetime],
         on_write: Callable[[], None] = lambda: None,
+        revocations: RevocationList | None = None,
     ) -> None:
         self.organizations = organizations
         self.certificates = certificates
@@ -114,6 +116,9 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self.consortium = consortium
         self.clock = clock
         self._on_write = on_write
+        # This process's own revocation list: what identity revokes it refuses at once, without
+        # waiting for the event to come back through Kafka.
+        self._revocations = revocations or RevocationList()
 
     def outbox_written(self) -> None:
         """Wake the relays after a write that queued events or entries."""
@@ -154,6 +159,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     ) -> pb.RevokePatientDeviceResponse:
         device = self.patients.revoke_device(request.subject_id, request.key_id, self.clock())
         self.outbox_written()
+        self._revocations.revoke_device(device.key_id)
         return pb.RevokePatientDeviceResponse(device=device_message(device))
 
     def BeginLogin(
@@ -294,6 +300,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     ) -> pb.RevokeCertificateResponse:
         revoked = self.certificates.revoke(request.serial_number, request.reason, self.clock())
         self.outbox_written()
+        self._revocations.revoke_certificate(revoked.serial_hex)
         assert revoked.revoke_time is not None  # revoke() returns a revoked record
         return pb.RevokeCertificateResponse(
             serial_number=revoked.serial_hex,

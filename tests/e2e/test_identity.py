@@ -206,10 +206,12 @@ def test_a_revoked_certificate_is_refused_everywhere(platform: Platform) -> None
             code, details = code_of(call)
         return code == grpc.StatusCode.UNAUTHENTICATED and "was revoked" in details
 
-    for process in ("identity", "hospital-b"):
-        wait_for(
-            f"{process} to refuse the revoked certificate", functools.partial(refused, process), 20
-        )
+    # identity applies what it revokes to its own list at once; every other process learns it
+    # from identity.events.v1 (generous timeout: the machine running CI may be loaded).
+    assert refused("identity"), "identity still accepts the certificate it just revoked"
+    wait_for(
+        "hospital-b to refuse the revoked certificate", functools.partial(refused, "hospital-b"), 90
+    )
 
 
 def _record_entry(signer: EntrySigner, organization_id: str) -> tuple[str, bytes]:
