@@ -66,6 +66,7 @@ def main() -> None:
     files.load()
     mongo.connect(settings.mongo_uri, settings.database, alias=ALIAS)
     store = AuditMongoStore()
+    store.ensure_indexes()
     book = AuditBook(
         store,
         files.load_tag_key(),

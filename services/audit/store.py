@@ -108,8 +108,30 @@ def _time_range(start: datetime | None, end: datetime | None, name: str) -> dict
     return {name: bounds} if bounds else {}
 
 
+_TRAIL_ORDER = [("time", ASCENDING), ("leaf_index", ASCENDING), ("_id", ASCENDING)]
+
+#: Secondary indexes for the queries below. MongoDB uses them; FerretDB v1 keeps them but
+#: still filters after a full read (it pushes down only ``_id`` equality).
+INDEXES: dict[str, list[list[tuple[str, int]]]] = {
+    "items": [
+        [("subject_tag", ASCENDING), *_TRAIL_ORDER],
+        [("organizations", ASCENDING), *_TRAIL_ORDER],
+        [("kind", ASCENDING), *_TRAIL_ORDER],
+        [("consent_check_due", ASCENDING)],
+    ],
+    "leaves": [[("subject_tag", ASCENDING), ("leaf_index", ASCENDING)]],
+    "flags": [[("status", ASCENDING), ("create_time", DESCENDING)]],
+}
+
+
 class AuditMongoStore:
     """The domain's AuditStore on pymongo (connection alias ``audit``)."""
+
+    def ensure_indexes(self) -> None:
+        """Create the secondary indexes of :data:`INDEXES` (idempotent)."""
+        for name, keys in INDEXES.items():
+            for key in keys:
+                _collection(name).create_index(key)
 
     # --- items ----------------------------------------------------------------------------
 
@@ -140,7 +162,7 @@ class AuditMongoStore:
         cursor = (
             _collection("items")
             .find(self._item_filter(query))
-            .sort([("time", ASCENDING), ("leaf_index", ASCENDING), ("_id", ASCENDING)])
+            .sort(_TRAIL_ORDER)
             .skip(offset)
             .limit(limit)
         )

@@ -1,0 +1,386 @@
+"""Shared pieces of the audit unit tests: the AuditStore protocol in memory (with the semantics
+of services/audit/store.py: upserts of fields, ``$addToSet`` merges, the (time, leaf index, id)
+order), a LogReader that serves a fixed view, and builders of the events the audit reads (made
+with services/common/events.py ``envelope()``, as the services make them)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.message import Message
+
+from chain.tags import subject_tag
+from services.audit.domain import (
+    KIND_ACCESS,
+    DirectiveVersion,
+    FlagQuery,
+    FlagRecord,
+    FlagReviewRecord,
+    ItemChange,
+    LogLeaf,
+    SealedView,
+    TrailQuery,
+    TrailRecord,
+)
+from services.common.events import envelope
+from swiftchain.audit.v1 import audit_service_pb2 as apb
+from swiftchain.common.v1 import common_pb2
+from swiftchain.events.v1 import events_pb2
+
+NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+TAG_KEY = bytes(range(32))
+HOSPITAL = "hospital-a"
+OTHER_HOSPITAL = "hospital-b"
+PATIENT = "pt-alice"
+OTHER_PATIENT = "pt-bob"
+
+
+def tag(subject_id: str) -> bytes:
+    """The subject tag the services compute for ``subject_id`` with :data:`TAG_KEY`."""
+    return subject_tag(TAG_KEY, subject_id)
+
+
+def _record(doc: dict[str, Any]) -> TrailRecord:
+    return TrailRecord(
+        entry_id=doc["_id"],
+        kind=int(doc.get("kind", 0)),
+        time=doc["time"],
+        actor_organization_id=doc.get("actor_organization_id", ""),
+        organizations=tuple(doc.get("organizations", ())),
+        subject_tag=bytes(doc.get("subject_tag", b"")),
+        patient_subject_id=doc.get("patient_subject_id", ""),
+        detail=copy.deepcopy(dict(doc.get("detail", {}))),
+        leaf_index=doc.get("leaf_index"),
+        sealed_tree_size=doc.get("sealed_tree_size"),
+        rejected=bool(doc.get("rejected", False)),
+        rejection_detail=doc.get("rejection_detail", ""),
+        flag_ids=tuple(doc.get("flag_ids", ())),
+    )
+
+
+def _in_range(value: datetime, start: datetime | None, end: datetime | None) -> bool:
+    return (start is None or value >= start) and (end is None or value < end)
+
+
+class FakeAuditStore:
+    """The AuditStore protocol (services/audit/domain.py) in memory."""
+
+    def __init__(self) -> None:
+        self.items_doc: dict[str, dict[str, Any]] = {}
+        self.leaves: dict[str, LogLeaf] = {}
+        self.position = 0
+        self.directives: dict[tuple[str, int], DirectiveVersion] = {}
+        self.patient_names: dict[bytes, str] = {}
+        self.flag_records: dict[str, FlagRecord] = {}
+        #: Every review of each flag, oldest first.
+        self.flag_history: dict[str, list[FlagReviewRecord]] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything stored, for before/after comparisons."""
+        return copy.deepcopy(
+            {
+                "items": self.items_doc,
+                "leaves": self.leaves,
+                "position": self.position,
+                "directives": self.directives,
+                "patients": self.patient_names,
+                "flags": self.flag_records,
+                "flag_history": self.flag_history,
+            }
+        )
+
+    # --- items ----------------------------------------------------------------------------
+
+    def apply_changes(self, changes: Sequence[ItemChange], *, only_existing: bool = False) -> None:
+        for change in changes:
+            if only_existing and change.entry_id not in self.items_doc:
+                continue
+            doc = self.items_doc.setdefault(change.entry_id, {"_id": change.entry_id})
+            doc.update(copy.deepcopy(dict(change.fields)))
+            if change.event_id and change.event_id not in doc.setdefault("event_ids", []):
+                doc["event_ids"].append(change.event_id)
+
+    def _matches(self, doc: dict[str, Any], query: TrailQuery) -> bool:
+        kind = int(doc.get("kind", 0))
+        if (query.kinds and kind not in query.kinds) or (not query.kinds and kind <= 0):
+            return False
+        if query.subject_tag is not None and doc.get("subject_tag") != query.subject_tag:
+            return False
+        if query.organization_id and query.organization_id not in doc.get("organizations", ()):
+            return False
+        return _in_range(doc["time"], query.start_time, query.end_time)
+
+    def items(self, query: TrailQuery, offset: int, limit: int) -> list[TrailRecord]:
+        found = [doc for doc in self.items_doc.values() if self._matches(doc, query)]
+        # Mongo sorts a missing leaf index before any number.
+        found.sort(
+            key=lambda d: (
+                d["time"],
+                d.get("leaf_index") is not None,
+                d.get("leaf_index") or 0,
+                d["_id"],
+            )
+        )
+        return [_record(doc) for doc in found[offset : offset + limit]]
+
+    def items_by_id(self, entry_ids: Sequence[str]) -> dict[str, TrailRecord]:
+        return {
+            i: _record(self.items_doc[i])
+            for i in entry_ids
+            if i in self.items_doc and self.items_doc[i].get("kind")
+        }
+
+    def add_flag_to_items(self, entry_ids: Sequence[str], flag_id: str) -> None:
+        for entry_id in entry_ids:
+            doc = self.items_doc.get(entry_id)
+            if doc is not None and flag_id not in doc.setdefault("flag_ids", []):
+                doc["flag_ids"].append(flag_id)
+
+    def recent_access(self, since: datetime) -> list[TrailRecord]:
+        found = [
+            d
+            for d in self.items_doc.values()
+            if d.get("kind") == KIND_ACCESS and d["time"] >= since
+        ]
+        return [_record(d) for d in sorted(found, key=lambda d: d["time"])]
+
+    def unchecked_items(self) -> list[TrailRecord]:
+        return [_record(d) for d in self.items_doc.values() if d.get("consent_check_due")]
+
+    def mark_checked(self, entry_ids: Sequence[str]) -> None:
+        for entry_id in entry_ids:
+            if entry_id in self.items_doc:
+                self.items_doc[entry_id]["consent_check_due"] = False
+
+    # --- the log index --------------------------------------------------------------------
+
+    def put_leaves(self, leaves: Sequence[LogLeaf]) -> None:
+        for leaf in leaves:
+            self.leaves[leaf.entry_id] = leaf
+
+    def leaves_with_tag(self, tag: bytes) -> list[LogLeaf]:
+        return sorted(
+            (leaf for leaf in self.leaves.values() if leaf.subject_tag == tag),
+            key=lambda leaf: leaf.leaf_index,
+        )
+
+    def leaves_by_id(self, entry_ids: Sequence[str]) -> dict[str, LogLeaf]:
+        return {i: self.leaves[i] for i in entry_ids if i in self.leaves}
+
+    def log_position(self) -> int:
+        return self.position
+
+    def store_log_position(self, tree_size: int) -> None:
+        self.position = tree_size
+
+    # --- directives and patients ----------------------------------------------------------
+
+    def put_directive(self, version: DirectiveVersion) -> None:
+        self.directives[(version.directive_id, version.version)] = version
+
+    def directive(self, directive_id: str, version: int) -> DirectiveVersion | None:
+        return self.directives.get((directive_id, version))
+
+    def put_patient(self, tag: bytes, subject_id: str) -> None:
+        self.patient_names[tag] = subject_id
+
+    def patients(self, tags: Iterable[bytes]) -> dict[bytes, str]:
+        return {t: self.patient_names[t] for t in tags if t in self.patient_names}
+
+    # --- flags ----------------------------------------------------------------------------
+
+    def raise_flag(self, flag: FlagRecord) -> None:
+        old = self.flag_records.get(flag.flag_id)
+        if old is None:
+            old = replace(flag, entry_ids=(), status=apb.FLAG_STATUS_OPEN, review=None)
+            self.flag_history[flag.flag_id] = []
+        added = tuple(e for e in dict.fromkeys(flag.entry_ids) if e not in old.entry_ids)
+        self.flag_records[flag.flag_id] = replace(
+            old, summary=flag.summary, entry_ids=old.entry_ids + added
+        )
+
+    def flag(self, flag_id: str) -> FlagRecord | None:
+        return self.flag_records.get(flag_id)
+
+    def flags(self, query: FlagQuery, offset: int, limit: int) -> list[FlagRecord]:
+        found = [
+            f
+            for f in self.flag_records.values()
+            if (not query.status or f.status == query.status)
+            and (not query.kinds or f.kind in query.kinds)
+            and (not query.organization_id or f.organization_id == query.organization_id)
+            and (not query.patient_subject_id or f.patient_subject_id == query.patient_subject_id)
+            and _in_range(f.create_time, query.start_time, query.end_time)
+        ]
+        found.sort(key=lambda f: f.flag_id)
+        found.sort(key=lambda f: f.create_time, reverse=True)
+        return found[offset : offset + limit]
+
+    def review_flag(self, flag_id: str, review: FlagReviewRecord) -> FlagRecord | None:
+        old = self.flag_records.get(flag_id)
+        if old is None:
+            return None
+        self.flag_history[flag_id].append(review)
+        reviewed = replace(old, status=apb.FLAG_STATUS_REVIEWED, review=review)
+        self.flag_records[flag_id] = reviewed
+        return reviewed
+
+
+class FakeLogReader:
+    """A chain node that has sealed ``view``; evidence is a JSON list of what was asked."""
+
+    def __init__(self, view: SealedView) -> None:
+        self.view = view
+        self.syncs = 0
+        self.evidence_asked: list[tuple[list[tuple[str, int]], str]] = []
+
+    def sync(self) -> SealedView:
+        self.syncs += 1
+        return self.view
+
+    def evidence(self, leaves: Sequence[tuple[str, int]], since_checkpoint: str) -> str:
+        self.evidence_asked.append((list(leaves), since_checkpoint))
+        return json.dumps({"entries": [{"entry_id": e, "leaf_index": i} for e, i in leaves]})
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+def event(
+    payload: Message, *, when: datetime = NOW, event_id: str | None = None, producer: str = ""
+) -> events_pb2.EventEnvelope:
+    """An envelope as a service would publish it."""
+    return envelope(payload, producer=producer or "test", subject="", now=when, event_id=event_id)
+
+
+def record_anchored(
+    entry_id: str,
+    *,
+    organization: str = HOSPITAL,
+    patient: str = PATIENT,
+    record_id: str = "rec-1",
+    version: int = 1,
+    action: int = common_pb2.RECORD_ACTION_CREATE,
+    when: datetime = NOW,
+    practitioner: str = "pr-1",
+) -> events_pb2.EventEnvelope:
+    payload = events_pb2.RecordAnchored(
+        organization_id=organization,
+        record_id=record_id,
+        version=version,
+        action=common_pb2.RecordAction.ValueType(action),
+        entry_id=entry_id,
+        commitment=bytes(32),
+        subject_tag=tag(patient),
+        author_practitioner_id=practitioner,
+        reason_code="TREAT",
+    )
+    payload.anchored_time.FromDatetime(when)
+    return event(payload, when=when, producer="anchoring")
+
+
+def record_sealed(entry_id: str, leaf_index: int, tree_size: int) -> events_pb2.EventEnvelope:
+    return event(
+        events_pb2.RecordSealed(
+            organization_id=HOSPITAL,
+            record_id="rec-1",
+            version=1,
+            entry_id=entry_id,
+            leaf_index=leaf_index,
+            tree_size=tree_size,
+        ),
+        producer="anchoring",
+    )
+
+
+def record_rejected(entry_id: str, detail: str) -> events_pb2.EventEnvelope:
+    return event(
+        events_pb2.RecordRejected(
+            organization_id=HOSPITAL, entry_id=entry_id, rejection_detail=detail
+        ),
+        producer="anchoring",
+    )
+
+
+def consent_change(
+    entry_id: str,
+    *,
+    directive_id: str = "d-1",
+    version: int = 1,
+    grantee: str = HOSPITAL,
+    patient: str = PATIENT,
+) -> events_pb2.ConsentChange:
+    return events_pb2.ConsentChange(
+        patient_subject_id=patient,
+        directive_id=directive_id,
+        version=version,
+        grantee_organization_id=grantee,
+        signer_subject_id=patient,
+        entry_id=entry_id,
+    )
+
+
+def consent_granted(
+    entry_id: str, *, when: datetime = NOW, revoked: bool = False, **change: Any
+) -> events_pb2.EventEnvelope:
+    kind = events_pb2.ConsentRevoked if revoked else events_pb2.ConsentGranted
+    return event(kind(change=consent_change(entry_id, **change)), when=when, producer="consent")
+
+
+def consent_revoked(entry_id: str, **kwargs: Any) -> events_pb2.EventEnvelope:
+    return consent_granted(entry_id, revoked=True, **kwargs)
+
+
+def access_decided(
+    entry_id: str,
+    *,
+    decision: int = common_pb2.ACCESS_DECISION_PERMIT,
+    organization: str = HOSPITAL,
+    patient: str = PATIENT,
+    when: datetime = NOW,
+    break_glass: bool = False,
+    directive: tuple[str, int] = ("", 0),
+    category: str = "laboratory",
+) -> events_pb2.EventEnvelope:
+    reason = (
+        common_pb2.ACCESS_REASON_PERMITTED
+        if decision == common_pb2.ACCESS_DECISION_PERMIT
+        else common_pb2.ACCESS_REASON_NO_CONSENT
+    )
+    return event(
+        events_pb2.AccessDecided(
+            patient_subject_id=patient,
+            requester_organization_id=organization,
+            practitioner_id="pr-1",
+            data_category=category,
+            purpose="TREAT",
+            decision=common_pb2.AccessDecision.ValueType(decision),
+            reason=reason,
+            break_glass=break_glass,
+            deciding_directive_id=directive[0],
+            deciding_directive_version=directive[1],
+            access_entry_id=entry_id,
+            request_id=f"req-{entry_id}",
+        ),
+        when=when,
+        producer="consent",
+    )
+
+
+def key_registered(entry_id: str, *, owner: str = HOSPITAL) -> events_pb2.EventEnvelope:
+    return event(
+        events_pb2.KeyRegistered(owner_id=owner, key_id="k-1", entry_id=entry_id),
+        producer="identity",
+    )
+
+
+def patient_registered(subject_id: str) -> events_pb2.EventEnvelope:
+    return event(
+        events_pb2.PatientRegistered(subject_id=subject_id, registered_by=HOSPITAL),
+        producer="identity",
+    )
