@@ -14,17 +14,23 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
+import pymongo
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kafka import KafkaConsumer, TopicPartition
 
 from chain.node.setup import ConsortiumFiles
 from cli import identity_files as files
 from cli.identity_commands import login_token
 from devstack.pki import ADMIN, Pki
 from devstack.stack import StackPorts
+from services.audit.domain import EVENT_TOPICS
+from services.audit.store import POSITION_ID
 from services.common.caller import Role
 from services.common.tls import open_channel, open_public_channel
+from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2
 from swiftchain.identity.v1 import identity_pb2, identity_service_pb2_grpc
 from swiftchain.identity.v1 import identity_service_pb2 as pb
@@ -197,3 +203,61 @@ class StackParties:
             )
 
         wait_for(f"key {key_id} to be ACTIVE", active, timeout)
+
+    def audit_backlog(self) -> tuple[int, int]:
+        """(events not yet read by the audit service, sealed leaves not yet in its log index),
+        counted against the event topics' ends and a node's sealed checkpoint as of now."""
+        bootstrap = f"127.0.0.1:{self.ports.kafka}"
+        # A consumer of the audit group that never subscribes: it reads the group's committed
+        # offsets without joining it.
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            client_id="backlog",
+            group_id="audit",
+            enable_auto_commit=False,
+        )
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+            f"mongodb://127.0.0.1:{self.ports.mongo}/", serverSelectionTimeoutMS=10_000
+        )
+        try:
+            partitions = [
+                TopicPartition(topic, p)
+                for topic in EVENT_TOPICS
+                for p in consumer.partitions_for_topic(topic) or ()
+            ]
+            ends = consumer.end_offsets(partitions)
+            events = sum(max(0, end - (consumer.committed(tp) or 0)) for tp, end in ends.items())
+            with self.channel(self.admin, "hospital-a") as channel:
+                sealed = (
+                    chain_service_pb2_grpc.ChainServiceStub(channel)
+                    .GetCheckpoint(chain_service_pb2.GetCheckpointRequest(), timeout=10)
+                    .checkpoint.tree_size
+                )
+            position = client["audit"]["position"].find_one({"_id": POSITION_ID})
+            indexed = int(position["tree_size"]) if position else 0
+            return events, max(0, sealed - indexed)
+        finally:
+            client.close()
+            consumer.close(autocommit=False)
+
+    def wait_audit_caught_up(
+        self, timeout: float = 900.0, say: Callable[[str], None] = lambda line: None
+    ) -> None:
+        """Wait until the audit service has read every event published so far and indexed the
+        log up to the sealed checkpoint of now (a burst of anchors before leaves it behind);
+        ``say`` hears the backlog every 10 s."""
+        deadline = time.monotonic() + timeout
+        told = 0.0
+        while True:
+            events, leaves = self.audit_backlog()
+            if events == 0 and leaves == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"the audit service is still {events:,} events and {leaves:,} sealed leaves "
+                    f"behind after {timeout:.0f}s"
+                )
+            if time.monotonic() - told >= 10:
+                say(f"    the audit service is {events:,} events and {leaves:,} leaves behind…")
+                told = time.monotonic()
+            time.sleep(1.0)

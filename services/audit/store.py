@@ -39,7 +39,8 @@ from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.common.v1 import common_pb2
 
 ALIAS = "audit"
-_POSITION_ID = "log"
+#: The ``_id`` of the ``position`` document: the tree size the log index is complete up to.
+POSITION_ID = "log"
 
 
 def _collection(name: str) -> Collection[dict[str, Any]]:
@@ -170,13 +171,8 @@ class AuditMongoStore:
 
     def items_by_id(self, entry_ids: Sequence[str]) -> dict[str, TrailRecord]:
         """The items with these ids (lookups by ``_id``: indexed on FerretDB)."""
-        found: dict[str, TrailRecord] = {}
-        items = _collection("items")
-        for entry_id in entry_ids:
-            doc = items.find_one({"_id": entry_id})
-            if doc is not None and doc.get("kind"):
-                found[entry_id] = _item(doc)
-        return found
+        docs = mongo.find_by_ids(_collection("items"), entry_ids)
+        return {key: _item(doc) for key, doc in docs.items() if doc.get("kind")}
 
     def add_flag_to_items(self, entry_ids: Sequence[str], flag_id: str) -> None:
         """Record the flag on each existing item."""
@@ -240,23 +236,18 @@ class AuditMongoStore:
 
     def leaves_by_id(self, entry_ids: Sequence[str]) -> dict[str, LogLeaf]:
         """The indexed leaves with these entry ids."""
-        found: dict[str, LogLeaf] = {}
-        leaves = _collection("leaves")
-        for entry_id in entry_ids:
-            doc = leaves.find_one({"_id": entry_id})
-            if doc is not None:
-                found[entry_id] = _leaf(doc)
-        return found
+        docs = mongo.find_by_ids(_collection("leaves"), entry_ids)
+        return {key: _leaf(doc) for key, doc in docs.items()}
 
     def log_position(self) -> int:
         """The tree size the log index is complete up to."""
-        doc = _collection("position").find_one({"_id": _POSITION_ID})
+        doc = _collection("position").find_one({"_id": POSITION_ID})
         return int(doc["tree_size"]) if doc else 0
 
     def store_log_position(self, tree_size: int) -> None:
         """Remember the tree size the log index is complete up to."""
         _collection("position").update_one(
-            {"_id": _POSITION_ID}, {"$set": {"tree_size": tree_size}}, upsert=True
+            {"_id": POSITION_ID}, {"$set": {"tree_size": tree_size}}, upsert=True
         )
 
     # --- directives and patients ----------------------------------------------------------
@@ -296,13 +287,8 @@ class AuditMongoStore:
 
     def patients(self, tags: Iterable[bytes]) -> dict[bytes, str]:
         """The subject ids of the known tags."""
-        found: dict[bytes, str] = {}
-        patients = _collection("patients")
-        for tag in tags:
-            doc = patients.find_one({"_id": tag.hex()})
-            if doc is not None:
-                found[tag] = doc["subject_id"]
-        return found
+        docs = mongo.find_by_ids(_collection("patients"), (tag.hex() for tag in tags))
+        return {bytes.fromhex(key): doc["subject_id"] for key, doc in docs.items()}
 
     # --- flags ----------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ needs what FerretDB v1 lacks (transactions, change streams, TTL indexes).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -65,3 +66,24 @@ def bulk_write(
         collection.bulk_write(
             list(operations[start : start + MAX_WRITES_PER_COMMAND]), ordered=ordered
         )
+
+
+LOOKUP_THREADS: Final = 8
+"""Concurrent ``_id`` lookups of :func:`find_by_ids`."""
+
+_lookups = ThreadPoolExecutor(max_workers=LOOKUP_THREADS, thread_name_prefix="mongo-lookup")
+
+
+def find_by_ids(collection: Collection[Any], ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The documents with these ``_id`` values (missing ones left out), by ``_id``.
+
+    FerretDB v1 (SQLite) uses its ``_id`` index only for a filter that is exactly one ``_id``
+    equality; ``{"_id": {"$in": ...}}`` reads the whole collection. So the lookups go one by one,
+    :data:`LOOKUP_THREADS` at a time: a batch costs a few round trips' time, not one per id.
+    """
+    wanted = list(dict.fromkeys(ids))
+    if len(wanted) <= 1:
+        found = [collection.find_one({"_id": key}) for key in wanted]
+    else:
+        found = list(_lookups.map(lambda key: collection.find_one({"_id": key}), wanted))
+    return {doc["_id"]: doc for doc in found if doc is not None}

@@ -486,7 +486,7 @@ def test_killed_mid_stream_the_audit_service_resumes_without_loss_or_duplicate(
     deadline = time.monotonic() + 60
     while items_collection.count_documents({"subject_tag": tag}) == 0:
         assert time.monotonic() < deadline, "the audit service never started on the events"
-        time.sleep(0.01)
+        time.sleep(0.05)
     os.kill(audit.process.pid, signal.SIGKILL)
     at_kill = items_collection.count_documents({"subject_tag": tag})
     assert 0 < at_kill < count, f"the kill came at {at_kill} of {count} items"
