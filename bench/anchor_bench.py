@@ -33,7 +33,6 @@ for extra in (ROOT, ROOT / "protos"):
 
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 
-from chain.node.setup import ConsortiumFiles  # noqa: E402
 from devstack.ferretdb import ensure_ferretdb  # noqa: E402
 from devstack.kafka import ensure_kafka  # noqa: E402
 from sdk.anchoring import HospitalClient  # noqa: E402
@@ -177,13 +176,7 @@ def main() -> int:
             hospital = platform.register_organization("bench", Role.HOSPITAL, "hospital-bench")
             platform.wait_key_active(hospital, hospital.id, "hospital-bench#1")
             assert hospital.signing_key is not None
-            client = HospitalClient(
-                platform.channel(hospital, "anchoring"),
-                hospital.id,
-                "hospital-bench#1",
-                hospital.signing_key,
-                ConsortiumFiles(platform.stack.root / "consortium").load_tag_key(),
-            )
+            client = platform.hospital_client(hospital)
             watcher = SealWatcher(platform.channel(platform.admin, "hospital-a"))
             say(f"throughput: {count:,} versions through one AnchorRecords stream...")
             sealed_rate, accepted_rate = throughput(client, platform, watcher, count)

@@ -26,10 +26,8 @@ for extra in (ROOT, ROOT / "protos"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from chain.node.setup import ConsortiumFiles  # noqa: E402
 from devstack.ferretdb import ensure_ferretdb  # noqa: E402
 from devstack.kafka import ensure_kafka  # noqa: E402
-from sdk.anchoring import HospitalClient  # noqa: E402
 from services.common.caller import Role  # noqa: E402
 from swiftchain.audit.v1 import audit_service_pb2 as apb  # noqa: E402
 from swiftchain.audit.v1 import audit_service_pb2_grpc  # noqa: E402
@@ -76,13 +74,7 @@ def main() -> int:
             platform.wait_key_active(hospital, hospital.id, "hospital-bench#1")
             regulator = platform.register_organization("reg", Role.REGULATOR, "regulator-bench")
             assert hospital.signing_key is not None
-            client = HospitalClient(
-                platform.channel(hospital, "anchoring"),
-                hospital.id,
-                "hospital-bench#1",
-                hospital.signing_key,
-                ConsortiumFiles(platform.stack.root / "consortium").load_tag_key(),
-            )
+            client = platform.hospital_client(hospital)
             drafts = [
                 client.record_version(f"a-{n}", 1, f"document {n}".encode(), subject_id=SUBJECT)
                 for n in range(count)

@@ -32,7 +32,7 @@ import grpc
 from devstack.parties import Principal, StackParties
 from devstack.paths import REPO_ROOT, run_dir
 from devstack.stack import LocalStack, StackPorts, stack_is_running
-from sdk.anchoring import HospitalClient, RecordVersionDraft
+from sdk.anchoring import RecordVersionDraft
 from sdk.audit import enum_word, item_detail, proof_state
 from sdk.consent import PERMIT, PatientDevice, bearer, organization, provision
 from services.common.caller import Role
@@ -224,13 +224,7 @@ class Demo:
         a = hospitals["a"]
         assert a.signing_key is not None
         self.parties.wait_key_active(a, a.id, a.key_id, WAIT)
-        client = HospitalClient(
-            self.parties.channel(a, "anchoring"),
-            a.id,
-            a.key_id,
-            a.signing_key,
-            self.parties.consortium.load_tag_key(),
-        )
+        client = self.parties.hospital_client(a)
         drafts: list[RecordVersionDraft] = []
         for version in (1, 2, 3):
             document = {

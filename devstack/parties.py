@@ -26,6 +26,7 @@ from cli import identity_files as files
 from cli.identity_commands import login_token
 from devstack.pki import ADMIN, Pki
 from devstack.stack import StackPorts
+from sdk.anchoring import HospitalClient
 from services.audit.domain import EVENT_TOPICS
 from services.audit.store import POSITION_ID
 from services.common.caller import Role
@@ -178,6 +179,17 @@ class StackParties:
         principal = Principal(label, Role.PATIENT, subject_id, device_dir=folder)
         principal.token = self.login(principal)
         return principal
+
+    def hospital_client(self, hospital: Principal, key_id: str | None = None) -> HospitalClient:
+        """The anchoring SDK client of ``hospital`` (its first key unless ``key_id``)."""
+        assert hospital.signing_key is not None, f"{hospital.label} holds no signing key"
+        return HospitalClient(
+            self.channel(hospital, "anchoring"),
+            hospital.id,
+            key_id or hospital.key_id,
+            hospital.signing_key,
+            self.consortium.load_tag_key(),
+        )
 
     def login(self, patient: Principal) -> str:
         """A fresh token for ``patient`` through BeginLogin/CompleteLogin on the public port."""

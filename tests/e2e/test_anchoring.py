@@ -57,15 +57,7 @@ def anchoring_hospital(platform: Platform) -> Principal:
 def client_for(
     platform: Platform, hospital: Principal, key_id: str | None = None
 ) -> HospitalClient:
-    assert hospital.signing_key is not None
-    tag_key = ConsortiumFiles(platform.stack.root / "consortium").load_tag_key()
-    return HospitalClient(
-        platform.channel(hospital, "anchoring"),
-        hospital.id,
-        key_id or f"{hospital.id}#1",
-        hospital.signing_key,
-        tag_key,
-    )
+    return platform.hospital_client(hospital, key_id)
 
 
 def code_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:

@@ -25,7 +25,6 @@ from chain.tags import subject_tag
 from cli.main import app as cli_app
 from devstack.demo import Demo, DemoResult
 from devstack.parties import Principal
-from sdk.anchoring import HospitalClient
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as anpb
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc
 from swiftchain.audit.v1 import audit_service_pb2 as pb
@@ -461,14 +460,12 @@ def test_killed_mid_stream_the_audit_service_resumes_without_loss_or_duplicate(
 ) -> None:
     platform = scenario.platform
     a = scenario.party("hospital a")
-    assert a.signing_key is not None
     tag_key = platform.consortium.load_tag_key()
     subject = platform.register_patient(f"busy {uuid.uuid4().hex[:6]}", a).id
     tag = subject_tag(tag_key, subject)
     audit = next(p for p in platform.stack.grpc_processes if p.name == "audit")
     assert audit.process.pid is not None
-    anchoring = platform.channel(a, "anchoring")
-    client = HospitalClient(anchoring, a.id, a.key_id, a.signing_key, tag_key)
+    client = platform.hospital_client(a)
     count = 1500
     drafts = [
         client.record_version(f"busy-{n}", 1, f"note {n}".encode(), subject_id=subject)
