@@ -35,6 +35,9 @@ SERVICES = (("identity", 50051), ("anchoring", 50052), ("consent", 50053), ("aud
 #: Every gRPC process's public port (server-only TLS: patient apps, anonymous calls) is its
 #: main port + 100.
 PUBLIC_PORT_OFFSET = 100
+#: The Prometheus endpoints of ``make up``: 9464 (the exporter's usual port) for the first
+#: process, then one more for each.
+FIRST_METRICS_PORT = 9464
 ORIGIN = "swiftchain.local/consortium-log"
 HEALTH_TIMEOUT = 90.0
 
@@ -73,6 +76,10 @@ class StackPorts:
     public: tuple[tuple[str, int], ...] = tuple(
         (name, port + PUBLIC_PORT_OFFSET) for name, port in NODES + SERVICES
     )
+    #: process name -> port of its Prometheus endpoint (``/metrics``).
+    metrics: tuple[tuple[str, int], ...] = tuple(
+        (name, FIRST_METRICS_PORT + index) for index, (name, _) in enumerate(NODES + SERVICES)
+    )
 
     @classmethod
     def free(cls) -> StackPorts:
@@ -84,6 +91,7 @@ class StackPorts:
             nodes=tuple((name, free_port()) for name, _ in NODES),
             services=tuple((name, free_port()) for name, _ in SERVICES),
             public=tuple((name, free_port()) for name, _ in NODES + SERVICES),
+            metrics=tuple((name, free_port()) for name, _ in NODES + SERVICES),
         )
 
     def port(self, name: str) -> int:
@@ -94,16 +102,29 @@ class StackPorts:
         """The public (TLS, no client certificate) port of process ``name``."""
         return dict(self.public)[name]
 
+    def metrics_port(self, name: str) -> int:
+        """The port of process ``name``'s Prometheus endpoint."""
+        return dict(self.metrics)[name]
+
 
 class LocalStack:
     """Kafka, FerretDB, three chain nodes and the four services, under one folder.
 
     :meth:`start` brings every process to SERVING (or raises :class:`ProcessError` with the
-    failing process's log tail); :meth:`stop` stops them all, services first.
+    failing process's log tail); :meth:`stop` stops them all, services first. With
+    ``spans_dir``, every process writes its finished spans to ``<spans_dir>/<process>.jsonl``.
     """
 
-    def __init__(self, root: Path, ports: StackPorts | None = None, say: Log = _say) -> None:
+    def __init__(
+        self,
+        root: Path,
+        ports: StackPorts | None = None,
+        say: Log = _say,
+        *,
+        spans_dir: Path | None = None,
+    ) -> None:
         self.root = root
+        self.spans_dir = spans_dir
         self.ports = ports or StackPorts()
         self.logs = root / "logs"
         self._say = say
@@ -129,9 +150,12 @@ class LocalStack:
             "SWIFTCHAIN_TLS_DIR": str(self.pki.tls_dir(name)),
             "SWIFTCHAIN_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
             "SWIFTCHAIN_MONGO_URI": self.mongo.uri,
+            "SWIFTCHAIN_METRICS_PORT": str(self.ports.metrics_port(name)),
             "PYTHONUNBUFFERED": "1",
             **env,
         }
+        if self.spans_dir is not None:
+            full_env["SWIFTCHAIN_SPANS_FILE"] = str(self.spans_dir / f"{name}.jsonl")
         process = ManagedProcess(
             name,
             [sys.executable, "-m", module],
@@ -205,8 +229,9 @@ class LocalStack:
                 tls_dir=self.pki.tls_dir(ADMIN),
             )
             self._say(
-                f"{proc.name:<10} 127.0.0.1:{proc.port} (mTLS), :{proc.public_port} (public TLS)"
-                f"  SERVING  (log {proc.process.log_path})"
+                f"{proc.name:<10} 127.0.0.1:{proc.port} (mTLS), :{proc.public_port} (public TLS),"
+                f" :{self.ports.metrics_port(proc.name)}/metrics  SERVING"
+                f"  (log {proc.process.log_path})"
             )
 
     def check_running(self) -> None:

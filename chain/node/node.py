@@ -26,12 +26,14 @@ from chain.consortium import ConsortiumConfig
 from chain.entry import read_body
 from chain.errors import VerificationError
 from chain.hashing import leaf_hash
+from chain.node.entry_spans import EntrySpans
 from chain.node.store import BUNDLE_SIZE, BlockDoc, ChainStore
 from chain.note import Signer, signature_line, verify_signature_line
 from chain.proof_build import tree_root
 from chain.sequencer import Block, OrderedRecord, Sequencer, ttc_record
 from chain.tiles import TILE_WIDTH, MemoryHashStore, tile_bytes, tiles_touched
 from chain.validation import EntryValidator, KeyRegistry
+from services.common.kafka import record_lag
 from swiftchain.chain.v1 import ordering_pb2
 from swiftchain.common.v1 import common_pb2
 
@@ -100,6 +102,7 @@ class ChainNode:
         self._ordering_topic = ordering_topic
         self._cosignatures_topic = cosignatures_topic
         self.tree = MemoryHashStore()
+        self._entry_spans = EntrySpans(name)
         self.can_sign = True
         self._lock = threading.Lock()
         self._sealed_changed = threading.Condition(self._lock)
@@ -271,6 +274,9 @@ class ChainNode:
         try:
             while not self._stop.is_set():
                 batches = consumer.poll(timeout_ms=10, max_records=self._poll_max)
+                record_lag(consumer, "chain-node", batches)
+                for polled in batches.values():
+                    self._entry_spans.read(polled)
                 records = [
                     OrderedRecord(r.offset, r.timestamp, r.value)
                     for rs in batches.values()
@@ -380,6 +386,7 @@ class ChainNode:
                 self._cosignatures_topic, message.SerializeToString(), key=self.name.encode()
             )
             self._producer.flush()  # type: ignore[attr-defined]
+        self._entry_spans.persisted(block.cut_offset, checkpoint.size)
         self._try_seal(checkpoint.size)
 
     # ------------------------------------------------------------------ cosigning
@@ -470,6 +477,7 @@ class ChainNode:
         self._store.seal_block(ours.height, note, signers)
         self._remember_sealed(ours, note, signers)
         _blocks_sealed.add(1)
+        self._entry_spans.sealed(tree_size)
 
     def _alarm_mismatch(
         self, member: str, tree_size: int, ours: str, theirs: ordering_pb2.Cosignature

@@ -20,6 +20,7 @@ from chain.hashing import leaf_hash
 from chain.node.node import ORDERING_TOPIC
 from chain.proof_verify import verify_inclusion
 from chain.sequencer import entry_record
+from services.common.kafka import publish_span, trace_headers
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2
 
@@ -48,9 +49,14 @@ class Submitter:
         self, entries: Sequence[bytes], timeout: float = 30.0
     ) -> list[tuple[int, int]]:
         """Send ``entries``; return each one's (ordering offset, Kafka timestamp in ms): the
-        broker's append time, on the ordering topic (LogAppendTime)."""
-        futures = [self._producer.send(self._topic, entry_record(e)) for e in entries]
-        self._producer.flush(timeout=timeout)
+        broker's append time, on the ordering topic (LogAppendTime). Each record carries the
+        current trace context, so the nodes' spans for it join the caller's trace."""
+        with publish_span(self._topic, len(entries)):
+            headers = trace_headers()
+            futures = [
+                self._producer.send(self._topic, entry_record(e), headers=headers) for e in entries
+            ]
+            self._producer.flush(timeout=timeout)
         try:
             metadata = [f.get(timeout=timeout) for f in futures]
         except Exception as error:  # kafka-python raises its own KafkaError family

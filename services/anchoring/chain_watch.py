@@ -17,25 +17,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
-from opentelemetry import metrics
 
 from chain.hashing import leaf_hash
 from services.anchoring.domain import RecordVersion
+from services.anchoring.observability import SealObserver
 from services.anchoring.tracking import SealTracker
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2
 
 _log = logging.getLogger(__name__)
-_meter = metrics.get_meter("swiftchain.anchoring")
-_deadline_missed = _meter.create_counter(
-    "swiftchain.anchoring.seal_deadline_missed",
-    description="Record versions not sealed by the deadline promised in their receipt",
-)
-_seal_latency = _meter.create_histogram(
-    "swiftchain.anchoring.seal_latency",
-    unit="ms",
-    description="From a version's acceptance to the sealing of its entry, as this service saw it",
-)
 #: Seconds between two looks for versions past their deadline.
 DEADLINE_POLL = 0.25
 #: Late versions the log is asked about per look (bounded: a late batch of 10,000 must not turn
@@ -46,19 +36,6 @@ RECONNECT_AFTER = 1.0
 _STATUS_TIMEOUT = 2.0
 
 
-def count_missed(version: RecordVersion) -> None:
-    """Meter and log a missed deadline (the tracker's ``on_missed``)."""
-    _deadline_missed.add(1, {"organization_id": version.organization_id})
-    _log.warning(
-        "entry %s (%s record %r version %d) was not sealed by its deadline %s",
-        version.entry_id,
-        version.organization_id,
-        version.record_id,
-        version.version,
-        version.seal_due_time.isoformat(),
-    )
-
-
 class ChainWatch:
     """Runs the two loops until stopped; see the module docstring."""
 
@@ -67,9 +44,11 @@ class ChainWatch:
         chain: grpc.Channel,
         tracker: SealTracker,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        observer: SealObserver | None = None,
     ) -> None:
         self._chain = chain_service_pb2_grpc.ChainServiceStub(chain)
         self._tracker = tracker
+        self._observer = observer or SealObserver()
         self._clock = clock
         self._stop = threading.Event()
         self._call: grpc.Call | None = None
@@ -137,9 +116,7 @@ class ChainWatch:
                 raise RuntimeError(f"the chain node served no entries from {start} of {tree_size}")
             now = self._clock()
             hashes = [leaf_hash(entry) for entry in page.entries]
-            for version in self._tracker.on_checkpoint(start, hashes, tree_size, now):
-                waited = (now - version.anchored_time).total_seconds() * 1000
-                _seal_latency.record(waited, {"organization_id": version.organization_id})
+            self._observer.sealed(self._tracker.on_checkpoint(start, hashes, tree_size, now), now)
             start += len(page.entries)
 
     # --- deadlines ------------------------------------------------------------------------

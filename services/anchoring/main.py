@@ -10,8 +10,9 @@ from pathlib import Path
 from chain.node.node import ORDERING_TOPIC
 from chain.node.setup import ConsortiumFiles
 from chain.node.submitter import Submitter
-from services.anchoring.chain_watch import ChainWatch, count_missed
+from services.anchoring.chain_watch import ChainWatch
 from services.anchoring.domain import RecordAnchoring
+from services.anchoring.observability import SealObserver, count_missed
 from services.anchoring.servicer import AnchoringServicer
 from services.anchoring.store import ALIAS, ChunkDoc, VersionStore
 from services.anchoring.tracking import SealTracker
@@ -74,7 +75,8 @@ def main() -> None:
     chain = open_channel(settings.chain_node, settings.tls_dir)
     relay = OutboxRelay(producer, settings.events_topic, [ChunkDoc])
     tracker = SealTracker(store, on_missed=count_missed)
-    watch = ChainWatch(chain, tracker, clock=_now)
+    observer = SealObserver()
+    watch = ChainWatch(chain, tracker, clock=_now, observer=observer)
     servicer = AnchoringServicer(
         anchoring=anchoring,
         tracker=tracker,
@@ -83,6 +85,7 @@ def main() -> None:
         consortium=consortium,
         clock=_now,
         on_write=relay.wake,
+        observer=observer,
     )
     stop = threading.Event()
 

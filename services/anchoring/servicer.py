@@ -27,6 +27,7 @@ from services.anchoring.domain import (
     RecordVersion,
 )
 from services.anchoring.domain_fhir import provenance_bundle
+from services.anchoring.observability import SealObserver, count_outcomes
 from services.anchoring.tracking import SealTracker
 from services.common.caller import current_caller
 from services.common.convert import timestamp
@@ -91,8 +92,10 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
         consortium: ConsortiumConfig,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_write: Callable[[], None] = lambda: None,
+        observer: SealObserver | None = None,
     ) -> None:
         self._anchoring = anchoring
+        self._observer = observer or SealObserver()
         self._tracker = tracker
         self._submitter = submitter
         self._chain = chain_service_pb2_grpc.ChainServiceStub(chain)
@@ -111,7 +114,10 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
         outcomes = self._anchoring.anchor(
             current_caller().id, [_request(r) for r in requests], now, first
         )
-        self._tracker.watch([o.anchored for o in outcomes if o.created and o.anchored])
+        created = [o.anchored for o in outcomes if o.created and o.anchored]
+        self._tracker.watch(created)
+        self._observer.accepted(created)
+        count_outcomes(outcomes)
         self.order([o.anchored for o in outcomes if o.anchored is not None])
         return outcomes
 
@@ -211,7 +217,11 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
                 f"the chain node served evidence for entry {version.entry_id} that does not "
                 "verify; ask another node"
             )
-        version = self._tracker.seal(version, proved.leaf_index, proved.tree_size, self._clock())
+        now = self._clock()
+        was_sealed = version.sealed_tree_size is not None
+        version = self._tracker.seal(version, proved.leaf_index, proved.tree_size, now)
+        if not was_sealed:
+            self._observer.sealed([version], now)
         self._on_write()
         return version, bundle.to_json()
 

@@ -8,17 +8,77 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry import context as otel_context
-from opentelemetry import propagate
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.metrics import CallbackOptions, Observation
 
 _log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+_tracer = trace.get_tracer("swiftchain.kafka")
+#: (consumer name, topic) -> records not yet read, as of the consumer's last poll.
+_lag: dict[tuple[str, str], int] = {}
+_lag_lock = threading.Lock()
+
+
+def _observe_lag(_options: CallbackOptions) -> Iterable[Observation]:
+    with _lag_lock:
+        current = dict(_lag)
+    return [
+        Observation(lag, {"consumer": consumer, "topic": topic})
+        for (consumer, topic), lag in current.items()
+    ]
+
+
+metrics.get_meter("swiftchain.kafka").create_observable_gauge(
+    "swiftchain.kafka.consumer_lag",
+    callbacks=[_observe_lag],
+    unit="{record}",
+    description="Records on the broker that this process's consumer has not read yet, per topic",
+)
+
+
+def record_lag(consumer: KafkaConsumer, name: str, polled: Mapping[Any, Sequence[Any]]) -> None:
+    """Note how far ``consumer`` (``name``: its group or role) trails each assigned topic's end
+    after a poll that returned ``polled``, for the ``swiftchain.kafka.consumer_lag`` gauge.
+    No broker round trip: kafka-python learns the high watermark with every fetch."""
+    behind: dict[str, int] = {}
+    for partition in consumer.assignment():
+        highwater = consumer.highwater(partition)
+        if highwater is None:
+            continue
+        records = polled.get(partition)
+        if records:
+            position: int | None = records[-1].offset + 1
+        else:
+            position = consumer.position(partition, timeout_ms=0)
+        if position is not None:
+            behind[partition.topic] = behind.get(partition.topic, 0) + max(highwater - position, 0)
+    with _lag_lock:
+        for topic, lag in behind.items():
+            _lag[(name, topic)] = lag
+
+
+@contextmanager
+def publish_span(topic: str, count: int) -> Iterator[None]:
+    """A producer span around sending ``count`` records to ``topic``; records sent inside it
+    with :func:`trace_headers` make the consumer's spans its children."""
+    with _tracer.start_as_current_span(
+        f"{topic} publish",
+        kind=trace.SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.destination.name": topic,
+            "messaging.batch.message_count": count,
+        },
+    ):
+        yield
 
 
 def make_producer(bootstrap: str, client_id: str, **overrides: Any) -> KafkaProducer:
@@ -106,8 +166,10 @@ def run_batch_consumer(
     A handler that raises stops the loop without committing that batch: it is read again after a
     restart (at-least-once), so handlers must be idempotent.
     """
+    name = str(consumer.config.get("group_id") or consumer.config.get("client_id"))
     while not stop.is_set():
         batches = consumer.poll(timeout_ms=poll_timeout_ms, max_records=max_records)
+        record_lag(consumer, name, batches)
         if not batches:
             continue
         handle_batch([_consumed(record) for records in batches.values() for record in records])

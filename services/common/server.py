@@ -25,7 +25,7 @@ from services.common.auth import start_authorization
 from services.common.errors import ErrorMappingInterceptor
 from services.common.revocations import RevocationList
 from services.common.settings import ProcessSettings
-from services.common.telemetry import configure_logging, configure_tracing
+from services.common.telemetry import configure_logging, configure_metrics, configure_tracing
 from services.common.tls import server_credentials
 
 _log = logging.getLogger(__name__)
@@ -148,9 +148,14 @@ def run_until_signalled(
 
 
 def configure_process(settings: ProcessSettings) -> None:
-    """Logging and tracing for a process, from its settings; call first in ``main``."""
+    """Logging, tracing and metrics for a process, from its settings; call first in ``main``."""
     configure_logging(settings.log_level, json_lines=settings.log_json)
-    configure_tracing(settings.process_name)
+    configure_tracing(settings.process_name, spans_file=settings.spans_file)
+    configure_metrics(
+        settings.process_name,
+        prometheus_host=settings.listen_host,
+        prometheus_port=settings.metrics_port,
+    )
 
 
 def serve(

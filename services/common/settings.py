@@ -49,6 +49,11 @@ class ProcessSettings(BaseSettings):
     log_level: str = "INFO"
     #: Log lines as JSON objects (with trace ids) rather than text.
     log_json: bool = False
+    #: Port of the Prometheus endpoint (``/metrics`` on ``listen_host``); 0 means none.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    #: Append finished spans to this file as JSON lines (tests and local debugging; a cluster
+    #: exports over OTLP with ``OTEL_EXPORTER_OTLP_ENDPOINT`` instead).
+    spans_file: Path | None = None
 
     @property
     def address(self) -> str:

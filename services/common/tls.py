@@ -22,6 +22,7 @@ from pathlib import Path
 import grpc
 
 from chain.errors import InvalidInputError
+from services.common.telemetry import traced_channel
 
 CA_FILE = "ca.pem"
 CERT_FILE = "cert.pem"
@@ -67,12 +68,17 @@ def public_client_credentials(ca_pem: bytes) -> grpc.ChannelCredentials:
 
 def open_channel(target: str, folder: Path | None, options: ChannelOptions = ()) -> grpc.Channel:
     """An mTLS channel to ``target`` with ``folder``'s identity, or plaintext without a folder
-    (unit tests of servers that run without TLS)."""
+    (unit tests of servers that run without TLS); calls on it carry the trace context."""
     if folder is None:
-        return grpc.insecure_channel(target, options=list(options))
-    return grpc.secure_channel(target, client_credentials(folder), options=list(options))
+        return traced_channel(grpc.insecure_channel(target, options=list(options)))
+    return traced_channel(
+        grpc.secure_channel(target, client_credentials(folder), options=list(options))
+    )
 
 
 def open_public_channel(target: str, ca_pem: bytes, options: ChannelOptions = ()) -> grpc.Channel:
-    """A TLS channel without a client certificate, trusting the platform CA ``ca_pem``."""
-    return grpc.secure_channel(target, public_client_credentials(ca_pem), options=list(options))
+    """A TLS channel without a client certificate, trusting the platform CA ``ca_pem``; calls
+    on it carry the trace context."""
+    return traced_channel(
+        grpc.secure_channel(target, public_client_credentials(ca_pem), options=list(options))
+    )

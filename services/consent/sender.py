@@ -21,9 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from opentelemetry import context as otel_context
 
 from chain.sequencer import entry_record
 from services.common.events import encode
+from services.common.kafka import publish_span, trace_headers
 from services.consent.domain import ConsentBook, Outgoing
 from services.consent.store import ConsentMongoStore
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
@@ -57,30 +59,47 @@ class LogSender:
         self._chain = chain_service_pb2_grpc.ChainServiceStub(chain)
         self._retry = retry_seconds
         self._linger = linger_seconds
-        self._queue: queue.Queue[Outgoing] = queue.Queue()
+        self._queue: queue.Queue[tuple[Outgoing, otel_context.Context]] = queue.Queue()
         #: CONSENT entries the log rejected: not asked about again (the log has the alarm).
         self._rejected: set[str] = set()
 
     def put(self, item: Outgoing) -> None:
-        """Queue an accepted change for Kafka."""
-        self._queue.put(item)
+        """Queue an accepted change for Kafka; its entry carries the caller's trace context."""
+        self._queue.put((item, otel_context.get_current()))
 
     @property
     def backlog(self) -> int:
         """Items waiting for Kafka."""
         return self._queue.qsize()
 
-    def send_batch(self, batch: Sequence[Outgoing], timeout: float = 30.0) -> None:
-        """Send ``batch`` and record that Kafka has it; raises if Kafka does not acknowledge."""
+    def send_batch(
+        self, queued: Sequence[tuple[Outgoing, otel_context.Context]], timeout: float = 30.0
+    ) -> None:
+        """Send ``queued`` (items with the trace context they were queued in) and record that
+        Kafka has them; raises if Kafka does not acknowledge."""
         futures = []
-        for item in batch:
-            futures.append(self._producer.send(self._ordering_topic, entry_record(item.entry)))
-            for topic, event in item.events:
-                key, value, headers = encode(event)
-                futures.append(self._producer.send(topic, key=key, value=value, headers=headers))
+        for item, context in queued:
+            token = otel_context.attach(context)
+            try:
+                with publish_span(self._ordering_topic, 1):
+                    futures.append(
+                        self._producer.send(
+                            self._ordering_topic,
+                            entry_record(item.entry),
+                            headers=trace_headers(),
+                        )
+                    )
+                    for topic, event in item.events:
+                        key, value, headers = encode(event)
+                        futures.append(
+                            self._producer.send(topic, key=key, value=value, headers=headers)
+                        )
+            finally:
+                otel_context.detach(token)
         self._producer.flush(timeout=timeout)
         for future in futures:
             future.get(timeout=timeout)
+        batch = [item for item, _ in queued]
         versions = [item.version for item in batch if item.version is not None]
         decisions = [item.decision for item in batch if item.decision is not None]
         # Kept before the store forgets the batch, so a crash in between keeps them at the
@@ -118,7 +137,7 @@ class LogSender:
 
     def run(self, stop: threading.Event) -> None:
         """Send until ``stop`` is set and the queue is empty."""
-        batch: list[Outgoing] = []
+        batch: list[tuple[Outgoing, otel_context.Context]] = []
         while True:
             if not batch:
                 try:

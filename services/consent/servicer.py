@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import grpc
+from opentelemetry import metrics
 
 from chain.errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from services.common.caller import current_caller
@@ -20,6 +21,34 @@ from services.consent.notifications import Notifications
 from swiftchain.common.v1 import common_pb2
 from swiftchain.consent.v1 import consent_service_pb2 as pb
 from swiftchain.consent.v1 import consent_service_pb2_grpc, directive_pb2
+
+_meter = metrics.get_meter("swiftchain.consent")
+_decisions = _meter.create_counter(
+    "swiftchain.consent.decisions",
+    unit="{decision}",
+    description="Access decisions answered (CheckAccess and BreakGlass), by decision and reason",
+)
+_break_glass = _meter.create_counter(
+    "swiftchain.consent.break_glass",
+    unit="{decision}",
+    description="Break-glass accesses answered, by reason code (each one is reviewed)",
+)
+
+
+def _count(decision: StoredDecision) -> None:
+    _decisions.add(
+        1,
+        {
+            "decision": common_pb2.AccessDecision.Name(decision.decision).removeprefix(
+                "ACCESS_DECISION_"
+            ),
+            "reason": common_pb2.AccessReason.Name(decision.reason).removeprefix("ACCESS_REASON_"),
+            "break_glass": decision.break_glass,
+        },
+    )
+    if decision.break_glass:
+        _break_glass.add(1, {"reason_code": decision.reason_code})
+
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
@@ -212,6 +241,7 @@ class ConsentServicer(consent_service_pb2_grpc.ConsentServiceServicer):
             request.request_id,
             self._clock(),
         )
+        _count(decision)
         response = pb.CheckAccessResponse(
             deciding_directive_id=decision.deciding_directive_id,
             deciding_directive_version=decision.deciding_directive_version,
@@ -236,6 +266,7 @@ class ConsentServicer(consent_service_pb2_grpc.ConsentServiceServicer):
             request.request_id,
             self._clock(),
         )
+        _count(decision)
         return pb.BreakGlassResponse(
             access_entry_id=decision.entry_id,
             **self._decided(decision),  # type: ignore[arg-type]

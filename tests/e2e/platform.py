@@ -26,7 +26,10 @@ class Platform(StackParties):
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.stack = LocalStack(root / "stack", StackPorts.free(), say=lambda line: None)
+        self.spans_dir = root / "spans"
+        self.stack = LocalStack(
+            root / "stack", StackPorts.free(), say=lambda line: None, spans_dir=self.spans_dir
+        )
         super().__init__(self.stack.root, self.stack.ports, root / "parties")
         self.parties: dict[str, Principal] = {}
 

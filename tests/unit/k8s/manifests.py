@@ -81,6 +81,14 @@ class Process:
         assert spec is not None
         return spec
 
+    @property
+    def pod_annotations(self) -> dict[str, str]:
+        """The annotations of the workload's pod template."""
+        annotations: dict[str, str] = self.workload["spec"]["template"]["metadata"].get(
+            "annotations", {}
+        )
+        return annotations
+
     def port(self, name: str) -> int:
         """The container port called ``name``."""
         for port in self.container.get("ports", []):

@@ -49,6 +49,8 @@ SETTINGS_BY_MODULE: dict[str, type[ProcessSettings]] = {
 }
 #: Fields whose defaults describe the local stack, whatever their type says.
 LOCAL_ONLY_FIELDS = frozenset({"listen_host", "port", "public_port", "node_name"})
+#: Fields for tests and local debugging that a cluster leaves unset (it exports spans over OTLP).
+DEVELOPMENT_ONLY_FIELDS = frozenset({"spans_file"})
 #: The consortium files each process reads from ``consortium_dir`` (see each main.py), beyond
 #: the public config every one of them loads.
 _FILES = ConsortiumFiles(Path())
@@ -81,6 +83,8 @@ def needs_setting_in_k8s(settings: type[BaseSettings], field: str) -> bool:
     plaintext), or one of :data:`LOCAL_ONLY_FIELDS`."""
     info = settings.model_fields[field]
     default = info.default
+    if field in DEVELOPMENT_ONLY_FIELDS:
+        return False
     if field in LOCAL_ONLY_FIELDS or info.is_required() or default is None:
         return True
     if isinstance(default, Path):
@@ -133,6 +137,27 @@ def test_every_setting_without_a_cluster_default_is_set(directory: Path, process
     have = {_field_name(variable) for variable in environment(rendered(directory), process)}
     needed = {field for field in settings.model_fields if needs_setting_in_k8s(settings, field)}
     assert needed - have == set(), f"{process.name} must set {sorted(needed - have)}"
+
+
+@pytest.mark.parametrize(("directory", "process"), CASES)
+def test_development_only_settings_are_not_set(directory: Path, process: Process) -> None:
+    have = {_field_name(variable) for variable in environment(rendered(directory), process)}
+    assert have & DEVELOPMENT_ONLY_FIELDS == set(), process.name
+
+
+@pytest.mark.parametrize(("directory", "process"), CASES)
+def test_the_metrics_endpoint_is_served_and_scraped(
+    monkeypatch: pytest.MonkeyPatch, directory: Path, process: Process
+) -> None:
+    settings = _load_settings(monkeypatch, directory, process)
+    assert settings.metrics_port, f"{process.name} serves no Prometheus endpoint"
+    assert process.port("metrics") == settings.metrics_port
+    annotations = process.pod_annotations
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(settings.metrics_port)
+    policy = named(rendered(directory), "NetworkPolicy", "metrics-ingress")
+    [rule] = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": settings.metrics_port}]
 
 
 @pytest.mark.parametrize(("directory", "process"), CASES)
