@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from chain.sequencer import entry_record
+from services.common.kafka import publish_span, trace_headers
 from services.identity.domain.organizations import OrganizationRegistry
 from services.identity.store.organizations import OrganizationStore
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
@@ -56,8 +57,15 @@ class KeyLogSync:
     def sync_once(self, timeout: float = 10.0) -> None:
         """Submit what waits for Kafka, then record what reached the log."""
         for organization_id, entries in self._store.entries_to_submit():
-            futures = [self._producer.send(self._topic, entry_record(e)) for e in entries]
-            self._producer.flush(timeout=timeout)
+            # The entries were stored by an earlier call, whose trace is gone: the publish
+            # starts a trace of its own, which the nodes' spans join.
+            with publish_span(self._topic, len(entries)):
+                headers = trace_headers()
+                futures = [
+                    self._producer.send(self._topic, entry_record(e), headers=headers)
+                    for e in entries
+                ]
+                self._producer.flush(timeout=timeout)
             for future in futures:
                 future.get(timeout=timeout)
             self._store.mark_submitted(organization_id, entries)
