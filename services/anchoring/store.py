@@ -9,11 +9,19 @@ versions of one anchoring call form a *chunk*, whose one document gets, one upda
 the ordering offsets once Kafka has acknowledged them, then the seals (or rejections, or
 missed deadlines) the log reports, each update with its events (the outbox). Batches are read
 with one ``_id $in`` query.
+
+A chunk's document is updated from several threads: the request that ordered it, the checkpoint
+follower, the deadline loop, receipts, and the outbox relay removing what it published. FerretDB
+v1 does not isolate two updates of one document (see :mod:`services.common.outbox`), so each
+update of a chunk, with the read it is computed from, holds that chunk's
+:func:`~services.common.outbox.document_lock`; without it the relay's removal overwrote seals
+recorded meanwhile, and their RecordSealed events were never sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -22,7 +30,7 @@ from pymongo.errors import BulkWriteError
 
 from services.anchoring.domain import RecordVersion
 from services.common.mongo import as_utc
-from services.common.outbox import OutboxDocument
+from services.common.outbox import OutboxDocument, document_lock
 from swiftchain.events.v1 import events_pb2
 
 ALIAS = "anchoring"
@@ -79,6 +87,13 @@ class ChunkDoc(OutboxDocument):
     missed = me.DictField()
     #: Every version is sealed or rejected.
     settled = me.BooleanField(default=False)
+
+
+@contextmanager
+def _chunk_lock(chunk_id: str) -> Iterator[None]:
+    """Held around each update of a chunk's document (see the module docstring)."""
+    with document_lock(ChunkDoc._get_collection_name(), chunk_id):
+        yield
 
 
 class LogPositionDoc(me.Document):
@@ -262,12 +277,13 @@ class VersionStore:
         # for their ordering (nor be resent for them).
         for chunk_id, ids in chunks.items():
             mine = [i for i in ids if i not in duplicates]
-            if mine:
-                ChunkDoc._get_collection().update_one(
-                    {"_id": chunk_id}, {"$set": {"version_ids": mine}}
-                )
-            else:
-                ChunkDoc._get_collection().delete_one({"_id": chunk_id})
+            with _chunk_lock(chunk_id):
+                if mine:
+                    ChunkDoc._get_collection().update_one(
+                        {"_id": chunk_id}, {"$set": {"version_ids": mine}}
+                    )
+                else:
+                    ChunkDoc._get_collection().delete_one({"_id": chunk_id})
         return self._load(_find_by_ids(self._versions(), duplicates))
 
     def set_ordered(
@@ -286,19 +302,20 @@ class VersionStore:
                 ]
                 for v, _ in items
             }
-            chunk = chunks.find_one({"_id": chunk_id}, {"version_ids": 1})
-            complete = chunk is not None and len(chunk["version_ids"]) <= len(items)
-            chunks.update_one(
-                {"_id": chunk_id},
-                {
-                    "$set": {
-                        **placed,
-                        "outbox_pending": True,
-                        **({"ordered": True} if complete else {}),
+            with _chunk_lock(chunk_id):
+                chunk = chunks.find_one({"_id": chunk_id}, {"version_ids": 1})
+                complete = chunk is not None and len(chunk["version_ids"]) <= len(items)
+                chunks.update_one(
+                    {"_id": chunk_id},
+                    {
+                        "$set": {
+                            **placed,
+                            "outbox_pending": True,
+                            **({"ordered": True} if complete else {}),
+                        },
+                        "$push": {"outbox": {"$each": [e.SerializeToString() for _, e in items]}},
                     },
-                    "$push": {"outbox": {"$each": [e.SerializeToString() for _, e in items]}},
-                },
-            )
+                )
 
     def unordered(self, older_than: datetime) -> list[RecordVersion]:
         """Versions of chunks stored before ``older_than`` that Kafka never acknowledged."""
@@ -356,21 +373,22 @@ class VersionStore:
                     facts[f"rejected.{v.entry_id}"] = [v.rejection_reason, v.rejection_detail]
                 if v.deadline_missed:
                     facts[f"missed.{v.entry_id}"] = True
-            chunk = chunks.find_one(
-                {"_id": chunk_id}, {"version_ids": 1, "sealed": 1, "rejected": 1}
-            )
-            if chunk is not None:
-                settled = {*(chunk.get("sealed") or {}), *(chunk.get("rejected") or {})}
-                settled |= {key.split(".", 1)[1] for key in facts if not key.startswith("missed.")}
-                if len(settled) >= len(chunk["version_ids"]):
-                    facts["settled"] = True
-            chunks.update_one(
-                {"_id": chunk_id},
-                {
-                    "$set": {**facts, "outbox_pending": True},
-                    "$push": {"outbox": {"$each": events_by_chunk.get(chunk_id, [])}},
-                },
-            )
+            with _chunk_lock(chunk_id):
+                chunk = chunks.find_one(
+                    {"_id": chunk_id}, {"version_ids": 1, "sealed": 1, "rejected": 1}
+                )
+                if chunk is not None:
+                    settled = {*(chunk.get("sealed") or {}), *(chunk.get("rejected") or {})}
+                    settled |= {k.split(".", 1)[1] for k in facts if not k.startswith("missed.")}
+                    if len(settled) >= len(chunk["version_ids"]):
+                        facts["settled"] = True
+                chunks.update_one(
+                    {"_id": chunk_id},
+                    {
+                        "$set": {**facts, "outbox_pending": True},
+                        "$push": {"outbox": {"$each": events_by_chunk.get(chunk_id, [])}},
+                    },
+                )
 
     def unsettled(self) -> list[RecordVersion]:
         """Versions neither sealed nor rejected."""

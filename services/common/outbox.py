@@ -1,20 +1,31 @@
 """The transactional outbox on FerretDB/MongoDB, which has no multi-document transactions.
 
 A service changes a document and records the events that change causes *in the same document*
-(one atomic write): :class:`OutboxDocument` adds an ``outbox`` list of serialized
-``EventEnvelope`` messages. An :class:`OutboxRelay` thread publishes pending events to Kafka and
-removes them only once Kafka has acknowledged them. A crash between the write and the publish
-loses nothing (the relay publishes after restart); a crash between the publish and the removal
-publishes an event twice, which consumers absorb because they are idempotent by event id
-(DESIGN §5).
+(one write): :class:`OutboxDocument` adds an ``outbox`` list of serialized ``EventEnvelope``
+messages. An :class:`OutboxRelay` thread publishes pending events to Kafka and removes them only
+once Kafka has acknowledged them. A crash between the write and the publish loses nothing (the
+relay publishes after restart); a crash between the publish and the removal publishes an event
+twice, which consumers absorb because they are idempotent by event id (DESIGN §5).
+
+One write is atomic against a crash, but on FerretDB v1 not against another update of the same
+document: FerretDB runs an update as a query, then a write of the whole document as the query
+saw it (``internal/handler/common/update.go``, ``UpdateDocument``: ``UpdateAll`` by ``_id``),
+with nothing between the two that stops another update. Of two overlapping updates of one
+document only the later one's view survives; the relay's removal of what it published, landing
+over a concurrent ``$push``, dropped that push's events and every other change it made. So every
+update of an outbox document that may overlap another in this process, the relay's included,
+holds :func:`document_lock` for that document. (MongoDB applies each update atomically; there the
+lock costs a little waiting and nothing else. The lock is per process: FerretDB serves the local
+stack, where each service runs once.)
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar, Final
 
 import mongoengine
 
@@ -22,6 +33,19 @@ from services.common.events import decode, encode
 from swiftchain.events.v1 import events_pb2
 
 _log = logging.getLogger(__name__)
+#: Locks behind :func:`document_lock`: documents share a few, by hash, rather than one each.
+LOCK_STRIPES: Final = 64
+_stripes = [threading.Lock() for _ in range(LOCK_STRIPES)]
+
+
+@contextmanager
+def document_lock(collection: str, document_id: object) -> Iterator[None]:
+    """Hold the lock of one document of ``collection`` in this process: around every update of
+    an outbox document (a query then a write, as FerretDB v1 runs it) that another thread may
+    update too, so that neither overwrites the other (see the module docstring). Hold it for one
+    document at a time (two held at once could deadlock)."""
+    with _stripes[hash((collection, str(document_id))) % LOCK_STRIPES]:
+        yield
 
 
 class OutboxDocument(mongoengine.Document):
@@ -77,6 +101,7 @@ class OutboxRelay:
         """Publish every pending event once and return how many were published."""
         published = 0
         for document_class in self._documents:
+            collection = document_class._get_collection_name()
             for document in document_class.objects(outbox_pending=True).only("outbox"):
                 raw_events = list(document.outbox)
                 if not raw_events:
@@ -90,10 +115,11 @@ class OutboxRelay:
                 self._producer.flush(timeout=timeout)
                 for future in futures:
                     future.get(timeout=timeout)
-                document_class.objects(id=document.id).update_one(pull_all__outbox=raw_events)
-                document_class.objects(id=document.id, outbox__size=0).update_one(
-                    set__outbox_pending=False
-                )
+                with document_lock(collection, document.id):
+                    document_class.objects(id=document.id).update_one(pull_all__outbox=raw_events)
+                    document_class.objects(id=document.id, outbox__size=0).update_one(
+                        set__outbox_pending=False
+                    )
                 published += len(raw_events)
         return published
 

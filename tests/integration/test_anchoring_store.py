@@ -3,6 +3,7 @@ the real FerretDB: idempotent inserts under concurrency, chunk facts, outbox eve
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -11,11 +12,14 @@ from datetime import timedelta
 import pytest
 
 from services.anchoring.domain import RecordAnchoring, RecordVersion
+from services.anchoring.main import RECORDS_EVENTS_TOPIC
 from services.anchoring.store import ALIAS, ChunkDoc, VersionStore
 from services.anchoring.tracking import SealTracker
 from services.common import mongo
 from services.common.caller import Caller, Role
 from services.common.events import decode
+from services.common.kafka import make_producer
+from services.common.outbox import OutboxRelay
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from tests.unit.anchoring.fakes import NOW, TAG_KEY, drafts, known_keys, request, sdk
@@ -128,3 +132,46 @@ def test_a_resent_chunk_returns_the_stored_versions_and_leaves_no_chunk_to_order
     assert [o.anchored.entry_id for o in again if o.anchored] == [v.entry_id for v in first]
     assert ChunkDoc._get_collection().count_documents({}) == 1  # the resend's chunk is gone
     assert store.unordered(NOW + timedelta(days=1)) == []
+
+
+def test_seals_recorded_while_the_relay_empties_the_outbox_are_all_kept_and_published(
+    store: VersionStore, kafka_bootstrap: str
+) -> None:
+    """The checkpoint follower records seals in a chunk's document while the outbox relay
+    removes the events it published from that same document. FerretDB v1 runs an update as a
+    read and then a write of the whole document, so two overlapping updates of one document
+    keep only the later one's view: here that lost seals and their RecordSealed events (43 of
+    200 in one run before each update of a chunk held its document lock)."""
+    anchoring = RecordAnchoring(store, known_keys(), TAG_KEY)
+    tracker = SealTracker(store)
+    versions = anchor(store, 200, "rec-5")
+    tracker.watch(versions)
+    for offset, version in enumerate(versions):
+        version.ordering_offset = offset
+    anchoring.ordered(versions, NOW)
+    tracker.ordered(versions, NOW)
+    producer = make_producer(kafka_bootstrap, "anchoring-outbox-test")
+    relay = OutboxRelay(producer, RECORDS_EVENTS_TOPIC, [ChunkDoc])
+    published: list[int] = []
+    sealing_done = threading.Event()
+
+    def relay_until_done() -> None:
+        while not sealing_done.is_set():
+            published.append(relay.publish_pending())
+
+    relaying = threading.Thread(target=relay_until_done)
+    relaying.start()
+    try:
+        for index, version in enumerate(versions):  # one checkpoint per leaf: 200 updates
+            assert tracker.on_checkpoint(index, [version.leaf_hash], index + 1, NOW) == [version]
+    finally:
+        sealing_done.set()
+        relaying.join()
+    published.append(relay.publish_pending())
+    producer.close()
+    stored = store.of_record("hospital-a", "rec-5")
+    unsealed = [v.entry_id for v in stored if v.state != common_pb2.ENTRY_STATE_SEALED]
+    assert unsealed == [], f"{len(unsealed)} of 200 seals were lost"
+    assert store.unsettled() == []
+    assert outbox_types() == []
+    assert sum(published) == 400  # a RecordAnchored and a RecordSealed per version
