@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import mongoengine as me
 
 from services.common.mongo import as_utc
-from services.common.outbox import OutboxDocument, outbox_update
+from services.common.outbox import OutboxDocument, document_lock, outbox_update
 from services.identity.domain.certificates import CertificateRecord
 from services.identity.store import ALIAS
 from swiftchain.events.v1 import events_pb2
@@ -75,7 +75,8 @@ class CertificateStore:
         events: Sequence[events_pb2.EventEnvelope],
     ) -> bool:
         """Mark it revoked with its events in one write unless it is already; True if now."""
-        updated = CertificateDoc.objects(id=serial_hex, revoke_time=None).update_one(
-            set__revoke_time=revoke_time, set__revoke_reason=reason, **outbox_update(events)
-        )
+        with document_lock(CertificateDoc._get_collection_name(), serial_hex):
+            updated = CertificateDoc.objects(id=serial_hex, revoke_time=None).update_one(
+                set__revoke_time=revoke_time, set__revoke_reason=reason, **outbox_update(events)
+            )
         return bool(updated)

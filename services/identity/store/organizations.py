@@ -17,7 +17,7 @@ import mongoengine as me
 
 from chain.errors import ConflictError
 from services.common.mongo import as_utc
-from services.common.outbox import OutboxDocument, outbox_update
+from services.common.outbox import OutboxDocument, document_lock, outbox_update
 from services.identity.domain.organizations import KeyEntry, Organization, OrganizationKey
 from services.identity.store import ALIAS
 from swiftchain.events.v1 import events_pb2
@@ -190,9 +190,10 @@ class OrganizationStore:
             ]
             changes["push_all__entries_to_submit"] = [e.entry for e in entries]
             changes["set__submit_pending"] = True
-        updated = OrganizationDoc.objects(
-            id=organization.organization_id, version=organization.version
-        ).update_one(**changes)
+        with document_lock(OrganizationDoc._get_collection_name(), organization.organization_id):
+            updated = OrganizationDoc.objects(
+                id=organization.organization_id, version=organization.version
+            ).update_one(**changes)
         if not updated:
             raise ConflictError(
                 f"organization {organization.organization_id!r} was changed by another request "
@@ -221,12 +222,13 @@ class OrganizationStore:
 
     def mark_submitted(self, organization_id: str, entries: Sequence[bytes]) -> None:
         """Forget entries Kafka has acknowledged."""
-        OrganizationDoc.objects(id=organization_id).update_one(
-            pull_all__entries_to_submit=list(entries)
-        )
-        OrganizationDoc.objects(id=organization_id, entries_to_submit__size=0).update_one(
-            set__submit_pending=False
-        )
+        with document_lock(OrganizationDoc._get_collection_name(), organization_id):
+            OrganizationDoc.objects(id=organization_id).update_one(
+                pull_all__entries_to_submit=list(entries)
+            )
+            OrganizationDoc.objects(id=organization_id, entries_to_submit__size=0).update_one(
+                set__submit_pending=False
+            )
 
     def entries_awaiting_log(self) -> list[str]:
         """Ids of KEY entries submitted but not yet seen on the log."""

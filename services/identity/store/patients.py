@@ -17,7 +17,7 @@ import mongoengine as me
 
 from chain.errors import ConflictError
 from services.common.mongo import as_utc
-from services.common.outbox import OutboxDocument, outbox_update
+from services.common.outbox import OutboxDocument, document_lock, outbox_update
 from services.identity.domain.patients import (
     Challenge,
     Device,
@@ -162,12 +162,13 @@ class PatientStore:
 
     def update(self, patient: Patient, events: Sequence[events_pb2.EventEnvelope]) -> None:
         """Write the devices and references if nobody changed the patient since it was read."""
-        updated = PatientDoc.objects(id=patient.subject_id, version=patient.version).update_one(
-            set__devices=[_device_doc(d) for d in patient.devices],
-            set__references=dict(patient.references),
-            inc__version=1,
-            **outbox_update(events),
-        )
+        with document_lock(PatientDoc._get_collection_name(), patient.subject_id):
+            updated = PatientDoc.objects(id=patient.subject_id, version=patient.version).update_one(
+                set__devices=[_device_doc(d) for d in patient.devices],
+                set__references=dict(patient.references),
+                inc__version=1,
+                **outbox_update(events),
+            )
         if not updated:
             raise ConflictError(
                 f"patient {patient.subject_id} was changed by another request at the same time; "
