@@ -3,6 +3,7 @@ FerretDB and Kafka."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from chain.consortium import GenesisKey
 from chain.entry import EntrySigner
 from chain.errors import ConflictError
 from services.common import mongo
-from services.common.events import decode
+from services.common.events import decode, envelope
 from services.common.kafka import make_producer
 from services.common.outbox import OutboxRelay
 from services.identity.domain.certificates import CertificateRecord
@@ -187,3 +188,48 @@ def test_concurrent_registrations_of_one_reference_claim_one_subject(database: s
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(store.claim_registration, claims))
     assert len({r.subject_id for r in results}) == 1
+
+
+def test_updates_made_while_the_relay_empties_the_outbox_are_all_kept_and_published(
+    database: str, kafka_bootstrap: str
+) -> None:
+    """An organization updated again and again while the outbox relay removes what it published
+    from the same document. FerretDB v1 runs an update as a read, then a write of the whole
+    document: without the document lock the relay's removal could write back an older view,
+    losing a change (the next update then conflicts) or its event."""
+    store = OrganizationStore()
+    register(registry(store), "hospital-a")
+    producer = make_producer(kafka_bootstrap, "outbox-race-test")
+    relay = OutboxRelay(producer, "identity.events.v1", [OrganizationDoc])
+    published: list[int] = []
+    updating_done = threading.Event()
+
+    def relay_until_done() -> None:
+        while not updating_done.is_set():
+            published.append(relay.publish_pending())
+
+    relaying = threading.Thread(target=relay_until_done)
+    relaying.start()
+    try:
+        for index in range(100):
+            organization = store.get("hospital-a")
+            assert organization is not None
+            organization.display_name = f"Hospital A {index}"
+            renamed = envelope(
+                events_pb2.OrganizationRegistered(
+                    organization_id="hospital-a", display_name=organization.display_name
+                ),
+                producer="identity",
+                subject="hospital-a",
+                now=NOW,
+            )
+            store.update(organization, [], [renamed])
+    finally:
+        updating_done.set()
+        relaying.join()
+    published.append(relay.publish_pending())
+    producer.close()
+    final = store.get("hospital-a")
+    assert final is not None and final.display_name == "Hospital A 99"
+    assert sum(published) == 2 + 100  # the registration's two events, then one per update
+    assert not OrganizationDoc.objects(id="hospital-a").first().outbox_pending
