@@ -33,6 +33,7 @@ for extra in (ROOT, ROOT / "protos"):
 
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 
+from bench.common import figure  # noqa: E402
 from devstack.ferretdb import ensure_ferretdb  # noqa: E402
 from devstack.kafka import ensure_kafka  # noqa: E402
 from sdk.anchoring import HospitalClient  # noqa: E402
@@ -187,6 +188,10 @@ def main() -> int:
             platform.stop()
     p50 = statistics.median(lat)
     p99 = statistics.quantiles(lat, n=100)[98]
+    figure("sealed_per_s", sealed_rate, "versions/s")
+    figure("accepted_per_s", accepted_rate, "versions/s")
+    figure("seal_p50_ms", p50, "ms")
+    figure("seal_p99_ms", p99, "ms")
     print(f"{'benchmark':<56} {'figure':>12}  target")
     print(
         f"{'sealed versions/s through AnchorRecords (' + format(count, ',') + ')':<56} "
