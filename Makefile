@@ -53,9 +53,8 @@ format: $(STAMP) ## Apply ruff's fixes and formatting
 	@$(VENV)/bin/ruff check --fix .
 	@$(VENV)/bin/ruff format .
 
-bench: bootstrap ## Run the benchmarks under bench/ (QUICK=1 for a small run)
-	@for script in bench/chain_bench.py bench/sequencer_bench.py bench/chain_e2e_bench.py bench/auth_bench.py bench/consent_bench.py; do \
-	  echo "== $$script"; $(PY) $$script $(if $(QUICK),--quick,) || exit 1; done
+bench: bootstrap ## Every benchmark under bench/, peers included, in one table (QUICK=1: small)
+	@$(PY) bench/run_all.py $(if $(QUICK),--quick,)
 
 clean: ## Remove caches of Python tools (keeps .stack downloads and the venv)
 	@rm -rf .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -26,6 +26,7 @@ for extra in (ROOT, ROOT / "protos"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
+from bench.common import figure  # noqa: E402
 from devstack.ferretdb import ensure_ferretdb  # noqa: E402
 from devstack.kafka import ensure_kafka  # noqa: E402
 from services.common.caller import Role  # noqa: E402
@@ -126,6 +127,11 @@ def main() -> int:
                 profiler.wait(timeout=args.profile_seconds + 60)
         finally:
             platform.stop()
+    figure("anchored_s", accepted, "s")
+    figure("sealed_on_log_s", sealed_at, "s")
+    figure("sealed_in_trail_s", in_trail, "s")
+    figure("read_model_per_s", count / in_trail, "versions/s")
+    figure("lag_s", in_trail - sealed_at, "s")
     print(f"{'benchmark':<60} {'figure':>10}")
     print(f"{'versions anchored (promise receipts), s':<60} {accepted:>10.1f}")
     print(f"{'all sealed on the log, s':<60} {sealed_at:>10.1f}")

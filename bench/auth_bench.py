@@ -14,29 +14,35 @@ Run: ``.venv/bin/python bench/auth_bench.py [--calls N]``.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # plain `python bench/auth_bench.py`
+    sys.path.insert(0, str(ROOT))
 
-from devstack.pki import ADMIN, IDENTITY, ensure_pki
-from devstack.process import free_port
-from services.common.auth import AuthInterceptor, Authorizer, certificate_caller
-from services.common.authz import rule_for
-from services.common.revocations import RevocationList
-from services.common.server import build_server
-from services.common.settings import ProcessSettings
-from services.common.tls import (
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+from bench.common import figure  # noqa: E402
+from devstack.pki import ADMIN, IDENTITY, ensure_pki  # noqa: E402
+from devstack.process import free_port  # noqa: E402
+from services.common.auth import AuthInterceptor, Authorizer, certificate_caller  # noqa: E402
+from services.common.authz import rule_for  # noqa: E402
+from services.common.revocations import RevocationList  # noqa: E402
+from services.common.server import build_server  # noqa: E402
+from services.common.settings import ProcessSettings  # noqa: E402
+from services.common.tls import (  # noqa: E402
     CERT_FILE,
     TOKEN_SIGNING_FILE,
     TOKEN_VERIFY_FILE,
     open_channel,
     open_public_channel,
 )
-from services.common.tokens import load_token_issuer, load_token_verifier
-from swiftchain.identity.v1 import identity_service_pb2
+from services.common.tokens import load_token_issuer, load_token_verifier  # noqa: E402
+from swiftchain.identity.v1 import identity_service_pb2  # noqa: E402
 
 ROTATE = "/swiftchain.identity.v1.IdentityService/RotateOrganizationKey"
 
@@ -95,6 +101,9 @@ def main() -> None:
     fresh = iter([issuer.issue("pt-bench", "dev-bench", now).token for _ in range(2000)])
     first_cost = per_call_micros(2000, lambda: verifier.verify(next(fresh), now))
     again_cost = per_call_micros(20000, lambda: verifier.verify(token, now))
+    figure("interceptor_core_us", core, "us")
+    figure("token_first_verify_us", first_cost, "us")
+    figure("token_again_us", again_cost, "us")
     print(f"interceptor core, certificate caller: {core:.1f} µs/call")
     print(f"bearer token, first verification (EdDSA JWT): {first_cost:.1f} µs/token")
     print(f"bearer token, presented again (cached; times rechecked): {again_cost:.1f} µs/call")
@@ -123,6 +132,9 @@ def main() -> None:
     finally:
         for server in (plain, secure, public):
             server.stop(0)
+    figure("plaintext_per_s", plain_rate, "calls/s")
+    figure("mtls_authz_per_s", mtls_rate, "calls/s")
+    figure("tls_token_authz_per_s", token_rate, "calls/s")
     print(f"unary round trips, plaintext, no interceptor: {plain_rate:,.0f}/s")
     ratio = mtls_rate / plain_rate
     print(f"unary round trips, mTLS + authorization: {mtls_rate:,.0f}/s ({ratio:.2f}x)")

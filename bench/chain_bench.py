@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # plain `python bench/chain_bench.py` without an installed package
     sys.path.insert(0, str(ROOT))
 
+from bench.common import figure, slug  # noqa: E402
 from chain.hashing import leaf_hash  # noqa: E402
 from chain.proof_build import consistency_proof, inclusion_proof, tree_root  # noqa: E402
 from chain.proof_verify import verify_consistency, verify_inclusion  # noqa: E402
@@ -127,7 +128,7 @@ def bench_build(ctx: Context) -> list[Row]:
     ]  # fmt: skip
 
 
-def _inclusion_rates(ctx: Context, size: int, count: int) -> tuple[float, float, float, float]:
+def inclusion_rates(ctx: Context, size: int, count: int) -> tuple[float, float, float, float]:
     """(generated/s, verified/s, mean proof length, hashes read per proof) at ``size``."""
     store, rng = ctx.store, ctx.rng
     indexes = [rng.randrange(size) for _ in range(count)]
@@ -153,7 +154,7 @@ def _inclusion_rates(ctx: Context, size: int, count: int) -> tuple[float, float,
     return generated, verified, mean_len, mean_len
 
 
-def _consistency_rates(ctx: Context, size2: int, count: int) -> tuple[float, float, float]:
+def consistency_rates(ctx: Context, size2: int, count: int) -> tuple[float, float, float]:
     store, rng = ctx.store, ctx.rng
     sizes = [rng.randrange(1, size2) if size2 > 1 else 1 for _ in range(count)]
 
@@ -178,7 +179,7 @@ def _consistency_rates(ctx: Context, size2: int, count: int) -> tuple[float, flo
 def bench_inclusion(ctx: Context) -> list[Row]:
     """Inclusion proofs of random leaves in the full tree: generated/s and verified/s."""
     n = ctx.leaves
-    generated, verified, mean_len, _ = _inclusion_rates(ctx, n, ctx.samples)
+    generated, verified, mean_len, _ = inclusion_rates(ctx, n, ctx.samples)
     full = n == 1_000_000
     return [
         Row("inclusion", f"generated at {n:,}", generated, "proofs/s",
@@ -192,7 +193,7 @@ def bench_inclusion(ctx: Context) -> list[Row]:
 def bench_consistency(ctx: Context) -> list[Row]:
     """Consistency proofs from a random older size to the full tree."""
     n = ctx.leaves
-    generated, verified, mean_len = _consistency_rates(ctx, n, ctx.samples)
+    generated, verified, mean_len = consistency_rates(ctx, n, ctx.samples)
     return [
         Row("consistency", f"generated to {n:,}", generated, "proofs/s"),
         Row("consistency", f"verified to {n:,}", verified, "proofs/s"),
@@ -206,8 +207,8 @@ def bench_scaling(ctx: Context) -> list[Row]:
     size = 1_000
     while size <= ctx.leaves:
         count = max(2_000, ctx.samples // 4)
-        gen, ver, length, _ = _inclusion_rates(ctx, size, count)
-        cgen, cver, _ = _consistency_rates(ctx, size, count)
+        gen, ver, length, _ = inclusion_rates(ctx, size, count)
+        cgen, cver, _ = consistency_rates(ctx, size, count)
         ctx.scaling.append((size, length, 1e6 / gen, 1e6 / ver, 1e6 / cgen, 1e6 / cver))
         rows.append(
             Row("scaling", f"inclusion gen+verify at {size:,}", 1e6 / gen + 1e6 / ver, "us")
@@ -308,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running {bench.__name__} ...", file=sys.stderr, flush=True)
         rows += bench(ctx)
     print_table(rows, ctx)
+    for r in rows:
+        figure(f"{r.section}.{slug(r.metric)}", r.value, r.unit)
     return 0
 
 

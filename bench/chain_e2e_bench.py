@@ -28,6 +28,7 @@ for extra in (ROOT, ROOT / "protos"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
+from bench.common import figure  # noqa: E402
 from devstack.chain_cluster import MEMBERS, ChainCluster  # noqa: E402
 from devstack.ferretdb import FerretDB, ensure_ferretdb  # noqa: E402
 from devstack.kafka import KafkaBroker, create_topics, ensure_kafka  # noqa: E402
@@ -155,6 +156,9 @@ def main() -> int:
             kafka.stop()
     p50 = statistics.median(lat)
     p99 = statistics.quantiles(lat, n=100)[98]
+    figure("sealed_per_s", rate, "entries/s")
+    figure("seal_p50_ms", p50, "ms")
+    figure("seal_p99_ms", p99, "ms")
     print(f"{'benchmark':<52} {'figure':>14}  target")
     print(
         f"{'sealed entries/s, batched (' + format(count, ',') + ' entries)':<52} "

@@ -54,6 +54,7 @@ for extra in (ROOT, ROOT / "protos"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
+from bench.common import cpu_seconds, figure, percentile  # noqa: E402
 from devstack.ferretdb import ensure_ferretdb  # noqa: E402
 from devstack.kafka import ensure_kafka  # noqa: E402
 from sdk.consent import PERMIT, PatientDevice, bearer, organization, provision  # noqa: E402
@@ -68,7 +69,6 @@ P99_TARGET_MS = 10.0
 CHANNELS = 8
 IDLE_SECONDS = 3.0
 _ON_LOG = (common_pb2.ENTRY_STATE_SEQUENCED, common_pb2.ENTRY_STATE_SEALED)
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -84,23 +84,12 @@ class Run:
     client_cpu_seconds: float = 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (every thread), from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS
-
-
 def platform_pids(platform: Platform) -> dict[str, int]:
     """Process name -> pid of everything the platform runs."""
     stack = platform.stack
     pids = {"kafka": stack.kafka.process.pid, "ferretdb": stack.mongo.process.pid}
     pids.update({p.name: p.process.pid for p in stack.grpc_processes})
     return {name: pid for name, pid in pids.items() if pid is not None}
-
-
-def percentile(values: list[float], p: int) -> float:
-    """The p-th percentile (1..99) of ``values``."""
-    return statistics.quantiles(values, n=100)[p - 1] if len(values) > 1 else values[0]
 
 
 #: One request of a load: sends on a channel, returns the ACCESS entry id ("" for none).
@@ -264,6 +253,12 @@ async def measure(
 
     achieved = len(run.latencies) / run.wall_seconds
     label = f"at {rate:,} requests/s"
+    figure("answers_per_s", achieved, "/s")
+    figure("p50_ms", statistics.median(run.latencies), "ms")
+    figure("p99_ms", percentile(run.latencies, 99), "ms")
+    figure("missing_from_log", len(missing), "decisions")
+    figure("peer_health_p50_ms", statistics.median(floor.latencies), "ms")
+    figure("peer_health_p99_ms", percentile(floor.latencies, 99), "ms")
     print(f"{'benchmark':<60} {'figure':>10}  target")
     print(f"{'CheckAccess answers/s achieved':<60} {achieved:>10,.0f}  {rate:,}")
     print(

@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 from google.protobuf.timestamp_pb2 import Timestamp  # noqa: E402
 
+from bench.common import figure, slug  # noqa: E402
 from chain.consortium import ConsortiumConfig, GenesisKey, Member  # noqa: E402
 from chain.entry import EntrySigner  # noqa: E402
 from chain.note import generate_key  # noqa: E402
@@ -213,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'scenario':<34} {'entries/s':>10} {'per CPU s':>10} {'best':>10} {'blocks':>7}")
     for r in rows:
         print(f"{r.name:<34} {r.wall:>10,.0f} {r.cpu:>10,.0f} {r.best:>10,.0f} {r.blocks:>7}")
+        figure(f"{slug(r.name)}.per_s", r.wall, "entries/s")
+        figure(f"{slug(r.name)}.per_cpu_s", r.cpu, "entries/s")
     batched = min(r.cpu for r in rows[:2])
     verdict = "PASS" if batched >= FLOOR else "MISS"
     print(

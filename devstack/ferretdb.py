@@ -26,7 +26,7 @@ from devstack.process import ManagedProcess, free_port, port_open, tail
 from devstack.toolchain import BootstrapError, find_go
 from devstack.versions import FERRETDB_MODULE, FERRETDB_VERSION
 
-__all__ = ["FerretDB", "ensure_ferretdb", "ferretdb_binary"]
+__all__ = ["FerretDB", "ensure_ferretdb", "ferretdb_binary", "make_writable", "run_go"]
 
 _MARKER = "complete.json"
 Log = Callable[[str], None]
@@ -62,8 +62,17 @@ def _complete(binary: Path) -> bool:
     )
 
 
-def _run_go(argv: list[str], *, cwd: Path, env: Mapping[str, str], log_file: Path) -> str:
-    """Run a go command, appending its stderr (and stdout) to ``log_file``; returns stdout."""
+def run_go(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    log_file: Path,
+    what: str = f"FerretDB {FERRETDB_VERSION}",
+) -> str:
+    """Run a go command, appending its stderr (and stdout) to ``log_file``; returns stdout.
+    :class:`~devstack.toolchain.BootstrapError` naming ``what`` (the module built) if it
+    fails."""
     with log_file.open("ab") as out:
         out.write(f"=== {' '.join(argv)}  (in {cwd})\n".encode())
         out.flush()
@@ -79,13 +88,13 @@ def _run_go(argv: list[str], *, cwd: Path, env: Mapping[str, str], log_file: Pat
         out.write(done.stdout)
     if done.returncode != 0:
         raise BootstrapError(
-            f"swiftchain: `{' '.join(argv[1:3])}` for FerretDB {FERRETDB_VERSION} failed "
+            f"swiftchain: `{' '.join(argv[1:3])}` for {what} failed "
             f"(exit {done.returncode}); see {log_file}\n{tail(log_file, 20)}"
         )
     return done.stdout.decode()
 
 
-def _make_writable(root: Path) -> None:
+def make_writable(root: Path) -> None:
     """``chmod -R u+w``: the module cache is read-only, the build needs to write a file."""
     for folder, dirs, files in os.walk(root):
         for name in [*dirs, *files]:
@@ -151,7 +160,7 @@ def _build_ferretdb(binary: Path, log: Log) -> Path:
         module = f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"
         log(f"  go mod download {module}")
         info: dict[str, Any] = json.loads(
-            _run_go(
+            run_go(
                 [str(go.path), "mod", "download", "-json", module],
                 cwd=work,
                 env=env,
@@ -164,14 +173,14 @@ def _build_ferretdb(binary: Path, log: Log) -> Path:
             )
         src = work / "src"
         shutil.copytree(info["Dir"], src, symlinks=True)
-        _make_writable(src)
+        make_writable(src)
         # Their build panics without build/version/version.txt (FerretDB issue #2982); it is
         # normally generated from git, which a module download does not have.
         (src / "build" / "version" / "version.txt").write_text(f"{FERRETDB_VERSION}\n")
         _patch_id_lookups(src)
         partial = out_dir / "ferretdb.partial"
         log(f"  go build ./cmd/ferretdb ({go.version}; compiling, this is the slow part)")
-        _run_go(
+        run_go(
             [
                 str(go.path),
                 "build",

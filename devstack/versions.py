@@ -22,3 +22,7 @@ FERRETDB_VERSION: Final = "v1.24.2"
 #: Minimum toolchain versions.
 JAVA_MIN_MAJOR: Final = 17
 GO_MIN_VERSION: Final = (1, 24)  # FerretDB v1.24.2's go.mod says ``go 1.24``
+
+#: immudb, the peer of ``bench/immudb_bench.py``, built from the Go module proxy.
+IMMUDB_MODULE: Final = "github.com/codenotary/immudb"
+IMMUDB_VERSION: Final = "v1.9.5"
