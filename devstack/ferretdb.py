@@ -18,11 +18,10 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from devstack.paths import cache_dir, file_lock
-from devstack.process import ManagedProcess, free_port, port_open, tail
+from devstack.process import ManagedProcess, ServerProcess, free_port, port_open, tail
 from devstack.toolchain import BootstrapError, find_go
 from devstack.versions import FERRETDB_MODULE, FERRETDB_VERSION
 
@@ -205,7 +204,7 @@ def _build_ferretdb(binary: Path, log: Log) -> Path:
     return binary
 
 
-class FerretDB:
+class FerretDB(ServerProcess):
     """A FerretDB server with the SQLite backend (one ``.sqlite`` file per database in
     ``data_dir/sqlite``), listening on ``host:port`` (a free port by default)."""
 
@@ -262,12 +261,6 @@ class FerretDB:
         ).start()
         return self
 
-    @property
-    def process(self) -> ManagedProcess:
-        if self._process is None:
-            raise RuntimeError("FerretDB has not been started")
-        return self._process
-
     def _ping(self) -> bool:
         if not port_open(self.host, self.port):
             return False
@@ -293,24 +286,3 @@ class FerretDB:
         assert proc.started_at is not None
         self.ready_seconds = time.monotonic() - proc.started_at
         return self.ready_seconds
-
-    def stop(self, grace: float = 10.0) -> int | None:
-        if self._process is None:
-            return None
-        return self._process.stop(grace=grace)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return tail(self.log_path, lines)
-
-    def __enter__(self) -> Self:
-        if self._process is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

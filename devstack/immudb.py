@@ -19,12 +19,11 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from devstack.ferretdb import make_writable, run_go
 from devstack.paths import cache_dir, file_lock
-from devstack.process import ManagedProcess, free_port, port_open, tail
+from devstack.process import ManagedProcess, ServerProcess, free_port, port_open
 from devstack.toolchain import BootstrapError, find_go
 from devstack.versions import IMMUDB_MODULE, IMMUDB_VERSION
 
@@ -133,7 +132,7 @@ def _build(binary: Path, log: Log) -> Path:
     return binary
 
 
-class Immudb:
+class Immudb(ServerProcess):
     """An immudb server on ``host:port`` (a free port by default) keeping its databases in
     ``data_dir``; its default settings otherwise (``--synced``: every commit is fsynced)."""
 
@@ -184,33 +183,3 @@ class Immudb:
             lambda: port_open(self.host, self.port), timeout=60, what="accepting connections"
         )
         return self
-
-    @property
-    def process(self) -> ManagedProcess:
-        """The running server (RuntimeError before :meth:`start`)."""
-        if self._process is None:
-            raise RuntimeError("immudb has not been started")
-        return self._process
-
-    def stop(self, grace: float = 10.0) -> int | None:
-        """Stop the server (SIGTERM, then SIGKILL after ``grace`` seconds)."""
-        if self._process is None:
-            return None
-        return self._process.stop(grace=grace)
-
-    def log_tail(self, lines: int = 40) -> str:
-        """The last lines of its log."""
-        return tail(self.log_path, lines)
-
-    def __enter__(self) -> Self:
-        if self._process is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

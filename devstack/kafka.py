@@ -19,11 +19,10 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from devstack.paths import cache_dir, file_lock
-from devstack.process import ManagedProcess, ProcessError, free_port, port_open, tail
+from devstack.process import ManagedProcess, ProcessError, ServerProcess, free_port, port_open, tail
 from devstack.toolchain import BootstrapError, find_java, find_maven, java_home_of
 from devstack.topics import TOPICS, TopicSpec, min_insync_replicas_for
 from devstack.versions import KAFKA_SCALA_VERSION, KAFKA_VERSION, LOG4J_VERSION
@@ -154,7 +153,7 @@ def new_cluster_id() -> str:
             return cluster_id
 
 
-class KafkaBroker:
+class KafkaBroker(ServerProcess):
     """One local KRaft node (``process.roles=broker,controller``, ``node.id=1``).
 
     ``data_dir`` holds ``server.properties``, the log dirs and (by default) ``kafka.log``. The
@@ -163,6 +162,7 @@ class KafkaBroker:
     """
 
     NODE_ID = 1
+    stop_grace = 20.0
 
     def __init__(
         self,
@@ -305,12 +305,6 @@ class KafkaBroker:
         ).start()
         return self
 
-    @property
-    def process(self) -> ManagedProcess:
-        if self._process is None:
-            raise RuntimeError("the broker has not been started")
-        return self._process
-
     def _cluster_ready(self) -> bool:
         if not port_open(self.host, self.port):
             return False
@@ -340,28 +334,6 @@ class KafkaBroker:
         assert proc.started_at is not None
         self.ready_seconds = time.monotonic() - proc.started_at
         return self.ready_seconds
-
-    def stop(self, grace: float = 20.0) -> int | None:
-        """SIGTERM (a clean controlled shutdown), SIGKILL after ``grace`` seconds."""
-        if self._process is None:
-            return None
-        return self._process.stop(grace=grace)
-
-    def log_tail(self, lines: int = 40) -> str:
-        return tail(self.log_path, lines)
-
-    def __enter__(self) -> Self:
-        if self._process is None:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # -- topics -------------------------------------------------------------------------------------

@@ -349,3 +349,49 @@ def wait_grpc_serving(
             pass
         time.sleep(0.2)
     raise process.error(f"{process.name} did not answer SERVING within {timeout:.0f}s")
+
+
+class ServerProcess:
+    """A server of the local stack (Kafka, FerretDB, immudb): :meth:`start` it, then
+    :meth:`stop` it or leave a ``with`` block. Subclasses set ``log_path`` and start
+    ``_process`` in :meth:`start`."""
+
+    #: Seconds :meth:`stop` waits after SIGTERM before SIGKILL.
+    stop_grace: float = 10.0
+    log_path: Path
+    _process: ManagedProcess | None = None
+
+    def start(self) -> Self:
+        """Start the server (subclasses)."""
+        raise NotImplementedError
+
+    @property
+    def process(self) -> ManagedProcess:
+        """The running server (RuntimeError before :meth:`start`)."""
+        if self._process is None:
+            raise RuntimeError(f"{type(self).__name__} has not been started")
+        return self._process
+
+    def stop(self, grace: float | None = None) -> int | None:
+        """Stop the server (SIGTERM, then SIGKILL after ``grace`` s, by default
+        :attr:`stop_grace`); its exit status, or None if it was never started."""
+        if self._process is None:
+            return None
+        return self._process.stop(grace=self.stop_grace if grace is None else grace)
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines of its log."""
+        return tail(self.log_path, lines)
+
+    def __enter__(self) -> Self:
+        if self._process is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
