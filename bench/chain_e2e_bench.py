@@ -28,10 +28,8 @@ for extra in (ROOT, ROOT / "protos"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from bench.common import figure  # noqa: E402
+from bench.common import bench_servers, figure  # noqa: E402
 from devstack.chain_cluster import MEMBERS, ChainCluster  # noqa: E402
-from devstack.ferretdb import FerretDB, ensure_ferretdb  # noqa: E402
-from devstack.kafka import KafkaBroker, create_topics, ensure_kafka  # noqa: E402
 from swiftchain.chain.v1 import chain_service_pb2  # noqa: E402
 
 THROUGHPUT_TARGET = 20_000  # sealed entries/s
@@ -116,30 +114,22 @@ def latency(
     return latencies
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small run, for the test suite")
     parser.add_argument("--entries", type=int, default=None)
     parser.add_argument("--rate", type=int, default=1000)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     count = args.entries or (5_000 if args.quick else 100_000)
     seconds = 3.0 if args.quick else 10.0
-    ensure_kafka(log=lambda line: None)
-    ensure_ferretdb(log=lambda line: None)
-    with tempfile.TemporaryDirectory(prefix="swiftchain-bench-") as tmp:
-        root = Path(tmp)
-        kafka = KafkaBroker(root / "kafka")
-        mongo = FerretDB(root / "ferretdb")
-        kafka.start()
-        mongo.start()
-        cluster = None
+    with (
+        tempfile.TemporaryDirectory(prefix="swiftchain-bench-") as tmp,
+        bench_servers(Path(tmp)) as (bootstrap, mongo_uri),
+    ):
+        cluster = ChainCluster(
+            Path(tmp) / "cluster", bootstrap, mongo_uri, batch_max=2000, batch_timeout_ms=20
+        )
         try:
-            kafka.wait_ready()
-            mongo.wait_ready()
-            create_topics(kafka.bootstrap)
-            cluster = ChainCluster(
-                root / "cluster", kafka.bootstrap, mongo.uri, batch_max=2000, batch_timeout_ms=20
-            )
             cluster.start_all()
             cluster.submit([cluster.hospital_key_entry()])
             cluster.wait_sealed_size(MEMBERS[0], 1)
@@ -150,10 +140,7 @@ def main() -> int:
             lat = latency(cluster, watcher, 1 + count, args.rate, seconds)
             watcher.stop()
         finally:
-            if cluster is not None:
-                cluster.stop_all()
-            mongo.stop()
-            kafka.stop()
+            cluster.stop_all()
     p50 = statistics.median(lat)
     p99 = statistics.quantiles(lat, n=100)[98]
     figure("sealed_per_s", rate, "entries/s")

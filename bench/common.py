@@ -1,5 +1,6 @@
 """What the benchmarks under ``bench/`` share: the figure lines that ``bench/run_all.py``
-collects into one table, percentiles, and the CPU and memory of the processes a run started.
+collects into one table, percentiles, the CPU and memory of the processes a run started, and
+the platform a benchmark runs on (:func:`bench_platform`).
 
 A benchmark prints each of its results as one line ``FIGURE <name>=<value> <unit>`` (besides its
 own human-readable table); ``run_all.py`` reads those lines from every script's output. A name
@@ -11,17 +12,29 @@ from __future__ import annotations
 import os
 import re
 import statistics
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from devstack.parties import Principal
+    from tests.e2e.platform import Platform
 
 __all__ = [
     "FIGURE_LINE",
     "Figure",
+    "bench_hospital",
+    "bench_platform",
+    "bench_servers",
     "cpu_seconds",
     "figure",
     "parse_figures",
     "percentile",
     "rss_bytes",
+    "shared_platform",
     "slug",
 ]
 
@@ -85,3 +98,88 @@ def rss_bytes(pid: int | None = None) -> int:
     except (OSError, ValueError, IndexError):
         return 0
     return pages * _PAGE
+
+
+#: The platform :func:`shared_platform` lends to every :func:`bench_platform` meanwhile.
+_shared: Platform | None = None
+
+
+@contextmanager
+def bench_platform() -> Iterator[Platform]:
+    """The whole platform (Kafka, FerretDB, three chain nodes, the services) a benchmark runs
+    on: the one :func:`shared_platform` is lending, or else a fresh one in a temporary folder,
+    stopped when the block ends."""
+    if _shared is not None:
+        yield _shared
+        return
+    # Imported here: the in-process benchmarks need none of the servers' code.
+    from devstack.ferretdb import ensure_ferretdb
+    from devstack.kafka import ensure_kafka
+    from tests.e2e.platform import Platform
+
+    ensure_kafka(log=lambda line: None)
+    ensure_ferretdb(log=lambda line: None)
+    with tempfile.TemporaryDirectory(prefix="swiftchain-bench-") as tmp:
+        platform = Platform(Path(tmp))
+        try:
+            print("starting the platform (Kafka, FerretDB, 3 chain nodes, services)...", flush=True)
+            platform.start()
+            yield platform
+        finally:
+            platform.stop()
+
+
+@contextmanager
+def bench_servers(root: Path) -> Iterator[tuple[str, str]]:
+    """(Kafka bootstrap, MongoDB URI) for a benchmark that brings its own nodes: those of the
+    platform :func:`shared_platform` is lending, or else a Kafka broker and a FerretDB of its
+    own under ``root``, stopped when the block ends. (Its nodes use topics and databases of
+    their own either way.)"""
+    if _shared is not None:
+        yield _shared.stack.kafka.bootstrap, _shared.stack.mongo.uri
+        return
+    from devstack.ferretdb import FerretDB, ensure_ferretdb
+    from devstack.kafka import KafkaBroker, create_topics, ensure_kafka
+
+    ensure_kafka(log=lambda line: None)
+    ensure_ferretdb(log=lambda line: None)
+    kafka, mongo = KafkaBroker(root / "kafka"), FerretDB(root / "ferretdb")
+    try:
+        kafka.start()
+        mongo.start()
+        kafka.wait_ready()
+        mongo.wait_ready()
+        create_topics(kafka.bootstrap)  # the platform's topics, as on the shared one
+        yield kafka.bootstrap, mongo.uri
+    finally:
+        mongo.stop()
+        kafka.stop()
+
+
+@contextmanager
+def shared_platform() -> Iterator[Platform]:
+    """Start one platform and lend it (or its servers) to every :func:`bench_platform` and
+    :func:`bench_servers` inside the block: what
+    ``run_all.py --quick`` does, so that the small runs do not each spend half a minute
+    starting servers. (The full runs each start their own: a platform that has taken 100,000
+    anchors is not the one the next benchmark should measure.)"""
+    global _shared
+    with bench_platform() as platform:
+        _shared = platform
+        try:
+            yield platform
+        finally:
+            _shared = None
+
+
+def bench_hospital(platform: Platform) -> Principal:
+    """hospital-bench, registered on ``platform`` once (benchmarks sharing a platform share it)
+    with its first key on the log."""
+    from services.common.caller import Role
+
+    hospital = platform.parties.get("bench hospital")
+    if hospital is None:
+        hospital = platform.register_organization("bench", Role.HOSPITAL, "hospital-bench")
+        platform.wait_key_active(hospital, hospital.id, hospital.key_id)
+        platform.parties["bench hospital"] = hospital
+    return hospital

@@ -2,7 +2,7 @@
 and answered -> ACCESS entry to Kafka -> three chain nodes, everything real on this machine.
 
     python bench/consent_bench.py            # 10 s at 1,000 requests/s
-    python bench/consent_bench.py --quick    # 3 s at 300 requests/s
+    python bench/consent_bench.py --quick    # 2 s at 300 requests/s
     python bench/consent_bench.py --rate 500 --seconds 5
 
 The load is open-loop: one asyncio client sends CheckAccess at fixed times (request i at
@@ -39,7 +39,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -54,9 +53,7 @@ for extra in (ROOT, ROOT / "protos"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from bench.common import cpu_seconds, figure, percentile  # noqa: E402
-from devstack.ferretdb import ensure_ferretdb  # noqa: E402
-from devstack.kafka import ensure_kafka  # noqa: E402
+from bench.common import bench_platform, cpu_seconds, figure, percentile  # noqa: E402
 from sdk.consent import PERMIT, PatientDevice, bearer, organization, provision  # noqa: E402
 from services.common.tls import client_credentials  # noqa: E402
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc  # noqa: E402
@@ -305,7 +302,7 @@ async def measure(
     return 1 if missing else 0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small run")
     parser.add_argument("--rate", type=int, default=None, help="requests/s")
@@ -316,22 +313,12 @@ def main() -> int:
         help="stop the chain nodes (SIGSTOP) during the load and resume them after it: the "
         "consent service without the nodes' CPU; the log check then covers the backlog",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rate = args.rate or (300 if args.quick else 1000)
-    seconds = args.seconds or (3.0 if args.quick else 10.0)
-    ensure_kafka(log=lambda line: None)
-    ensure_ferretdb(log=lambda line: None)
-    with tempfile.TemporaryDirectory(prefix="swiftchain-consent-bench-") as tmp:
-        platform = Platform(Path(tmp))
-        try:
-            print("starting the platform (Kafka, FerretDB, 3 chain nodes, services)...")
-            platform.start()
-            patient = grant(platform)
-            return asyncio.run(
-                measure(platform, patient, rate, seconds, pause_nodes=args.pause_nodes)
-            )
-        finally:
-            platform.stop()
+    seconds = args.seconds or (2.0 if args.quick else 10.0)
+    with bench_platform() as platform:
+        patient = grant(platform)
+        return asyncio.run(measure(platform, patient, rate, seconds, pause_nodes=args.pause_nodes))
 
 
 if __name__ == "__main__":

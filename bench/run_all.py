@@ -8,23 +8,36 @@ Each benchmark is a script that also runs alone (``python bench/<name>.py [--qui
 one runs them one after another (never two at once: they would measure each other), shows
 their output as it comes, and collects the ``FIGURE name=value unit`` lines they print
 (``bench/common.py``). It exits non-zero if a script failed or printed no figure.
+
+The full runs each run as their own process, and those that need the platform start their own.
+The quick run starts one platform and runs the benchmarks of :data:`ON_PLATFORM` in this
+process on it, one after another (``bench.common.shared_platform``): starting Kafka, FerretDB,
+three nodes and four services takes half a minute on two cores, and the quick run is there to
+show that every benchmark works, in under two minutes. (``chain_e2e_bench`` brings its own
+three nodes and uses the platform's Kafka and FerretDB.)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
+import io
 import json
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for extra in (ROOT, ROOT / "protos"):
+    if str(extra) not in sys.path:
+        sys.path.insert(0, str(extra))
 
-from bench.common import Figure, parse_figures  # noqa: E402
+from bench.common import Figure, parse_figures, shared_platform  # noqa: E402
 
 #: Every benchmark, in the order they run: in-process ones first, then those that start servers.
 BENCHMARKS = (
@@ -39,6 +52,9 @@ BENCHMARKS = (
     "audit_bench",
     "immudb_bench",
 )
+#: Those that run on the whole platform (``bench.common.bench_platform``) or on its Kafka and
+#: FerretDB (``bench_servers``).
+ON_PLATFORM = ("chain_e2e_bench", "anchor_bench", "consent_bench", "audit_bench", "immudb_bench")
 
 
 @dataclass
@@ -74,6 +90,53 @@ def run(name: str, quick: bool) -> Outcome:
     return Outcome(name, process.returncode, seconds, parse_figures("".join(lines)))
 
 
+class _Tee(io.StringIO):
+    """Writes to the terminal and keeps a copy."""
+
+    def __init__(self, terminal: TextIO) -> None:
+        super().__init__()
+        self._terminal = terminal
+
+    def write(self, text: str) -> int:
+        self._terminal.write(text)
+        self._terminal.flush()
+        return super().write(text)
+
+
+def run_here(name: str, quick: bool) -> Outcome:
+    """Run ``bench/<name>.py``'s ``main`` in this process (on the shared platform); a
+    traceback is printed and counts as exit 1, as it would from the script."""
+    argv = ["--quick"] if quick else []
+    print(f"== {name}{' --quick' if quick else ''} (on the shared platform)", flush=True)
+    began = time.monotonic()
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        try:
+            returncode = importlib.import_module(f"bench.{name}").main(argv)
+        except SystemExit as exit_:
+            returncode = exit_.code if isinstance(exit_.code, int) else 1
+        except Exception:
+            traceback.print_exc(file=sys.stdout)
+            returncode = 1
+    seconds = time.monotonic() - began
+    return Outcome(name, returncode, seconds, parse_figures(tee.getvalue()))
+
+
+def run_all(names: list[str], quick: bool) -> list[Outcome]:
+    """Run ``names`` in order; in a quick run, those on the platform share one."""
+    outcomes = [run(name, quick) for name in names if not quick or name not in ON_PLATFORM]
+    here = [name for name in names if quick and name in ON_PLATFORM]
+    if here:
+        try:
+            with shared_platform():
+                outcomes += [run_here(name, quick) for name in here]
+        except Exception:  # the platform did not start (or stop): those not run failed
+            traceback.print_exc()
+            ran = {outcome.name for outcome in outcomes}
+            outcomes += [Outcome(name, 1, 0.0) for name in here if name not in ran]
+    return outcomes
+
+
 def print_table(outcomes: list[Outcome], quick: bool) -> None:
     """Every figure of every benchmark, one line each."""
     print()
@@ -98,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = [name for name in BENCHMARKS if not args.only or name in args.only]
     began = time.monotonic()
-    outcomes = [run(name, args.quick) for name in names]
+    outcomes = run_all(names, args.quick)
     print_table(outcomes, args.quick)
     print(f"  {'all':<16} {'(run)':<10} {time.monotonic() - began:>14,.1f}  s")
     if args.json:

@@ -9,6 +9,7 @@ the public port. The end-to-end tests (``tests/e2e/platform.py``) and ``make dem
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from services.audit.domain import EVENT_TOPICS
 from services.audit.store import POSITION_ID
 from services.common.caller import Role
 from services.common.tls import open_channel, open_public_channel
+from services.common.tokens import DEFAULT_LIFETIME
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2
 from swiftchain.identity.v1 import identity_pb2, identity_service_pb2_grpc
@@ -42,6 +44,9 @@ _ROLE_VALUES = {
     Role.APP: common_pb2.ORGANIZATION_ROLE_APP_OPERATOR,
 }
 
+#: A patient's token is renewed after this (the identity service issues them for DEFAULT_LIFETIME).
+_TOKEN_RENEW_AFTER = DEFAULT_LIFETIME / 2
+
 
 @dataclass
 class Principal:
@@ -52,13 +57,24 @@ class Principal:
     id: str = ""
     #: Its TLS folder (mTLS on the main ports); None for patients and anonymous callers.
     tls_dir: Path | None = None
-    #: A patient's bearer token.
-    token: str = ""
     #: An organization's Ed25519 signing key (a hospital's signs RECORD entries).
     signing_key: Ed25519PrivateKey | None = None
     #: A patient's device folder (device key, subject id, device key id, ca.pem).
     device_dir: Path | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    #: How a patient logs in again: :attr:`token` renews itself through it.
+    login: Callable[[], str] | None = field(default=None, repr=False)
+    _token: str = field(default="", repr=False)
+    _token_at: float = field(default=0.0, repr=False)
+
+    @property
+    def token(self) -> str:
+        """A patient's bearer token ("" for other parties), logged in again once it is older
+        than half a token's lifetime, so that a long run never presents an expired one."""
+        stale = time.monotonic() - self._token_at > _TOKEN_RENEW_AFTER.total_seconds()
+        if self.login is not None and (not self._token or stale):
+            self._token, self._token_at = self.login(), time.monotonic()
+        return self._token
 
     @property
     def key_id(self) -> str:
@@ -177,7 +193,8 @@ class StackParties:
         )
         (folder / files.CA_FILE).write_bytes(self.pki.ca_pem)
         principal = Principal(label, Role.PATIENT, subject_id, device_dir=folder)
-        principal.token = self.login(principal)
+        principal.login = functools.partial(self.login, principal)
+        assert principal.token, f"{label} could not log in"
         return principal
 
     def hospital_client(self, hospital: Principal, key_id: str | None = None) -> HospitalClient:

@@ -36,6 +36,8 @@ _log = logging.getLogger(__name__)
 #: Locks behind :func:`document_lock`: documents share a few, by hash, rather than one each.
 LOCK_STRIPES: Final = 64
 _stripes = [threading.Lock() for _ in range(LOCK_STRIPES)]
+#: Documents whose events :class:`OutboxRelay` sends before one flush.
+RELAY_BATCH: Final = 500
 
 
 @contextmanager
@@ -98,30 +100,61 @@ class OutboxRelay:
         self._wake.set()
 
     def publish_pending(self, timeout: float = 30.0) -> int:
-        """Publish every pending event once and return how many were published."""
+        """Publish every pending event once and return how many were published.
+
+        Documents go :data:`RELAY_BATCH` at a time: their events are sent together and flushed
+        once, and only then removed from each document. Every update filters on ``_id`` alone,
+        the one filter FerretDB v1 answers from an index (any other field makes it read the
+        whole collection, which cost ~65 ms a document at a thousand of them)."""
         published = 0
         for document_class in self._documents:
-            collection = document_class._get_collection_name()
-            for document in document_class.objects(outbox_pending=True).only("outbox"):
-                raw_events = list(document.outbox)
-                if not raw_events:
-                    continue
-                futures = []
-                for raw in raw_events:
-                    key, value, headers = encode(decode(raw))
-                    futures.append(
-                        self._producer.send(self._topic, key=key, value=value, headers=headers)
-                    )
-                self._producer.flush(timeout=timeout)
-                for future in futures:
-                    future.get(timeout=timeout)
-                with document_lock(collection, document.id):
-                    document_class.objects(id=document.id).update_one(pull_all__outbox=raw_events)
-                    document_class.objects(id=document.id, outbox__size=0).update_one(
-                        set__outbox_pending=False
-                    )
-                published += len(raw_events)
+            batch: list[tuple[Any, list[bytes]]] = []
+            for document in document_class._get_collection().find(
+                {"outbox_pending": True}, {"outbox": 1}
+            ):
+                raw_events = [bytes(raw) for raw in document.get("outbox") or ()]
+                batch.append((document["_id"], raw_events))
+                if len(batch) >= RELAY_BATCH:
+                    published += self._publish(document_class, batch, timeout)
+                    batch = []
+            if batch:
+                published += self._publish(document_class, batch, timeout)
         return published
+
+    def _publish(
+        self,
+        document_class: type[OutboxDocument],
+        batch: Sequence[tuple[Any, list[bytes]]],
+        timeout: float,
+    ) -> int:
+        """Send the events of ``batch`` (document id, its pending events), wait for Kafka's
+        acknowledgement of all, then remove them from their documents."""
+        futures = []
+        for _, raw_events in batch:
+            for raw in raw_events:
+                key, value, headers = encode(decode(raw))
+                futures.append(
+                    self._producer.send(self._topic, key=key, value=value, headers=headers)
+                )
+        if futures:
+            self._producer.flush(timeout=timeout)
+            for future in futures:
+                future.get(timeout=timeout)
+        collection = document_class._get_collection()
+        name = document_class._get_collection_name()
+        for document_id, raw_events in batch:
+            with document_lock(name, document_id):
+                if raw_events:
+                    collection.update_one(
+                        {"_id": document_id}, {"$pullAll": {"outbox": raw_events}}
+                    )
+                # Events queued since the read stay, and keep the flag set. Under the lock no
+                # update of this process lands between this read and the write; another
+                # process's could: each service runs as one replica (k8s/base).
+                left = collection.find_one({"_id": document_id}, {"outbox": 1})
+                if left is not None and not left.get("outbox"):
+                    collection.update_one({"_id": document_id}, {"$set": {"outbox_pending": False}})
+        return len(futures)
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; errors are logged and retried at the next tick."""

@@ -1,14 +1,20 @@
-"""Every benchmark under bench/ runs small (``--quick``) and prints its figures: what
-``make bench QUICK=1`` runs. No timing is asserted (the machine is shared); each script must
-exit 0 and print the figure lines bench/run_all.py collects, the peers' ratios included."""
+"""Every benchmark under bench/ runs small and prints its figures: ``make bench QUICK=1``
+(``bench/run_all.py --quick``) runs once, as a user would run it, and each benchmark's outcome
+is checked. No timing is asserted (the machine is shared); each benchmark must exit 0 and print
+the figure lines run_all.py collects, the peers' ratios included."""
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from bench.run_all import BENCHMARKS, run
+from bench.run_all import BENCHMARKS, ROOT
 
 #: Figures each benchmark must print (each prints more).
 EXPECTED = {
@@ -46,13 +52,31 @@ def test_every_benchmark_is_checked() -> None:
     assert set(EXPECTED) == set(BENCHMARKS)
 
 
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Each benchmark's outcome in one ``run_all.py --quick``, by name."""
+    outcomes = tmp_path_factory.mktemp("bench") / "quick.json"
+    ran = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run_all.py"), "--quick", "--json", str(outcomes)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    sys.stdout.write(ran.stdout[-20_000:])  # shown with a failing test
+    assert Path(outcomes).exists(), f"run_all.py --quick exited {ran.returncode}: {ran.stderr}"
+    return {outcome["name"]: outcome for outcome in json.loads(outcomes.read_text())}
+
+
 @pytest.mark.e2e
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1300)
 @pytest.mark.parametrize("name", BENCHMARKS)
-def test_benchmark_runs_quick_and_prints_its_figures(name: str) -> None:
-    outcome = run(name, quick=True)
-    assert outcome.returncode == 0, f"bench/{name}.py --quick exited {outcome.returncode}"
-    printed = {figure.name: figure.value for figure in outcome.figures}
+def test_benchmark_runs_quick_and_prints_its_figures(
+    name: str, quick_run: dict[str, dict[str, Any]]
+) -> None:
+    outcome = quick_run[name]
+    assert outcome["returncode"] == 0, f"bench/{name}.py --quick exited {outcome['returncode']}"
+    printed = {figure["name"]: figure["value"] for figure in outcome["figures"]}
     missing = EXPECTED[name] - set(printed)
     assert not missing, f"bench/{name}.py --quick printed no {sorted(missing)}"
     assert all(math.isfinite(value) for value in printed.values()), printed

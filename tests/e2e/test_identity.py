@@ -22,6 +22,7 @@ from chain.sequencer import entry_record
 from cli import identity_files as files
 from cli.main import app
 from devstack.topics import ORDERING_TOPIC
+from services.common.caller import Role
 from services.common.tls import TOKEN_SIGNING_FILE
 from services.common.tokens import TokenIssuer, load_token_issuer
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc, entry_pb2
@@ -244,8 +245,11 @@ def cli(*args: str) -> Result:
 def test_a_revoked_key_signs_nothing_after_its_revocation_and_what_it_signed_before_verifies(
     platform: Platform, tmp_path: Path
 ) -> None:
-    hospital = platform.hospital
-    key_id = "hospital-a#1"
+    # A hospital of its own: revoking the shared hospital-a's key would fail every later test
+    # that anchors as hospital-a.
+    organization_id = f"hospital-revoking-{uuid.uuid4().hex[:6]}"
+    hospital = platform.register_organization("revoking hospital", Role.HOSPITAL, organization_id)
+    key_id = hospital.key_id
     platform.wait_key_active(hospital, hospital.id, key_id)
     assert hospital.signing_key is not None
     signer = EntrySigner(key_id, hospital.signing_key)

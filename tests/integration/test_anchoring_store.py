@@ -19,7 +19,7 @@ from services.common import mongo
 from services.common.caller import Caller, Role
 from services.common.events import decode
 from services.common.kafka import make_producer
-from services.common.outbox import OutboxRelay
+from services.common.outbox import RELAY_BATCH, OutboxRelay
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from tests.unit.anchoring.fakes import NOW, TAG_KEY, drafts, known_keys, request, sdk
@@ -175,3 +175,33 @@ def test_seals_recorded_while_the_relay_empties_the_outbox_are_all_kept_and_publ
     assert store.unsettled() == []
     assert outbox_types() == []
     assert sum(published) == 400  # a RecordAnchored and a RecordSealed per version
+
+
+def test_the_relay_publishes_many_documents_per_kafka_flush(
+    store: VersionStore, kafka_bootstrap: str
+) -> None:
+    """Single-version anchors make one chunk document each; the relay sends the events of up to
+    RELAY_BATCH documents before it waits for Kafka once (a flush per document made 1,000
+    one-version chunks take over a minute to announce)."""
+    anchoring = RecordAnchoring(store, known_keys(), TAG_KEY)
+    count = RELAY_BATCH + 20
+    for offset in range(count):
+        versions = anchor(store, 1, f"single-{offset}")
+        versions[0].ordering_offset = offset
+        anchoring.ordered(versions, NOW)
+    producer = make_producer(kafka_bootstrap, "anchoring-outbox-batch-test")
+    flushes: list[int] = []
+    flush = producer.flush
+
+    def counting_flush(timeout: float | None = None) -> None:
+        flushes.append(1)
+        flush(timeout=timeout)
+
+    producer.flush = counting_flush
+    relay = OutboxRelay(producer, RECORDS_EVENTS_TOPIC, [ChunkDoc])
+    assert relay.publish_pending() == count  # one RecordAnchored per version
+    assert len(flushes) == 2
+    assert relay.publish_pending() == 0
+    assert outbox_types() == []
+    assert ChunkDoc.objects(outbox_pending=True).count() == 0
+    producer.close()
