@@ -55,6 +55,9 @@ class EntrySpans:
         self._lock = threading.Lock()
         self._reading: deque[_Group] = deque(maxlen=MAX_GROUPS)
         self._sealing: deque[_Group] = deque(maxlen=MAX_GROUPS)
+        #: The largest tree size sealed so far: the cosigning thread may seal a block (on the
+        #: others' cosignatures) before the sequencing thread has reported it persisted.
+        self._sealed_size = 0
 
     def read(self, records: Iterable[Any]) -> None:
         """Kafka records of the ordering topic just polled (anything with ``offset`` and
@@ -77,20 +80,26 @@ class EntrySpans:
 
     def persisted(self, cut_offset: int, tree_size: int) -> None:
         """The block ending at ordering offset ``cut_offset`` (a tree of ``tree_size``) is stored
-        and signed: end the sequencing span of every group it completes."""
+        and signed: end the sequencing span of every group it completes (and their sealing span
+        too, if a quorum has sealed that size already)."""
         now = time.time_ns()
         with self._lock:
             done, self._reading = _split(self._reading, lambda g: g.last_offset <= cut_offset)
+            already_sealed = tree_size <= self._sealed_size
             for group in done:
                 self._span("chain.node.sequence", trace.SpanKind.CONSUMER, group, now, tree_size)
                 group.since_ns, group.tree_size = now, tree_size
-                self._sealing.append(group)
+                if already_sealed:
+                    self._span("chain.node.seal", trace.SpanKind.INTERNAL, group, now, tree_size)
+                else:
+                    self._sealing.append(group)
 
     def sealed(self, tree_size: int) -> None:
         """A quorum sealed the checkpoint of ``tree_size``: end the sealing span of every group
         in it."""
         now = time.time_ns()
         with self._lock:
+            self._sealed_size = max(self._sealed_size, tree_size)
             done, self._sealing = _split(self._sealing, lambda g: g.tree_size <= tree_size)
         for group in done:
             self._span("chain.node.seal", trace.SpanKind.INTERNAL, group, now, tree_size)

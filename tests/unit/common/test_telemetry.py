@@ -178,6 +178,21 @@ def test_the_node_spans_one_group_per_trace_from_read_to_seal(spans: Spans) -> N
     assert len([s for s in spans() if s.name == "chain.node.sequence"]) == 2
 
 
+def test_a_block_sealed_before_it_is_reported_persisted_ends_its_seal_span_at_once(
+    spans: Spans,
+) -> None:
+    """The cosigning thread can seal a block on the other members' cosignatures before the
+    sequencing thread reports it persisted; the seal span must not wait for the next seal."""
+    _, records = _published("raced", 1, 0)
+    entry_spans = EntrySpans("hospital-c")
+    entry_spans.read(records)
+    entry_spans.sealed(1)
+    entry_spans.persisted(cut_offset=0, tree_size=1)
+    names = [s.name for s in spans()]
+    assert names.count("chain.node.sequence") == 1
+    assert names.count("chain.node.seal") == 1
+
+
 def test_the_seal_span_ends_the_accepting_calls_trace(spans: Spans) -> None:
     observer = SealObserver()
     versions = [version(record_id=f"r-{i}") for i in range(3)]
