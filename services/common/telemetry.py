@@ -2,8 +2,8 @@
 
 Traces: gRPC calls carry the W3C trace context in their metadata (:func:`traced_channel` on the
 client, the instrumentation's interceptor on the server) and Kafka records in their headers
-(services/common/kafka.py). Spans go to OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (and
-the exporter is installed), to a JSON-lines file when a process is given one, nowhere otherwise.
+(services/common/kafka.py). Spans go to OTLP (gRPC) when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set,
+to a JSON-lines file when a process is given one, nowhere otherwise.
 Metrics: a Prometheus endpoint when a port is given, OTLP as for spans. Log lines carry the
 current trace and span ids, as text or JSON.
 """
@@ -22,6 +22,8 @@ from typing import Any
 
 import grpc
 from opentelemetry import metrics, propagate, trace
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
@@ -81,24 +83,11 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
 
 
 def _otlp_exporter() -> SpanExporter | None:
+    """The OTLP span exporter when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set (it reads its endpoint,
+    headers and TLS settings from the standard OTEL_EXPORTER_OTLP_* variables)."""
     if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         return None
-    try:
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found,unused-ignore]
-            OTLPSpanExporter,
-        )
-    except ImportError:
-        _warn_no_otlp()
-        return None
-    exporter: SpanExporter = OTLPSpanExporter()
-    return exporter
-
-
-def _warn_no_otlp() -> None:
-    logging.getLogger(__name__).warning(
-        "OTEL_EXPORTER_OTLP_ENDPOINT is set but opentelemetry-exporter-otlp is not installed: "
-        "install it in the image to export over OTLP"
-    )
+    return OTLPSpanExporter()
 
 
 class SpanFileExporter(SpanExporter):
@@ -161,14 +150,7 @@ def configure_metrics(
         readers.append(PrometheusMetricReader(registry=_PROMETHEUS_REGISTRY))
         start_http_server(prometheus_port, addr=prometheus_host, registry=_PROMETHEUS_REGISTRY)
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # type: ignore[import-not-found,unused-ignore]
-                OTLPMetricExporter,
-            )
-        except ImportError:
-            _warn_no_otlp()
-        else:
-            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
     provider = MeterProvider(
         resource=Resource.create({"service.name": service_name}), metric_readers=readers
     )

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +19,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import TopicPartition
 from opentelemetry import trace
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from chain.node.entry_spans import EntrySpans
@@ -30,6 +33,7 @@ from services.common.settings import ProcessSettings
 from services.common.telemetry import (
     JsonFormatter,
     SpanFileExporter,
+    _otlp_exporter,
     _TraceContextFilter,
     configure_tracing,
 )
@@ -271,3 +275,44 @@ def test_consumer_lag_is_the_records_behind_the_high_watermark() -> None:
         if (o.attributes or {}).get("consumer") == "group-x"
     }
     assert observed == {"a": (100 - 90) + (50 - 45)}  # b's watermark is not known yet
+
+
+class _Collector(trace_service_pb2_grpc.TraceServiceServicer):
+    """An OTLP/gRPC trace receiver, as a collector runs one."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def Export(
+        self, request: trace_service_pb2.ExportTraceServiceRequest, context: grpc.ServicerContext
+    ) -> trace_service_pb2.ExportTraceServiceResponse:
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                self.names.extend(span.name for span in scope_spans.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def test_spans_go_to_the_otlp_collector_the_environment_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    collector = _Collector()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        exporter = _otlp_exporter()
+        assert exporter is not None
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        provider.get_tracer("test").start_span("exported over otlp").end()
+        provider.shutdown()
+    finally:
+        server.stop(grace=None)
+    assert collector.names == ["exported over otlp"]
+
+
+def test_no_otlp_exporter_without_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    assert _otlp_exporter() is None
