@@ -104,6 +104,16 @@ def rss_bytes(pid: int | None = None) -> int:
 _shared: Platform | None = None
 
 
+def _ensure_servers() -> None:
+    """Fetch and build Kafka and FerretDB into the cache if not there yet (imported here: the
+    in-process benchmarks need none of the servers' code)."""
+    from devstack.ferretdb import ensure_ferretdb
+    from devstack.kafka import ensure_kafka
+
+    ensure_kafka(log=lambda line: None)
+    ensure_ferretdb(log=lambda line: None)
+
+
 @contextmanager
 def bench_platform() -> Iterator[Platform]:
     """The whole platform (Kafka, FerretDB, three chain nodes, the services) a benchmark runs
@@ -112,13 +122,9 @@ def bench_platform() -> Iterator[Platform]:
     if _shared is not None:
         yield _shared
         return
-    # Imported here: the in-process benchmarks need none of the servers' code.
-    from devstack.ferretdb import ensure_ferretdb
-    from devstack.kafka import ensure_kafka
     from tests.e2e.platform import Platform
 
-    ensure_kafka(log=lambda line: None)
-    ensure_ferretdb(log=lambda line: None)
+    _ensure_servers()
     with tempfile.TemporaryDirectory(prefix="swiftchain-bench-") as tmp:
         platform = Platform(Path(tmp))
         try:
@@ -138,11 +144,10 @@ def bench_servers(root: Path) -> Iterator[tuple[str, str]]:
     if _shared is not None:
         yield _shared.stack.kafka.bootstrap, _shared.stack.mongo.uri
         return
-    from devstack.ferretdb import FerretDB, ensure_ferretdb
-    from devstack.kafka import KafkaBroker, create_topics, ensure_kafka
+    from devstack.ferretdb import FerretDB
+    from devstack.kafka import KafkaBroker, create_topics
 
-    ensure_kafka(log=lambda line: None)
-    ensure_ferretdb(log=lambda line: None)
+    _ensure_servers()
     kafka, mongo = KafkaBroker(root / "kafka"), FerretDB(root / "ferretdb")
     try:
         kafka.start()

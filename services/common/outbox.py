@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any, ClassVar, Final
 
 import mongoengine
+from pymongo import ReturnDocument
 
 from services.common.events import decode, encode
 from swiftchain.events.v1 import events_pb2
@@ -144,14 +145,19 @@ class OutboxRelay:
         name = document_class._get_collection_name()
         for document_id, raw_events in batch:
             with document_lock(name, document_id):
-                if raw_events:
-                    collection.update_one(
-                        {"_id": document_id}, {"$pullAll": {"outbox": raw_events}}
+                # What is left after the removal: events queued since the read stay, and keep
+                # the flag set. Under the lock no update of this process lands between this and
+                # the write below; another process's could: each service runs as one replica
+                # (k8s/base).
+                left = (
+                    collection.find_one_and_update(
+                        {"_id": document_id},
+                        {"$pullAll": {"outbox": raw_events}},
+                        return_document=ReturnDocument.AFTER,  # FerretDB v1: no projection here
                     )
-                # Events queued since the read stay, and keep the flag set. Under the lock no
-                # update of this process lands between this read and the write; another
-                # process's could: each service runs as one replica (k8s/base).
-                left = collection.find_one({"_id": document_id}, {"outbox": 1})
+                    if raw_events
+                    else collection.find_one({"_id": document_id}, {"outbox": 1})
+                )
                 if left is not None and not left.get("outbox"):
                     collection.update_one({"_id": document_id}, {"$set": {"outbox_pending": False}})
         return len(futures)
