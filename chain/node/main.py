@@ -8,7 +8,7 @@ from pathlib import Path
 from chain.consortium import parse_consortium
 from chain.node.node import COSIGNATURES_TOPIC, ORDERING_TOPIC, ChainNode
 from chain.node.service import ChainServicer
-from chain.node.store import ALIAS, ChainStore
+from chain.node.store import ALIAS, DEFAULT_BUNDLE_CACHE_BYTES, ChainStore
 from chain.note import new_signer
 from services.common import mongo
 from services.common.kafka import make_producer
@@ -32,6 +32,8 @@ class NodeSettings(ProcessSettings):
     signing_key_file: Path = Path(".stack/run/consortium/hospital-a.key")
     ordering_topic: str = ORDERING_TOPIC
     cosignatures_topic: str = COSIGNATURES_TOPIC
+    #: Memory for decoded entry bundles, so proofs of recent entries skip the database.
+    bundle_cache_mib: int = DEFAULT_BUNDLE_CACHE_BYTES // (1024 * 1024)
 
     #: The node's own Mongo database; empty means ``chain_<node name>``.
     database: str = ""
@@ -52,7 +54,7 @@ def build_node(settings: NodeSettings) -> ChainNode:
         name=settings.node_name,
         config=config,
         signer=signer,
-        store=ChainStore(),
+        store=ChainStore(settings.bundle_cache_mib * 1024 * 1024),
         kafka_bootstrap=settings.kafka_bootstrap,
         producer=producer,
         ordering_topic=settings.ordering_topic,

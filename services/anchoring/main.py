@@ -14,7 +14,7 @@ from services.anchoring.chain_watch import ChainWatch
 from services.anchoring.domain import RecordAnchoring
 from services.anchoring.observability import SealObserver, count_missed
 from services.anchoring.servicer import AnchoringServicer
-from services.anchoring.store import ALIAS, ChunkDoc, VersionStore
+from services.anchoring.store import ALIAS, SETTLED_CACHE_SIZE, ChunkDoc, VersionStore
 from services.anchoring.tracking import SealTracker
 from services.common import mongo
 from services.common.kafka import make_producer
@@ -46,6 +46,8 @@ class AnchoringSettings(ProcessSettings):
     events_topic: str = RECORDS_EVENTS_TOPIC
     #: The maximum merge delay promised in receipts: by then the entry is sealed.
     max_seal_delay_ms: int = 5000
+    #: Sealed or rejected versions kept in memory, so their receipts skip the database.
+    settled_cache_size: int = SETTLED_CACHE_SIZE
 
 
 def _now() -> datetime:
@@ -65,7 +67,7 @@ def main() -> None:
         settings.kafka_bootstrap, f"{settings.process_name}-keys", keys.apply
     )
     key_feed.start()
-    store = VersionStore()
+    store = VersionStore(settings.settled_cache_size)
     anchoring = RecordAnchoring(
         store,
         keys,

@@ -199,7 +199,7 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
     # --- receipts and verification -------------------------------------------------------
 
     def _seal(self, version: RecordVersion, wait: float) -> tuple[RecordVersion, str]:
-        """The version with its seal recorded, and its evidence bundle ('' if not sealed)."""
+        """The version marked with its seal, and its evidence bundle ('' if not sealed)."""
         try:
             proved = prove_entry(self._chain, version.entry_id, wait)
         except grpc.RpcError as error:
@@ -217,12 +217,7 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
                 f"the chain node served evidence for entry {version.entry_id} that does not "
                 "verify; ask another node"
             )
-        now = self._clock()
-        was_sealed = version.sealed_tree_size is not None
-        version = self._tracker.seal(version, proved.leaf_index, proved.tree_size, now)
-        if not was_sealed:
-            self._observer.sealed([version], now)
-        self._on_write()
+        version = self._tracker.seal(version, proved.leaf_index, proved.tree_size, self._clock())
         return version, bundle.to_json()
 
     def _rejection(self, version: RecordVersion) -> chain_service_pb2.GetEntryStatusResponse | None:

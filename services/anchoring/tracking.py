@@ -10,8 +10,8 @@ RecordSealed follows if they are sealed later. A rejected entry never appears in
 so the watcher asks the log about late versions, a few at a time and each at most every
 :data:`PROBE_INTERVAL` (:meth:`SealTracker.to_probe`), and reports a rejection with
 :meth:`SealTracker.on_rejected` (RecordRejected, settled). Seals are only ever recorded from
-checkpoints (or from an inclusion proof a client asked for, :meth:`SealTracker.seal`), each
-checkpoint's in one write.
+checkpoints, each checkpoint's in one write (an inclusion proof a client asked for,
+:meth:`SealTracker.seal`, only stops the deadline clock until then).
 
 Event ids derive from the entry id and what happened, so an event published twice (two
 replicas, a restart) is absorbed by idempotent consumers. Nothing here does I/O except through
@@ -147,17 +147,19 @@ class SealTracker:
     def seal(
         self, version: RecordVersion, leaf_index: int, tree_size: int, now: datetime
     ) -> RecordVersion:
-        """Record that the checkpoint of ``tree_size`` seals ``version`` at ``leaf_index`` (an
-        inclusion proof said so); once, with a RecordSealed event."""
+        """An inclusion proof a client asked for says that the checkpoint of ``tree_size``
+        seals ``version`` at ``leaf_index``: return it marked so. Nothing is written here: a
+        watched version is recorded, with its RecordSealed event, by :meth:`on_checkpoint`
+        when the watcher reads that range (one write per checkpoint, where a write per
+        receipt queued every reader behind the chunk's lock); until then its deadline no
+        longer counts and the log is not asked about it."""
         with self._lock:
-            watched = self._watched.pop(version.leaf_hash, None)
+            watched = self._watched.get(version.leaf_hash)
             self._next_probe.pop(version.leaf_hash, None)
-            self._early.pop(version.leaf_hash, None)
-        for copy in {id(version): version, id(watched): watched}.values():
-            if copy is not None and copy.sealed_tree_size is None:
-                self._mark_sealed(copy, leaf_index, tree_size, now)
-        if watched is not None:  # not recorded yet: this call records it
-            self._store.set_log_state([version], [self._sealed_event(version, now)])
+            if watched is not None and watched.sealed_tree_size is None:
+                self._mark_sealed(watched, leaf_index, tree_size, now)
+        if version.sealed_tree_size is None:
+            self._mark_sealed(version, leaf_index, tree_size, now)
         return version
 
     def miss_deadlines(self, now: datetime) -> list[RecordVersion]:
@@ -167,7 +169,7 @@ class SealTracker:
             late = [
                 v
                 for v in self._watched.values()
-                if v.seal_due_time <= now and not v.deadline_missed
+                if v.seal_due_time <= now and not v.deadline_missed and v.sealed_tree_size is None
             ]
             for version in late:
                 version.deadline_missed = True

@@ -205,3 +205,56 @@ def test_the_relay_publishes_many_documents_per_kafka_flush(
     assert outbox_types() == []
     assert ChunkDoc.objects(outbox_pending=True).count() == 0
     producer.close()
+
+
+def test_settled_versions_are_read_by_entry_id_from_memory(store: VersionStore) -> None:
+    tracker = SealTracker(store)
+    versions = anchor(store, 3, "rec-cached")
+    tracker.watch(versions)
+    for offset, version in enumerate(versions):
+        version.ordering_offset = 200 + offset
+    RecordAnchoring(store, known_keys(), TAG_KEY).ordered(versions, NOW)
+    tracker.ordered(versions, NOW)
+    tracker.on_checkpoint(20, [versions[0].leaf_hash], 21, NOW)
+    tracker.on_rejected(versions[1], entry_pb2.REJECTION_REASON_KEY_NOT_VALID, "revoked", NOW)
+    # Another replica's store reads what this one recorded, once, from the database.
+    replica = VersionStore()
+    loaded = replica.by_entry(versions[0].entry_id)
+    assert loaded is not None and (loaded.leaf_index, loaded.sealed_tree_size) == (20, 21)
+    ChunkDoc._get_collection().delete_many({})  # from here on only memory can answer
+    for reader in (store, replica):
+        sealed = reader.by_entry(versions[0].entry_id)
+        assert sealed is not None and (sealed.leaf_index, sealed.sealed_tree_size) == (20, 21)
+        assert sealed.ordering_offset == 200
+    rejected = store.by_entry(versions[1].entry_id)
+    assert rejected is not None and rejected.state == common_pb2.ENTRY_STATE_REJECTED
+    # Not settled: read from the database every time, so it is never stale (its chunk's
+    # facts are gone now, so it reads as not even ordered).
+    pending = store.by_entry(versions[2].entry_id)
+    assert pending is not None and pending.ordering_offset is None
+    # A copy each time: what a caller changes is not what the next one reads.
+    first = store.by_entry(versions[0].entry_id)
+    assert first is not None
+    first.sealed_tree_size = 99
+    again = store.by_entry(versions[0].entry_id)
+    assert again is not None and again.sealed_tree_size == 21
+
+
+def test_without_a_settled_cache_every_read_goes_to_the_database(mongo_uri: str) -> None:
+    with pytest.raises(ValueError, match="expected a settled-version cache size >= 0, got -1"):
+        VersionStore(settled_cache_size=-1)
+    mongo.connect(mongo_uri, f"anchoring_test_{uuid.uuid4().hex[:8]}", alias=ALIAS)
+    try:
+        store = VersionStore(settled_cache_size=0)
+        tracker = SealTracker(store)
+        [version] = anchor(store, 1, "rec-uncached")
+        tracker.watch([version])
+        version.ordering_offset = 5
+        RecordAnchoring(store, known_keys(), TAG_KEY).ordered([version], NOW)
+        tracker.ordered([version], NOW)
+        tracker.on_checkpoint(0, [version.leaf_hash], 1, NOW)
+        ChunkDoc._get_collection().delete_many({})
+        loaded = store.by_entry(version.entry_id)
+        assert loaded is not None and loaded.sealed_tree_size is None
+    finally:
+        mongo.disconnect(ALIAS)

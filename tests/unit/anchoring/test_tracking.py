@@ -3,6 +3,7 @@ rejections, restarts; each event once, with an id derived from the entry."""
 
 from __future__ import annotations
 
+import copy
 from datetime import timedelta
 
 import pytest
@@ -61,6 +62,24 @@ def test_a_checkpoint_seals_the_watched_versions_in_it_once(store: FakeStore) ->
     event.payload.Unpack(payload)
     assert (payload.leaf_index, payload.tree_size, payload.version) == (11, 12, 1)
     assert store.versions[versions[0].key].sealed_tree_size == 12
+
+
+def test_a_proof_a_client_asked_for_writes_nothing_and_stops_the_deadline(
+    store: FakeStore,
+) -> None:
+    tracker = SealTracker(store)
+    [version] = anchored(store)
+    tracker.watch([version])
+    ordered(store, tracker, [version])
+    writes = store.log_state_writes
+    answered = tracker.seal(copy.copy(store.versions[version.key]), 4, 5, NOW)  # as loaded
+    assert (answered.leaf_index, answered.sealed_tree_size) == (4, 5)
+    assert store.log_state_writes == writes and store.events == []
+    assert tracker.miss_deadlines(LATER) == [] and tracker.to_probe(LATER, 10) == []
+    # The watcher reading that range records the seal, once, with its event.
+    assert tracker.on_checkpoint(4, [version.leaf_hash], 6, LATER) == [version]
+    assert kinds(store) == ["RecordSealed"] and tracker.watched == 0
+    assert store.versions[version.key].sealed_tree_size == 6
 
 
 def test_a_leaf_sealed_before_its_ordering_is_recorded_is_sealed_after_it(
