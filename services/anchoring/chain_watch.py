@@ -4,9 +4,12 @@ and where overdue versions stand (the gRPC side of :mod:`services.anchoring.trac
 Two loops on one chain node. The first follows ``WatchCheckpoints``; for each new checkpoint it
 reads the newly sealed leaves with ``GetEntries`` (only while some version is watched: with
 none, nothing can be in them) and hands their leaf hashes to the tracker, then stores the
-position. The second, every :data:`DEADLINE_POLL` seconds, reports the versions past their
-deadline and asks ``GetEntryStatus`` about a few late ones (:data:`PROBES_PER_ROUND`), which is
-how a rejected entry, never in any checkpoint, is found.
+position. When it has fallen behind, it takes everything sealed up to the node's latest
+checkpoint in one go (``GetCheckpoint``): one store write per chunk however many checkpoints
+it missed, so a slow store catches up instead of falling further behind. The second, every
+:data:`DEADLINE_POLL` seconds, reports the versions past their deadline and asks
+``GetEntryStatus`` about a few late ones (:data:`PROBES_PER_ROUND`), which is how a rejected
+entry, never in any checkpoint, is found.
 """
 
 from __future__ import annotations
@@ -101,23 +104,38 @@ class ChainWatch:
             tree_size = message.checkpoint.tree_size
             if tree_size <= position:
                 continue
+            # Behind by several checkpoints (the store was slow): take all that is sealed now
+            # at once, so that each chunk is written once for all of them, not once each.
+            tree_size = max(tree_size, self._latest_sealed_size())
             if self._tracker.watched:
                 self._read_sealed(position, tree_size)
             self._tracker.store_position(tree_size)
             position = tree_size
         return position
 
+    def _latest_sealed_size(self) -> int:
+        try:
+            latest = self._chain.GetCheckpoint(chain_service_pb2.GetCheckpointRequest(), timeout=5)
+        except grpc.RpcError:
+            return 0  # the stream's checkpoint will do
+        return int(latest.checkpoint.tree_size)
+
     def _read_sealed(self, start: int, tree_size: int) -> None:
-        while start < tree_size:
+        """Hand the leaves [start, tree_size) to the tracker in one call (one write per
+        chunk), reading them a page at a time."""
+        hashes: list[bytes] = []
+        while start + len(hashes) < tree_size:
             page = self._chain.GetEntries(
-                chain_service_pb2.GetEntriesRequest(start=start, end=tree_size), timeout=30
+                chain_service_pb2.GetEntriesRequest(start=start + len(hashes), end=tree_size),
+                timeout=30,
             )
             if not page.entries:
-                raise RuntimeError(f"the chain node served no entries from {start} of {tree_size}")
-            now = self._clock()
-            hashes = [leaf_hash(entry) for entry in page.entries]
-            self._observer.sealed(self._tracker.on_checkpoint(start, hashes, tree_size, now), now)
-            start += len(page.entries)
+                raise RuntimeError(
+                    f"the chain node served no entries from {start + len(hashes)} of {tree_size}"
+                )
+            hashes.extend(leaf_hash(entry) for entry in page.entries)
+        now = self._clock()
+        self._observer.sealed(self._tracker.on_checkpoint(start, hashes, tree_size, now), now)
 
     # --- deadlines ------------------------------------------------------------------------
 
