@@ -9,25 +9,18 @@ module proxy.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import stat
-import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
-from devstack.paths import cache_dir, file_lock
-from devstack.process import ManagedProcess, ServerProcess, free_port, port_open, tail
-from devstack.toolchain import BootstrapError, find_go
+from devstack.gobuild import GoBuild
+from devstack.process import ManagedProcess, ServerProcess, free_port, port_open
+from devstack.toolchain import BootstrapError
 from devstack.versions import FERRETDB_MODULE, FERRETDB_VERSION
 
-__all__ = ["FerretDB", "ensure_ferretdb", "ferretdb_binary", "make_writable", "run_go"]
+__all__ = ["FERRETDB_BUILD", "FerretDB", "ensure_ferretdb", "ferretdb_binary"]
 
-_MARKER = "complete.json"
 Log = Callable[[str], None]
 
 #: Our one change to FerretDB's source, applied before building (see :func:`_patch_id_lookups`).
@@ -44,63 +37,7 @@ def _print(line: str) -> None:
 
 def ferretdb_binary(cache: Path | None = None) -> Path:
     """``.stack/cache/ferretdb-<ver>/ferretdb`` (exists once :func:`ensure_ferretdb` ran)."""
-    return (cache or cache_dir()) / f"ferretdb-{FERRETDB_VERSION}" / "ferretdb"
-
-
-def _complete(binary: Path) -> bool:
-    try:
-        marker = json.loads((binary.parent / _MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return (
-        isinstance(marker, dict)
-        and marker.get("version") == FERRETDB_VERSION
-        and marker.get("patch") == _PATCH_ID
-        and binary.is_file()
-        and os.access(binary, os.X_OK)
-    )
-
-
-def run_go(
-    argv: list[str],
-    *,
-    cwd: Path,
-    env: Mapping[str, str],
-    log_file: Path,
-    what: str = f"FerretDB {FERRETDB_VERSION}",
-) -> str:
-    """Run a go command, appending its stderr (and stdout) to ``log_file``; returns stdout.
-    :class:`~devstack.toolchain.BootstrapError` naming ``what`` (the module built) if it
-    fails."""
-    with log_file.open("ab") as out:
-        out.write(f"=== {' '.join(argv)}  (in {cwd})\n".encode())
-        out.flush()
-        done = subprocess.run(
-            argv,
-            cwd=cwd,
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=out,
-            check=False,
-        )
-        out.write(done.stdout)
-    if done.returncode != 0:
-        raise BootstrapError(
-            f"swiftchain: `{' '.join(argv[1:3])}` for {what} failed "
-            f"(exit {done.returncode}); see {log_file}\n{tail(log_file, 20)}"
-        )
-    return done.stdout.decode()
-
-
-def make_writable(root: Path) -> None:
-    """``chmod -R u+w``: the module cache is read-only, the build needs to write a file."""
-    for folder, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            path = Path(folder) / name
-            if not path.is_symlink():
-                path.chmod(path.stat().st_mode | stat.S_IWUSR)
-    root.chmod(root.stat().st_mode | stat.S_IWUSR)
+    return FERRETDB_BUILD.binary(cache)
 
 
 def ensure_ferretdb(cache: Path | None = None, *, log: Log = _print) -> Path:
@@ -109,16 +46,7 @@ def ensure_ferretdb(cache: Path | None = None, *, log: Log = _print) -> Path:
     Raises :class:`~devstack.toolchain.ToolchainMissing` without Go and
     :class:`~devstack.toolchain.BootstrapError` if the download or the build fails.
     """
-    binary = ferretdb_binary(cache)
-    if _complete(binary):
-        return binary
-    with file_lock(
-        binary.parent.parent / f"{binary.parent.name}.lock",
-        on_wait=lambda: log("waiting for another process that is building FerretDB…"),
-    ):
-        if _complete(binary):  # the other process finished it
-            return binary
-        return _build_ferretdb(binary, log)
+    return FERRETDB_BUILD.ensure(cache, log=log)
 
 
 def _patch_id_lookups(src: Path) -> None:
@@ -142,66 +70,23 @@ def _patch_id_lookups(src: Path) -> None:
     path.write_text(text.replace(_ID_COLUMN_UPSTREAM, _ID_COLUMN_PATCHED))
 
 
-def _build_ferretdb(binary: Path, log: Log) -> Path:
-    go = find_go()
-    out_dir = binary.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    build_log = out_dir / "build.log"
-    build_log.write_bytes(b"")
-    log(
-        f"building FerretDB {FERRETDB_VERSION} from the Go module proxy "
-        "(first run only, a few minutes)…"
-    )
-    began = time.monotonic()
-    env = dict(os.environ)
-    with tempfile.TemporaryDirectory(prefix="swiftchain-ferretdb-") as tmp:
-        work = Path(tmp)
-        module = f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"
-        log(f"  go mod download {module}")
-        info: dict[str, Any] = json.loads(
-            run_go(
-                [str(go.path), "mod", "download", "-json", module],
-                cwd=work,
-                env=env,
-                log_file=build_log,
-            )
-        )
-        if info.get("Error") or not info.get("Dir"):
-            raise BootstrapError(
-                f"swiftchain: go mod download {module} failed: {info.get('Error')}; see {build_log}"
-            )
-        src = work / "src"
-        shutil.copytree(info["Dir"], src, symlinks=True)
-        make_writable(src)
-        # Their build panics without build/version/version.txt (FerretDB issue #2982); it is
-        # normally generated from git, which a module download does not have.
-        (src / "build" / "version" / "version.txt").write_text(f"{FERRETDB_VERSION}\n")
-        _patch_id_lookups(src)
-        partial = out_dir / "ferretdb.partial"
-        log(f"  go build ./cmd/ferretdb ({go.version}; compiling, this is the slow part)")
-        run_go(
-            [
-                str(go.path),
-                "build",
-                "-trimpath",
-                "-buildvcs=false",
-                "-tags",
-                "ferretdb_no_postgresql",
-                "-o",
-                str(partial),
-                "./cmd/ferretdb",
-            ],
-            cwd=src,
-            env=env,
-            log_file=build_log,
-        )
-    partial.replace(binary)
-    (out_dir / _MARKER).write_text(
-        json.dumps({"version": FERRETDB_VERSION, "patch": _PATCH_ID, "go": go.version}, indent=2)
-        + "\n"
-    )
-    log(f"  FerretDB ready: {binary} in {time.monotonic() - began:.1f}s")
-    return binary
+def _prepare_source(src: Path) -> None:
+    # Their build panics without build/version/version.txt (FerretDB issue #2982); it is
+    # normally generated from git, which a module download does not have.
+    (src / "build" / "version" / "version.txt").write_text(f"{FERRETDB_VERSION}\n")
+    _patch_id_lookups(src)
+
+
+FERRETDB_BUILD = GoBuild(
+    name="FerretDB",
+    module=FERRETDB_MODULE,
+    version=FERRETDB_VERSION,
+    package="./cmd/ferretdb",
+    executable="ferretdb",
+    flags=("-tags", "ferretdb_no_postgresql"),
+    prepare=_prepare_source,
+    marker={"patch": _PATCH_ID},
+)
 
 
 class FerretDB(ServerProcess):

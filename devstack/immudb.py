@@ -12,29 +12,38 @@ Go module proxy like FerretDB.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
-from devstack.ferretdb import make_writable, run_go
-from devstack.paths import cache_dir, file_lock
+from devstack.gobuild import GoBuild
 from devstack.process import ManagedProcess, ServerProcess, free_port, port_open
-from devstack.toolchain import BootstrapError, find_go
+from devstack.toolchain import BootstrapError
 from devstack.versions import IMMUDB_MODULE, IMMUDB_VERSION
 
-__all__ = ["DEFAULT_PASSWORD", "DEFAULT_USER", "Immudb", "ensure_immudb", "immudb_binary"]
+__all__ = [
+    "DEFAULT_PASSWORD",
+    "DEFAULT_USER",
+    "IMMUDB_BUILD",
+    "Immudb",
+    "ensure_immudb",
+    "immudb_binary",
+]
 
 #: immudb's built-in superuser and its password on a fresh data folder.
 DEFAULT_USER = "immudb"
 DEFAULT_PASSWORD = "immudb"  # noqa: S105 (immudb's documented default, local benchmark only)
 
-_MARKER = "complete.json"
 Log = Callable[[str], None]
+
+IMMUDB_BUILD = GoBuild(
+    name="immudb",
+    module=IMMUDB_MODULE,
+    version=IMMUDB_VERSION,
+    package="./cmd/immudb",
+    executable="immudb",
+    flags=("-mod=mod",),  # go may update go.sum
+)
 
 
 def _print(line: str) -> None:
@@ -43,20 +52,7 @@ def _print(line: str) -> None:
 
 def immudb_binary(cache: Path | None = None) -> Path:
     """``.stack/cache/immudb-<ver>/immudb`` (exists once :func:`ensure_immudb` ran)."""
-    return (cache or cache_dir()) / f"immudb-{IMMUDB_VERSION}" / "immudb"
-
-
-def _complete(binary: Path) -> bool:
-    try:
-        marker = json.loads((binary.parent / _MARKER).read_text())
-    except (OSError, ValueError):
-        return False
-    return (
-        isinstance(marker, dict)
-        and marker.get("version") == IMMUDB_VERSION
-        and binary.is_file()
-        and os.access(binary, os.X_OK)
-    )
+    return IMMUDB_BUILD.binary(cache)
 
 
 def ensure_immudb(cache: Path | None = None, *, log: Log = _print) -> Path:
@@ -65,71 +61,7 @@ def ensure_immudb(cache: Path | None = None, *, log: Log = _print) -> Path:
     Raises :class:`~devstack.toolchain.ToolchainMissing` without Go and
     :class:`~devstack.toolchain.BootstrapError` if the download or the build fails.
     """
-    binary = immudb_binary(cache)
-    if _complete(binary):
-        return binary
-    with file_lock(
-        binary.parent.parent / f"{binary.parent.name}.lock",
-        on_wait=lambda: log("waiting for another process that is building immudb…"),
-    ):
-        if _complete(binary):
-            return binary
-        return _build(binary, log)
-
-
-def _build(binary: Path, log: Log) -> Path:
-    go = find_go()
-    out_dir = binary.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    build_log = out_dir / "build.log"
-    build_log.write_bytes(b"")
-    what = f"immudb {IMMUDB_VERSION}"
-    log(f"building {what} from the Go module proxy (first run only, a few minutes)…")
-    began = time.monotonic()
-    env = dict(os.environ)
-    with tempfile.TemporaryDirectory(prefix="swiftchain-immudb-") as tmp:
-        work = Path(tmp)
-        module = f"{IMMUDB_MODULE}@{IMMUDB_VERSION}"
-        info: dict[str, Any] = json.loads(
-            run_go(
-                [str(go.path), "mod", "download", "-json", module],
-                cwd=work,
-                env=env,
-                log_file=build_log,
-                what=what,
-            )
-        )
-        if info.get("Error") or not info.get("Dir"):
-            raise BootstrapError(
-                f"swiftchain: go mod download {module} failed: {info.get('Error')}; see {build_log}"
-            )
-        src = work / "src"
-        shutil.copytree(info["Dir"], src, symlinks=True)
-        make_writable(src)  # the module cache is read-only; go may update go.sum
-        partial = out_dir / "immudb.partial"
-        log(f"  go build ./cmd/immudb ({go.version})")
-        run_go(
-            [
-                str(go.path),
-                "build",
-                "-trimpath",
-                "-buildvcs=false",
-                "-mod=mod",
-                "-o",
-                str(partial),
-                "./cmd/immudb",
-            ],
-            cwd=src,
-            env=env,
-            log_file=build_log,
-            what=what,
-        )
-    partial.replace(binary)
-    (out_dir / _MARKER).write_text(
-        json.dumps({"version": IMMUDB_VERSION, "go": go.version}, indent=2) + "\n"
-    )
-    log(f"  immudb ready: {binary} in {time.monotonic() - began:.1f}s")
-    return binary
+    return IMMUDB_BUILD.ensure(cache, log=log)
 
 
 class Immudb(ServerProcess):

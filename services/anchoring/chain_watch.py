@@ -25,6 +25,7 @@ from chain.hashing import leaf_hash
 from services.anchoring.domain import RecordVersion
 from services.anchoring.observability import SealObserver
 from services.anchoring.tracking import SealTracker
+from services.common.follow import follow_until_stopped
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2
 
@@ -34,8 +35,6 @@ DEADLINE_POLL = 0.25
 #: Late versions the log is asked about per look (bounded: a late batch of 10,000 must not turn
 #: into 10,000 calls at once on a busy node).
 PROBES_PER_ROUND = 20
-#: Seconds before following the checkpoints again after the node failed.
-RECONNECT_AFTER = 1.0
 _STATUS_TIMEOUT = 2.0
 
 
@@ -78,22 +77,12 @@ class ChainWatch:
     # --- sealed checkpoints ---------------------------------------------------------------
 
     def _follow(self, position: int) -> None:
-        while not self._stop.is_set():
-            try:
-                position = self._follow_once(position)
-            except grpc.RpcError as error:
-                if self._stop.is_set():
-                    return
-                _log.warning(
-                    "following the chain node's checkpoints failed (%s); again in %.0f s",
-                    error.code(),
-                    RECONNECT_AFTER,
-                )
-            except Exception:  # the database away: the position is kept, nothing is lost
-                _log.warning(
-                    "recording seals failed; again in %.0f s", RECONNECT_AFTER, exc_info=True
-                )
-            self._stop.wait(RECONNECT_AFTER)
+        at = [position]
+
+        def once() -> None:
+            at[0] = self._follow_once(at[0])
+
+        follow_until_stopped(self._stop, once, doing="recording seals")
 
     def _follow_once(self, position: int) -> int:
         call = self._chain.WatchCheckpoints(

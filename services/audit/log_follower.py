@@ -24,12 +24,11 @@ from chain.node.evidence_client import (
     prove_leaf,
 )
 from services.audit.domain import AuditBook, LogLeaf, SealedView
+from services.common.follow import follow_until_stopped
 from swiftchain.chain.v1 import chain_service_pb2 as pb
 from swiftchain.chain.v1 import chain_service_pb2_grpc, consortium_pb2
 
 _log = logging.getLogger(__name__)
-#: Seconds before following the checkpoints again after the node failed.
-RECONNECT_AFTER = 1.0
 #: Seconds between two reads of the node's alarms.
 ALARM_POLL = 5.0
 _CONFLICT_KINDS = (pb.ALARM_KIND_COSIGNATURE_CONFLICT, pb.ALARM_KIND_CHECKPOINT_MISMATCH)
@@ -95,27 +94,15 @@ class LogFollower:
     # --- following ------------------------------------------------------------------------
 
     def _follow(self) -> None:
-        while not self._stop.is_set():
-            try:
-                call = self._chain.WatchCheckpoints(
-                    pb.WatchCheckpointsRequest(from_tree_size=self._position + 1)
-                )
-                self._call = call
-                for message in call:
-                    self._index_to(message.checkpoint)
-            except grpc.RpcError as error:
-                if self._stop.is_set():
-                    return
-                _log.warning(
-                    "following the chain node failed (%s); again in %.0f s",
-                    error.code(),
-                    RECONNECT_AFTER,
-                )
-            except Exception:  # the database away: the position is kept, nothing is lost
-                _log.warning(
-                    "indexing the log failed; again in %.0f s", RECONNECT_AFTER, exc_info=True
-                )
-            self._stop.wait(RECONNECT_AFTER)
+        follow_until_stopped(self._stop, self._follow_once, doing="indexing the log")
+
+    def _follow_once(self) -> None:
+        call = self._chain.WatchCheckpoints(
+            pb.WatchCheckpointsRequest(from_tree_size=self._position + 1)
+        )
+        self._call = call
+        for message in call:
+            self._index_to(message.checkpoint)
 
     def _index_to(self, checkpoint: pb.SealedCheckpoint) -> None:
         with self._lock:

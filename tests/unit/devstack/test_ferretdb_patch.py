@@ -47,8 +47,8 @@ def test_a_binary_built_without_the_patch_is_rebuilt(tmp_path: Path) -> None:
     binary.write_text("#!/bin/sh\n")
     binary.chmod(0o755)
     (tmp_path / "complete.json").write_text(f'{{"version": "{FERRETDB_VERSION}"}}')
-    assert not ferretdb._complete(binary)
+    assert not ferretdb.FERRETDB_BUILD.complete(binary)
     (tmp_path / "complete.json").write_text(
         f'{{"version": "{FERRETDB_VERSION}", "patch": "{ferretdb._PATCH_ID}"}}'
     )
-    assert ferretdb._complete(binary)
+    assert ferretdb.FERRETDB_BUILD.complete(binary)
