@@ -48,6 +48,10 @@ _blocks_sealed = _meter.create_counter(
 
 ORDERING_TOPIC = "chain.ordering.v1"
 COSIGNATURES_TOPIC = "chain.cosignatures.v1"
+#: The longest a node's Kafka fetch waits at the broker, and its poll, while nothing comes. The
+#: broker answers a waiting fetch as soon as a record arrives, so a long wait costs no latency;
+#: what it saves is idle polling (every 10 ms before: ~0.15 core a node, and as much in Kafka).
+IDLE_WAIT_MS = 500
 
 
 @dataclass(frozen=True)
@@ -261,7 +265,7 @@ class ChainNode:
             client_id=f"chain-node-{self.name}",
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=10,
+            fetch_max_wait_ms=IDLE_WAIT_MS,
             max_poll_records=self._poll_max,
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
@@ -273,7 +277,11 @@ class ChainNode:
         timeout = self.config.batch_timeout_ms / 1000
         try:
             while not self._stop.is_set():
-                batches = consumer.poll(timeout_ms=10, max_records=self._poll_max)
+                wait_ms = IDLE_WAIT_MS
+                if pending_since is not None and ttc_sent_for != sequencer.next_height:
+                    due = pending_since + timeout - time.monotonic()
+                    wait_ms = max(1, min(IDLE_WAIT_MS, int(due * 1000) + 1))
+                batches = consumer.poll(timeout_ms=wait_ms, max_records=self._poll_max)
                 record_lag(consumer, "chain-node", batches)
                 for polled in batches.values():
                     self._entry_spans.read(polled)
@@ -397,14 +405,14 @@ class ChainNode:
             client_id=f"chain-node-{self.name}-cosign",
             group_id=None,
             enable_auto_commit=False,
-            fetch_max_wait_ms=10,
+            fetch_max_wait_ms=IDLE_WAIT_MS,
         )
         partition = TopicPartition(self._cosignatures_topic, 0)
         consumer.assign([partition])
         consumer.seek_to_beginning(partition)
         try:
             while not self._stop.is_set():
-                for records in consumer.poll(timeout_ms=50).values():
+                for records in consumer.poll(timeout_ms=IDLE_WAIT_MS).values():
                     for record in records:
                         self._on_cosignature(record.value)
         finally:
