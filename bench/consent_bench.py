@@ -17,8 +17,11 @@ The decision is stored durably before the answer and its ACCESS entry is handed 
 afterwards, so the latency includes the durable write but not Kafka; the anchoring runs during
 the load on the same cores. Afterwards the run checks that every decision's ACCESS entry reached
 the log (sequenced or sealed) — a decision lost fails the run — and prints how long after its
-answer the last decision's entry was on the log. It also prints the CPU time each process of the
-platform used during the load and while idle just before it, to say where the time went.
+answer the last decision's entry was on the log. A call that fails (a gRPC error) is counted by
+status code, not retried, and does not stop the run: the count is a figure (``calls_failed``,
+target 0) and the consent service's last warnings are printed next to it. It also prints the
+CPU time each process of the platform used during the load and while idle just before it, to
+say where the time went.
 
 A peer phase follows on the same channels at the same rate: a bare gRPC health check of the
 consent service (same TLS, interceptors and thread pool, no decision), the floor that this
@@ -77,6 +80,8 @@ class Run:
     #: Actual send - scheduled send, in ms: how far the client fell behind its schedule.
     send_lag: list[float] = field(default_factory=list)
     entries: list[str] = field(default_factory=list)
+    #: Calls that ended in an error, by status code name (the run goes on without them).
+    failed: dict[str, int] = field(default_factory=dict)
     wall_seconds: float = 0.0
     client_cpu_seconds: float = 0.0
 
@@ -128,7 +133,12 @@ async def drive(channels: list[grpc.aio.Channel], call: Call, rate: int, seconds
 
     async def one(index: int, due: float) -> None:
         run.send_lag.append((loop.time() - due) * 1000)
-        entry_id = await call(channels[index % len(channels)])
+        try:
+            entry_id = await call(channels[index % len(channels)])
+        except grpc.aio.AioRpcError as error:
+            name = error.code().name
+            run.failed[name] = run.failed.get(name, 0) + 1
+            return
         run.latencies.append((loop.time() - due) * 1000)
         if entry_id:
             run.entries.append(entry_id)
@@ -230,6 +240,8 @@ async def measure(
     used = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
     answered = time.monotonic()
     deadline = answered + 120
+    if not run.entries:
+        raise SystemExit(f"no CheckAccess call was answered (failed: {run.failed})")
     last = [run.entries[-1]]
     while await missing_from_log(admin, last) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -254,6 +266,7 @@ async def measure(
     figure("p50_ms", statistics.median(run.latencies), "ms")
     figure("p99_ms", percentile(run.latencies, 99), "ms")
     figure("missing_from_log", len(missing), "decisions")
+    figure("calls_failed", sum(run.failed.values()), "calls")
     figure("peer_health_p50_ms", statistics.median(floor.latencies), "ms")
     figure("peer_health_p99_ms", percentile(floor.latencies, 99), "ms")
     print(f"{'benchmark':<60} {'figure':>10}  target")
@@ -272,6 +285,14 @@ async def measure(
     )
     print(f"{'last answered ACCESS entry on the log, s after its answer':<60} {drained:>10.2f}")
     print(f"{'decisions without an ACCESS entry on the log':<60} {len(missing):>10,}  0")
+    failed = ", ".join(f"{n:,} {code}" for code, n in sorted(run.failed.items())) or "none"
+    print(f"{'CheckAccess calls that failed':<60} {sum(run.failed.values()):>10,}  0 ({failed})")
+    if run.failed:
+        log = platform.stack.logs / "consent.log"
+        warnings = [line for line in log.read_text(errors="replace").splitlines() if "WARN" in line]
+        print(f"  the consent service's last warnings ({log}):")
+        for line in warnings[-5:] or ["  (none)"]:
+            print(f"    {line[:300]}")
     print(
         f"{'peer: health check p50 / p99 ' + label + ' (ms)':<60} "
         f"{statistics.median(floor.latencies):>10.2f} / {percentile(floor.latencies, 99):.2f}"
