@@ -188,8 +188,12 @@ class PatientStore:
 
     def consume_challenge(self, challenge_id: str) -> Challenge | None:
         """Mark the challenge used and return it; None if unknown or used already."""
-        if not ChallengeDoc.objects(id=challenge_id, used=False).update_one(set__used=True):
-            return None
+        # FerretDB v1 runs a conditional update as a read then a write, so two concurrent
+        # answers could both see it unused and both log in; within this process the document
+        # lock makes the check and the mark one step.
+        with document_lock("challenges", challenge_id):
+            if not ChallengeDoc.objects(id=challenge_id, used=False).update_one(set__used=True):
+                return None
         doc = ChallengeDoc.objects(id=challenge_id).first()
         return Challenge(
             doc.id, doc.subject_id, doc.device_key_id, bytes(doc.nonce), as_utc(doc.expire_time)
