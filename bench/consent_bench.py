@@ -44,6 +44,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,7 @@ class Run:
     send_lag: list[float] = field(default_factory=list)
     entries: list[str] = field(default_factory=list)
     #: Calls that ended in an error, by status code name (the run goes on without them).
-    failed: dict[str, int] = field(default_factory=dict)
+    failed: Counter[str] = field(default_factory=Counter)
     wall_seconds: float = 0.0
     client_cpu_seconds: float = 0.0
 
@@ -136,8 +137,7 @@ async def drive(channels: list[grpc.aio.Channel], call: Call, rate: int, seconds
         try:
             entry_id = await call(channels[index % len(channels)])
         except grpc.aio.AioRpcError as error:
-            name = error.code().name
-            run.failed[name] = run.failed.get(name, 0) + 1
+            run.failed[error.code().name] += 1
             return
         run.latencies.append((loop.time() - due) * 1000)
         if entry_id:
@@ -241,7 +241,7 @@ async def measure(
     answered = time.monotonic()
     deadline = answered + 120
     if not run.entries:
-        raise SystemExit(f"no CheckAccess call was answered (failed: {run.failed})")
+        raise SystemExit(f"no CheckAccess call was answered (failed: {dict(run.failed)})")
     last = [run.entries[-1]]
     while await missing_from_log(admin, last) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -266,7 +266,7 @@ async def measure(
     figure("p50_ms", statistics.median(run.latencies), "ms")
     figure("p99_ms", percentile(run.latencies, 99), "ms")
     figure("missing_from_log", len(missing), "decisions")
-    figure("calls_failed", sum(run.failed.values()), "calls")
+    figure("calls_failed", run.failed.total(), "calls")
     figure("peer_health_p50_ms", statistics.median(floor.latencies), "ms")
     figure("peer_health_p99_ms", percentile(floor.latencies, 99), "ms")
     print(f"{'benchmark':<60} {'figure':>10}  target")
@@ -286,7 +286,7 @@ async def measure(
     print(f"{'last answered ACCESS entry on the log, s after its answer':<60} {drained:>10.2f}")
     print(f"{'decisions without an ACCESS entry on the log':<60} {len(missing):>10,}  0")
     failed = ", ".join(f"{n:,} {code}" for code, n in sorted(run.failed.items())) or "none"
-    print(f"{'CheckAccess calls that failed':<60} {sum(run.failed.values()):>10,}  0 ({failed})")
+    print(f"{'CheckAccess calls that failed':<60} {run.failed.total():>10,}  0 ({failed})")
     if run.failed:
         log = platform.stack.logs / "consent.log"
         warnings = [line for line in log.read_text(errors="replace").splitlines() if "WARN" in line]
