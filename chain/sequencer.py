@@ -1,11 +1,14 @@
 """From the Kafka order to blocks: the deterministic heart of a chain node (DESIGN §3.2).
 
-:class:`Sequencer` reads ordered records (entries and time-to-cut messages) one by one, validates
-each entry at its position, and cuts a block when ``batch_max`` valid entries are pending or when
-a ``TTC(height)`` for the current height is read. A block ends in a checkpoint whose every byte
-follows from the order and the consortium config (its cut time is the Kafka timestamp of the
-record that cut it), so every node that applies the same records computes the same blocks. It
-does no I/O and reads no clock: the node feeds it records and persists what it returns.
+:class:`Sequencer` reads ordered records (an entry, a batch of entries, or a time-to-cut) one by
+one, validates each entry at its position, and cuts a block when ``batch_max`` valid entries are
+pending at the end of a record or when a ``TTC(height)`` for the current height is read. Blocks
+end only at record boundaries, so a node resumes at the offset after its last block; a batch
+record can therefore make a block longer than ``batch_max``. A block ends in a checkpoint whose
+every byte follows from the order and the consortium config (its cut time is the Kafka timestamp
+of the record that cut it), so every node that applies the same records computes the same
+blocks. It does no I/O and reads no clock: the node feeds it records and persists what it
+returns.
 """
 
 from __future__ import annotations
@@ -124,7 +127,8 @@ class Sequencer:
         returned blocks before the next call.
         """
         # First pass, stateless: decode every record, so that one stored_ids call covers them.
-        decoded: list[tuple[OrderedRecord, ParsedEntry | Rejection | int]] = []
+        # Each item carries whether it is the last of its record: blocks end only there.
+        decoded: list[tuple[OrderedRecord, ParsedEntry | Rejection | int, bool]] = []
         ids: list[str] = []
         for record in records:
             ordering = ordering_pb2.OrderingRecord()
@@ -134,25 +138,29 @@ class Sequencer:
             except DecodeError:
                 what = None
             if what == "entry":
-                raw = ordering.entry
+                raws: Sequence[bytes] = (ordering.entry,)
+            elif what == "batch" and ordering.batch.entries:
+                raws = ordering.batch.entries
+            elif what == "ttc":
+                decoded.append((record, ordering.ttc.height, True))
+                continue
+            else:
+                expected = "an OrderingRecord" if what != "batch" else "a batch of entries"
+                got = "other bytes" if what != "batch" else "an empty batch"
+                decoded.append(
+                    (record, Rejection(record.offset, "", f"expected {expected}, got {got}"), True)
+                )
+                continue
+            last = len(raws) - 1
+            for position, raw in enumerate(raws):
                 try:
                     parsed = parse_entry(raw)
                 except SwiftchainError as error:
-                    decoded.append(
-                        (record, Rejection(record.offset, _peek_entry_id(raw), str(error)))
-                    )
+                    rejection = Rejection(record.offset, _peek_entry_id(raw), str(error))
+                    decoded.append((record, rejection, position == last))
                     continue
-                decoded.append((record, parsed))
+                decoded.append((record, parsed, position == last))
                 ids.append(parsed.entry_id)
-            elif what == "ttc":
-                decoded.append((record, ordering.ttc.height))
-            else:
-                decoded.append(
-                    (
-                        record,
-                        Rejection(record.offset, "", "expected an OrderingRecord, got other bytes"),
-                    )
-                )
         on_log = stored_ids(ids) if ids else set()
         if self._blocks_cut:
             # The blocks cut by the previous call are persisted now (and so in on_log).
@@ -167,7 +175,7 @@ class Sequencer:
         output = SequencerOutput()
         validate = self.validator.validate_parsed
         batch_max = self._config.batch_max
-        for record, item in decoded:
+        for record, item, ends_record in decoded:
             if isinstance(item, ParsedEntry):
                 try:
                     validate(item, seen)
@@ -175,19 +183,20 @@ class Sequencer:
                     output.rejections.append(
                         Rejection(record.offset, item.entry_id, str(error), rejection_reason(error))
                     )
-                    continue
-                pending = self.pending
-                pending.append(
-                    SequencedEntry(
-                        self.tree.size + len(pending), record.offset, record.timestamp_ms, item
+                else:
+                    pending = self.pending
+                    pending.append(
+                        SequencedEntry(
+                            self.tree.size + len(pending), record.offset, record.timestamp_ms, item
+                        )
                     )
-                )
-                recent.add(item.entry_id)
-                if len(pending) >= batch_max:
-                    output.blocks.append(self._cut(record))
+                    recent.add(item.entry_id)
             elif isinstance(item, Rejection):
                 output.rejections.append(item)
             elif item == self.next_height and self.pending:  # TTC for the current height
+                output.blocks.append(self._cut(record))
+                continue
+            if ends_record and len(self.pending) >= batch_max:
                 output.blocks.append(self._cut(record))
         return output
 
@@ -221,3 +230,37 @@ def ttc_record(height: int, node: str) -> bytes:
 def entry_record(entry: bytes) -> bytes:
     """The bytes of an ordering record carrying ``entry`` (exact ChainEntry bytes)."""
     return ordering_pb2.OrderingRecord(entry=entry).SerializeToString()
+
+
+#: The most entry bytes one batch record carries: under the 1 MiB that Kafka takes in one
+#: message by default (``message.max.bytes``, and kafka-python's ``max_request_size``), with
+#: room for the record's own framing.
+BATCH_RECORD_BYTES = 900 * 1024
+
+
+def ordering_records(entries: Sequence[bytes]) -> list[tuple[bytes, int]]:
+    """Ordering records carrying ``entries`` in order, as few as fit: each record's bytes and
+    how many entries it carries. One entry travels as an entry record; several as batch
+    records of at most :data:`BATCH_RECORD_BYTES` entry bytes (an entry larger than that
+    travels alone)."""
+    if len(entries) == 1:
+        return [(entry_record(entries[0]), 1)]
+    records: list[tuple[bytes, int]] = []
+    group: list[bytes] = []
+    size = 0
+    for entry in entries:
+        if group and size + len(entry) > BATCH_RECORD_BYTES:
+            records.append(_batch_record(group))
+            group, size = [], 0
+        group.append(entry)
+        size += len(entry) + 4  # the field's tag and length
+    if group:
+        records.append(_batch_record(group))
+    return records
+
+
+def _batch_record(entries: list[bytes]) -> tuple[bytes, int]:
+    if len(entries) == 1:
+        return entry_record(entries[0]), 1
+    message = ordering_pb2.OrderingRecord(batch=ordering_pb2.EntryBatch(entries=entries))
+    return message.SerializeToString(), len(entries)

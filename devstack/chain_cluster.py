@@ -22,7 +22,7 @@ from kafka import KafkaProducer
 
 from chain.entry import EntrySigner, new_entry_id
 from chain.node.setup import ConsortiumFiles, create_consortium, load_registrar_key
-from chain.sequencer import entry_record
+from chain.sequencer import ordering_records
 from devstack.kafka import create_topics
 from devstack.pki import ADMIN, ensure_pki
 from devstack.process import ManagedProcess, free_port, wait_grpc_serving
@@ -216,9 +216,10 @@ class ChainCluster:
         ).SerializeToString()
 
     def submit(self, entries: Sequence[bytes]) -> None:
-        """Send entries to the ordering topic (idempotent producer, acks=all)."""
-        for entry in entries:
-            self.producer.send(self.ordering_topic, entry_record(entry))
+        """Send entries to the ordering topic (idempotent producer, acks=all), as few records
+        as fit (:func:`~chain.sequencer.ordering_records`)."""
+        for value, _count in ordering_records(entries):
+            self.producer.send(self.ordering_topic, value)
         self.producer.flush()
 
     def wait_sealed_size(self, name: str, size: int, timeout: float = 60) -> str:

@@ -19,7 +19,7 @@ from chain.errors import NotFoundError, UnavailableError, VerificationError
 from chain.hashing import leaf_hash
 from chain.node.node import ORDERING_TOPIC
 from chain.proof_verify import verify_inclusion
-from chain.sequencer import entry_record
+from chain.sequencer import ordering_records
 from services.common.kafka import publish_span, trace_headers
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2
@@ -49,19 +49,25 @@ class Submitter:
         self, entries: Sequence[bytes], timeout: float = 30.0
     ) -> list[tuple[int, int]]:
         """Send ``entries``; return each one's (ordering offset, Kafka timestamp in ms): the
-        broker's append time, on the ordering topic (LogAppendTime). Each record carries the
-        current trace context, so the nodes' spans for it join the caller's trace."""
+        broker's append time, on the ordering topic (LogAppendTime). Entries travel together in
+        batch records (:func:`~chain.sequencer.ordering_records`), so entries of one record share
+        its offset and time. Each record carries the current trace context, so the nodes' spans
+        for it join the caller's trace."""
         with publish_span(self._topic, len(entries)):
             headers = trace_headers()
             futures = [
-                self._producer.send(self._topic, entry_record(e), headers=headers) for e in entries
+                (self._producer.send(self._topic, value, headers=headers), count)
+                for value, count in ordering_records(entries)
             ]
             self._producer.flush(timeout=timeout)
+        placed: list[tuple[int, int]] = []
         try:
-            metadata = [f.get(timeout=timeout) for f in futures]
+            for future, count in futures:
+                metadata = future.get(timeout=timeout)
+                placed.extend([(int(metadata.offset), int(metadata.timestamp))] * count)
         except Exception as error:  # kafka-python raises its own KafkaError family
             raise UnavailableError(f"could not hand entries to Kafka: {error}") from error
-        return [(int(m.offset), int(m.timestamp)) for m in metadata]
+        return placed
 
     def await_receipt(
         self, entry_id: str, timeout: float = 30.0

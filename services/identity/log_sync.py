@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from chain.sequencer import entry_record
+from chain.sequencer import ordering_records
 from services.common.kafka import publish_span, trace_headers
 from services.identity.domain.organizations import OrganizationRegistry
 from services.identity.store.organizations import OrganizationStore
@@ -62,8 +62,8 @@ class KeyLogSync:
             with publish_span(self._topic, len(entries)):
                 headers = trace_headers()
                 futures = [
-                    self._producer.send(self._topic, entry_record(e), headers=headers)
-                    for e in entries
+                    self._producer.send(self._topic, value, headers=headers)
+                    for value, _count in ordering_records(entries)
                 ]
                 self._producer.flush(timeout=timeout)
             for future in futures:

@@ -103,8 +103,12 @@ def _sealed_checkpoints(cluster: ChainCluster, name: str, up_to: int) -> dict[in
     raise AssertionError(f"{name} has no sealed checkpoint of {up_to} entries")
 
 
-def _submit_records(cluster: ChainCluster, count: int) -> None:
-    cluster.submit(cluster.hospital.sign_batch([cluster.record_body() for _ in range(count)]))
+def _submit_records(cluster: ChainCluster, count: int, per_record: int = 10) -> None:
+    """``count`` batch-signed entries, ``per_record`` to a Kafka record (blocks end only at
+    record boundaries, so small records keep blocks near batch_max)."""
+    entries = cluster.hospital.sign_batch([cluster.record_body() for _ in range(count)])
+    for start in range(0, count, per_record):
+        cluster.submit(entries[start : start + per_record])
 
 
 def test_two_of_three_nodes_seal(cluster: ChainCluster) -> None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -26,11 +27,13 @@ from chain.errors import InvalidInputError
 from chain.note import generate_key
 from chain.reference import mth
 from chain.sequencer import (
+    BATCH_RECORD_BYTES,
     Block,
     OrderedRecord,
     Rejection,
     Sequencer,
     entry_record,
+    ordering_records,
     ttc_record,
 )
 from chain.tiles import MemoryHashStore
@@ -387,13 +390,30 @@ def _pool() -> list[bytes]:
 POOL = _pool()
 
 
+def _batch_of(indexes: list[int]) -> bytes:
+    """A batch record of the entries that pool items ``indexes`` carry (garbage as it is)."""
+    raws = []
+    for i in indexes:
+        ordering = ordering_pb2.OrderingRecord()
+        try:
+            ordering.ParseFromString(POOL[i])
+            raws.append(ordering.entry)
+        except DecodeError:
+            raws.append(POOL[i])
+    return ordering_pb2.OrderingRecord(
+        batch=ordering_pb2.EntryBatch(entries=raws)
+    ).SerializeToString()
+
+
 @st.composite
 def streams(draw: st.DrawFn) -> list[bytes]:
-    """A record stream: pool items in any order with repeats, and TTCs for heights 0..5."""
+    """A record stream: pool items in any order with repeats, batch records of them, and TTCs
+    for heights 0..5."""
     return draw(
         st.lists(
             st.one_of(
                 st.integers(0, len(POOL) - 1).map(lambda i: POOL[i]),
+                st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=6).map(_batch_of),
                 st.integers(0, 5).map(
                     lambda h: ordering_pb2.OrderingRecord(
                         ttc=ordering_pb2.TimeToCut(height=h, node="n")
@@ -494,3 +514,89 @@ def test_restart_from_the_last_cut_gives_the_same_blocks(
     assert contents(node.blocks) == contents(reference.blocks[k:])
     assert node.rejections == [r for r in reference.rejections if r.offset > offset]
     assert node.sequencer.pending_count == reference.sequencer.pending_count
+
+
+# ------------------------------------------------------------------------------ batch records
+
+
+def batch(entries: Sequence[bytes]) -> bytes:
+    return ordering_pb2.OrderingRecord(
+        batch=ordering_pb2.EntryBatch(entries=list(entries))
+    ).SerializeToString()
+
+
+def test_a_batch_record_is_applied_in_order_at_its_offset() -> None:
+    node = Node.fresh(batch_max=100)
+    entries = [H1.sign_entry(record_body()) for _ in range(5)]
+    node.apply(records([single(), batch(entries), ttc_record(1, "node-b")]))
+    (block,) = node.blocks
+    assert [e.parsed.raw for e in block.entries[1:]] == entries
+    assert [e.leaf_index for e in block.entries] == list(range(6))
+    assert [e.offset for e in block.entries] == [0, 1, 1, 1, 1, 1]
+    assert block.cut_offset == 2
+
+
+def test_a_block_ends_only_at_the_end_of_a_record() -> None:
+    node = Node.fresh(batch_max=4)
+    first = [H1.sign_entry(record_body()) for _ in range(3)]
+    second = [H1.sign_entry(record_body()) for _ in range(6)]
+    node.apply(records([batch(first), batch(second), single()]))
+    # 3 pending after the first record; the second brings 9: one block of 9, cut at offset 1.
+    assert [len(b.entries) for b in node.blocks] == [9]
+    assert node.blocks[0].cut_offset == 1
+    assert node.sequencer.pending_count == 1
+
+
+def test_entries_batched_or_not_give_the_same_log() -> None:
+    entries = [H1.sign_entry(record_body()) for _ in range(10)]
+    one_by_one = Node.fresh(batch_max=3)
+    one_by_one.apply(records([entry_record(e) for e in entries] + [ttc_record(4, "n")]))
+    batched = Node.fresh(batch_max=3)
+    batched.apply(records([batch(entries[:7]), batch(entries[7:]), ttc_record(2, "n")]))
+    assert one_by_one.blocks[-1].checkpoint.root_hash == batched.blocks[-1].checkpoint.root_hash
+    assert one_by_one.blocks[-1].checkpoint.size == batched.blocks[-1].checkpoint.size == 10
+    assert [len(b.entries) for b in batched.blocks] == [7, 3]
+
+
+def test_a_bad_entry_in_a_batch_is_rejected_alone() -> None:
+    node = Node.fresh(batch_max=100)
+    good = [H1.sign_entry(record_body()) for _ in range(2)]
+    forged = FORGER.sign_entry(record_body("00000000-0000-4000-8000-00000000abcd"))
+    node.apply(records([batch([good[0], b"\x12\x01", forged, good[1], good[0]])]))
+    assert [e.parsed.raw for e in node.sequencer.pending] == good
+    assert [(r.offset, r.entry_id, r.code) for r in node.rejections] == [
+        (0, "", "MALFORMED"),
+        (0, "00000000-0000-4000-8000-00000000abcd", "BAD_SIGNATURE"),
+        (0, parse_entry(good[0]).entry_id, "DUPLICATE_ENTRY_ID"),
+    ]
+
+
+def test_an_empty_batch_is_rejected() -> None:
+    node = Node.fresh()
+    node.apply(records([batch([])]))
+    assert [r.reason for r in node.rejections] == [
+        "expected a batch of entries, got an empty batch"
+    ]
+
+
+def test_ordering_records_pack_entries_in_order_within_the_size_limit() -> None:
+    assert ordering_records([b"one"]) == [(entry_record(b"one"), 1)]
+    entries = [bytes([i % 256]) * 100_000 for i in range(25)]
+    packed = ordering_records(entries)
+    unpacked: list[bytes] = []
+    for value, count in packed:
+        ordering = ordering_pb2.OrderingRecord()
+        ordering.ParseFromString(value)
+        carried = (
+            [ordering.entry]
+            if ordering.WhichOneof("record") == "entry"
+            else list(ordering.batch.entries)
+        )
+        assert len(carried) == count
+        assert sum(len(e) for e in carried) <= BATCH_RECORD_BYTES or count == 1
+        assert len(value) < 1_000_000  # Kafka's default limit is 1 MiB a message
+        unpacked.extend(carried)
+    assert unpacked == entries
+    assert [count for _, count in packed] == [9, 9, 7]  # 9 of 100 kB fit in 900 KiB
+    huge = b"x" * (BATCH_RECORD_BYTES + 1)
+    assert [count for _, count in ordering_records([huge, b"a", b"b"])] == [1, 2]

@@ -24,17 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"swiftchain/chain/v1/ordering.proto\x12\x13swiftchain.chain.v1\"Z\n\x0eOrderingRecord\x12\x0f\n\x05\x65ntry\x18\x01 \x01(\x0cH\x00\x12-\n\x03ttc\x18\x02 \x01(\x0b\x32\x1e.swiftchain.chain.v1.TimeToCutH\x00\x42\x08\n\x06record\")\n\tTimeToCut\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\x0c\n\x04node\x18\x02 \x01(\t\"j\n\x0b\x43osignature\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x12\x12\n\ncheckpoint\x18\x04 \x01(\t\x12\x16\n\x0esignature_line\x18\x05 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"swiftchain/chain/v1/ordering.proto\x12\x13swiftchain.chain.v1\"\x8c\x01\n\x0eOrderingRecord\x12\x0f\n\x05\x65ntry\x18\x01 \x01(\x0cH\x00\x12-\n\x03ttc\x18\x02 \x01(\x0b\x32\x1e.swiftchain.chain.v1.TimeToCutH\x00\x12\x30\n\x05\x62\x61tch\x18\x03 \x01(\x0b\x32\x1f.swiftchain.chain.v1.EntryBatchH\x00\x42\x08\n\x06record\"\x1d\n\nEntryBatch\x12\x0f\n\x07\x65ntries\x18\x01 \x03(\x0c\")\n\tTimeToCut\x12\x0e\n\x06height\x18\x01 \x01(\x04\x12\x0c\n\x04node\x18\x02 \x01(\t\"j\n\x0b\x43osignature\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x12\x12\n\ncheckpoint\x18\x04 \x01(\t\x12\x16\n\x0esignature_line\x18\x05 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'swiftchain.chain.v1.ordering_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERINGRECORD']._serialized_start=59
-  _globals['_ORDERINGRECORD']._serialized_end=149
-  _globals['_TIMETOCUT']._serialized_start=151
-  _globals['_TIMETOCUT']._serialized_end=192
-  _globals['_COSIGNATURE']._serialized_start=194
-  _globals['_COSIGNATURE']._serialized_end=300
+  _globals['_ORDERINGRECORD']._serialized_start=60
+  _globals['_ORDERINGRECORD']._serialized_end=200
+  _globals['_ENTRYBATCH']._serialized_start=202
+  _globals['_ENTRYBATCH']._serialized_end=231
+  _globals['_TIMETOCUT']._serialized_start=233
+  _globals['_TIMETOCUT']._serialized_end=274
+  _globals['_COSIGNATURE']._serialized_start=276
+  _globals['_COSIGNATURE']._serialized_end=382
 # @@protoc_insertion_point(module_scope)

@@ -11,8 +11,10 @@ total order of the log.
 signing node's name.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -26,12 +28,15 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class OrderingRecord(_message.Message):
-    """One message of `chain.ordering.v1`: an entry to validate and append, or a time-to-cut."""
+    """One message of `chain.ordering.v1`: an entry to validate and append, a batch of them, or a
+    time-to-cut.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRY_FIELD_NUMBER: _builtins.int
     TTC_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
     entry: _builtins.bytes
     """The exact bytes of a serialized `ChainEntry`. The leaf hash is
     SHA-256(0x00 || these bytes); they are stored and served as they are, never re-serialized.
@@ -40,21 +45,55 @@ class OrderingRecord(_message.Message):
     def ttc(self) -> Global___TimeToCut:
         """A request to cut the current block now."""
 
+    @_builtins.property
+    def batch(self) -> Global___EntryBatch:
+        """Several entries in one message, applied in their order here as if each were a message of
+        its own at this offset: one Kafka record instead of one per entry.
+        """
+
     def __init__(
         self,
         *,
         entry: _builtins.bytes = ...,
         ttc: Global___TimeToCut | None = ...,
+        batch: Global___EntryBatch | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "record", b"record", "ttc", b"ttc"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "entry", b"entry", "record", b"record", "ttc", b"ttc"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "record", b"record", "ttc", b"ttc"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "entry", b"entry", "record", b"record", "ttc", b"ttc"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["entry", "ttc"]  # noqa: Y015
+    _WhichOneofReturnType_record: _TypeAlias = _typing.Literal["entry", "ttc", "batch"]  # noqa: Y015
     _WhichOneofArgType_record: _TypeAlias = _typing.Literal["record", b"record"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_record) -> _WhichOneofReturnType_record | None: ...
 
 Global___OrderingRecord: _TypeAlias = OrderingRecord  # noqa: Y015
+
+@_typing.final
+class EntryBatch(_message.Message):
+    """Entries submitted together. A block never ends inside a batch: the node cuts after the whole
+    message once `batch_max` valid entries are pending, so every block ends at a message boundary
+    and a node resumes at the offset after its last block.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The exact bytes of each serialized `ChainEntry`, in log order."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EntryBatch: _TypeAlias = EntryBatch  # noqa: Y015
 
 @_typing.final
 class TimeToCut(_message.Message):
