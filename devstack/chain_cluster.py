@@ -92,8 +92,10 @@ class ChainCluster:
         """The node's database name in this test."""
         return f"chain_{name.replace('-', '_')}_{self.db_suffix}"
 
-    def start(self, name: str) -> None:
-        """Start (or restart) node ``name`` and wait until it answers SERVING."""
+    def start(self, name: str, *, cosignatures_topic: str | None = None) -> None:
+        """Start (or restart) node ``name`` and wait until it answers SERVING; with
+        ``cosignatures_topic``, the node signs into that topic instead of the cluster's (a test
+        of lines that never reached the others)."""
         env = {
             "SWIFTCHAIN_NODE_NAME": name,
             "SWIFTCHAIN_PORT": str(self.ports[name]),
@@ -102,7 +104,7 @@ class ChainCluster:
             "SWIFTCHAIN_CONSORTIUM_FILE": str(self.files.config_path),
             "SWIFTCHAIN_SIGNING_KEY_FILE": str(self.files.node_key_path(name)),
             "SWIFTCHAIN_ORDERING_TOPIC": self.ordering_topic,
-            "SWIFTCHAIN_COSIGNATURES_TOPIC": self.cosignatures_topic,
+            "SWIFTCHAIN_COSIGNATURES_TOPIC": cosignatures_topic or self.cosignatures_topic,
             "SWIFTCHAIN_DATABASE": self.database(name),
             "SWIFTCHAIN_TLS_DIR": str(self.pki.tls_dir(name)),
         }
@@ -119,6 +121,14 @@ class ChainCluster:
         """Start every node."""
         for name in MEMBERS:
             self.start(name)
+
+    def create_cosignatures_topic(self) -> str:
+        """A new, empty topic configured as the cosignatures topic; its name."""
+        name = f"{COSIGNATURES_TOPIC}.{uuid.uuid4().hex[:8]}"
+        create_topics(
+            self.kafka, specs=[dataclasses.replace(topic_spec(COSIGNATURES_TOPIC), name=name)]
+        )
+        return name
 
     def stop(self, name: str) -> None:
         """Stop node ``name`` with SIGTERM."""

@@ -152,6 +152,33 @@ def test_wiped_node_rebuilds_identical_checkpoints(cluster: ChainCluster) -> Non
     assert 200 in rebuilt and len(rebuilt) >= 4  # batch_max 50: at least four blocks
 
 
+def test_cosignatures_lost_with_the_process_are_sent_again_at_restart(
+    cluster: ChainCluster,
+) -> None:
+    """A node sends its cosignatures without waiting for Kafka; a line that dies with the
+    process before the broker has it is sent again when the node restarts."""
+    lost = cluster.create_cosignatures_topic()
+    cluster.start("hospital-a", cosignatures_topic=lost)  # its lines never reach the others
+    cluster.submit([cluster.hospital_key_entry()])
+    _submit_records(cluster, 59)
+    _wait_tree_size(cluster, "hospital-a", 60)
+    cluster.stop("hospital-a")
+    cluster.start("hospital-b")
+    _wait_tree_size(cluster, "hospital-b", 60)
+    assert not cluster.status("hospital-b").HasField("last_sealed"), "b alone is no quorum"
+    cluster.start("hospital-a")
+    note = cluster.wait_sealed_size("hospital-b", 60)
+    signers = [line.split()[1] for line in note.splitlines() if line.startswith("\u2014 ")]
+    assert signers == ["hospital-a", "hospital-b"]
+
+
+def _wait_tree_size(cluster: ChainCluster, name: str, size: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while cluster.status(name).tree_size < size:
+        assert time.monotonic() < deadline, f"{name} did not persist {size} entries in time"
+        time.sleep(0.1)
+
+
 def test_node_with_an_altered_stored_entry_refuses_to_sign(cluster: ChainCluster) -> None:
     cluster.start_all()
     cluster.submit([cluster.hospital_key_entry()])
