@@ -46,6 +46,7 @@ BENCHMARKS = (
     "pymerkle_bench",
     "sequencer_bench",
     "auth_bench",
+    "grpc_floor_bench",
     "chain_e2e_bench",
     "anchor_bench",
     "consent_bench",
