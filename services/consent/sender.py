@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 from opentelemetry import context as otel_context
 
-from chain.sequencer import entry_record
+from chain.sequencer import ordering_records
 from services.common.events import encode
 from services.common.kafka import publish_span, trace_headers
 from services.consent.domain import ConsentBook, Outgoing
@@ -78,17 +78,12 @@ class LogSender:
         """Send ``queued`` (items with the trace context they were queued in) and record that
         Kafka has them; raises if Kafka does not acknowledge."""
         futures = []
+        entry_headers: list[list[tuple[str, bytes]]] = []
         for item, context in queued:
             token = otel_context.attach(context)
             try:
                 with publish_span(self._ordering_topic, 1):
-                    futures.append(
-                        self._producer.send(
-                            self._ordering_topic,
-                            entry_record(item.entry),
-                            headers=trace_headers(),
-                        )
-                    )
+                    entry_headers.append(trace_headers())
                     for topic, event in item.events:
                         key, value, headers = encode(event)
                         futures.append(
@@ -96,6 +91,15 @@ class LogSender:
                         )
             finally:
                 otel_context.detach(token)
+        # The entries travel as few batch records as fit: one Kafka record for the nodes to
+        # fetch and decode per batch instead of one per item. A record carries the trace
+        # context of its first item, whose trace the nodes' spans for it join.
+        first = 0
+        for value, count in ordering_records([item.entry for item, _ in queued]):
+            futures.append(
+                self._producer.send(self._ordering_topic, value, headers=entry_headers[first])
+            )
+            first += count
         self._producer.flush(timeout=timeout)
         for future in futures:
             future.get(timeout=timeout)
