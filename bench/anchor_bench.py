@@ -33,7 +33,13 @@ for extra in (ROOT, ROOT / "protos"):
 
 from kafka import KafkaConsumer, TopicPartition  # noqa: E402
 
-from bench.common import bench_hospital, bench_platform, figure  # noqa: E402
+from bench.common import (  # noqa: E402
+    bench_hospital,
+    bench_platform,
+    figure,
+    idle_cores,
+    platform_pids,
+)
 from sdk.anchoring import HospitalClient  # noqa: E402
 from services.anchoring.main import RECORDS_EVENTS_TOPIC  # noqa: E402
 from services.common.events import decode  # noqa: E402
@@ -188,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     # Quick: a rate this machine's anchoring sustains with single calls (1,000/s does not).
     rate = args.rate or (50 if args.quick else 1000)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
+    idle_seconds = 2.0 if args.quick else 10.0
     MISSING_EVENTS.clear()
     FAILED_CALLS.clear()
     with bench_platform() as platform:
@@ -199,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             sealed_rate, accepted_rate = throughput(client, platform, watcher, count)
             print(f"latency: {rate:,} versions/s for {seconds:.0f} s...")
             lat = latency(client, platform, watcher, rate, seconds)
+            print(f"idle: the platform's CPU over {idle_seconds:.0f} s once the load is over...")
+            time.sleep(2)  # the last seals and events
+            idle = idle_cores(platform_pids(platform), idle_seconds)
         finally:
             watcher.stop()
     figure("latency_calls_failed", len(FAILED_CALLS), "calls")
@@ -212,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     figure("seal_p50_ms", p50, "ms")
     figure("seal_p99_ms", p99, "ms")
     figure("sealed_events_missing", len(MISSING_EVENTS), "versions")
+    figure("idle_after.all_cores", sum(idle.values()), "cores")
+    for name in ("ferretdb", "anchoring"):
+        figure(f"idle_after.{name}_cores", idle.get(name, 0.0), "cores")
     print(f"{'benchmark':<56} {'figure':>12}  target")
     print(
         f"{'sealed versions/s through AnchorRecords (' + format(count, ',') + ')':<56} "
@@ -230,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{'sealed versions without a RecordSealed event after 60 s':<56} "
         f"{len(MISSING_EVENTS):>12,}  0 (sealed on the log: the chain said so)"
     )
+    busiest = ", ".join(f"{n} {c:.2f}" for n, c in sorted(idle.items(), key=lambda i: -i[1])[:3])
+    print(f"{'idle afterwards, cores (' + busiest + ')':<56} {sum(idle.values()):>12.2f}")
     return 0
 
 

@@ -13,6 +13,7 @@ import os
 import re
 import statistics
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,8 +32,10 @@ __all__ = [
     "bench_servers",
     "cpu_seconds",
     "figure",
+    "idle_cores",
     "parse_figures",
     "percentile",
+    "platform_pids",
     "rss_bytes",
     "shared_platform",
     "slug",
@@ -89,6 +92,21 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (every thread), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def platform_pids(platform: Platform) -> dict[str, int]:
+    """Process name -> pid of everything the platform runs."""
+    stack = platform.stack
+    pids = {"kafka": stack.kafka.process.pid, "ferretdb": stack.mongo.process.pid}
+    pids.update({p.name: p.process.pid for p in stack.grpc_processes})
+    return {name: pid for name, pid in pids.items() if pid is not None}
+
+
+def idle_cores(pids: dict[str, int], seconds: float) -> dict[str, float]:
+    """Cores each process used over the next ``seconds`` (sleeping meanwhile)."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    time.sleep(seconds)
+    return {name: (cpu_seconds(pid) - before[name]) / seconds for name, pid in pids.items()}
 
 
 def rss_bytes(pid: int | None = None) -> int:

@@ -57,7 +57,13 @@ for extra in (ROOT, ROOT / "protos"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-from bench.common import bench_platform, cpu_seconds, figure, percentile  # noqa: E402
+from bench.common import (  # noqa: E402
+    bench_platform,
+    cpu_seconds,
+    figure,
+    percentile,
+    platform_pids,
+)
 from sdk.consent import PERMIT, PatientDevice, bearer, organization, provision  # noqa: E402
 from services.common.tls import client_credentials  # noqa: E402
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc  # noqa: E402
@@ -85,14 +91,6 @@ class Run:
     failed: Counter[str] = field(default_factory=Counter)
     wall_seconds: float = 0.0
     client_cpu_seconds: float = 0.0
-
-
-def platform_pids(platform: Platform) -> dict[str, int]:
-    """Process name -> pid of everything the platform runs."""
-    stack = platform.stack
-    pids = {"kafka": stack.kafka.process.pid, "ferretdb": stack.mongo.process.pid}
-    pids.update({p.name: p.process.pid for p in stack.grpc_processes})
-    return {name: pid for name, pid in pids.items() if pid is not None}
 
 
 #: One request of a load: sends on a channel, returns the ACCESS entry id ("" for none).

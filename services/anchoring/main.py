@@ -30,6 +30,9 @@ _log = logging.getLogger(__name__)
 RECORDS_EVENTS_TOPIC = "records.events.v1"
 #: An entry stored but not acknowledged by Kafka this long ago is sent again.
 RESEND_AFTER = timedelta(seconds=5)
+#: How often the outbox relay reads every chunk document (in between, only those the store
+#: marked): a chunk is a few hundred KB that FerretDB v1 decodes on every such read.
+RELAY_SWEEP_SECONDS = 30.0
 
 
 class AnchoringSettings(ProcessSettings):
@@ -75,7 +78,9 @@ def main() -> None:
         max_seal_delay=timedelta(milliseconds=settings.max_seal_delay_ms),
     )
     chain = open_channel(settings.chain_node, settings.tls_dir)
-    relay = OutboxRelay(producer, settings.events_topic, [ChunkDoc])
+    relay = OutboxRelay(
+        producer, settings.events_topic, [ChunkDoc], sweep_seconds=RELAY_SWEEP_SECONDS
+    )
     tracker = SealTracker(store, on_missed=count_missed)
     observer = SealObserver()
     watch = ChainWatch(chain, tracker, clock=_now, observer=observer)

@@ -33,7 +33,7 @@ from pymongo.errors import BulkWriteError
 
 from services.anchoring.domain import RecordVersion
 from services.common.mongo import as_utc
-from services.common.outbox import OutboxDocument, document_lock
+from services.common.outbox import OutboxDocument, document_lock, mark_pending
 from swiftchain.events.v1 import events_pb2
 
 ALIAS = "anchoring"
@@ -359,6 +359,7 @@ class VersionStore:
                         "$push": {"outbox": {"$each": [e.SerializeToString() for _, e in items]}},
                     },
                 )
+            mark_pending(ChunkDoc, chunk_id)
 
     def unordered(self, older_than: datetime) -> list[RecordVersion]:
         """Versions of chunks stored before ``older_than`` that Kafka never acknowledged."""
@@ -436,6 +437,7 @@ class VersionStore:
                         "$push": {"outbox": {"$each": events_by_chunk.get(chunk_id, [])}},
                     },
                 )
+            mark_pending(ChunkDoc, chunk_id)
             self._settled.put(members)
 
     def unsettled(self) -> list[RecordVersion]:

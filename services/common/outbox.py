@@ -17,12 +17,21 @@ update of an outbox document that may overlap another in this process, the relay
 holds :func:`document_lock` for that document. (MongoDB applies each update atomically; there the
 lock costs a little waiting and nothing else. The lock is per process: FerretDB serves the local
 stack, where each service runs once.)
+
+Finding what is pending: ``{"outbox_pending": true}`` is a filter FerretDB v1 answers by reading
+and decoding every document of the collection, which for the anchoring service's chunk documents
+(a few hundred KB each, kept for ever) cost more than the anchoring itself, ten times a second.
+So a writer that queued events calls :func:`mark_pending` after its write, and a relay built
+with ``sweep_seconds`` reads only the marked documents, by ``_id``, on each tick, and the whole
+collection once at start (what a previous process left) and every ``sweep_seconds`` (what a
+writer did not mark). A mark is a hint: a document marked but not pending is skipped.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Final
@@ -31,6 +40,7 @@ import mongoengine
 from pymongo import ReturnDocument
 
 from services.common.events import decode, encode
+from services.common.mongo import find_by_ids
 from swiftchain.events.v1 import events_pb2
 
 _log = logging.getLogger(__name__)
@@ -49,6 +59,28 @@ def document_lock(collection: str, document_id: object) -> Iterator[None]:
     document at a time (two held at once could deadlock)."""
     with _stripes[hash((collection, str(document_id))) % LOCK_STRIPES]:
         yield
+
+
+_marked_lock = threading.Lock()
+_marked: dict[str, set[str]] = {}  # collection name -> ids of documents marked pending
+
+
+def mark_pending(document: type[OutboxDocument], document_id: object) -> None:
+    """After a write that queued events in the document ``document_id`` of ``document``'s
+    collection: have this process's relay publish them at its next tick (see the module
+    docstring)."""
+    with _marked_lock:
+        _marked.setdefault(document._get_collection_name(), set()).add(str(document_id))
+
+
+def _take_marked(document: type[OutboxDocument]) -> set[str]:
+    with _marked_lock:
+        return _marked.pop(document._get_collection_name(), set())
+
+
+def _mark_again(document: type[OutboxDocument], ids: set[str]) -> None:
+    with _marked_lock:
+        _marked.setdefault(document._get_collection_name(), set()).update(ids)
 
 
 class OutboxDocument(mongoengine.Document):
@@ -80,7 +112,11 @@ def outbox_update(events: Sequence[events_pb2.EventEnvelope]) -> dict[str, Any]:
 
 
 class OutboxRelay:
-    """Publishes the pending events of ``documents`` to ``topic`` until stopped."""
+    """Publishes the pending events of ``documents`` to ``topic`` until stopped.
+
+    Without ``sweep_seconds`` every tick reads the collections for pending documents; with it,
+    ticks read the documents marked by :func:`mark_pending` and the collections are read at the
+    first tick and then every ``sweep_seconds`` (the writers of ``documents`` must mark)."""
 
     def __init__(
         self,
@@ -89,11 +125,13 @@ class OutboxRelay:
         documents: Sequence[type[OutboxDocument]],
         *,
         interval_seconds: float = 0.1,
+        sweep_seconds: float | None = None,
     ) -> None:
         self._producer = producer
         self._topic = topic
         self._documents = documents
         self._interval = interval_seconds
+        self._sweep = sweep_seconds
         self._wake = threading.Event()
 
     def wake(self) -> None:
@@ -120,6 +158,30 @@ class OutboxRelay:
                     batch = []
             if batch:
                 published += self._publish(document_class, batch, timeout)
+        return published
+
+    def publish_marked(self, timeout: float = 30.0) -> int:
+        """Publish the pending events of the documents marked since the last call (read by
+        ``_id``); return how many were published. Marks are kept again if publishing fails."""
+        published = 0
+        for document_class in self._documents:
+            ids = _take_marked(document_class)
+            if not ids:
+                continue
+            try:
+                found = find_by_ids(document_class._get_collection(), sorted(ids))
+                batch = [
+                    (document_id, [bytes(raw) for raw in document.get("outbox") or ()])
+                    for document_id, document in found.items()
+                    if document.get("outbox_pending")
+                ]
+                for start in range(0, len(batch), RELAY_BATCH):
+                    published += self._publish(
+                        document_class, batch[start : start + RELAY_BATCH], timeout
+                    )
+            except BaseException:
+                _mark_again(document_class, ids)
+                raise
         return published
 
     def _publish(
@@ -164,9 +226,14 @@ class OutboxRelay:
 
     def run(self, stop: threading.Event) -> None:
         """Loop until ``stop`` is set; errors are logged and retried at the next tick."""
+        next_sweep = 0.0  # the first tick reads everything: what a previous process left
         while not stop.is_set():
             try:
-                self.publish_pending()
+                if self._sweep is None or time.monotonic() >= next_sweep:
+                    self.publish_pending()
+                    next_sweep = time.monotonic() + (self._sweep or 0.0)
+                else:
+                    self.publish_marked()
             except Exception:  # Kafka or the database is down: the events wait in the outbox
                 _log.warning("outbox relay: publishing failed; will retry", exc_info=True)
             self._wake.wait(self._interval)

@@ -258,3 +258,30 @@ def test_without_a_settled_cache_every_read_goes_to_the_database(mongo_uri: str)
         assert loaded is not None and loaded.sealed_tree_size is None
     finally:
         mongo.disconnect(ALIAS)
+
+
+def test_the_relay_reads_marked_chunks_each_tick_and_the_rest_at_its_sweep(
+    store: VersionStore, kafka_bootstrap: str
+) -> None:
+    """FerretDB v1 answers ``{"outbox_pending": true}`` by decoding every chunk document, so
+    the store marks the chunks it gives events and a tick of the relay reads only those; events
+    that nobody marked (a previous process's) wait for the sweep."""
+    anchoring = RecordAnchoring(store, known_keys(), TAG_KEY)
+    versions = anchor(store, 3, "rec-marked")
+    for offset, version in enumerate(versions):
+        version.ordering_offset = offset
+    anchoring.ordered(versions, NOW)  # three RecordAnchored events, in a marked chunk
+    left = anchor(store, 2, "rec-unmarked")
+    event = decode(ChunkDoc._get_collection().find_one({"_id": versions[0].chunk_id})["outbox"][0])
+    ChunkDoc._get_collection().update_one(  # as a process that stopped before publishing would
+        {"_id": left[0].chunk_id},
+        {"$push": {"outbox": event.SerializeToString()}, "$set": {"outbox_pending": True}},
+    )
+    producer = make_producer(kafka_bootstrap, "anchoring-outbox-mark-test")
+    relay = OutboxRelay(producer, RECORDS_EVENTS_TOPIC, [ChunkDoc], sweep_seconds=60)
+    assert relay.publish_marked() == 3
+    assert relay.publish_marked() == 0  # marks are used once
+    assert ChunkDoc.objects(outbox_pending=True).count() == 1
+    assert relay.publish_pending() == 1  # the sweep finds the unmarked one
+    assert outbox_types() == []
+    producer.close()
