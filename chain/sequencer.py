@@ -145,11 +145,12 @@ class Sequencer:
                 decoded.append((record, ordering.ttc.height, True))
                 continue
             else:
-                expected = "an OrderingRecord" if what != "batch" else "a batch of entries"
-                got = "other bytes" if what != "batch" else "an empty batch"
-                decoded.append(
-                    (record, Rejection(record.offset, "", f"expected {expected}, got {got}"), True)
+                reason = (
+                    "expected a batch of entries, got an empty batch"
+                    if what == "batch"
+                    else "expected an OrderingRecord, got other bytes"
                 )
+                decoded.append((record, Rejection(record.offset, "", reason), True))
                 continue
             last = len(raws) - 1
             for position, raw in enumerate(raws):
@@ -243,8 +244,6 @@ def ordering_records(entries: Sequence[bytes]) -> list[tuple[bytes, int]]:
     how many entries it carries. One entry travels as an entry record; several as batch
     records of at most :data:`BATCH_RECORD_BYTES` entry bytes (an entry larger than that
     travels alone)."""
-    if len(entries) == 1:
-        return [(entry_record(entries[0]), 1)]
     records: list[tuple[bytes, int]] = []
     group: list[bytes] = []
     size = 0

@@ -32,7 +32,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, Final
 
@@ -145,20 +145,14 @@ class OutboxRelay:
         once, and only then removed from each document. Every update filters on ``_id`` alone,
         the one filter FerretDB v1 answers from an index (any other field makes it read the
         whole collection, which cost ~65 ms a document at a thousand of them)."""
-        published = 0
-        for document_class in self._documents:
-            batch: list[tuple[Any, list[bytes]]] = []
-            for document in document_class._get_collection().find(
-                {"outbox_pending": True}, {"outbox": 1}
-            ):
-                raw_events = [bytes(raw) for raw in document.get("outbox") or ()]
-                batch.append((document["_id"], raw_events))
-                if len(batch) >= RELAY_BATCH:
-                    published += self._publish(document_class, batch, timeout)
-                    batch = []
-            if batch:
-                published += self._publish(document_class, batch, timeout)
-        return published
+        return sum(
+            self._publish_documents(
+                document_class,
+                document_class._get_collection().find({"outbox_pending": True}, {"outbox": 1}),
+                timeout,
+            )
+            for document_class in self._documents
+        )
 
     def publish_marked(self, timeout: float = 30.0) -> int:
         """Publish the pending events of the documents marked since the last call (read by
@@ -169,19 +163,30 @@ class OutboxRelay:
             if not ids:
                 continue
             try:
-                found = find_by_ids(document_class._get_collection(), sorted(ids))
-                batch = [
-                    (document_id, [bytes(raw) for raw in document.get("outbox") or ()])
-                    for document_id, document in found.items()
-                    if document.get("outbox_pending")
-                ]
-                for start in range(0, len(batch), RELAY_BATCH):
-                    published += self._publish(
-                        document_class, batch[start : start + RELAY_BATCH], timeout
-                    )
+                found = find_by_ids(document_class._get_collection(), ids).values()
+                pending = (document for document in found if document.get("outbox_pending"))
+                published += self._publish_documents(document_class, pending, timeout)
             except BaseException:
                 _mark_again(document_class, ids)
                 raise
+        return published
+
+    def _publish_documents(
+        self,
+        document_class: type[OutboxDocument],
+        documents: Iterable[dict[str, Any]],
+        timeout: float,
+    ) -> int:
+        """Publish the events of ``documents``, :data:`RELAY_BATCH` documents at a time."""
+        published = 0
+        batch: list[tuple[Any, list[bytes]]] = []
+        for document in documents:
+            batch.append((document["_id"], [bytes(raw) for raw in document.get("outbox") or ()]))
+            if len(batch) >= RELAY_BATCH:
+                published += self._publish(document_class, batch, timeout)
+                batch = []
+        if batch:
+            published += self._publish(document_class, batch, timeout)
         return published
 
     def _publish(
