@@ -41,8 +41,8 @@ from bench.common import (  # noqa: E402
     platform_pids,
 )
 from sdk.anchoring import HospitalClient  # noqa: E402
-from services.anchoring.main import RECORDS_EVENTS_TOPIC  # noqa: E402
-from services.common.events import decode  # noqa: E402
+from services.platform.events import decode  # noqa: E402
+from services.platform.topics import RECORDS_EVENTS_TOPIC  # noqa: E402
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc  # noqa: E402
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc  # noqa: E402
 from swiftchain.events.v1 import events_pb2  # noqa: E402

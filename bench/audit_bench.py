@@ -26,7 +26,7 @@ for extra in (ROOT, ROOT / "protos"):
         sys.path.insert(0, str(extra))
 
 from bench.common import bench_hospital, bench_platform, figure  # noqa: E402
-from services.common.caller import Role  # noqa: E402
+from services.platform.caller import Role  # noqa: E402
 from swiftchain.audit.v1 import audit_service_pb2 as apb  # noqa: E402
 from swiftchain.audit.v1 import audit_service_pb2_grpc  # noqa: E402
 from swiftchain.common.v1 import common_pb2  # noqa: E402

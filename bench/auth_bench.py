@@ -29,19 +29,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 from bench.common import figure  # noqa: E402
 from devstack.pki import ADMIN, IDENTITY, ensure_pki  # noqa: E402
 from devstack.process import free_port  # noqa: E402
-from services.common.auth import AuthInterceptor, Authorizer, certificate_caller  # noqa: E402
-from services.common.authz import rule_for  # noqa: E402
-from services.common.revocations import RevocationList  # noqa: E402
-from services.common.server import build_server  # noqa: E402
-from services.common.settings import ProcessSettings  # noqa: E402
-from services.common.tls import (  # noqa: E402
+from services.platform.auth import AuthInterceptor, Authorizer, certificate_caller  # noqa: E402
+from services.platform.authz import rule_for  # noqa: E402
+from services.platform.revocations import RevocationList  # noqa: E402
+from services.platform.server import build_server  # noqa: E402
+from services.platform.settings import ProcessSettings  # noqa: E402
+from services.platform.tls import (  # noqa: E402
     CERT_FILE,
     TOKEN_SIGNING_FILE,
     TOKEN_VERIFY_FILE,
     open_channel,
     open_public_channel,
 )
-from services.common.tokens import load_token_issuer, load_token_verifier  # noqa: E402
+from services.platform.tokens import load_token_issuer, load_token_verifier  # noqa: E402
 from swiftchain.identity.v1 import identity_service_pb2  # noqa: E402
 
 ROTATE = "/swiftchain.identity.v1.IdentityService/RotateOrganizationKey"

@@ -198,7 +198,7 @@ def shared_platform() -> Iterator[Platform]:
 def bench_hospital(platform: Platform) -> Principal:
     """hospital-bench, registered on ``platform`` once (benchmarks sharing a platform share it)
     with its first key on the log."""
-    from services.common.caller import Role
+    from services.platform.caller import Role
 
     hospital = platform.parties.get("bench hospital")
     if hospital is None:

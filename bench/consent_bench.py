@@ -65,7 +65,7 @@ from bench.common import (  # noqa: E402
     platform_pids,
 )
 from sdk.consent import PERMIT, PatientDevice, bearer, organization, provision  # noqa: E402
-from services.common.tls import client_credentials  # noqa: E402
+from services.platform.tls import client_credentials  # noqa: E402
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc  # noqa: E402
 from swiftchain.common.v1 import common_pb2  # noqa: E402
 from swiftchain.consent.v1 import consent_service_pb2 as pb  # noqa: E402

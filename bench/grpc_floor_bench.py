@@ -5,7 +5,7 @@
 
 A server process answers ``grpc.health.v1.Health/Check`` (no TLS, no interceptors, nothing
 else running: the least a service can do per call), once as grpcio's thread-pool server (what
-the services run, ``services/common/server.py``) and once as its asyncio server
+the services run, ``services/platform/server.py``) and once as its asyncio server
 (``grpc.aio``). A client in another process sends calls open loop, call i at
 ``start + i / rate`` over four channels, and measures each from its scheduled time to its
 answer, so a server that falls behind shows as latency. Printed per server: p50, p99, and the

@@ -1,7 +1,7 @@
 """The one exception family of Swiftchain Health.
 
 Every error that the project raises on purpose is a :class:`SwiftchainError`. Each subclass
-names *what went wrong* from the caller's point of view; ``services/common/errors.py`` maps each
+names *what went wrong* from the caller's point of view; ``services/platform/errors.py`` maps each
 to one gRPC status code in a single table. Messages are for people: say what was expected and
 what was found ("expected 32 bytes, got 31").
 """

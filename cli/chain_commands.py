@@ -21,7 +21,6 @@ from chain.evidence import (
     ConsistencyEvidence,
     verify_bundle,
 )
-from chain.node.evidence_client import consistency_since, evidence_bundle, prove_together
 from chain.note import parse_note, verify_note
 from cli.common import (
     EXIT_UNREADABLE,
@@ -37,6 +36,7 @@ from cli.common import (
 )
 from cli.grpc_client import CALL_TIMEOUT, TlsDirOption, chain_stub, rpc_code, rpc_error_message
 from cli.verify_command import render_report
+from services.platform.chain_client import consistency_since, evidence_bundle, prove_together
 from swiftchain.chain.v1 import chain_service_pb2 as pb
 from swiftchain.chain.v1 import chain_service_pb2_grpc, consortium_pb2
 

@@ -18,7 +18,7 @@ import grpc
 import typer
 
 from devstack.paths import run_dir
-from services.common import tls
+from services.platform import tls
 from swiftchain.chain.v1 import chain_service_pb2_grpc
 
 MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from services.identity.domain.keys import possession_message
+from chain.signed_messages import possession_message
 
 SIGNING_KEY_FILE = "signing-key.pem"
 ORGANIZATION_FILE = "organization.json"

@@ -4,5 +4,5 @@ process helper. Everything it downloads, builds or runs lives under the git-igno
 
 Run ``python -m devstack --help``. Modules: :mod:`devstack.versions` (pins),
 :mod:`devstack.toolchain`, :mod:`devstack.process`, :mod:`devstack.kafka`,
-:mod:`devstack.ferretdb`, :mod:`devstack.topics` (the topic table production code imports).
+:mod:`devstack.ferretdb`, :mod:`services.platform.topics` (the topic table production code imports).
 """

@@ -21,13 +21,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from kafka import KafkaProducer
 
 from chain.entry import EntrySigner, new_entry_id
-from chain.node.setup import ConsortiumFiles, create_consortium, load_registrar_key
 from chain.sequencer import ordering_records
 from devstack.kafka import create_topics
 from devstack.pki import ADMIN, ensure_pki
 from devstack.process import ManagedProcess, free_port, wait_grpc_serving
-from devstack.topics import COSIGNATURES_TOPIC, ORDERING_TOPIC, topic_spec
-from services.common.tls import open_channel
+from services.platform.consortium_files import (
+    ConsortiumFiles,
+    create_consortium,
+    load_registrar_key,
+)
+from services.platform.tls import open_channel
+from services.platform.topics import COSIGNATURES_TOPIC, ORDERING_TOPIC, topic_spec
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc, entry_pb2
 from swiftchain.common.v1 import common_pb2
 

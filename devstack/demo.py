@@ -35,7 +35,7 @@ from devstack.stack import LocalStack, StackPorts, stack_is_running
 from sdk.anchoring import RecordVersionDraft
 from sdk.audit import enum_word, item_detail, proof_state
 from sdk.consent import PERMIT, PatientDevice, bearer, organization, provision
-from services.common.caller import Role
+from services.platform.caller import Role
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.audit.v1 import audit_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2

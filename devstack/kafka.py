@@ -4,7 +4,7 @@
   pom.xml``) into ``.stack/cache/kafka-<ver>/libs/`` once; later calls see the marker and return.
 * :class:`KafkaBroker` runs one KRaft node in combined mode (broker + controller) on
   127.0.0.1, formats its storage on first start, and is stopped like every managed process.
-* :func:`create_topics` creates the topics of :mod:`devstack.topics`, idempotently.
+* :func:`create_topics` creates the topics of :mod:`services.platform.topics`, idempotently.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any, Self
 from devstack.paths import cache_dir, file_lock
 from devstack.process import ManagedProcess, ProcessError, ServerProcess, free_port, port_open, tail
 from devstack.toolchain import BootstrapError, find_java, find_maven, java_home_of
-from devstack.topics import TOPICS, TopicSpec, min_insync_replicas_for
 from devstack.versions import KAFKA_SCALA_VERSION, KAFKA_VERSION, LOG4J_VERSION
+from services.platform.topics import TOPICS, TopicSpec, min_insync_replicas_for
 
 __all__ = [
     "KAFKA_DIR_NAME",

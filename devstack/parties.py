@@ -22,17 +22,17 @@ import pymongo
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kafka import KafkaConsumer, TopicPartition
 
-from chain.node.setup import ConsortiumFiles
 from cli import identity_files as files
 from cli.identity_commands import login_token
 from devstack.pki import ADMIN, Pki
 from devstack.stack import StackPorts
 from sdk.anchoring import HospitalClient
-from services.audit.domain import EVENT_TOPICS
 from services.audit.store import POSITION_ID
-from services.common.caller import Role
-from services.common.tls import open_channel, open_public_channel
-from services.common.tokens import DEFAULT_LIFETIME
+from services.platform.caller import Role
+from services.platform.consortium_files import ConsortiumFiles
+from services.platform.tls import open_channel, open_public_channel
+from services.platform.tokens import DEFAULT_LIFETIME
+from services.platform.topics import EVENT_TOPICS
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2
 from swiftchain.identity.v1 import identity_pb2, identity_service_pb2_grpc

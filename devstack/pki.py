@@ -26,14 +26,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from devstack.paths import file_lock
-from services.common.tls import (
+from services.platform.ca import CA_KEY_FILE, PlatformCA, create_platform_ca
+from services.platform.tls import (
     CA_FILE,
     CERT_FILE,
     KEY_FILE,
     TOKEN_SIGNING_FILE,
     TOKEN_VERIFY_FILE,
 )
-from services.identity.domain.ca import CA_KEY_FILE, PlatformCA, create_platform_ca
 
 ADMIN = "consortium-admin"
 IDENTITY = "identity"

@@ -332,7 +332,7 @@ def wait_grpc_serving(
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from services.common.tls import open_channel
+    from services.platform.tls import open_channel
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

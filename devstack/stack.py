@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from chain.node.setup import create_consortium
 from devstack.ferretdb import FerretDB
 from devstack.kafka import KafkaBroker, create_topics
 from devstack.paths import REPO_ROOT, run_dir
 from devstack.pki import ADMIN, Pki, ensure_pki
 from devstack.process import ManagedProcess, ProcessError, free_port, wait_grpc_serving
 from devstack.toolchain import BootstrapError, ToolchainMissing
+from services.platform.consortium_files import create_consortium
 
 KAFKA_PORT = 9092
 KAFKA_CONTROLLER_PORT = 9093

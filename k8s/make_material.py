@@ -38,15 +38,15 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from chain.node.setup import ConsortiumFiles, create_consortium
-from services.common.tls import (
+from services.platform.ca import CA_KEY_FILE, PlatformCA, create_platform_ca
+from services.platform.consortium_files import ConsortiumFiles, create_consortium
+from services.platform.tls import (
     CA_FILE,
     CERT_FILE,
     KEY_FILE,
     TOKEN_SIGNING_FILE,
     TOKEN_VERIFY_FILE,
 )
-from services.identity.domain.ca import CA_KEY_FILE, PlatformCA, create_platform_ca
 
 #: The namespace every manifest names (k8s/base/namespace.yaml).
 NAMESPACE = "swiftchain"

@@ -23,12 +23,11 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from chain.signed_messages import DELEGATION_PREFIX, DIRECTIVE_PREFIX
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.consent.v1 import consent_service_pb2 as pb
 from swiftchain.consent.v1 import directive_pb2
 
-DIRECTIVE_PREFIX = b"swiftchain/directive/v1\n"
-DELEGATION_PREFIX = b"swiftchain/delegation/v1\n"
 PERMIT = directive_pb2.PROVISION_TYPE_PERMIT
 DENY = directive_pb2.PROVISION_TYPE_DENY
 ACTIVE = entry_pb2.DIRECTIVE_STATUS_ACTIVE

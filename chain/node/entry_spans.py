@@ -20,7 +20,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.context import Context
 
-from services.common.kafka import context_from_headers
+from services.platform.kafka import context_from_headers
 
 _tracer = trace.get_tracer("swiftchain.chain.node")
 #: Groups kept waiting at most (oldest dropped first): a node that cannot seal must not grow.

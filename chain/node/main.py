@@ -6,14 +6,15 @@ import logging
 from pathlib import Path
 
 from chain.consortium import parse_consortium
-from chain.node.node import COSIGNATURES_TOPIC, ORDERING_TOPIC, ChainNode
+from chain.node.node import ChainNode
 from chain.node.service import ChainServicer
 from chain.node.store import ALIAS, DEFAULT_BUNDLE_CACHE_BYTES, ChainStore
 from chain.note import new_signer
-from services.common import mongo
-from services.common.kafka import make_producer
-from services.common.server import ServiceRegistration, configure_process, serve
-from services.common.settings import FIRST_NODE_PORT, ProcessSettings
+from services.platform import mongo
+from services.platform.kafka import make_producer
+from services.platform.server import ServiceRegistration, configure_process, serve
+from services.platform.settings import FIRST_NODE_PORT, ProcessSettings
+from services.platform.topics import COSIGNATURES_TOPIC, ORDERING_TOPIC
 from swiftchain.chain.v1 import chain_service_pb2_grpc
 
 _log = logging.getLogger(__name__)

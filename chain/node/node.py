@@ -33,7 +33,8 @@ from chain.proof_build import tree_root
 from chain.sequencer import Block, OrderedRecord, Sequencer, ttc_record
 from chain.tiles import TILE_WIDTH, MemoryHashStore, tile_bytes, tiles_touched
 from chain.validation import EntryValidator, KeyRegistry
-from services.common.kafka import record_lag
+from services.platform.kafka import record_lag
+from services.platform.topics import COSIGNATURES_TOPIC, ORDERING_TOPIC
 from swiftchain.chain.v1 import ordering_pb2
 from swiftchain.common.v1 import common_pb2
 
@@ -46,8 +47,6 @@ _blocks_sealed = _meter.create_counter(
     "swiftchain.chain.checkpoints_sealed", description="Checkpoints this node sealed"
 )
 
-ORDERING_TOPIC = "chain.ordering.v1"
-COSIGNATURES_TOPIC = "chain.cosignatures.v1"
 #: The longest a node's Kafka fetch waits at the broker, and its poll, while nothing comes. The
 #: broker answers a waiting fetch as soon as a record arrives, so a long wait costs no latency;
 #: what it saves is idle polling (every 10 ms before: ~0.15 core a node, and as much in Kafka).

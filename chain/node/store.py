@@ -38,7 +38,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
 from chain.errors import NotFoundError
-from services.common import mongo
+from services.platform import mongo
 
 ALIAS = "chain"
 BUNDLE_SIZE = 256

@@ -17,10 +17,10 @@ from chain.checkpoint import verify_sealed_checkpoint
 from chain.consortium import ConsortiumConfig
 from chain.errors import NotFoundError, UnavailableError, VerificationError
 from chain.hashing import leaf_hash
-from chain.node.node import ORDERING_TOPIC
 from chain.proof_verify import verify_inclusion
 from chain.sequencer import ordering_records
-from services.common.kafka import publish_span, trace_headers
+from services.platform.kafka import publish_span, trace_headers
+from services.platform.topics import ORDERING_TOPIC
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2
 

@@ -25,7 +25,7 @@ from chain.hashing import leaf_hash
 from services.anchoring.domain import RecordVersion
 from services.anchoring.observability import SealObserver
 from services.anchoring.tracking import SealTracker
-from services.common.follow import follow_until_stopped
+from services.platform.follow import follow_until_stopped
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2
 

@@ -3,7 +3,7 @@
 A hospital sends, per record version, the RECORD entry it signed (forwarded to the log byte for
 byte) with the same facts in clear (record id, version, action, commitment, ...). This module
 checks that the two agree, that the entry is the caller's and signed by one of its current keys
-(the chain's own validator, :mod:`services.common.known_keys`), that versions follow each other
+(the chain's own validator, :mod:`services.platform.known_keys`), that versions follow each other
 (version n names version n-1's commitment), and keeps anchoring idempotent on
 (hospital, record id, version): the same entry again gets the first promise; another commitment
 for an anchored version is refused. Nothing here does I/O; time is passed in.
@@ -29,8 +29,8 @@ from chain.errors import (
 from chain.hashing import leaf_hash
 from chain.tags import record_tag
 from chain.validation import EntryRejectedError
-from services.common.caller import Caller, Role
-from services.common.events import envelope
+from services.platform.caller import Caller, Role
+from services.platform.events import envelope
 from swiftchain.anchoring.v1 import anchoring_service_pb2
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2

@@ -7,8 +7,6 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from chain.node.node import ORDERING_TOPIC
-from chain.node.setup import ConsortiumFiles
 from chain.node.submitter import Submitter
 from services.anchoring.chain_watch import ChainWatch
 from services.anchoring.domain import RecordAnchoring
@@ -16,18 +14,19 @@ from services.anchoring.observability import SealObserver, count_missed
 from services.anchoring.servicer import AnchoringServicer
 from services.anchoring.store import ALIAS, SETTLED_CACHE_SIZE, ChunkDoc, VersionStore
 from services.anchoring.tracking import SealTracker
-from services.common import mongo
-from services.common.kafka import make_producer
-from services.common.known_keys import KnownKeys
-from services.common.outbox import OutboxRelay
-from services.common.revocations import IdentityEventFeed
-from services.common.server import ServiceRegistration, configure_process, serve
-from services.common.settings import ANCHORING_PORT, ProcessSettings
-from services.common.tls import open_channel
+from services.platform import mongo
+from services.platform.consortium_files import ConsortiumFiles
+from services.platform.kafka import make_producer
+from services.platform.known_keys import KnownKeys
+from services.platform.outbox import OutboxRelay
+from services.platform.revocations import IdentityEventFeed
+from services.platform.server import ServiceRegistration, configure_process, serve
+from services.platform.settings import ANCHORING_PORT, ProcessSettings
+from services.platform.tls import open_channel
+from services.platform.topics import ORDERING_TOPIC, RECORDS_EVENTS_TOPIC
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc
 
 _log = logging.getLogger(__name__)
-RECORDS_EVENTS_TOPIC = "records.events.v1"
 #: An entry stored but not acknowledged by Kafka this long ago is sent again.
 RESEND_AFTER = timedelta(seconds=5)
 #: How often the outbox relay reads every chunk document (in between, only those the store

@@ -17,7 +17,6 @@ import grpc
 from chain.consortium import ConsortiumConfig, consortium_message
 from chain.errors import InvalidInputError, VerificationError
 from chain.evidence import verify_bundle
-from chain.node.evidence_client import evidence_bundle, prove_entry, prove_together
 from chain.node.submitter import Submitter
 from services.anchoring.domain import (
     MAX_CHUNK_ITEMS,
@@ -29,9 +28,10 @@ from services.anchoring.domain import (
 from services.anchoring.domain_fhir import provenance_bundle
 from services.anchoring.observability import SealObserver, count_outcomes
 from services.anchoring.tracking import SealTracker
-from services.common.caller import current_caller
-from services.common.convert import timestamp
-from services.common.errors import error_reason, status_code_for
+from services.platform.caller import current_caller
+from services.platform.chain_client import evidence_bundle, prove_entry, prove_together
+from services.platform.convert import timestamp
+from services.platform.errors import error_reason, status_code_for
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc

@@ -12,9 +12,9 @@ with one ``_id $in`` query.
 
 A chunk's document is updated from several threads: the request that ordered it, the checkpoint
 follower, the deadline loop, receipts, and the outbox relay removing what it published. FerretDB
-v1 does not isolate two updates of one document (see :mod:`services.common.outbox`), so each
+v1 does not isolate two updates of one document (see :mod:`services.platform.outbox`), so each
 update of a chunk, with the read it is computed from, holds that chunk's
-:func:`~services.common.outbox.document_lock`; without it the relay's removal overwrote seals
+:func:`~services.platform.outbox.document_lock`; without it the relay's removal overwrote seals
 recorded meanwhile, and their RecordSealed events were never sent.
 """
 
@@ -32,8 +32,8 @@ import mongoengine as me
 from pymongo.errors import BulkWriteError
 
 from services.anchoring.domain import RecordVersion
-from services.common.mongo import as_utc
-from services.common.outbox import OutboxDocument, document_lock, mark_pending
+from services.platform.mongo import as_utc
+from services.platform.outbox import OutboxDocument, document_lock, mark_pending
 from swiftchain.events.v1 import events_pb2
 
 ALIAS = "anchoring"

@@ -28,7 +28,7 @@ from typing import Protocol
 from google.protobuf.message import Message
 
 from services.anchoring.domain import PRODUCER, RecordVersion, event_id
-from services.common.events import envelope
+from services.platform.events import envelope
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2

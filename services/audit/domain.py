@@ -28,7 +28,7 @@ from google.protobuf.message import Message
 
 from chain.errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from chain.tags import subject_tag
-from services.common.caller import Caller, Role
+from services.platform.caller import Caller, Role
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
@@ -44,7 +44,6 @@ PERMIT = common_pb2.ACCESS_DECISION_PERMIT
 DENY = common_pb2.ACCESS_DECISION_DENY
 
 #: Event topics the audit service reads (DESIGN §5).
-EVENT_TOPICS = ("identity.events.v1", "records.events.v1", "consent.events.v1", "access.events.v1")
 
 #: Namespace of the flag ids derived from what raised them, so that a replayed event raises
 #: the same flag again rather than a second one.

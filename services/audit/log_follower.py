@@ -17,14 +17,14 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from chain.entry import read_body
-from chain.node.evidence_client import (
+from services.audit.domain import AuditBook, LogLeaf, SealedView
+from services.platform.chain_client import (
     CALL_TIMEOUT,
     consistency_since,
     evidence_bundle,
     prove_leaf,
 )
-from services.audit.domain import AuditBook, LogLeaf, SealedView
-from services.common.follow import follow_until_stopped
+from services.platform.follow import follow_until_stopped
 from swiftchain.chain.v1 import chain_service_pb2 as pb
 from swiftchain.chain.v1 import chain_service_pb2_grpc, consortium_pb2
 

@@ -16,17 +16,18 @@ from pathlib import Path
 from pydantic import Field
 
 from chain.errors import InvalidInputError
-from chain.node.setup import ConsortiumFiles
-from services.audit.domain import EVENT_TOPICS, AuditBook, AuditPolicy
+from services.audit.domain import AuditBook, AuditPolicy
 from services.audit.log_follower import LogFollower
 from services.audit.servicer import AuditServicer
 from services.audit.store import ALIAS, AuditMongoStore
-from services.common import mongo
-from services.common.events import decode
-from services.common.kafka import ConsumedMessage, make_consumer, run_batch_consumer
-from services.common.server import ServiceRegistration, configure_process, serve
-from services.common.settings import AUDIT_PORT, ProcessSettings
-from services.common.tls import open_channel
+from services.platform import mongo
+from services.platform.consortium_files import ConsortiumFiles
+from services.platform.events import decode
+from services.platform.kafka import ConsumedMessage, make_consumer, run_batch_consumer
+from services.platform.server import ServiceRegistration, configure_process, serve
+from services.platform.settings import AUDIT_PORT, ProcessSettings
+from services.platform.tls import open_channel
+from services.platform.topics import EVENT_TOPICS
 from swiftchain.audit.v1 import audit_service_pb2_grpc
 from swiftchain.events.v1 import events_pb2
 

@@ -20,8 +20,8 @@ from services.audit.domain import (
     TrailRecord,
 )
 from services.audit.fhir import audit_event_bundle
-from services.common.caller import current_caller
-from services.common.convert import aware, page_offset, page_size, page_token, timestamp
+from services.platform.caller import current_caller
+from services.platform.convert import aware, page_offset, page_size, page_token, timestamp
 from swiftchain.audit.v1 import audit_service_pb2 as pb
 from swiftchain.audit.v1 import audit_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2

@@ -34,7 +34,7 @@ from services.audit.domain import (
     TrailQuery,
     TrailRecord,
 )
-from services.common import mongo
+from services.platform import mongo
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.common.v1 import common_pb2
 

@@ -1,6 +1,6 @@
 """What the consent service knows of identity, from ``identity.events.v1``: hospitals,
 practitioners and their hospital, patients, and patients' device keys (with which directive
-signatures are checked). Fed by a :class:`services.common.revocations.IdentityEventFeed`.
+signatures are checked). Fed by a :class:`services.platform.revocations.IdentityEventFeed`.
 """
 
 from __future__ import annotations

@@ -38,10 +38,8 @@ from chain.errors import (
     PreconditionError,
     StaleVersionError,
 )
+from chain.signed_messages import DELEGATION_PREFIX, DIRECTIVE_PREFIX
 from chain.tags import device_key_tag, salted_commitment, subject_tag
-from sdk.consent import DELEGATION_PREFIX, DIRECTIVE_PREFIX
-from services.common.caller import Caller, Role
-from services.common.events import envelope
 from services.consent.directory import Directory
 from services.consent.policy import (
     DATA_CATEGORIES,
@@ -51,6 +49,9 @@ from services.consent.policy import (
     check_provision,
     decide,
 )
+from services.platform.caller import Caller, Role
+from services.platform.events import envelope
+from services.platform.topics import ACCESS_EVENTS_TOPIC, CONSENT_EVENTS_TOPIC
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.consent.v1 import consent_service_pb2 as pb
@@ -58,8 +59,8 @@ from swiftchain.consent.v1 import directive_pb2
 from swiftchain.events.v1 import events_pb2
 
 PRODUCER = "consent"
-CONSENT_TOPIC = "consent.events.v1"
-ACCESS_TOPIC = "access.events.v1"
+CONSENT_TOPIC = CONSENT_EVENTS_TOPIC
+ACCESS_TOPIC = ACCESS_EVENTS_TOPIC
 #: How long a change waits for a party or device key that identity announced a moment ago.
 DEVICE_KEY_GRACE_SECONDS = 3.0
 

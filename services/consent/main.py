@@ -8,20 +8,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chain.entry import EntrySigner
-from chain.node.node import ORDERING_TOPIC
-from chain.node.setup import CONSENT_KEY_ID, ConsortiumFiles, load_consent_key
-from services.common import mongo
-from services.common.kafka import make_producer
-from services.common.revocations import IdentityEventFeed
-from services.common.server import ServiceRegistration, configure_process, serve
-from services.common.settings import CONSENT_PORT, ProcessSettings
-from services.common.tls import open_channel
 from services.consent.directory import Directory
 from services.consent.domain import ConsentBook
 from services.consent.notifications import Notifications
 from services.consent.sender import LogSender
 from services.consent.servicer import ConsentServicer
 from services.consent.store import ALIAS, ConsentMongoStore
+from services.platform import mongo
+from services.platform.consortium_files import CONSENT_KEY_ID, ConsortiumFiles, load_consent_key
+from services.platform.kafka import make_producer
+from services.platform.revocations import IdentityEventFeed
+from services.platform.server import ServiceRegistration, configure_process, serve
+from services.platform.settings import CONSENT_PORT, ProcessSettings
+from services.platform.tls import open_channel
+from services.platform.topics import ORDERING_TOPIC
 from swiftchain.consent.v1 import consent_service_pb2_grpc
 
 _log = logging.getLogger(__name__)

@@ -24,10 +24,10 @@ import grpc
 from opentelemetry import context as otel_context
 
 from chain.sequencer import ordering_records
-from services.common.events import encode
-from services.common.kafka import publish_span, trace_headers
 from services.consent.domain import ConsentBook, Outgoing
 from services.consent.store import ConsentMongoStore
+from services.platform.events import encode
+from services.platform.kafka import publish_span, trace_headers
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2
 

@@ -39,9 +39,9 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError, DuplicateKeyError, PyMongoError
 
 from chain.errors import StaleVersionError
-from services.common import mongo
 from services.consent.domain import AcceptedVersion, StoredDecision
 from services.consent.groupcommit import GroupCommit
+from services.platform import mongo
 from swiftchain.consent.v1 import consent_service_pb2 as pb
 
 ALIAS = "consent"

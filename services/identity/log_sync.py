@@ -19,9 +19,9 @@ from typing import Any
 import grpc
 
 from chain.sequencer import ordering_records
-from services.common.kafka import publish_span, trace_headers
 from services.identity.domain.organizations import OrganizationRegistry
 from services.identity.store.organizations import OrganizationStore
+from services.platform.kafka import publish_span, trace_headers
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2
 

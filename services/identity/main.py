@@ -7,17 +7,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chain.entry import EntrySigner
-from chain.node.node import ORDERING_TOPIC
-from chain.node.setup import REGISTRAR_KEY_ID, ConsortiumFiles, load_registrar_key
-from services.common import mongo
-from services.common.kafka import make_producer
-from services.common.outbox import OutboxRelay
-from services.common.revocations import IDENTITY_EVENTS_TOPIC, RevocationList
-from services.common.server import ServiceRegistration, configure_process, serve
-from services.common.settings import IDENTITY_PORT, ProcessSettings
-from services.common.tls import TOKEN_SIGNING_FILE, open_channel
-from services.common.tokens import load_token_issuer
-from services.identity.domain.ca import PlatformCA
 from services.identity.domain.certificates import CertificateAuthority
 from services.identity.domain.organizations import OrganizationRegistry
 from services.identity.domain.patients import PatientDirectory, PractitionerDirectory
@@ -27,6 +16,17 @@ from services.identity.store import ALIAS
 from services.identity.store.certificates import CertificateDoc, CertificateStore
 from services.identity.store.organizations import OrganizationDoc, OrganizationStore
 from services.identity.store.patients import OUTBOX_DOCUMENTS, PatientStore
+from services.platform import mongo
+from services.platform.ca import PlatformCA
+from services.platform.consortium_files import REGISTRAR_KEY_ID, ConsortiumFiles, load_registrar_key
+from services.platform.kafka import make_producer
+from services.platform.outbox import OutboxRelay
+from services.platform.revocations import RevocationList
+from services.platform.server import ServiceRegistration, configure_process, serve
+from services.platform.settings import IDENTITY_PORT, ProcessSettings
+from services.platform.tls import TOKEN_SIGNING_FILE, open_channel
+from services.platform.tokens import load_token_issuer
+from services.platform.topics import IDENTITY_EVENTS_TOPIC, ORDERING_TOPIC
 from swiftchain.identity.v1 import identity_service_pb2_grpc
 
 

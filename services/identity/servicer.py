@@ -1,7 +1,7 @@
 """gRPC face of the identity service: translates protobuf <-> the domain, nothing more.
 
-Who may call what is decided before a handler runs (services/common/auth.py and the table in
-services/common/authz.py); domain errors become gRPC statuses in services/common/errors.py.
+Who may call what is decided before a handler runs (services/platform/auth.py and the table in
+services/platform/authz.py); domain errors become gRPC statuses in services/platform/errors.py.
 """
 
 from __future__ import annotations
@@ -12,9 +12,6 @@ from datetime import datetime
 import grpc
 
 from chain.consortium import ConsortiumConfig, consortium_message
-from services.common.caller import current_caller
-from services.common.convert import timestamp
-from services.common.revocations import RevocationList
 from services.identity.domain.certificates import CertificateAuthority
 from services.identity.domain.organizations import (
     Organization,
@@ -27,6 +24,9 @@ from services.identity.domain.patients import (
     PatientDirectory,
     PractitionerDirectory,
 )
+from services.platform.caller import current_caller
+from services.platform.convert import timestamp
+from services.platform.revocations import RevocationList
 from swiftchain.identity.v1 import identity_pb2, identity_service_pb2_grpc
 from swiftchain.identity.v1 import identity_service_pb2 as pb
 

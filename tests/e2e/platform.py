@@ -16,7 +16,7 @@ from devstack.parties import Principal, StackParties, wait_for
 from devstack.pki import ADMIN
 from devstack.process import ManagedProcess, wait_grpc_serving
 from devstack.stack import LocalStack, StackPorts
-from services.common.caller import Role
+from services.platform.caller import Role
 
 __all__ = ["Platform", "Principal", "wait_for"]
 

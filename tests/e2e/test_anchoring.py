@@ -19,13 +19,13 @@ from kafka import KafkaConsumer, TopicPartition
 from typer.testing import CliRunner, Result
 
 from chain.evidence import parse_bundle
-from chain.node.setup import ConsortiumFiles
 from cli.main import app
 from sdk.anchoring import HospitalClient, RecordVersionDraft
 from sdk.commitments import canonical_json
-from services.anchoring.main import RECORDS_EVENTS_TOPIC
-from services.common.caller import Role
-from services.common.events import decode
+from services.platform.caller import Role
+from services.platform.consortium_files import ConsortiumFiles
+from services.platform.events import decode
+from services.platform.topics import RECORDS_EVENTS_TOPIC
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2

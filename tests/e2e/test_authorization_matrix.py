@@ -3,7 +3,7 @@
 Every RPC of every service (identity, anchoring, consent, audit, chain) is called by every kind
 of caller — hospital, another hospital, patient, another patient, regulator, app operator,
 admin, a platform service, a chain node, anonymous — and the outcome is compared with what the
-table in services/common/authz.py says. The expectation is computed from the table, so an RPC
+table in services/platform/authz.py says. The expectation is computed from the table, so an RPC
 without a row fails here (and in the unit test), and a row that says "only its own" is called
 with a request naming the hospital-a / patient-1 resources, so that the other hospital and the
 other patient are refused.
@@ -25,8 +25,8 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 
-from services.common.authz import rule_for
-from services.common.caller import Role
+from services.platform.authz import rule_for
+from services.platform.caller import Role
 from tests.e2e.platform import Platform, Principal
 
 pytestmark = pytest.mark.e2e

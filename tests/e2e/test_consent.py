@@ -22,8 +22,6 @@ from typer.testing import CliRunner
 
 from chain.consortium import consortium_message
 from chain.evidence import verify_bundle
-from chain.node.evidence_client import evidence_bundle, prove_entry
-from chain.node.setup import ConsortiumFiles
 from cli.main import app as cli_app
 from sdk.consent import (
     DENY,
@@ -35,7 +33,9 @@ from sdk.consent import (
     practitioner,
     provision,
 )
-from services.common.caller import Role
+from services.platform.caller import Role
+from services.platform.chain_client import evidence_bundle, prove_entry
+from services.platform.consortium_files import ConsortiumFiles
 from swiftchain.chain.v1 import chain_service_pb2 as cpb
 from swiftchain.chain.v1 import chain_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2

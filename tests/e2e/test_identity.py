@@ -21,10 +21,10 @@ from chain.entry import EntrySigner, new_entry_id
 from chain.sequencer import entry_record
 from cli import identity_files as files
 from cli.main import app
-from devstack.topics import ORDERING_TOPIC
-from services.common.caller import Role
-from services.common.tls import TOKEN_SIGNING_FILE
-from services.common.tokens import TokenIssuer, load_token_issuer
+from services.platform.caller import Role
+from services.platform.tls import TOKEN_SIGNING_FILE
+from services.platform.tokens import TokenIssuer, load_token_issuer
+from services.platform.topics import ORDERING_TOPIC
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc, entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.identity.v1 import identity_pb2, identity_service_pb2_grpc

@@ -17,7 +17,7 @@ from devstack.ferretdb import ensure_ferretdb
 from devstack.kafka import ensure_kafka
 from devstack.pki import ADMIN
 from devstack.stack import LocalStack, StackPorts
-from services.common.tls import open_channel, open_public_channel
+from services.platform.tls import open_channel, open_public_channel
 
 pytestmark = pytest.mark.e2e
 

@@ -23,7 +23,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from services.common.telemetry import configure_tracing
+from services.platform.telemetry import configure_tracing
 from swiftchain.consent.v1 import consent_service_pb2 as cpb
 from swiftchain.consent.v1 import consent_service_pb2_grpc
 from tests.e2e.platform import Platform, wait_for

@@ -5,7 +5,7 @@ the run's temp dir, and is stopped afterwards whatever happens (fixture teardown
 conftest's ``pytest_unconfigure``, then ``atexit``, then the kernel's parent-death signal).
 
 * ``kafka_bootstrap`` — ``"127.0.0.1:<port>"`` of a KRaft broker with every topic of
-  :data:`devstack.topics.TOPICS` created (replication factor 1).
+  :data:`services.platform.topics.TOPICS` created (replication factor 1).
 * ``mongo_uri`` — ``"mongodb://127.0.0.1:<port>/"`` of a FerretDB (SQLite) server.
 * ``kafka_broker`` / ``ferretdb_server`` — the server objects, for tests that need their logs or
   want to stop and restart them.

@@ -12,14 +12,14 @@ from datetime import timedelta
 import pytest
 
 from services.anchoring.domain import RecordAnchoring, RecordVersion
-from services.anchoring.main import RECORDS_EVENTS_TOPIC
 from services.anchoring.store import ALIAS, ChunkDoc, VersionStore
 from services.anchoring.tracking import SealTracker
-from services.common import mongo
-from services.common.caller import Caller, Role
-from services.common.events import decode
-from services.common.kafka import make_producer
-from services.common.outbox import RELAY_BATCH, OutboxRelay
+from services.platform import mongo
+from services.platform.caller import Caller, Role
+from services.platform.events import decode
+from services.platform.kafka import make_producer
+from services.platform.outbox import RELAY_BATCH, OutboxRelay
+from services.platform.topics import RECORDS_EVENTS_TOPIC
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from tests.unit.anchoring.fakes import NOW, TAG_KEY, drafts, known_keys, request, sdk

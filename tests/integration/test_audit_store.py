@@ -28,7 +28,7 @@ from services.audit.domain import (
     TrailRecord,
 )
 from services.audit.store import ALIAS, INDEXES, AuditMongoStore
-from services.common import mongo
+from services.platform import mongo
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.common.v1 import common_pb2
 from tests.unit.audit.fakes import (

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from chain.node.store import ALIAS, BUNDLE_SIZE, ChainStore, EntryBundleDoc
-from services.common import mongo
+from services.platform import mongo
 
 
 @pytest.fixture

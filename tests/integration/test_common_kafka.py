@@ -1,4 +1,4 @@
-"""services/common/kafka.py on the real broker: a consumer commits only after processing, so a
+"""services/platform/kafka.py on the real broker: a consumer commits only after processing, so a
 message whose handler failed is read again by the next consumer of the group."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import uuid
 import pytest
 
 from devstack.kafka import create_topics
-from devstack.topics import IDENTITY_EVENTS_TOPIC, topic_spec
-from services.common.kafka import ConsumedMessage, make_consumer, make_producer, run_consumer
+from services.platform.kafka import ConsumedMessage, make_consumer, make_producer, run_consumer
+from services.platform.topics import IDENTITY_EVENTS_TOPIC, topic_spec
 
 pytestmark = pytest.mark.integration
 

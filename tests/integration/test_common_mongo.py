@@ -1,4 +1,4 @@
-"""services/common/mongo.py on the real FerretDB: a bulk write of many updates completes.
+"""services/platform/mongo.py on the real FerretDB: a bulk write of many updates completes.
 
 FerretDB v1 (SQLite) deadlocks on one ``update`` command of about 100 statements (each holds a
 pooled SQLite connection until the command ends); ``mongo.bulk_write`` splits the statements
@@ -15,7 +15,7 @@ import pymongo
 import pytest
 from pymongo.operations import UpdateOne
 
-from services.common import mongo
+from services.platform import mongo
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 
 from chain.errors import StaleVersionError
-from services.common import mongo
 from services.consent.domain import AcceptedVersion, StoredDecision
 from services.consent.store import (
     ALIAS,
@@ -24,6 +23,7 @@ from services.consent.store import (
     NOTIFICATIONS,
     ConsentMongoStore,
 )
+from services.platform import mongo
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.consent.v1 import consent_service_pb2 as pb

@@ -18,18 +18,18 @@ from kafka import KafkaConsumer, TopicPartition
 from chain.consortium import GenesisKey
 from chain.entry import EntrySigner
 from chain.errors import ConflictError
-from services.common import mongo
-from services.common.events import decode, envelope
-from services.common.kafka import make_producer
-from services.common.outbox import OutboxRelay
+from chain.signed_messages import possession_message
 from services.identity.domain.certificates import CertificateRecord
-from services.identity.domain.keys import possession_message
 from services.identity.domain.organizations import OrganizationRegistry
 from services.identity.domain.patients import Challenge, Registration
 from services.identity.store import ALIAS
 from services.identity.store.certificates import CertificateDoc, CertificateStore
 from services.identity.store.organizations import OrganizationDoc, OrganizationStore
 from services.identity.store.patients import PatientStore
+from services.platform import mongo
+from services.platform.events import decode, envelope
+from services.platform.kafka import make_producer
+from services.platform.outbox import OutboxRelay
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2
 from swiftchain.identity.v1 import identity_pb2

@@ -15,7 +15,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from mongoengine.errors import NotUniqueError
 
 from devstack.kafka import create_topics
-from devstack.topics import ORDERING_TOPIC, TOPICS, TopicSpec, topic_spec
+from services.platform.topics import ORDERING_TOPIC, TOPICS, TopicSpec, topic_spec
 
 pytestmark = pytest.mark.integration
 

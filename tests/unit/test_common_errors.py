@@ -23,9 +23,9 @@ from chain.errors import (
     UnavailableError,
     VerificationError,
 )
-from services.common.errors import STATUS_BY_ERROR, status_code_for
-from services.common.server import ServiceRegistration, build_server
-from services.common.settings import ProcessSettings
+from services.platform.errors import STATUS_BY_ERROR, status_code_for
+from services.platform.server import ServiceRegistration, build_server
+from services.platform.settings import ProcessSettings
 
 _METHOD = "/test.Errors/Raise"
 _STREAM = "/test.Errors/RaiseStream"

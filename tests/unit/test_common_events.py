@@ -9,8 +9,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from chain.errors import InvalidInputError
-from services.common.events import decode, encode, envelope
-from services.common.kafka import context_from_headers
+from services.platform.events import decode, encode, envelope
+from services.platform.kafka import context_from_headers
 from swiftchain.events.v1 import events_pb2
 
 

@@ -3,8 +3,8 @@
 * ``chain/`` (outside ``chain/node/``) imports only the standard library, ``cryptography``,
   protobuf, the generated messages and itself: it can be used offline by any verifier.
 * Only store modules (``chain/node/store.py``, ``services/<name>/store.py`` or
-  ``services/<name>/store/*.py``) and the shared Mongo plumbing (``services/common/mongo.py``,
-  ``services/common/outbox.py``) import mongoengine.
+  ``services/<name>/store/*.py``) and the shared Mongo plumbing (``services/platform/mongo.py``,
+  ``services/platform/outbox.py``) import mongoengine.
 * Domain modules (``services/<name>/domain*.py`` or ``services/<name>/domain/*.py``) import
   neither grpc nor mongoengine nor kafka.
 """
@@ -58,7 +58,7 @@ ALL_CODE = [
 ]
 
 
-_SHARED_MONGO = {"services/common/mongo.py", "services/common/outbox.py"}
+_SHARED_MONGO = {"services/platform/mongo.py", "services/platform/outbox.py"}
 
 
 def _is_store(path: Path) -> bool:

@@ -1,10 +1,10 @@
 """Client certificates for organizations: issue from a CSR, revoke by serial number.
 
-The platform CA (:mod:`services.identity.domain.ca`) signs; this module decides *what* it signs:
+The platform CA (:mod:`services.platform.ca`) signs; this module decides *what* it signs:
 only for a registered, active organization, with the subject set from the registry (common name
 = organization id, organizational unit = the role the certificate grants), never from the CSR.
 Revocations are published as ``CertificateRevoked`` events, which every process reads into its
-revocation list (services/common/revocations.py) and checks on every call.
+revocation list (services/platform/revocations.py) and checks on every call.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
 from chain.errors import InvalidInputError, NotFoundError, PreconditionError
-from services.common.caller import Role
-from services.common.convert import timestamp
-from services.common.events import envelope
 from services.identity.domain.organizations import PRODUCER, OrganizationRegistry
+from services.platform.caller import Role
+from services.platform.convert import timestamp
+from services.platform.events import envelope
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2
 from swiftchain.identity.v1 import identity_pb2

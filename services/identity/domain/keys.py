@@ -13,13 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from chain.entry import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, SMALL_ORDER_KEY_MESSAGE
 from chain.entry import is_small_order_public_key as _is_small_order
 from chain.errors import InvalidInputError
-
-POSSESSION_CONTEXT = b"swiftchain/key-possession/v1\n"
-
-
-def possession_message(owner: str, public_key: bytes) -> bytes:
-    """The bytes a key holder signs to prove it holds ``public_key`` for ``owner``."""
-    return POSSESSION_CONTEXT + owner.encode() + b"\x00" + public_key
+from chain.signed_messages import possession_message
 
 
 def check_public_key(public_key: bytes, what: str = "public key") -> Ed25519PublicKey:

@@ -27,9 +27,9 @@ from chain.errors import (
     PreconditionError,
 )
 from chain.tags import salted_commitment
-from services.common.convert import timestamp
-from services.common.events import envelope
 from services.identity.domain.keys import check_possession
+from services.platform.convert import timestamp
+from services.platform.events import envelope
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2

@@ -26,10 +26,10 @@ from chain.errors import (
     NotFoundError,
     UnauthenticatedError,
 )
-from services.common.events import envelope
-from services.common.tokens import IssuedToken, TokenIssuer
 from services.identity.domain.keys import check_possession, check_public_key
 from services.identity.domain.organizations import PRODUCER
+from services.platform.events import envelope
+from services.platform.tokens import IssuedToken, TokenIssuer
 from swiftchain.events.v1 import events_pb2
 
 LOGIN_CONTEXT = b"swiftchain/login/v1\n"

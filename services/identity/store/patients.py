@@ -16,8 +16,6 @@ from typing import Any, ClassVar
 import mongoengine as me
 
 from chain.errors import ConflictError
-from services.common.mongo import as_utc
-from services.common.outbox import OutboxDocument, document_lock, outbox_update
 from services.identity.domain.patients import (
     Challenge,
     Device,
@@ -26,6 +24,8 @@ from services.identity.domain.patients import (
     Registration,
 )
 from services.identity.store import ALIAS
+from services.platform.mongo import as_utc
+from services.platform.outbox import OutboxDocument, document_lock, outbox_update
 from swiftchain.events.v1 import events_pb2
 
 

@@ -12,8 +12,8 @@ from chain.consortium import GenesisKey
 from cli.identity_files import raw_public
 from sdk.anchoring import HospitalClient, RecordVersionDraft
 from services.anchoring.domain import AnchorRequest, RecordVersion
-from services.common.events import envelope
-from services.common.known_keys import KnownKeys
+from services.platform.events import envelope
+from services.platform.known_keys import KnownKeys
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2

@@ -13,7 +13,7 @@ from chain.errors import ConflictError, InvalidInputError, PermissionDeniedError
 from sdk.anchoring import HospitalClient, RecordVersionDraft
 from services.anchoring.domain import RecordAnchoring, RecordVersion
 from services.anchoring.domain_fhir import provenance_bundle
-from services.common.caller import Caller, Role
+from services.platform.caller import Caller, Role
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
 from tests.unit.anchoring.fakes import (
     NOW,

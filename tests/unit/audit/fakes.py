@@ -1,7 +1,7 @@
 """Shared pieces of the audit unit tests: the AuditStore protocol in memory (with the semantics
 of services/audit/store.py: upserts of fields, ``$addToSet`` merges, the (time, leaf index, id)
 order), a LogReader that serves a fixed view, and builders of the events the audit reads (made
-with services/common/events.py ``envelope()``, as the services make them)."""
+with services/platform/events.py ``envelope()``, as the services make them)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from services.audit.domain import (
     TrailQuery,
     TrailRecord,
 )
-from services.common.events import envelope
+from services.platform.events import envelope
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2

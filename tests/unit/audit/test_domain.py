@@ -31,8 +31,8 @@ from services.audit.domain import (
     TrailRecord,
     flag_id,
 )
-from services.common.caller import Caller, Role
-from services.common.errors import status_code_for
+from services.platform.caller import Caller, Role
+from services.platform.errors import status_code_for
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2

@@ -14,7 +14,7 @@ from fhir.resources.R4B.bundle import Bundle
 
 from services.audit.domain import DENY, AuditBook, TrailFilterSpec, TrailRecord
 from services.audit.fhir import LOG_EXTENSION, PATIENT_SYSTEM, audit_event, audit_event_bundle
-from services.common.caller import Caller, Role
+from services.platform.caller import Caller, Role
 from swiftchain.common.v1 import common_pb2
 from tests.unit.audit.fakes import (
     HOSPITAL,

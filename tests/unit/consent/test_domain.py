@@ -27,12 +27,8 @@ from chain.errors import (
     PreconditionError,
     StaleVersionError,
 )
-from chain.node.setup import CONSENT_KEY_ID
 from cli.identity_files import raw_public
 from sdk.consent import DENY, MANAGE_CONSENT, PERMIT, VIEW, PatientDevice, organization, provision
-from services.common.caller import Caller, Role
-from services.common.errors import status_code_for
-from services.common.events import envelope
 from services.consent.directory import Directory
 from services.consent.domain import (
     ACCESS_TOPIC,
@@ -42,6 +38,10 @@ from services.consent.domain import (
     Outgoing,
     StoredDecision,
 )
+from services.platform.caller import Caller, Role
+from services.platform.consortium_files import CONSENT_KEY_ID
+from services.platform.errors import status_code_for
+from services.platform.events import envelope
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.consent.v1 import consent_service_pb2 as pb

@@ -19,8 +19,8 @@ from chain.errors import (
     NotFoundError,
     PreconditionError,
 )
+from chain.signed_messages import possession_message
 from chain.validation import EntryValidator, KeyRegistry
-from services.identity.domain.keys import possession_message
 from services.identity.domain.organizations import (
     KeyEntry,
     Organization,

@@ -19,8 +19,7 @@ from chain.errors import (
     NotFoundError,
     UnauthenticatedError,
 )
-from services.common.tokens import TokenIssuer, TokenVerifier
-from services.identity.domain.keys import possession_message
+from chain.signed_messages import possession_message
 from services.identity.domain.patients import (
     Challenge,
     Patient,
@@ -30,6 +29,7 @@ from services.identity.domain.patients import (
     Registration,
     login_message,
 )
+from services.platform.tokens import TokenIssuer, TokenVerifier
 from swiftchain.events.v1 import events_pb2
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)

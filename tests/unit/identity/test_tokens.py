@@ -1,4 +1,4 @@
-"""Patients' bearer tokens (services/common/tokens.py): every way a token can be wrong."""
+"""Patients' bearer tokens (services/platform/tokens.py): every way a token can be wrong."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chain.errors import UnauthenticatedError
-from services.common.tokens import TokenIssuer, TokenVerifier
+from services.platform.tokens import TokenIssuer, TokenVerifier
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 KEY = Ed25519PrivateKey.generate()

@@ -1,8 +1,8 @@
 """The Strimzi resources (no schema for them is at hand): the fields the platform relies on.
 
-The topics must be exactly those of devstack/topics.py (DESIGN §3.2, §5) — partitions, retention,
-timestamps — with three replicas and min.insync.replicas 2; the cluster must have the brokers,
-the listener and the broker settings that the processes' ``SWIFTCHAIN_KAFKA_BOOTSTRAP`` and
+The topics must be exactly those of services/platform/topics.py (DESIGN §3.2, §5) — partitions,
+retention, timestamps — with three replicas and min.insync.replicas 2; the cluster must have the
+brokers, the listener and the broker settings that the processes' ``SWIFTCHAIN_KAFKA_BOOTSTRAP`` and
 idempotent ``acks=all`` producers assume."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.topics import TOPICS, min_insync_replicas_for
 from devstack.versions import KAFKA_VERSION
+from services.platform.topics import TOPICS, min_insync_replicas_for
 from tests.unit.k8s.manifests import (
     KUSTOMIZATIONS,
     NAMESPACE,

@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from chain.consortium import parse_consortium
 from k8s import make_material
-from services.common import tls
+from services.platform import tls
 from tests.unit.k8s.manifests import (
     KUSTOMIZATIONS,
     NAMESPACE,

@@ -13,16 +13,16 @@ import pytest
 from pydantic_settings import BaseSettings
 
 from chain.node.main import NodeSettings
-from chain.node.setup import ConsortiumFiles
-from devstack.topics import TOPICS
 from k8s import make_material
 from services.anchoring.main import AnchoringSettings
 from services.audit.main import AuditSettings
-from services.common import tls
-from services.common.settings import ProcessSettings
 from services.consent.main import ConsentSettings
-from services.identity.domain.ca import CA_CERT_FILE, CA_KEY_FILE
 from services.identity.main import IdentitySettings
+from services.platform import tls
+from services.platform.ca import CA_CERT_FILE, CA_KEY_FILE
+from services.platform.consortium_files import ConsortiumFiles
+from services.platform.settings import ProcessSettings
+from services.platform.topics import TOPICS
 from tests.unit.k8s.manifests import (
     KUSTOMIZATIONS,
     NAMESPACE,

@@ -2,7 +2,7 @@
 
 Traces: gRPC calls carry the W3C trace context in their metadata (:func:`traced_channel` on the
 client, the instrumentation's interceptor on the server) and Kafka records in their headers
-(services/common/kafka.py). Spans go to OTLP (gRPC) when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set,
+(services/platform/kafka.py). Spans go to OTLP (gRPC) when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set,
 to a JSON-lines file when a process is given one, nowhere otherwise.
 Metrics: a Prometheus endpoint when a port is given, OTLP as for spans. Log lines carry the
 current trace and span ids, as text or JSON.

@@ -1,4 +1,4 @@
-"""KnownKeys (services/common/known_keys.py): a key announced a moment after a hospital uses it
+"""KnownKeys (services/platform/known_keys.py): a key announced a moment after a hospital uses it
 is waited for, once per key id."""
 
 from __future__ import annotations

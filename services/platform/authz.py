@@ -2,12 +2,12 @@
 
 One row per RPC (DESIGN §4, "The API surface"). A row says which roles may call the RPC and, for
 some roles, which request field must name the caller itself ("a hospital only for its own
-records"). The interceptor in services/common/auth.py enforces the roles and those fields before
+records"). The interceptor in services/platform/auth.py enforces the roles and those fields before
 the handler runs; rules that depend on stored data ("the hospital that anchored this record")
 are named in ``service_rule`` and enforced by the service's domain. An RPC without a row is
 denied to everyone, and a test fails for every RPC of the protos that has no row.
 
-``python -m services.common.authz`` prints the table as Markdown; docs/security.md carries that
+``python -m services.platform.authz`` prints the table as Markdown; docs/security.md carries that
 output and a test keeps the two equal.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from services.common.caller import Role
+from services.platform.caller import Role
 
 #: Every authenticated role ("any" in DESIGN §4).
 ANY: frozenset[Role] = frozenset(Role) - {Role.ANONYMOUS}

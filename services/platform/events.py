@@ -10,7 +10,7 @@ from datetime import datetime
 from google.protobuf.message import DecodeError, Message
 
 from chain.errors import InvalidInputError
-from services.common.kafka import Headers, trace_headers
+from services.platform.kafka import Headers, trace_headers
 from swiftchain.events.v1 import events_pb2
 
 

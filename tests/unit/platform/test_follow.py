@@ -1,4 +1,4 @@
-"""services/common/follow.py: the follower retries after the node or the store failed, and
+"""services/platform/follow.py: the follower retries after the node or the store failed, and
 stops when told."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import threading
 import grpc
 import pytest
 
-from services.common.follow import follow_until_stopped
+from services.platform.follow import follow_until_stopped
 
 
 class _Unavailable(grpc.RpcError):
@@ -29,7 +29,7 @@ def test_it_retries_after_each_failure_until_stopped(caplog: pytest.LogCaptureFi
             raise RuntimeError("the database is away")
         stop.set()
 
-    with caplog.at_level(logging.WARNING, logger="services.common.follow"):
+    with caplog.at_level(logging.WARNING, logger="services.platform.follow"):
         follow_until_stopped(stop, once, doing="recording seals", retry_after=0.01)
     assert calls == [0, 1, 2]
     messages = [r.getMessage() for r in caplog.records]
@@ -46,6 +46,6 @@ def test_a_call_cancelled_by_stop_ends_it_quietly(caplog: pytest.LogCaptureFixtu
         stop.set()  # stop() cancels the stream, which then raises
         raise _Unavailable()
 
-    with caplog.at_level(logging.WARNING, logger="services.common.follow"):
+    with caplog.at_level(logging.WARNING, logger="services.platform.follow"):
         follow_until_stopped(stop, once, doing="indexing the log", retry_after=0.01)
     assert caplog.records == []

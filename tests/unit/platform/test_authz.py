@@ -1,5 +1,5 @@
-"""The authorization table and the interceptor's grpc-free core (services/common/authz.py,
-services/common/auth.py)."""
+"""The authorization table and the interceptor's grpc-free core (services/platform/authz.py,
+services/platform/auth.py)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ from cryptography.x509.oid import NameOID
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
 
 from chain.errors import PermissionDeniedError, UnauthenticatedError
-from services.common.auth import Authorizer, certificate_caller
-from services.common.authz import ANY, EVERYONE, RULES, markdown_table, rule_for
-from services.common.caller import ANONYMOUS, Caller, Role
-from services.common.revocations import RevocationList
+from services.platform.auth import Authorizer, certificate_caller
+from services.platform.authz import ANY, EVERYONE, RULES, markdown_table, rule_for
+from services.platform.caller import ANONYMOUS, Caller, Role
+from services.platform.revocations import RevocationList
 from swiftchain.audit.v1 import audit_service_pb2
 from swiftchain.identity.v1 import identity_service_pb2
 
@@ -90,7 +90,7 @@ def test_login_is_open_to_anonymous_callers_and_nothing_else_is_except_infrastru
 def test_docs_carry_the_table_as_the_code_has_it() -> None:
     security = (ROOT / "docs" / "security.md").read_text()
     assert markdown_table() in security, (
-        "docs/security.md is out of date: paste `python -m services.common.authz` into it"
+        "docs/security.md is out of date: paste `python -m services.platform.authz` into it"
     )
 
 

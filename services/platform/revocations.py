@@ -18,13 +18,12 @@ from typing import Any
 from kafka import TopicPartition
 
 from chain.errors import InvalidInputError, UnavailableError
-from services.common.events import decode
-from services.common.kafka import make_consumer
+from services.platform.events import decode
+from services.platform.kafka import make_consumer
+from services.platform.topics import IDENTITY_EVENTS_TOPIC
 from swiftchain.events.v1 import events_pb2
 
 _log = logging.getLogger(__name__)
-
-IDENTITY_EVENTS_TOPIC = "identity.events.v1"
 
 
 class RevocationList:

@@ -40,7 +40,7 @@ class ProcessSettings(BaseSettings):
     #: gRPC worker threads.
     max_workers: int = Field(default=16, ge=1)
     #: Folder with the platform CA, this process's certificate and key and the token verifying
-    #: key (see services/common/tls.py). Empty means plaintext on loopback, for unit tests only.
+    #: key (see services/platform/tls.py). Empty means plaintext on loopback, for unit tests only.
     tls_dir: Path | None = None
     #: The audience that patients' bearer tokens must name.
     token_audience: str = "swiftchain"  # noqa: S105  (a name, not a secret)

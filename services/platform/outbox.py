@@ -39,8 +39,8 @@ from typing import Any, ClassVar, Final
 import mongoengine
 from pymongo import ReturnDocument
 
-from services.common.events import decode, encode
-from services.common.mongo import find_by_ids
+from services.platform.events import decode, encode
+from services.platform.mongo import find_by_ids
 from swiftchain.events.v1 import events_pb2
 
 _log = logging.getLogger(__name__)

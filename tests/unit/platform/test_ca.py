@@ -1,4 +1,4 @@
-"""The platform CA (services/identity/domain/ca.py): what it signs, and each CSR it refuses."""
+"""The platform CA (services/platform/ca.py): what it signs, and each CSR it refuses."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from chain.errors import InvalidInputError
 from devstack.pki import ADMIN, ensure_pki
-from services.common.auth import certificate_caller
-from services.common.caller import Role
-from services.common.tls import CERT_FILE, KEY_FILE, TOKEN_SIGNING_FILE, TOKEN_VERIFY_FILE
-from services.identity.domain.ca import PlatformCA, create_platform_ca
+from services.platform.auth import certificate_caller
+from services.platform.ca import PlatformCA, create_platform_ca
+from services.platform.caller import Role
+from services.platform.tls import CERT_FILE, KEY_FILE, TOKEN_SIGNING_FILE, TOKEN_VERIFY_FILE
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 

@@ -2,7 +2,7 @@
 
 It adds health (``grpc.health.v1``), server reflection, message size limits, the tracing,
 authorization and error-mapping interceptors, TLS (mTLS on the main port, server-only TLS on the
-public port; see services/common/tls.py for why two ports), and a graceful shutdown on SIGTERM or
+public port; see services/platform/tls.py for why two ports), and a graceful shutdown on SIGTERM or
 SIGINT.
 """
 
@@ -21,12 +21,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import server_interceptor
 
-from services.common.auth import start_authorization
-from services.common.errors import ErrorMappingInterceptor
-from services.common.revocations import RevocationList
-from services.common.settings import ProcessSettings
-from services.common.telemetry import configure_logging, configure_metrics, configure_tracing
-from services.common.tls import server_credentials
+from services.platform.auth import start_authorization
+from services.platform.errors import ErrorMappingInterceptor
+from services.platform.revocations import RevocationList
+from services.platform.settings import ProcessSettings
+from services.platform.telemetry import configure_logging, configure_metrics, configure_tracing
+from services.platform.tls import server_credentials
 
 _log = logging.getLogger(__name__)
 

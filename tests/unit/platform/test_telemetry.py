@@ -27,17 +27,17 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from chain.node.entry_spans import EntrySpans
 from services.anchoring.domain import RecordVersion
 from services.anchoring.observability import SealObserver
-from services.common import kafka
-from services.common.server import build_server
-from services.common.settings import ProcessSettings
-from services.common.telemetry import (
+from services.platform import kafka
+from services.platform.server import build_server
+from services.platform.settings import ProcessSettings
+from services.platform.telemetry import (
     JsonFormatter,
     SpanFileExporter,
     _otlp_exporter,
     _TraceContextFilter,
     configure_tracing,
 )
-from services.common.tls import open_channel
+from services.platform.tls import open_channel
 from tests.unit.anchoring.fakes import NOW
 
 Spans = Callable[[], list[ReadableSpan]]

@@ -1,6 +1,6 @@
 """Who is calling: the identity the authorization interceptor resolved for the current RPC.
 
-The interceptor (services/common/auth.py) resolves the caller once per call — from the mTLS
+The interceptor (services/platform/auth.py) resolves the caller once per call — from the mTLS
 client certificate, or from a patient's bearer token, or anonymous — and binds it to the call;
 servicers read it with :func:`current_caller` and hand it to the domain, which uses it for the
 ownership checks that depend on stored data (e.g. "the hospital that anchored this record").

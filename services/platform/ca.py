@@ -4,7 +4,7 @@ One self-signed ECDSA P-256 root signs every certificate of the platform: the se
 chain nodes' (server and client), and the organizations' client certificates. ECDSA rather than
 Ed25519 because gRPC's TLS stack does not negotiate Ed25519 certificates. The subject of a
 certificate is always set here — common name = the organization, service or node id,
-organizational unit = the role it grants (services/common/caller.py) — never taken from a CSR,
+organizational unit = the role it grants (services/platform/caller.py) — never taken from a CSR,
 which only contributes its public key and proves possession of the private key by its
 signature. Time is passed in.
 """

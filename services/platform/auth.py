@@ -3,9 +3,9 @@
 For each call it resolves the caller — the mTLS client certificate (common name = organization
 or process id, organizational unit = role), else a patient's bearer token, else anonymous —
 rejects revoked certificates and tokens of revoked devices, then applies the RPC's row of the
-table in services/common/authz.py: the caller's role must be allowed, and where the row names a
+table in services/platform/authz.py: the caller's role must be allowed, and where the row names a
 request field for that role, the field must name the caller itself. The resolved caller is bound
-for the handler (:func:`services.common.caller.current_caller`).
+for the handler (:func:`services.platform.caller.current_caller`).
 
 Refusals are UNAUTHENTICATED when the caller proved nothing or proved it badly, and
 PERMISSION_DENIED when a known caller may not do this; both say why.
@@ -24,19 +24,19 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 
 from chain.errors import PermissionDeniedError, SwiftchainError, UnauthenticatedError
-from services.common.authz import Rule, read_field, rule_for
-from services.common.caller import (
+from services.platform.authz import Rule, read_field, rule_for
+from services.platform.caller import (
     ANONYMOUS,
     ROLE_BY_CERTIFICATE_UNIT,
     Caller,
     Role,
     bound_caller,
 )
-from services.common.errors import to_grpc_status, wrap_handler
-from services.common.revocations import IdentityEventFeed, RevocationList
-from services.common.settings import ProcessSettings
-from services.common.tls import TOKEN_VERIFY_FILE
-from services.common.tokens import load_token_verifier
+from services.platform.errors import to_grpc_status, wrap_handler
+from services.platform.revocations import IdentityEventFeed, RevocationList
+from services.platform.settings import ProcessSettings
+from services.platform.tls import TOKEN_VERIFY_FILE
+from services.platform.tokens import load_token_verifier
 
 #: The auth-context key under which grpc puts the verified client certificate.
 PEER_CERTIFICATE_KEY = "x509_pem_cert"
@@ -54,7 +54,7 @@ class BearerClaims(Protocol):
 
 
 class BearerVerifier(Protocol):
-    """Verifies a patient bearer token (services/common/tokens.py provides one)."""
+    """Verifies a patient bearer token (services/platform/tokens.py provides one)."""
 
     def verify(self, token: str, now: datetime) -> BearerClaims:
         """The token's claims; raises UnauthenticatedError when it is not valid at ``now``."""

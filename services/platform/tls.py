@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 
 from chain.errors import InvalidInputError
-from services.common.telemetry import traced_channel
+from services.platform.telemetry import traced_channel
 
 CA_FILE = "ca.pem"
 CERT_FILE = "cert.pem"

@@ -1,7 +1,7 @@
 """Patients' bearer tokens: short-lived EdDSA JWTs (RFC 7519, RFC 8037) through PyJWT.
 
 The identity service issues one after a device answers a login challenge; every server checks
-it on every call (services/common/auth.py). Claims: ``iss``, ``sub`` (the subject id), ``aud``,
+it on every call (services/platform/auth.py). Claims: ``iss``, ``sub`` (the subject id), ``aud``,
 ``iat``, ``nbf``, ``exp``, ``jti`` and ``dev`` (the device key that logged in, so that revoking
 the device ends its tokens). Only EdDSA is accepted: no ``none``, no HMAC with the public key as
 secret. Time is passed in: PyJWT's own clock checks are off and :meth:`TokenVerifier.verify`
