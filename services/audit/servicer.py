@@ -21,7 +21,8 @@ from services.audit.domain import (
 )
 from services.audit.fhir import audit_event_bundle
 from services.platform.caller import current_caller
-from services.platform.convert import aware, page_offset, page_size, page_token, timestamp
+from services.platform.convert import aware, page_offset, page_token, timestamp
+from services.platform.paging import page_size
 from swiftchain.audit.v1 import audit_service_pb2 as pb
 from swiftchain.audit.v1 import audit_service_pb2_grpc
 from swiftchain.common.v1 import common_pb2

@@ -17,7 +17,8 @@ from services.consent.domain import AcceptedVersion, ConsentBook, StoredDecision
 from services.consent.fhir import consent_resource
 from services.consent.notifications import Notifications
 from services.platform.caller import current_caller
-from services.platform.convert import page_offset, page_size, page_token, timestamp
+from services.platform.convert import page_offset, page_token, timestamp
+from services.platform.paging import page_size
 from swiftchain.common.v1 import common_pb2
 from swiftchain.consent.v1 import consent_service_pb2 as pb
 from swiftchain.consent.v1 import consent_service_pb2_grpc, directive_pb2

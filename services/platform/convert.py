@@ -42,10 +42,3 @@ def page_offset(token: str) -> int:
     if not isinstance(offset, int) or offset < 0:
         raise InvalidInputError(f"expected a page token from a previous response, got {token!r}")
     return offset
-
-
-def page_size(requested: int, default: int, maximum: int) -> int:
-    """The page size to use: ``default`` for 0; InvalidInputError outside 0..``maximum``."""
-    if requested < 0 or requested > maximum:
-        raise InvalidInputError(f"expected a page size from 0 to {maximum:,}, got {requested}")
-    return requested or default
