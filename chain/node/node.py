@@ -62,6 +62,9 @@ class SealedCheckpoint:
     text: str
     note: str
     signers: tuple[str, ...]
+    #: The ordering offset of the record that cut the block: every entry ordered at or before
+    #: it is in this tree or was rejected.
+    cut_offset: int
 
 
 @dataclass
@@ -69,6 +72,7 @@ class _BlockInfo:
     height: int
     tree_size: int
     text: str
+    cut_offset: int
 
 
 def _id_key(entry_id: str) -> int:
@@ -198,7 +202,7 @@ class ChainNode:
                     block.tree_size,
                     f"the stored entries give another root than checkpoint {block.height}",
                 )
-            info = _BlockInfo(block.height, block.tree_size, block.checkpoint)
+            info = _BlockInfo(block.height, block.tree_size, block.checkpoint, block.cut_offset)
             self._blocks_by_size[block.tree_size] = info
             if block.height in sealed_notes:
                 self._remember_sealed(info, *sealed_notes[block.height])
@@ -383,7 +387,7 @@ class ChainNode:
         for sequenced in block.entries:
             self._index_entry(sequenced.parsed.entry_id, sequenced.leaf_index)
         self.applied_offset = block.cut_offset
-        info = _BlockInfo(checkpoint.height, checkpoint.size, text)
+        info = _BlockInfo(checkpoint.height, checkpoint.size, text, block.cut_offset)
         with self._lock:
             self._blocks_by_size[checkpoint.size] = info
             self._sealed_changed.notify_all()
@@ -518,7 +522,9 @@ class ChainNode:
         )
 
     def _remember_sealed(self, info: _BlockInfo, note: str, signers: tuple[str, ...]) -> None:
-        sealed = SealedCheckpoint(info.height, info.tree_size, info.text, note, signers)
+        sealed = SealedCheckpoint(
+            info.height, info.tree_size, info.text, note, signers, info.cut_offset
+        )
         with self._lock:
             self._sealed[info.tree_size] = sealed
             if self._latest_sealed is None or info.tree_size > self._latest_sealed.tree_size:

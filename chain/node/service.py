@@ -36,6 +36,7 @@ def sealed_message(sealed: SealedCheckpoint) -> pb.SealedCheckpoint:
         height=checkpoint.height,
         previous_checkpoint_hash=checkpoint.previous_hash,
         signers=list(sealed.signers),
+        cut_offset=sealed.cut_offset,
     )
     message.cut_time.FromMilliseconds(checkpoint.cut_time_ms)
     return message

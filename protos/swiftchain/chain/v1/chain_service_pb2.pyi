@@ -77,6 +77,7 @@ class SealedCheckpoint(_message.Message):
     PREVIOUS_CHECKPOINT_HASH_FIELD_NUMBER: _builtins.int
     CUT_TIME_FIELD_NUMBER: _builtins.int
     SIGNERS_FIELD_NUMBER: _builtins.int
+    CUT_OFFSET_FIELD_NUMBER: _builtins.int
     note: _builtins.str
     """The whole C2SP signed note: checkpoint text (origin, tree size, base64 root hash, extension
     lines), a blank line, then at least `quorum` member signature lines. UTF-8, byte-exact.
@@ -92,6 +93,11 @@ class SealedCheckpoint(_message.Message):
     previous_checkpoint_hash: _builtins.bytes
     """32 bytes: SHA-256 of the previous checkpoint's text (from the extension line); empty for
     height 1.
+    """
+    cut_offset: _builtins.int
+    """The offset in `chain.ordering.v1` of the record that cut the block: every entry ordered at
+    or before it is in this tree or was rejected. Not part of the signed note: it tells a
+    submitter which of its entries are settled, and is only as trustworthy as this node.
     """
     @_builtins.property
     def cut_time(self) -> _timestamp_pb2.Timestamp:
@@ -112,10 +118,11 @@ class SealedCheckpoint(_message.Message):
         previous_checkpoint_hash: _builtins.bytes = ...,
         cut_time: _timestamp_pb2.Timestamp | None = ...,
         signers: _abc.Iterable[_builtins.str] | None = ...,
+        cut_offset: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cut_time", b"cut_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut_time", b"cut_time", "height", b"height", "note", b"note", "origin", b"origin", "previous_checkpoint_hash", b"previous_checkpoint_hash", "root_hash", b"root_hash", "signers", b"signers", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut_offset", b"cut_offset", "cut_time", b"cut_time", "height", b"height", "note", b"note", "origin", b"origin", "previous_checkpoint_hash", b"previous_checkpoint_hash", "root_hash", b"root_hash", "signers", b"signers", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
