@@ -149,7 +149,9 @@ def run_until_signalled(
 
 def configure_process(settings: ProcessSettings) -> None:
     """Logging, tracing and metrics for a process, from its settings; call first in ``main``."""
-    configure_logging(settings.log_level, json_lines=settings.log_json)
+    configure_logging(
+        settings.log_level, json_lines=settings.log_json, service_name=settings.process_name
+    )
     configure_tracing(settings.process_name, spans_file=settings.spans_file)
     configure_metrics(
         settings.process_name,

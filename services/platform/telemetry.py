@@ -5,18 +5,18 @@ client, the instrumentation's interceptor on the server) and Kafka records in th
 (services/platform/kafka.py). Spans go to OTLP (gRPC) when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set,
 to a JSON-lines file when a process is given one, nowhere otherwise.
 Metrics: a Prometheus endpoint when a port is given, OTLP as for spans. Log lines carry the
-current trace and span ids, as text or JSON.
+current trace and span ids, as text or JSON (python-json-logger).
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from prometheus_client import CollectorRegistry, start_http_server
+from pythonjsonlogger import json as json_logger
 
 _configured = False
 _tracer = trace.get_tracer("swiftchain.grpc")
@@ -49,29 +50,39 @@ class _TraceContextFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, trace ids, exception."""
+class JsonFormatter(json_logger.JsonFormatter):
+    """One JSON object per line: time, level, logger, message, trace and span ids, the service
+    (when given), the fields passed with ``extra=``, and the exception if any.
 
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "trace_id": getattr(record, "trace_id", ""),
-            "span_id": getattr(record, "span_id", ""),
-        }
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line)
+    The time is UTC in ISO 8601 with milliseconds and its offset, so lines from processes on
+    machines in other zones sort and compare as they are.
+    """
+
+    def __init__(self, service_name: str = "") -> None:
+        super().__init__(
+            ["asctime", "levelname", "name", "message", "trace_id", "span_id"],
+            rename_fields={
+                "asctime": "time",
+                "levelname": "level",
+                "name": "logger",
+                "exc_info": "exception",
+            },
+            static_fields={"service": service_name} if service_name else None,
+        )
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802  (overrides logging's name)
+        return datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
 
 
-def configure_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
-    """Root logging to stderr, text or JSON, always with trace ids."""
+def configure_logging(
+    level: str = "INFO", *, json_lines: bool = False, service_name: str = ""
+) -> None:
+    """Root logging to stderr, text or JSON, always with trace ids; JSON lines also name the
+    service."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(_TraceContextFilter())
     if json_lines:
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(service_name))
     else:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)s %(name)s [trace=%(trace_id)s] %(message)s")

@@ -7,10 +7,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -228,26 +229,76 @@ def test_the_span_file_holds_one_json_span_a_line(tmp_path: Path, spans: Spans) 
     assert span["name"] == "written" and span["context"]["trace_id"].startswith("0x")
 
 
-def test_json_log_lines_carry_the_trace_and_span_ids() -> None:
+def _log_json(
+    log: Callable[[logging.Logger], None], formatter: logging.Formatter | None = None
+) -> list[dict[str, Any]]:
+    """The JSON objects that ``log`` writes through a handler like configure_logging's."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.addFilter(_TraceContextFilter())
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(formatter or JsonFormatter())
     logger = logging.getLogger("tests.telemetry")
     logger.addHandler(handler)
     logger.propagate = False
+    logger.setLevel(logging.INFO)
     try:
-        with _tracer().start_as_current_span("logged") as span:
-            logger.warning("inside %s", "a span")
-        logger.warning("outside")
+        log(logger)
     finally:
         logger.removeHandler(handler)
-    inside, outside = (json.loads(line) for line in stream.getvalue().splitlines())
-    context = span.get_span_context()
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_json_log_lines_carry_the_trace_and_span_ids() -> None:
+    spans: list[trace.Span] = []
+
+    def log(logger: logging.Logger) -> None:
+        with _tracer().start_as_current_span("logged") as span:
+            spans.append(span)
+            logger.warning("inside %s", "a span")
+        logger.warning("outside")
+
+    inside, outside = _log_json(log)
+    context = spans[0].get_span_context()
     assert inside["message"] == "inside a span" and inside["level"] == "WARNING"
+    assert inside["logger"] == "tests.telemetry"
     assert inside["trace_id"] == f"{context.trace_id:032x}"
     assert inside["span_id"] == f"{context.span_id:016x}"
     assert outside["trace_id"] == "" and outside["span_id"] == ""
+
+
+def test_json_log_lines_carry_extra_fields_and_the_service() -> None:
+    (line,) = _log_json(
+        lambda logger: logger.info("sealed", extra={"block": 7, "organization_id": "hospital-a"}),
+        JsonFormatter("anchoring"),
+    )
+    assert line["message"] == "sealed" and line["level"] == "INFO"
+    assert line["block"] == 7 and line["organization_id"] == "hospital-a"
+    assert line["service"] == "anchoring"
+
+
+def test_json_log_lines_without_a_service_name_have_no_service_field() -> None:
+    (line,) = _log_json(lambda logger: logger.info("plain"))
+    assert "service" not in line
+
+
+def test_json_log_time_is_zone_aware_iso_8601_with_milliseconds() -> None:
+    (line,) = _log_json(lambda logger: logger.info("timed"))
+    time = datetime.fromisoformat(line["time"])
+    assert time.tzinfo is not None and time.utcoffset() == timedelta(0)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", line["time"])
+    assert abs(datetime.now(UTC) - time) < timedelta(minutes=1)
+
+
+def test_json_log_lines_carry_the_exception() -> None:
+    def log(logger: logging.Logger) -> None:
+        try:
+            raise ValueError("bad input")
+        except ValueError:
+            logger.exception("failed")
+
+    (line,) = _log_json(log)
+    assert line["message"] == "failed" and line["level"] == "ERROR"
+    assert "ValueError: bad input" in line["exception"]
 
 
 class _Consumer:
