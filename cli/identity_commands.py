@@ -76,10 +76,6 @@ _CERT_REASONS = {
 }
 
 
-def _subset(choices: Mapping[str, int], *names: str) -> dict[str, int]:
-    return {name: choices[name] for name in names}
-
-
 def _choice(value: str, choices: Mapping[str, int], what: str) -> int:
     if value not in choices:
         raise typer.BadParameter(f"expected a {what} among {', '.join(choices)}, got {value!r}")
@@ -118,10 +114,6 @@ def _issue_certificate(
     (out / files.CERT_FILE).write_text(issued.certificate_pem)
     (out / files.CA_FILE).write_text(files.root_of(issued.certificate_chain_pem))
     return issued
-
-
-def _until(issued: pb.IssueCertificateResponse) -> str:
-    return issued.not_after_time.ToJsonString()
 
 
 @app.command(

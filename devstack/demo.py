@@ -65,7 +65,6 @@ class DemoResult:
 
     patient_subject_id: str = ""
     hospitals: dict[str, str] = field(default_factory=dict)
-    regulator_id: str = ""
     record_entry_ids: list[str] = field(default_factory=list)
     consent_entry_ids: list[str] = field(default_factory=list)
     access_entry_ids: dict[str, str] = field(default_factory=dict)
@@ -73,7 +72,6 @@ class DemoResult:
     flags: list[apb.Flag] = field(default_factory=list)
     evidence_path: Path = Path()
     tampered_path: Path = Path()
-    verify_output: str = ""
     tampered_output: str = ""
     steps: list[str] = field(default_factory=list)
 
@@ -198,7 +196,6 @@ class Demo:
         regulator = self.parties.register_organization(
             "regulator", Role.REGULATOR, f"regulator-{self.run}"
         )
-        result.regulator_id = regulator.id
         self.principals["regulator"] = regulator
         self.principals.update({f"hospital {k}": v for k, v in hospitals.items()})
         self.say(
@@ -416,7 +413,6 @@ class Demo:
         result.evidence_path = self.out_dir / f"evidence-{patient.id}.json"
         result.evidence_path.write_text(exported.evidence.json)
         verified = _swiftchain_verify(result.evidence_path, self.parties.consortium.config_path)
-        result.verify_output = verified.stdout + verified.stderr
         _expect(step, "swiftchain verify's exit status", verified.returncode, 0)
         self.say(
             f"    {exported.entry_count} entries, one checkpoint: "

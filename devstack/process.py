@@ -295,14 +295,6 @@ class ManagedProcess:
                 raise self.error(f"not {what} after {timeout:.0f}s")
             time.sleep(interval)
 
-    def wait_port(self, port: int, host: str = "127.0.0.1", timeout: float = 60.0) -> float:
-        """Wait until ``host:port`` accepts connections (see :meth:`wait_until`)."""
-        return self.wait_until(
-            lambda: port_open(host, port),
-            timeout=timeout,
-            what=f"listening on {host}:{port}",
-        )
-
     # -- context manager ---------------------------------------------------------------------
 
     def __enter__(self) -> Self:

@@ -15,8 +15,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
-from chain.errors import PermissionDeniedError
-
 
 class Role(StrEnum):
     """What a caller may do, by who it is (DESIGN §4, "The API surface")."""
@@ -89,14 +87,3 @@ def bound_caller(caller: Caller) -> Iterator[None]:
         yield
     finally:
         _current.reset(token)
-
-
-def require_self_or(caller: Caller, owner_id: str, *privileged: Role) -> None:
-    """Raise :class:`PermissionDeniedError` unless ``caller`` is ``owner_id`` or has one of the
-    ``privileged`` roles. For ownership rules that the domain checks against stored data."""
-    if caller.role in privileged or caller.id == owner_id:
-        return
-    raise PermissionDeniedError(
-        f"{caller.describe()} may not act for {owner_id!r}; expected the owner itself"
-        + (f" or a caller with role {', '.join(r.value for r in privileged)}" if privileged else "")
-    )

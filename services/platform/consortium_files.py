@@ -7,7 +7,6 @@ local stack.
 
 from __future__ import annotations
 
-import base64
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,9 +146,3 @@ def load_registrar_key(files: ConsortiumFiles) -> Ed25519PrivateKey:
 def load_consent_key(files: ConsortiumFiles) -> Ed25519PrivateKey:
     """The consent service's private key (genesis key ``consent``)."""
     return _load_private_key(files.consent_key_path, "consent")
-
-
-def public_key_b64(key: Ed25519PrivateKey) -> str:
-    """Base64 of the raw public key."""
-    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw).decode()

@@ -181,15 +181,3 @@ def serve(
 
     server = build_server(settings, services, interceptors=[authorization.interceptor])
     run_until_signalled(server, settings.shutdown_grace_seconds, stop_all)
-
-
-def run_service(
-    settings: ProcessSettings,
-    full_name: str,
-    servicer: object,
-    add_to_server: Callable[[object, grpc.Server], None],
-) -> None:
-    """``main`` of a service process: configure logging and tracing, mount ``servicer`` (with
-    the generated ``add_..._to_server``), serve until SIGTERM."""
-    configure_process(settings)
-    serve(settings, [ServiceRegistration(full_name, lambda s: add_to_server(servicer, s))])
