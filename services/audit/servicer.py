@@ -1,4 +1,4 @@
-"""gRPC face of the audit service: translates protobuf <-> the domain (services/audit/domain.py).
+"""gRPC face of the audit service: translates protobuf <-> the domain (services/audit/domain/).
 Roles are checked by the shared interceptor before a handler runs; which items a caller may see
 is the domain's (:meth:`AuditBook.scope`)."""
 
@@ -21,7 +21,7 @@ from services.audit.domain import (
 )
 from services.audit.fhir import audit_event_bundle
 from services.platform.caller import current_caller
-from services.platform.convert import aware, page_offset, page_token, timestamp
+from services.platform.convert import aware, timestamp
 from services.platform.paging import page_size
 from swiftchain.audit.v1 import audit_service_pb2 as pb
 from swiftchain.audit.v1 import audit_service_pb2_grpc
@@ -129,11 +129,11 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
     ) -> pb.QueryTrailResponse:
         """A page of a trail."""
         size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        offset = page_offset(request.page_token)
-        page = self._book.trail(current_caller(), filter_spec(request.filter), offset, size)
+        page = self._book.trail(
+            current_caller(), filter_spec(request.filter), request.page_token, size
+        )
         return pb.QueryTrailResponse(
-            items=[trail_item(item) for item in page.items],
-            next_page_token=page_token(offset + size) if page.more else "",
+            items=[trail_item(item) for item in page.items], next_page_token=page.next_page_token
         )
 
     def StreamTrail(
@@ -144,16 +144,16 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
         spec = filter_spec(request.filter)
         sent: dict[str, int] = {}
         latest: datetime | None = None
-        offset = 0
+        token = ""
         while True:
-            page = self._book.trail(caller, spec, offset, MAX_PAGE_SIZE)
+            page = self._book.trail(caller, spec, token, MAX_PAGE_SIZE)
             for item in page.items:
                 sent[item.entry_id] = item.state
                 latest = item.time if latest is None or item.time > latest else latest
                 yield pb.StreamTrailResponse(item=trail_item(item))
-            if not page.more:
+            token = page.next_page_token
+            if not token:
                 break
-            offset += MAX_PAGE_SIZE
         if not request.follow:
             return
         while context.is_active() and not self._stopping.wait(FOLLOW_POLL):
@@ -163,18 +163,18 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
             recent = TrailFilterSpec(
                 spec.patient_subject_id, spec.organization_id, since, spec.end_time, spec.kinds
             )
-            offset = 0
+            token = ""
             while True:
-                page = self._book.trail(caller, recent, offset, MAX_PAGE_SIZE)
+                page = self._book.trail(caller, recent, token, MAX_PAGE_SIZE)
                 for item in page.items:
                     if sent.get(item.entry_id) == item.state:
                         continue
                     sent[item.entry_id] = item.state
                     latest = item.time if latest is None or item.time > latest else latest
                     yield pb.StreamTrailResponse(item=trail_item(item))
-                if not page.more:
+                token = page.next_page_token
+                if not token:
                     break
-                offset += MAX_PAGE_SIZE
 
     def ExportEvidence(
         self, request: pb.ExportEvidenceRequest, context: grpc.ServicerContext
@@ -215,11 +215,10 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
     ) -> pb.ListFlagsResponse:
         """A page of flags, newest first."""
         size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        offset = page_offset(request.page_token)
         unknown = [k for k in request.kinds if k not in pb.FlagKind.values() or k == 0]
         if unknown:
             raise InvalidInputError(f"expected known flag kinds, got {unknown}")
-        flags, more = self._book.flags(
+        flags, next_page_token = self._book.flags(
             FlagQuery(
                 status=request.status,
                 kinds=tuple(request.kinds),
@@ -228,12 +227,11 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
                 start_time=aware(request.start_time) if request.HasField("start_time") else None,
                 end_time=aware(request.end_time) if request.HasField("end_time") else None,
             ),
-            offset,
+            request.page_token,
             size,
         )
         return pb.ListFlagsResponse(
-            flags=[flag_message(flag) for flag in flags],
-            next_page_token=page_token(offset + size) if more else "",
+            flags=[flag_message(flag) for flag in flags], next_page_token=next_page_token
         )
 
     def ReviewFlag(
@@ -250,9 +248,9 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
     ) -> pb.ExportAuditEventsResponse:
         """A page of the trail as a FHIR Bundle of AuditEvents."""
         size = page_size(request.page_size, DEFAULT_FHIR_PAGE_SIZE, MAX_FHIR_PAGE_SIZE)
-        offset = page_offset(request.page_token)
-        page = self._book.trail(current_caller(), filter_spec(request.filter), offset, size)
+        page = self._book.trail(
+            current_caller(), filter_spec(request.filter), request.page_token, size
+        )
         return pb.ExportAuditEventsResponse(
-            fhir_json=audit_event_bundle(page.items),
-            next_page_token=page_token(offset + size) if page.more else "",
+            fhir_json=audit_event_bundle(page.items), next_page_token=page.next_page_token
         )

@@ -25,6 +25,7 @@ from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.collection import Collection
 
 from services.audit.domain import (
+    After,
     DirectiveVersion,
     FlagQuery,
     FlagRecord,
@@ -109,7 +110,19 @@ def _time_range(start: datetime | None, end: datetime | None, name: str) -> dict
     return {name: bounds} if bounds else {}
 
 
-_TRAIL_ORDER = [("time", ASCENDING), ("leaf_index", ASCENDING), ("_id", ASCENDING)]
+def _after(position: After | None, name: str, *, newest_first: bool = False) -> dict[str, Any]:
+    """The documents strictly after ``position`` (time, id) in an order by the time field
+    ``name`` (descending with ``newest_first``), then ``_id``: a range condition, so that a page
+    starts where the last one ended whatever was inserted meanwhile."""
+    if position is None:
+        return {}
+    when, item_id = position
+    later = "$lt" if newest_first else "$gt"
+    return {"$or": [{name: {later: when}}, {name: when, "_id": {"$gt": item_id}}]}
+
+
+#: A total order that never changes once an item exists (a leaf index would: it comes later).
+_TRAIL_ORDER = [("time", ASCENDING), ("_id", ASCENDING)]
 
 #: Secondary indexes for the queries below. MongoDB uses them; FerretDB v1 keeps them but
 #: still filters after a full read (it pushes down only ``_id`` equality).
@@ -158,15 +171,10 @@ class AuditMongoStore:
         conditions.update(_time_range(query.start_time, query.end_time, "time"))
         return conditions
 
-    def items(self, query: TrailQuery, offset: int, limit: int) -> list[TrailRecord]:
-        """Items matching ``query``, oldest first."""
-        cursor = (
-            _collection("items")
-            .find(self._item_filter(query))
-            .sort(_TRAIL_ORDER)
-            .skip(offset)
-            .limit(limit)
-        )
+    def items(self, query: TrailQuery, after: After | None, limit: int) -> list[TrailRecord]:
+        """Items matching ``query``, oldest first, strictly after ``after``."""
+        conditions = self._item_filter(query) | _after(after, "time")
+        cursor = _collection("items").find(conditions).sort(_TRAIL_ORDER).limit(limit)
         return [_item(doc) for doc in cursor]
 
     def items_by_id(self, entry_ids: Sequence[str]) -> dict[str, TrailRecord]:
@@ -315,8 +323,8 @@ class AuditMongoStore:
         doc = _collection("flags").find_one({"_id": flag_id})
         return _flag(doc) if doc else None
 
-    def flags(self, query: FlagQuery, offset: int, limit: int) -> list[FlagRecord]:
-        """Flags matching ``query``, newest first."""
+    def flags(self, query: FlagQuery, after: After | None, limit: int) -> list[FlagRecord]:
+        """Flags matching ``query``, newest first, strictly after ``after``."""
         conditions: dict[str, Any] = {}
         if query.status:
             conditions["status"] = query.status
@@ -327,11 +335,11 @@ class AuditMongoStore:
         if query.patient_subject_id:
             conditions["patient_subject_id"] = query.patient_subject_id
         conditions.update(_time_range(query.start_time, query.end_time, "create_time"))
+        conditions.update(_after(after, "create_time", newest_first=True))
         cursor = (
             _collection("flags")
             .find(conditions)
             .sort([("create_time", DESCENDING), ("_id", ASCENDING)])
-            .skip(offset)
             .limit(limit)
         )
         return [_flag(doc) for doc in cursor]

@@ -1,8 +1,9 @@
 """The audit store (services/audit/store.py) alone on the real FerretDB: the read model's upserts
 and their idempotence, trail queries (patient tag, organization, kind, time range) in
-(time, leaf index, entry id) order with skip and limit, flags raised, merged and reviewed, the
-log index and its position, directives and patients; and the audit book on top of it, applying
-one batch of events twice."""
+(time, entry id) order, paged by a range condition strictly after a position, flags raised,
+merged, reviewed and paged the same way, the log index and its position, directives and
+patients; and the audit book on top of it, applying one batch of events twice and paging while
+items arrive."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from services.audit.domain import (
     KIND_ACCESS,
     KIND_CONSENT,
     KIND_RECORD,
+    After,
     AuditBook,
     DirectiveVersion,
     FlagQuery,
@@ -24,11 +26,13 @@ from services.audit.domain import (
     FlagReviewRecord,
     ItemChange,
     LogLeaf,
+    TrailFilterSpec,
     TrailQuery,
     TrailRecord,
 )
 from services.audit.store import ALIAS, INDEXES, AuditMongoStore
 from services.platform import mongo
+from services.platform.caller import Caller, Role
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.common.v1 import common_pb2
 from tests.unit.audit.fakes import (
@@ -104,7 +108,7 @@ def test_an_item_round_trips(store: AuditMongoStore) -> None:
         ),
     )
     store.apply_changes([ItemChange("e-1", "ev-seal", {"leaf_index": 3, "sealed_tree_size": 4})])
-    (item,) = store.items(TrailQuery(), 0, 10)
+    (item,) = store.items(TrailQuery(), None, 10)
     assert item == TrailRecord(
         entry_id="e-1",
         kind=KIND_ACCESS,
@@ -146,7 +150,7 @@ def test_changes_apply_in_order(store: AuditMongoStore) -> None:
             ItemChange("e-1", "ev-2", {"rejected": True, "rejection_detail": "bad key"}),
         ]
     )
-    (item,) = store.items(TrailQuery(), 0, 10)
+    (item,) = store.items(TrailQuery(), None, 10)
     assert item.rejected and item.rejection_detail == "bad key"
     assert item.state == common_pb2.ENTRY_STATE_REJECTED
 
@@ -167,10 +171,10 @@ def test_only_existing_drops_changes_to_items_that_do_not_exist(store: AuditMong
 def test_an_item_known_only_from_its_seal_is_not_on_any_trail(store: AuditMongoStore) -> None:
     # The seal event came before the anchor event: the document exists without a kind.
     store.apply_changes([ItemChange("e-1", "ev-seal", {"leaf_index": 0, "sealed_tree_size": 1})])
-    assert store.items(TrailQuery(), 0, 10) == []
+    assert store.items(TrailQuery(), None, 10) == []
     assert store.items_by_id(["e-1"]) == {}
     put(store, "e-1", item_fields(KIND_RECORD, NOW))
-    (item,) = store.items(TrailQuery(), 0, 10)
+    (item,) = store.items(TrailQuery(), None, 10)
     assert (item.kind, item.leaf_index, item.sealed_tree_size) == (KIND_RECORD, 0, 1)
 
 
@@ -191,16 +195,14 @@ def trail_fixture(store: AuditMongoStore) -> None:
     put(store, "a-late", item_fields(KIND_ACCESS, NOW + 5 * second, tag=TAG_B))
 
 
-def test_a_trail_is_ordered_by_time_then_leaf_index_then_entry_id(
-    store: AuditMongoStore,
-) -> None:
+def test_a_trail_is_ordered_by_time_then_entry_id(store: AuditMongoStore) -> None:
     trail_fixture(store)
-    assert ids(store.items(TrailQuery(), 0, 100)) == [
+    assert ids(store.items(TrailQuery(), None, 100)) == [
         "a-rec",
         "a-acc",
-        "t-x",  # no leaf index yet: before the sealed ones
-        "t-z",
+        "t-x",  # sealed or not, the same time goes by entry id
         "t-y",
+        "t-z",
         "b-rec",
         "b-con",
         "a-late",
@@ -209,38 +211,77 @@ def test_a_trail_is_ordered_by_time_then_leaf_index_then_entry_id(
 
 def test_a_trail_filters_by_tag_organization_kind_and_time(store: AuditMongoStore) -> None:
     trail_fixture(store)
-    assert ids(store.items(TrailQuery(subject_tag=TAG_B), 0, 100)) == ["b-con", "a-late"]
-    assert ids(store.items(TrailQuery(organization_id="hospital-b"), 0, 100)) == [
+    assert ids(store.items(TrailQuery(subject_tag=TAG_B), None, 100)) == ["b-con", "a-late"]
+    assert ids(store.items(TrailQuery(organization_id="hospital-b"), None, 100)) == [
         "b-rec",
         "b-con",
     ]
-    assert ids(store.items(TrailQuery(kinds=(KIND_RECORD, KIND_CONSENT)), 0, 100)) == [
+    assert ids(store.items(TrailQuery(kinds=(KIND_RECORD, KIND_CONSENT)), None, 100)) == [
         "a-rec",
         "b-rec",
         "b-con",
     ]
     window = TrailQuery(start_time=NOW + timedelta(seconds=2), end_time=NOW + timedelta(seconds=4))
-    assert ids(store.items(window, 0, 100)) == ["t-x", "t-z", "t-y", "b-rec"]
+    assert ids(store.items(window, None, 100)) == ["t-x", "t-y", "t-z", "b-rec"]
     combined = TrailQuery(
         subject_tag=TAG_A,
         organization_id="hospital-a",
         kinds=(KIND_ACCESS,),
         start_time=NOW + timedelta(seconds=1),
     )
-    assert ids(store.items(combined, 0, 100)) == ["a-acc", "t-x", "t-z", "t-y"]
-    assert store.items(TrailQuery(subject_tag=bytes(32)), 0, 100) == []
+    assert ids(store.items(combined, None, 100)) == ["a-acc", "t-x", "t-y", "t-z"]
+    assert store.items(TrailQuery(subject_tag=bytes(32)), None, 100) == []
 
 
-def test_skip_and_limit_page_through_the_order(store: AuditMongoStore) -> None:
+def test_a_page_starts_strictly_after_a_position_with_the_filter_kept(
+    store: AuditMongoStore,
+) -> None:
     trail_fixture(store)
-    everything = ids(store.items(TrailQuery(), 0, 100))
-    pages = [ids(store.items(TrailQuery(), offset, 3)) for offset in (0, 3, 6, 9)]
-    assert pages[0] == everything[0:3]
-    assert pages[1] == everything[3:6]
-    assert pages[2] == everything[6:8]
-    assert pages[3] == []
-    # A page boundary inside the items of one time keeps the leaf order.
-    assert ids(store.items(TrailQuery(), 3, 2)) == ["t-z", "t-y"]
+    everything = ids(store.items(TrailQuery(), None, 100))
+    two = NOW + timedelta(seconds=2)
+    # Inside the items of one time: the range goes on by entry id.
+    assert ids(store.items(TrailQuery(), (two, "t-x"), 2)) == ["t-y", "t-z"]
+    assert ids(store.items(TrailQuery(), (two, "t-z"), 100)) == everything[5:]
+    # A position between items (one that was deleted, or never matched) works the same.
+    assert ids(store.items(TrailQuery(), (two, "t-a"), 1)) == ["t-x"]
+    assert store.items(TrailQuery(), (NOW + timedelta(seconds=5), "a-late"), 100) == []
+    # Alongside the filter's own time range and its conditions.
+    window = TrailQuery(
+        start_time=NOW + timedelta(seconds=1), end_time=NOW + timedelta(seconds=4), kinds=(2, 4)
+    )
+    assert ids(store.items(window, (two, "t-y"), 100)) == ["t-z", "b-rec"]
+    assert ids(store.items(TrailQuery(subject_tag=TAG_A), (two, "t-z"), 100)) == ["b-rec"]
+
+
+def test_the_book_pages_every_item_once_while_items_arrive(store: AuditMongoStore) -> None:
+    book = AuditBook(store, TAG_KEY)
+    regulator = Caller(Role.REGULATOR, "regulator-1")
+    # Milliseconds apart: what the store keeps of a time (BSON dates have no microseconds).
+    ms = timedelta(milliseconds=1)
+    book.apply_events([access_decided(f"e-{n:02}", when=NOW + n * ms) for n in range(0, 20, 2)])
+    arrivals = iter(
+        [
+            # After e-00, e-02, e-04: one behind the page read (an offset would repeat
+            # e-04), one at e-04's time but after it by id, one ahead.
+            [("ins-a", 1), ("e-04b", 4), ("ins-b", 11)],
+            # After e-04b, e-06, e-08: one far ahead, one at the very end, one behind.
+            [("ins-c", 15), ("ins-d", 30), ("ins-e", 0)],
+        ]
+    )
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = book.trail(regulator, TrailFilterSpec(), token, 3)
+        seen += ids(page.items)
+        if not page.more:
+            break
+        for entry_id, n in next(arrivals, []):
+            book.apply_events([access_decided(entry_id, when=NOW + n * ms)])
+        token = page.next_page_token
+    everything = ids(book.trail(regulator, TrailFilterSpec(), "", 100).items)
+    assert len(everything) == 16
+    assert len(seen) == len(set(seen))
+    assert seen == [entry for entry in everything if entry not in {"ins-a", "ins-e"}]
 
 
 def test_flags_on_items_are_recorded_once_and_only_on_items_that_exist(
@@ -363,13 +404,20 @@ def test_flags_are_listed_newest_first_by_status_kind_organization_patient_and_t
     store.raise_flag(flag("f-new", patient="pt-2", when=NOW + timedelta(hours=1)))
     store.review_flag("f-a", FlagReviewRecord("reg-1", apb.REVIEW_OUTCOME_JUSTIFIED, "ok", NOW))
 
-    def listed(query: FlagQuery, offset: int = 0, limit: int = 100) -> list[str]:
-        return [f.flag_id for f in store.flags(query, offset, limit)]
+    def listed(query: FlagQuery, after: After | None = None, limit: int = 100) -> list[str]:
+        return [f.flag_id for f in store.flags(query, after, limit)]
 
     # Same create time: by id.
     assert listed(FlagQuery()) == ["f-new", "f-a", "f-b", "f-burst", "f-old"]
-    assert listed(FlagQuery(), 1, 2) == ["f-a", "f-b"]
-    assert listed(FlagQuery(), 5, 2) == []
+    # Strictly after a position, newest first: the older ones, and the same time by id.
+    assert listed(FlagQuery(), (NOW + timedelta(hours=1), "f-new"), 2) == ["f-a", "f-b"]
+    assert listed(FlagQuery(), (NOW, "f-a"), 100) == ["f-b", "f-burst", "f-old"]
+    assert listed(FlagQuery(), (NOW, "f-b0"), 100) == ["f-burst", "f-old"]  # between two
+    assert listed(FlagQuery(status=apb.FLAG_STATUS_OPEN), (NOW, "f-b"), 100) == [
+        "f-burst",
+        "f-old",
+    ]
+    assert listed(FlagQuery(), (NOW - timedelta(hours=1), "f-old"), 2) == []
     assert listed(FlagQuery(status=apb.FLAG_STATUS_REVIEWED)) == ["f-a"]
     assert listed(FlagQuery(status=apb.FLAG_STATUS_OPEN)) == ["f-new", "f-b", "f-burst", "f-old"]
     assert listed(FlagQuery(kinds=(apb.FLAG_KIND_DENIAL_BURST,))) == ["f-burst"]

@@ -1,7 +1,8 @@
 """Shared pieces of the audit unit tests: the AuditStore protocol in memory (with the semantics
-of services/audit/store.py: upserts of fields, ``$addToSet`` merges, the (time, leaf index, id)
-order), a LogReader that serves a fixed view, and builders of the events the audit reads (made
-with services/platform/events.py ``envelope()``, as the services make them)."""
+of services/audit/store.py: upserts of fields, ``$addToSet`` merges, the (time, id) order and
+pages that start strictly after a position), a LogReader that serves a fixed view, and builders
+of the events the audit reads (made with services/platform/events.py ``envelope()``, as the
+services make them)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from google.protobuf.message import Message
 from chain.tags import subject_tag
 from services.audit.domain import (
     KIND_ACCESS,
+    After,
     DirectiveVersion,
     FlagQuery,
     FlagRecord,
@@ -68,7 +70,7 @@ def _in_range(value: datetime, start: datetime | None, end: datetime | None) -> 
 
 
 class FakeAuditStore:
-    """The AuditStore protocol (services/audit/domain.py) in memory."""
+    """The AuditStore protocol (services/audit/domain/ports.py) in memory."""
 
     def __init__(self) -> None:
         self.items_doc: dict[str, dict[str, Any]] = {}
@@ -115,18 +117,14 @@ class FakeAuditStore:
             return False
         return _in_range(doc["time"], query.start_time, query.end_time)
 
-    def items(self, query: TrailQuery, offset: int, limit: int) -> list[TrailRecord]:
-        found = [doc for doc in self.items_doc.values() if self._matches(doc, query)]
-        # Mongo sorts a missing leaf index before any number.
-        found.sort(
-            key=lambda d: (
-                d["time"],
-                d.get("leaf_index") is not None,
-                d.get("leaf_index") or 0,
-                d["_id"],
-            )
-        )
-        return [_record(doc) for doc in found[offset : offset + limit]]
+    def items(self, query: TrailQuery, after: After | None, limit: int) -> list[TrailRecord]:
+        found = [
+            doc
+            for doc in self.items_doc.values()
+            if self._matches(doc, query) and (after is None or (doc["time"], doc["_id"]) > after)
+        ]
+        found.sort(key=lambda d: (d["time"], d["_id"]))
+        return [_record(doc) for doc in found[:limit]]
 
     def items_by_id(self, entry_ids: Sequence[str]) -> dict[str, TrailRecord]:
         return {
@@ -207,7 +205,7 @@ class FakeAuditStore:
     def flag(self, flag_id: str) -> FlagRecord | None:
         return self.flag_records.get(flag_id)
 
-    def flags(self, query: FlagQuery, offset: int, limit: int) -> list[FlagRecord]:
+    def flags(self, query: FlagQuery, after: After | None, limit: int) -> list[FlagRecord]:
         found = [
             f
             for f in self.flag_records.values()
@@ -216,10 +214,15 @@ class FakeAuditStore:
             and (not query.organization_id or f.organization_id == query.organization_id)
             and (not query.patient_subject_id or f.patient_subject_id == query.patient_subject_id)
             and _in_range(f.create_time, query.start_time, query.end_time)
+            and (
+                after is None
+                or f.create_time < after[0]
+                or (f.create_time == after[0] and f.flag_id > after[1])
+            )
         ]
         found.sort(key=lambda f: f.flag_id)
         found.sort(key=lambda f: f.create_time, reverse=True)
-        return found[offset : offset + limit]
+        return found[:limit]
 
     def review_flag(self, flag_id: str, review: FlagReviewRecord) -> FlagRecord | None:
         old = self.flag_records.get(flag_id)

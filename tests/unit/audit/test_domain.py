@@ -1,4 +1,4 @@
-"""The audit domain (services/audit/domain.py: EventTranslator and AuditBook) on an in-memory
+"""The audit domain (services/audit/domain/: EventTranslator and AuditBook) on an in-memory
 store: events become trail items idempotently, trails are scoped to what the caller may see and
 paged, completeness compares the read model with the log index, and flags are raised (break-glass,
 denial bursts, access without a permitting consent) and reviewed."""
@@ -30,6 +30,7 @@ from services.audit.domain import (
     TrailFilterSpec,
     TrailRecord,
     flag_id,
+    read_cursor,
 )
 from services.platform.caller import Caller, Role
 from services.platform.errors import status_code_for
@@ -83,7 +84,7 @@ class World:
         return self.store.items_by_id([entry_id])[entry_id]
 
     def all_flags(self) -> list[FlagRecord]:
-        flags, more = self.book.flags(FlagQuery(), 0, 1000)
+        flags, more = self.book.flags(FlagQuery(), "", 1000)
         assert not more
         return flags
 
@@ -133,7 +134,7 @@ def test_a_batch_applied_twice_changes_nothing(world: World) -> None:
     world.book.apply_events(batch)
 
     assert world.store.snapshot() == before
-    trail = world.book.trail(REGULATOR, TrailFilterSpec(), 0, 100)
+    trail = world.book.trail(REGULATOR, TrailFilterSpec(), "", 100)
     assert len(ids(trail.items)) == len(set(ids(trail.items))) == 9
 
 
@@ -282,15 +283,15 @@ def populated() -> World:
 
 def test_a_patient_sees_only_their_own_trail() -> None:
     world = populated()
-    page = world.book.trail(as_patient(PATIENT), TrailFilterSpec(), 0, 100)
+    page = world.book.trail(as_patient(PATIENT), TrailFilterSpec(), "", 100)
     assert ids(page.items) == ["a-rec", "a-acc", "b-rec", "a-con"]
     # A record names the patient only by tag; the book fills in who it is for them.
     assert {item.patient_subject_id for item in page.items} == {PATIENT}
     same = world.book.trail(
-        as_patient(PATIENT), TrailFilterSpec(patient_subject_id=PATIENT), 0, 100
+        as_patient(PATIENT), TrailFilterSpec(patient_subject_id=PATIENT), "", 100
     )
     assert ids(same.items) == ids(page.items)
-    bob = world.book.trail(as_patient(OTHER_PATIENT), TrailFilterSpec(), 0, 100)
+    bob = world.book.trail(as_patient(OTHER_PATIENT), TrailFilterSpec(), "", 100)
     assert ids(bob.items) == ["bob-acc"]
 
 
@@ -298,24 +299,24 @@ def test_a_patient_asking_for_another_trail_is_denied() -> None:
     world = populated()
     with pytest.raises(PermissionDeniedError) as raised:
         world.book.trail(
-            as_patient(OTHER_PATIENT), TrailFilterSpec(patient_subject_id=PATIENT), 0, 100
+            as_patient(OTHER_PATIENT), TrailFilterSpec(patient_subject_id=PATIENT), "", 100
         )
     assert status_code_for(raised.value) == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_a_hospital_sees_only_its_own_organization() -> None:
     world = populated()
-    a = world.book.trail(as_hospital(HOSPITAL), TrailFilterSpec(), 0, 100)
+    a = world.book.trail(as_hospital(HOSPITAL), TrailFilterSpec(), "", 100)
     assert ids(a.items) == ["a-rec", "a-acc", "bob-acc"]
     assert all(HOSPITAL in item.organizations for item in a.items)
     # Without asking for a patient, the hospital is not told whom its items are about.
     assert {item.patient_subject_id for item in a.items} == {""}
     # The consent granted to hospital-b concerns it.
-    b = world.book.trail(as_hospital(OTHER_HOSPITAL), TrailFilterSpec(), 0, 100)
+    b = world.book.trail(as_hospital(OTHER_HOSPITAL), TrailFilterSpec(), "", 100)
     assert ids(b.items) == ["b-rec", "a-con"]
     with pytest.raises(PermissionDeniedError) as raised:
         world.book.trail(
-            as_hospital(HOSPITAL), TrailFilterSpec(organization_id=OTHER_HOSPITAL), 0, 1
+            as_hospital(HOSPITAL), TrailFilterSpec(organization_id=OTHER_HOSPITAL), "", 1
         )
     assert status_code_for(raised.value) == grpc.StatusCode.PERMISSION_DENIED
 
@@ -323,7 +324,7 @@ def test_a_hospital_sees_only_its_own_organization() -> None:
 def test_a_hospital_may_narrow_to_a_patient_within_its_own_items() -> None:
     world = populated()
     page = world.book.trail(
-        as_hospital(HOSPITAL), TrailFilterSpec(patient_subject_id=PATIENT), 0, 100
+        as_hospital(HOSPITAL), TrailFilterSpec(patient_subject_id=PATIENT), "", 100
     )
     assert ids(page.items) == ["a-rec", "a-acc"]
     assert {item.patient_subject_id for item in page.items} == {PATIENT}
@@ -331,17 +332,17 @@ def test_a_hospital_may_narrow_to_a_patient_within_its_own_items() -> None:
 
 def test_a_regulator_sees_everything_and_may_filter() -> None:
     world = populated()
-    page = world.book.trail(REGULATOR, TrailFilterSpec(), 0, 100)
+    page = world.book.trail(REGULATOR, TrailFilterSpec(), "", 100)
     assert ids(page.items) == ["a-rec", "a-acc", "b-rec", "bob-acc", "a-con"]
     assert not page.more
-    by_org = world.book.trail(REGULATOR, TrailFilterSpec(organization_id=OTHER_HOSPITAL), 0, 100)
+    by_org = world.book.trail(REGULATOR, TrailFilterSpec(organization_id=OTHER_HOSPITAL), "", 100)
     assert ids(by_org.items) == ["b-rec", "a-con"]
-    by_kind = world.book.trail(REGULATOR, TrailFilterSpec(kinds=(KIND_ACCESS,)), 0, 100)
+    by_kind = world.book.trail(REGULATOR, TrailFilterSpec(kinds=(KIND_ACCESS,)), "", 100)
     assert ids(by_kind.items) == ["a-acc", "bob-acc"]
     by_time = world.book.trail(
         REGULATOR,
         TrailFilterSpec(start_time=NOW + timedelta(seconds=1), end_time=NOW + timedelta(seconds=3)),
-        0,
+        "",
         100,
     )
     assert ids(by_time.items) == ["a-acc", "b-rec"]  # start inclusive, end exclusive
@@ -353,13 +354,13 @@ def test_a_regulator_sees_everything_and_may_filter() -> None:
 def test_other_roles_may_not_read_trails(role: Role) -> None:
     world = populated()
     with pytest.raises(PermissionDeniedError):
-        world.book.trail(Caller(role, "someone"), TrailFilterSpec(), 0, 100)
+        world.book.trail(Caller(role, "someone"), TrailFilterSpec(), "", 100)
 
 
 def test_an_empty_or_inverted_time_range_is_invalid() -> None:
     world = populated()
     with pytest.raises(InvalidInputError) as raised:
-        world.book.trail(REGULATOR, TrailFilterSpec(start_time=NOW, end_time=NOW), 0, 10)
+        world.book.trail(REGULATOR, TrailFilterSpec(start_time=NOW, end_time=NOW), "", 10)
     assert status_code_for(raised.value) == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -371,31 +372,103 @@ def test_pages_cover_the_trail_once_in_order() -> None:
     world.book.apply_events(
         [access_decided(f"e-{n}", when=NOW + timedelta(seconds=n)) for n in range(5)]
     )
-    first = world.book.trail(REGULATOR, TrailFilterSpec(), 0, 2)
-    second = world.book.trail(REGULATOR, TrailFilterSpec(), 2, 2)
-    last = world.book.trail(REGULATOR, TrailFilterSpec(), 4, 2)
+    first = world.book.trail(REGULATOR, TrailFilterSpec(), "", 2)
+    second = world.book.trail(REGULATOR, TrailFilterSpec(), first.next_page_token, 2)
+    last = world.book.trail(REGULATOR, TrailFilterSpec(), second.next_page_token, 2)
     assert (ids(first.items), first.more) == (["e-0", "e-1"], True)
     assert (ids(second.items), second.more) == (["e-2", "e-3"], True)
-    assert (ids(last.items), last.more) == (["e-4"], False)
+    assert (ids(last.items), last.more, last.next_page_token) == (["e-4"], False, "")
     # A page that ends exactly at the last item says nothing more follows.
-    exact = world.book.trail(REGULATOR, TrailFilterSpec(), 0, 5)
+    exact = world.book.trail(REGULATOR, TrailFilterSpec(), "", 5)
     assert (len(exact.items), exact.more) == (5, False)
-    beyond = world.book.trail(REGULATOR, TrailFilterSpec(), 5, 2)
-    assert (beyond.items, beyond.more) == ([], False)
 
 
-def test_items_at_the_same_time_are_ordered_by_leaf_index() -> None:
+def test_items_at_the_same_time_are_ordered_by_entry_id_sealed_or_not() -> None:
     world = World()
     world.book.apply_events([access_decided(e, when=NOW) for e in ("z", "y", "x")])
+    first = world.book.trail(REGULATOR, TrailFilterSpec(), "", 2)
+    assert ids(first.items) == ["x", "y"]
+    # Sealing gives an item a leaf index; its place in the order stays where it was.
     world.book.index_leaves(
         [
             LogLeaf("z", 3, KIND_ACCESS, HOSPITAL, tag(PATIENT), NOW, 5),
-            LogLeaf("y", 4, KIND_ACCESS, HOSPITAL, tag(PATIENT), NOW, 5),
+            LogLeaf("x", 4, KIND_ACCESS, HOSPITAL, tag(PATIENT), NOW, 5),
         ],
         5,
     )
-    page = world.book.trail(REGULATOR, TrailFilterSpec(), 0, 10)
-    assert ids(page.items) == ["x", "z", "y"]  # unsealed first, then by leaf index
+    rest = world.book.trail(REGULATOR, TrailFilterSpec(), first.next_page_token, 2)
+    assert (ids(rest.items), rest.more) == (["z"], False)
+    assert ids(world.book.trail(REGULATOR, TrailFilterSpec(), "", 10).items) == ["x", "y", "z"]
+
+
+def all_pages(
+    world: World, spec: TrailFilterSpec, size: int, between: list[list[str]]
+) -> list[str]:
+    """Every page of a regulator's trail; before the page after the n-th, the events of
+    ``between[n]`` (ACCESS decisions ``"<id>@<second>"``) are applied."""
+    seen: list[str] = []
+    token = ""
+    pages = 0
+    while True:
+        page = world.book.trail(REGULATOR, spec, token, size)
+        seen += ids(page.items)
+        if not page.more:
+            return seen
+        for entry in between[pages] if pages < len(between) else []:
+            entry_id, second = entry.split("@")
+            when = NOW + timedelta(seconds=int(second))
+            world.book.apply_events([access_decided(entry_id, when=when)])
+        token = page.next_page_token
+        pages += 1
+
+
+def test_items_inserted_while_paging_shift_nothing_and_each_comes_once() -> None:
+    world = World()
+    world.book.apply_events(
+        [access_decided(f"e-{n:02}", when=NOW + timedelta(seconds=n)) for n in range(0, 20, 2)]
+    )
+    seen = all_pages(
+        world,
+        TrailFilterSpec(),
+        3,
+        [
+            # After e-00, e-02, e-04: one before the page's end (an offset would repeat e-04),
+            # one at the same time as its last item but after it by id, one ahead.
+            ["ins-a@1", "e-04b@4", "ins-b@11"],
+            # After e-04b, e-06, e-08: one far ahead, one at the very end, one behind.
+            ["ins-c@15", "ins-d@30", "ins-e@0"],
+        ],
+    )
+    assert len(seen) == len(set(seen))
+    behind = {"ins-a", "ins-e"}  # inserted before the page already read: not repeated
+    everything = ids(world.book.trail(REGULATOR, TrailFilterSpec(), "", 100).items)
+    assert seen == [entry for entry in everything if entry not in behind]
+    assert {"e-04b", "ins-b", "ins-c", "ins-d"} <= set(seen)
+    assert {f"e-{n:02}" for n in range(0, 20, 2)} <= set(seen)
+
+
+def test_a_page_token_with_another_filter_or_not_ours_is_invalid_argument() -> None:
+    world = populated()
+    accesses = TrailFilterSpec(kinds=(KIND_ACCESS,))
+    token = world.book.trail(REGULATOR, accesses, "", 1).next_page_token
+    assert token
+    assert ids(world.book.trail(REGULATOR, accesses, token, 1).items) == ["bob-acc"]
+    refused = [
+        (REGULATOR, TrailFilterSpec(), token),
+        (REGULATOR, TrailFilterSpec(kinds=(KIND_RECORD,)), token),
+        # The same filter scoped to another caller pages another listing.
+        (as_hospital(HOSPITAL), accesses, token),
+        (REGULATOR, accesses, "not-a-token"),
+    ]
+    for caller, spec, bad in refused:
+        with pytest.raises(InvalidInputError) as raised:
+            world.book.trail(caller, spec, bad, 1)
+        assert status_code_for(raised.value) == grpc.StatusCode.INVALID_ARGUMENT
+    # A position of the right length but not a (time, id) is not one of ours either.
+    with pytest.raises(InvalidInputError):
+        read_cursor(("2026-12-03", "e-1"))
+    with pytest.raises(InvalidInputError):
+        read_cursor((10**30, "e-1"))
 
 
 # --- evidence ----------------------------------------------------------------------------
@@ -756,7 +829,7 @@ def test_a_review_records_the_outcome_and_the_note(world: World) -> None:
     assert reviewed.review.reviewer_id == REGULATOR.id
     assert reviewed.review.review_time == later
     assert world.store.flag(flag.flag_id) == reviewed
-    open_flags, _ = world.book.flags(FlagQuery(status=apb.FLAG_STATUS_OPEN), 0, 10)
+    open_flags, _ = world.book.flags(FlagQuery(status=apb.FLAG_STATUS_OPEN), "", 10)
     assert open_flags == []
 
 
@@ -822,12 +895,47 @@ def test_flags_are_listed_newest_first_and_paged(world: World) -> None:
             for n in range(3)
         ]
     )
-    first, more = world.book.flags(FlagQuery(), 0, 2)
-    rest, more_after = world.book.flags(FlagQuery(), 2, 2)
+    first, token = world.book.flags(FlagQuery(), "", 2)
+    rest, after_rest = world.book.flags(FlagQuery(), token, 2)
     assert [f.entry_ids for f in first + rest] == [("e-2",), ("e-1",), ("e-0",)]
-    assert (more, more_after) == (True, False)
-    kinds, _ = world.book.flags(FlagQuery(kinds=(apb.FLAG_KIND_DENIAL_BURST,)), 0, 10)
+    assert bool(token) and after_rest == ""
+    kinds, _ = world.book.flags(FlagQuery(kinds=(apb.FLAG_KIND_DENIAL_BURST,)), "", 10)
     assert kinds == []
+
+
+def test_flags_raised_while_paging_shift_nothing_and_each_comes_once(world: World) -> None:
+    def break_glass(entry_id: str, second: int) -> None:
+        world.book.apply_events(
+            [access_decided(entry_id, break_glass=True, when=NOW + timedelta(seconds=second))]
+        )
+
+    for n in range(0, 10, 2):
+        break_glass(f"e-{n}", n)
+    first, token = world.book.flags(FlagQuery(), "", 2)  # e-8, e-6
+    break_glass("newer", 20)  # before the page already read, newest first: not repeated
+    break_glass("older", 3)  # ahead: comes once
+    seen = [f.entry_ids[0] for f in first]
+    while token:
+        page, token = world.book.flags(FlagQuery(), token, 2)
+        seen += [f.entry_ids[0] for f in page]
+    assert seen == ["e-8", "e-6", "e-4", "older", "e-2", "e-0"]
+
+
+def test_a_flag_page_token_with_another_filter_is_invalid_argument(world: World) -> None:
+    world.book.apply_events(
+        [
+            access_decided(f"e-{n}", break_glass=True, when=NOW + timedelta(seconds=n))
+            for n in (1, 2)
+        ]
+    )
+    _, token = world.book.flags(FlagQuery(status=apb.FLAG_STATUS_OPEN), "", 1)
+    assert token
+    with pytest.raises(InvalidInputError) as raised:
+        world.book.flags(FlagQuery(), token, 1)
+    assert status_code_for(raised.value) == grpc.StatusCode.INVALID_ARGUMENT
+    trail_token = world.book.trail(REGULATOR, TrailFilterSpec(), "", 1).next_page_token
+    with pytest.raises(InvalidInputError):
+        world.book.flags(FlagQuery(), trail_token, 1)
 
 
 def test_timestamps_are_kept_as_given(world: World) -> None:
