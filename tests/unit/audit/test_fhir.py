@@ -53,7 +53,7 @@ def trail() -> dict[str, TrailRecord]:
             access_decided("e-bg", break_glass=True, when=NOW + timedelta(seconds=3)),
         ]
     )
-    page = book.trail(REGULATOR, TrailFilterSpec(), 0, 100)
+    page = book.trail(REGULATOR, TrailFilterSpec(), "", 100)
     return {item.entry_id: item for item in page.items}
 
 
