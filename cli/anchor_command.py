@@ -30,10 +30,11 @@ from cli.common import (
     stdout,
     write_output,
 )
+from cli.defaults import local_consortium_dir
 from cli.grpc_client import CALL_TIMEOUT, open_channel, rpc_code, rpc_error_message
-from devstack.paths import run_dir
 from sdk.anchoring import HospitalClient, RecordVersionDraft
 from sdk.commitments import canonical_json
+from services.platform.consortium_files import ConsortiumFiles
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
 from swiftchain.common.v1 import common_pb2
 
@@ -81,7 +82,9 @@ class _Hospital:
 def default_tag_key() -> Path:
     """``$SWIFTCHAIN_TAG_KEY``, else the local stack's consortium tag key."""
     configured = os.environ.get(TAG_KEY_ENV)
-    return Path(configured) if configured else run_dir() / "consortium" / "tag.key"
+    if configured:
+        return Path(configured)
+    return ConsortiumFiles(local_consortium_dir()).tag_key_path
 
 
 def document_bytes(path: Path, *, exact: bool) -> tuple[bytes, str]:

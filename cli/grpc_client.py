@@ -17,7 +17,7 @@ from typing import Annotated, Final
 import grpc
 import typer
 
-from devstack.paths import run_dir
+from cli.defaults import local_admin_tls_dir
 from services.platform import tls
 from swiftchain.chain.v1 import chain_service_pb2_grpc
 
@@ -52,7 +52,7 @@ def default_tls_dir() -> Path | None:
     configured = os.environ.get(TLS_DIR_ENV)
     if configured:
         return Path(configured)
-    local = run_dir() / "pki" / "consortium-admin"
+    local = local_admin_tls_dir()
     return local if (local / tls.CERT_FILE).exists() else None
 
 

@@ -1,32 +1,27 @@
 """Where the local stack keeps downloads, builds, data and logs (all under the git-ignored
-``.stack/`` folder at the repository root)."""
+``.stack/`` folder at the repository root).
+
+The folder itself and the runtime folder come from :mod:`cli.defaults`, where the CLI looks for
+the local stack by default: the stack writes where the CLI reads.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from cli.defaults import run_dir as run_dir
+from cli.defaults import stack_dir as stack_dir
 
 #: The repository root (the folder holding ``devstack/``).
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def stack_dir() -> Path:
-    """``.stack/`` at the repository root, or ``$SWIFTCHAIN_STACK_DIR`` when set."""
-    override = os.environ.get("SWIFTCHAIN_STACK_DIR")
-    return Path(override).resolve() if override else REPO_ROOT / ".stack"
-
-
 def cache_dir() -> Path:
     """Downloads and builds shared by every run (``.stack/cache/``)."""
     return stack_dir() / "cache"
-
-
-def run_dir() -> Path:
-    """Runtime data and logs of ``make up`` (``.stack/run/``); tests use temp dirs instead."""
-    return stack_dir() / "run"
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cli.defaults import ADMIN as ADMIN
 from devstack.paths import file_lock
 from services.platform.ca import CA_KEY_FILE, PlatformCA, create_platform_ca
 from services.platform.tls import (
@@ -35,7 +36,6 @@ from services.platform.tls import (
     TOKEN_VERIFY_FILE,
 )
 
-ADMIN = "consortium-admin"
 IDENTITY = "identity"
 PROCESS_LIFETIME = timedelta(days=30)
 _RENEW_BEFORE = timedelta(days=1)
