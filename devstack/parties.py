@@ -11,23 +11,22 @@ from __future__ import annotations
 
 import functools
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
-import pymongo
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kafka import KafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from cli import identity_files as files
 from cli.identity_commands import login_token
 from devstack.pki import ADMIN, Pki
 from devstack.stack import StackPorts
 from sdk.anchoring import HospitalClient
-from services.audit.store import POSITION_ID
 from services.platform.caller import Role
 from services.platform.consortium_files import ConsortiumFiles
 from services.platform.tls import open_channel, open_public_channel
@@ -44,6 +43,9 @@ _ROLE_VALUES = {
     Role.APP: common_pb2.ORGANIZATION_ROLE_APP_OPERATOR,
 }
 
+#: The audit service's gauge of the tree size its log index is complete up to, as Prometheus
+#: names it (``swiftchain.audit.log_indexed_tree_size`` in services/audit/log_follower.py).
+AUDIT_INDEXED_GAUGE = "swiftchain_audit_log_indexed_tree_size"
 #: A patient's token is renewed after this (the identity service issues them for DEFAULT_LIFETIME).
 _TOKEN_RENEW_AFTER = DEFAULT_LIFETIME / 2
 
@@ -246,7 +248,9 @@ class StackParties:
 
     def audit_backlog(self) -> tuple[int, int]:
         """(events not yet read by the audit service, sealed leaves not yet in its log index),
-        counted against the event topics' ends and a node's sealed checkpoint as of now."""
+        counted against the event topics' ends and a node's sealed checkpoint as of now: the
+        first from the audit group's committed offsets, the second from the service's gauge of
+        its log index (its metrics, not its database)."""
         bootstrap = f"127.0.0.1:{self.ports.kafka}"
         # A consumer of the audit group that never subscribes: it reads the group's committed
         # offsets without joining it.
@@ -255,9 +259,6 @@ class StackParties:
             client_id="backlog",
             group_id="audit",
             enable_auto_commit=False,
-        )
-        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
-            f"mongodb://127.0.0.1:{self.ports.mongo}/", serverSelectionTimeoutMS=10_000
         )
         try:
             partitions = [
@@ -273,12 +274,23 @@ class StackParties:
                     .GetCheckpoint(chain_service_pb2.GetCheckpointRequest(), timeout=10)
                     .checkpoint.tree_size
                 )
-            position = client["audit"]["position"].find_one({"_id": POSITION_ID})
-            indexed = int(position["tree_size"]) if position else 0
-            return events, max(0, sealed - indexed)
+            return events, max(0, sealed - self._audit_indexed_tree_size())
         finally:
-            client.close()
             consumer.close(autocommit=False)
+
+    def _audit_indexed_tree_size(self) -> int:
+        """The tree size the audit service's log index is complete up to, as its Prometheus
+        endpoint says (0 while it cannot say: starting or restarting)."""
+        url = f"http://127.0.0.1:{self.ports.metrics_port('audit')}/metrics"
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                text = response.read().decode()
+        except OSError:
+            return 0
+        for family in text_string_to_metric_families(text):
+            if family.name == AUDIT_INDEXED_GAUGE:
+                return int(max((sample.value for sample in family.samples), default=0))
+        return 0
 
     def wait_audit_caught_up(
         self, timeout: float = 900.0, say: Callable[[str], None] = lambda line: None
