@@ -1,5 +1,5 @@
 """gRPC face of the consent service: translates protobuf <-> the domain (services/consent/
-domain.py). Authorization by role is done by the shared interceptor before a handler runs;
+domain/). Authorization by role is done by the shared interceptor before a handler runs;
 rules on stored data (whose directive this is) are the domain's."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from services.consent.domain import AcceptedVersion, ConsentBook, StoredDecision
 from services.consent.fhir import consent_resource
 from services.consent.notifications import Notifications
 from services.platform.caller import current_caller
-from services.platform.convert import page_offset, page_token, timestamp
+from services.platform.convert import timestamp
 from services.platform.paging import page_size
 from swiftchain.common.v1 import common_pb2
 from swiftchain.consent.v1 import consent_service_pb2 as pb
@@ -187,21 +187,21 @@ class ConsentServicer(consent_service_pb2_grpc.ConsentServiceServicer):
     ) -> pb.ListConsentsResponse:
         if not request.patient_subject_id:
             raise InvalidInputError("expected a patient subject id")
-        size = page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        offset = page_offset(request.page_token)
-        directives, delegations = self._book.list_for(
+        page = self._book.list_page(
             current_caller(),
             request.patient_subject_id,
             grantee=request.grantee if request.HasField("grantee") else None,
             status=request.status,
+            size=page_size(request.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE),
+            token=request.page_token,
             now=self._clock(),
         )
-        page = directives[offset : offset + size]
-        response = pb.ListConsentsResponse(consents=[consent_message(d, False) for d in page])
-        if request.include_delegations and offset == 0:
-            response.delegations.extend(delegation_version_message(d) for d in delegations)
-        if offset + size < len(directives):
-            response.next_page_token = page_token(offset + size)
+        response = pb.ListConsentsResponse(
+            consents=[consent_message(d, False) for d in page.directives],
+            next_page_token=page.next_page_token,
+        )
+        if request.include_delegations:
+            response.delegations.extend(delegation_version_message(d) for d in page.delegations)
         return response
 
     def ExportConsent(

@@ -1,4 +1,5 @@
-"""The access policy (services/consent/policy.py): nesting, DENY wins, and reasons told apart."""
+"""The access policy (services/consent/domain/policy.py): nesting, DENY wins, and reasons
+told apart."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sdk.consent import DENY, PERMIT, organization, practitioner, provision
-from services.consent.policy import (
+from services.consent.domain.policy import (
     AccessQuery,
     DirectiveView,
     Verdict,
