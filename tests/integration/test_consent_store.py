@@ -1,6 +1,7 @@
 """The consent store (services/consent/store.py) alone on the real FerretDB: directive versions
-and their conflicts, decisions with their group commit and retries, and the outbox of decision
-batches that a restart reads to send again what Kafka never acknowledged."""
+and their conflicts, decisions with their group commit and retries, the outbox of decision
+batches that a restart reads to send again what Kafka never acknowledged, and a ListConsents
+page token that outlives a restart which reads the versions back from the store."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from chain.entry import EntrySigner
 from chain.errors import StaleVersionError
-from services.consent.domain import AcceptedVersion, StoredDecision
+from services.consent.domain import AcceptedVersion, ConsentBook, Directory, StoredDecision
 from services.consent.store import (
     ALIAS,
     BATCHES,
@@ -24,9 +27,12 @@ from services.consent.store import (
     ConsentMongoStore,
 )
 from services.platform import mongo
+from services.platform.caller import Caller, Role
+from services.platform.consortium_files import CONSENT_KEY_ID
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.consent.v1 import consent_service_pb2 as pb
+from swiftchain.consent.v1 import directive_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -282,3 +288,82 @@ def test_only_the_newest_buckets_of_notifications_are_kept() -> None:
     assert [n.notification_id for n in kept] == [f"n-{i}" for i in range(first, total)]
     buckets = mongo.database(ALIAS)[NOTIFICATIONS].count_documents({})
     assert buckets == NOTIFICATION_BUCKETS_KEPT + 1  # and the head
+
+
+# --- paging a listing across a restart ----------------------------------------------------
+
+
+def directive_version(number: int, accepted: datetime, directive_id: str = "") -> AcceptedVersion:
+    """Version ``number`` of a directive of pt-1 for hospital-a, as the domain reads it back
+    (the patient's signature is not checked on reading)."""
+    directive = directive_pb2.ConsentDirective(
+        directive_id=directive_id or str(uuid.uuid4()),
+        version=number,
+        patient_subject_id="pt-1",
+        grantee=directive_pb2.Grantee(organization_id="hospital-a"),
+        status=entry_pb2.DIRECTIVE_STATUS_ACTIVE,
+    )
+    signed = directive_pb2.SignedDirective(directive=directive.SerializeToString())
+    accepted_version = version(directive.directive_id, number)
+    accepted_version.signed = signed.SerializeToString()
+    accepted_version.accept_time = accepted
+    return accepted_version
+
+
+class WrittenThrough:
+    """The real store, and the versions exactly as a running book accepted them (to the
+    microsecond: the store keeps milliseconds)."""
+
+    def __init__(self, store: ConsentMongoStore) -> None:
+        self.store = store
+        self.accepted: list[AcceptedVersion] = []
+
+    def load_versions(self) -> list[AcceptedVersion]:
+        return list(self.accepted)
+
+    def add_version(self, version: AcceptedVersion) -> None:
+        self.store.add_version(version)
+        self.accepted.append(version)
+
+    def add_decision(self, decision: StoredDecision) -> StoredDecision:
+        return self.store.add_decision(decision)
+
+
+def book_on(store: Any) -> ConsentBook:
+    book = ConsentBook(
+        store, Directory(), EntrySigner(CONSENT_KEY_ID, Ed25519PrivateKey.generate()), bytes(32)
+    )
+    book.load()
+    return book
+
+
+def test_a_page_token_continues_after_a_restart_each_directive_once() -> None:
+    written = WrittenThrough(ConsentMongoStore())
+    for n in range(5):
+        written.add_version(directive_version(1, NOW + timedelta(seconds=n, microseconds=999)))
+    running = book_on(written)
+    regulator = Caller(Role.REGULATOR, "regulator-1")
+
+    def page(book: ConsentBook, token: str) -> tuple[list[str], str]:
+        listed = book.list_page(
+            regulator,
+            "pt-1",
+            grantee=None,
+            status=entry_pb2.DIRECTIVE_STATUS_UNSPECIFIED,
+            size=2,
+            token=token,
+            now=NOW,
+        )
+        return [d[-1].document_id for d in listed.directives], listed.next_page_token
+
+    first, token = page(running, "")
+    # While the service is down, a directive is granted and an unlisted one amended.
+    oldest = written.accepted[0]
+    written.add_version(directive_version(1, NOW + timedelta(minutes=1)))
+    written.add_version(directive_version(2, NOW + timedelta(minutes=1), oldest.document_id))
+    restarted = book_on(ConsentMongoStore())
+    listed = list(first)
+    while token:
+        more, token = page(restarted, token)
+        listed.extend(more)
+    assert listed == [v.document_id for v in reversed(written.accepted[:5])]

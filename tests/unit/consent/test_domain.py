@@ -1,4 +1,4 @@
-"""The consent domain (services/consent/domain.py, ConsentBook) with an in-memory store, a
+"""The consent domain (services/consent/domain/, ConsentBook) with an in-memory store, a
 directory fed with identity events, and a sender and notification sink that only record.
 
 Covers grant, amend and revoke with their versions (stale -> ABORTED), signatures, delegation
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -29,12 +30,12 @@ from chain.errors import (
 )
 from cli.identity_files import raw_public
 from sdk.consent import DENY, MANAGE_CONSENT, PERMIT, VIEW, PatientDevice, organization, provision
-from services.consent.directory import Directory
 from services.consent.domain import (
     ACCESS_TOPIC,
     CONSENT_TOPIC,
     AcceptedVersion,
     ConsentBook,
+    Directory,
     Outgoing,
     StoredDecision,
 )
@@ -42,6 +43,7 @@ from services.platform.caller import Caller, Role
 from services.platform.consortium_files import CONSENT_KEY_ID
 from services.platform.errors import status_code_for
 from services.platform.events import envelope
+from services.platform.paging import filter_key, page_token
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.consent.v1 import consent_service_pb2 as pb
@@ -148,17 +150,21 @@ class World:
         )
 
     def grant(
-        self, rule: directive_pb2.Provision | None = None, *, grantee: str = HOSPITAL
+        self,
+        rule: directive_pb2.Provision | None = None,
+        *,
+        grantee: str = HOSPITAL,
+        now: datetime = NOW,
     ) -> AcceptedVersion:
         directive = self.patient.directive(
-            grantee=organization(grantee), provision=rule or provision(PERMIT), now=NOW
+            grantee=organization(grantee), provision=rule or provision(PERMIT), now=now
         )
         return self.book.accept_directive(
             as_patient(PATIENT),
             self.patient.sign_directive(directive),
             revoke=False,
             first=True,
-            now=NOW,
+            now=now,
         )
 
     def change(
@@ -523,3 +529,127 @@ def test_bad_requests_are_refused_before_anything_is_recorded(world: World) -> N
             as_hospital(OTHER_HOSPITAL), PATIENT, "laboratory", "TREAT", PRACTITIONER, "", NOW
         )
     assert not world.store.decisions and not world.sent
+
+
+# --- listing page by page -------------------------------------------------------------------
+
+
+def list_all(
+    world: World,
+    caller: Caller,
+    *,
+    size: int,
+    status: entry_pb2.DirectiveStatus.ValueType = entry_pb2.DIRECTIVE_STATUS_UNSPECIFIED,
+    between_pages: Callable[[int], None] = lambda page: None,
+) -> tuple[list[str], list[int]]:
+    """(directive ids in the order listed, the number of delegations on each page), following
+    the page tokens to the end; ``between_pages(n)`` runs after page n."""
+    listed: list[str] = []
+    delegations: list[int] = []
+    token = ""
+    while True:
+        page = world.book.list_page(
+            caller, PATIENT, grantee=None, status=status, size=size, token=token, now=NOW
+        )
+        listed.extend(d[0].document_id for d in page.directives)
+        delegations.append(len(page.delegations))
+        token = page.next_page_token
+        if not token:
+            return listed, delegations
+        between_pages(len(delegations))
+
+
+def test_paging_while_directives_change_lists_each_one_once_newest_granted_first(
+    world: World,
+) -> None:
+    granted = [
+        world.grant(now=NOW + timedelta(seconds=n), grantee=(HOSPITAL, OTHER_HOSPITAL)[n % 2])
+        for n in range(6)
+    ]
+    # Granted in the same millisecond as the first: the directive id orders the two.
+    same_ms = world.grant(now=NOW + timedelta(microseconds=10))
+    world.delegate([VIEW], NOW + timedelta(days=1))
+    oldest = sorted([granted[0].document_id, same_ms.document_id], reverse=True)
+    expected = [v.document_id for v in reversed(granted[1:])] + oldest
+    later = NOW + timedelta(minutes=1)
+    fresh: list[AcceptedVersion] = []
+
+    def meanwhile(page: int) -> None:
+        fresh.append(world.grant(now=later + timedelta(seconds=page)))
+        if page == 1:
+            # By update time, these two would move onto the page already read.
+            last, next_to_last = (
+                world.book.history(as_patient(PATIENT), d, NOW)[-1]
+                for d in (expected[-1], expected[-2])
+            )
+            world.change(last, now=later)
+            world.change(next_to_last, revoke=True, now=later)
+
+    listed, delegations = list_all(world, as_patient(PATIENT), size=2, between_pages=meanwhile)
+    assert listed == expected
+    assert delegations == [1, 0, 0, 0]  # delegations come with the first page only
+    again, _ = list_all(world, as_patient(PATIENT), size=3)
+    assert sorted(again) == sorted(expected + [v.document_id for v in fresh])
+    assert len(again) == len(set(again))
+
+
+def test_a_hospital_pages_through_its_own_directives_only(world: World) -> None:
+    ours = {world.grant(now=NOW + timedelta(seconds=n)).document_id for n in range(5)}
+    world.grant(grantee=OTHER_HOSPITAL)
+    listed, delegations = list_all(world, as_hospital(HOSPITAL), size=2)
+    assert set(listed) == ours and len(listed) == len(ours) and delegations == [0, 0, 0]
+
+
+def test_a_page_token_is_refused_with_another_filter_or_patient(world: World) -> None:
+    for n in range(3):
+        world.grant(now=NOW + timedelta(seconds=n))
+    active = entry_pb2.DIRECTIVE_STATUS_ACTIVE
+    first = world.book.list_page(
+        as_patient(PATIENT), PATIENT, grantee=None, status=active, size=1, token="", now=NOW
+    )
+    assert first.next_page_token
+    regulator = Caller(Role.REGULATOR, "regulator-1")
+    for patient, status, grantee in [
+        (PATIENT, entry_pb2.DIRECTIVE_STATUS_UNSPECIFIED, None),
+        (PATIENT, active, organization(HOSPITAL)),
+        (STRANGER, active, None),
+    ]:
+        with pytest.raises(InvalidInputError, match="different filter") as refused:
+            world.book.list_page(
+                regulator,
+                patient,
+                grantee=grantee,
+                status=status,
+                size=1,
+                token=first.next_page_token,
+                now=NOW,
+            )
+        assert status_code_for(refused.value) == grpc.StatusCode.INVALID_ARGUMENT
+    # The same filter continues, whoever asks.
+    second = world.book.list_page(
+        regulator,
+        PATIENT,
+        grantee=None,
+        status=active,
+        size=1,
+        token=first.next_page_token,
+        now=NOW,
+    )
+    assert second.directives and second.directives[0] != first.directives[0]
+
+
+def test_a_forged_page_token_is_invalid_input(world: World) -> None:
+    world.grant()
+    active = entry_pb2.DIRECTIVE_STATUS_ACTIVE
+    key = filter_key("ListConsents", PATIENT, "", "", int(active))
+    for token in ["not a token", page_token(("yesterday", "d-1"), key), page_token((1,), key)]:
+        with pytest.raises(InvalidInputError, match="page token"):
+            world.book.list_page(
+                as_patient(PATIENT),
+                PATIENT,
+                grantee=None,
+                status=active,
+                size=1,
+                token=token,
+                now=NOW,
+            )
