@@ -186,7 +186,10 @@ def revoke(
 
 @app.command(
     "list",
-    help=help_text("List your directives.", examples("swiftchain consent list --device-dir ./me")),
+    help=help_text(
+        "List your directives (all pages).",
+        examples("swiftchain consent list --device-dir ./me"),
+    ),
     no_args_is_help=True,
 )
 def list_consents(
@@ -196,12 +199,18 @@ def list_consents(
     as_json: JsonOption = False,
 ) -> None:
     """List (see ``help`` above)."""
+    response = pb.ListConsentsResponse()
     with _as_patient(device_dir, identity_public, consent_public) as (device, stub, metadata):
-        response = stub.ListConsents(
-            pb.ListConsentsRequest(patient_subject_id=device.subject_id, include_delegations=True),
-            metadata=metadata,
-            timeout=CALL_TIMEOUT,
+        request = pb.ListConsentsRequest(
+            patient_subject_id=device.subject_id, include_delegations=True
         )
+        while True:
+            page = stub.ListConsents(request, metadata=metadata, timeout=CALL_TIMEOUT)
+            response.consents.extend(page.consents)
+            response.delegations.extend(page.delegations)
+            if not page.next_page_token:
+                break
+            request.page_token = page.next_page_token
     if as_json:
         stdout().print_json(json.dumps(MessageToDict(response)))
         return
