@@ -1,8 +1,10 @@
 """Trail items as FHIR R4 ``AuditEvent`` resources, shaped after IHE Basic Audit Log Patterns
 (BALP): the acting organization (and practitioner) as agents with the requestor flag, the audit
 service as the observing source, the patient and the record or directive as entities, the
-purpose of use for access decisions, and the log entry (id, leaf index, sealed tree size) as an
-extension, so that each event can be checked against the log.
+purpose of use for access decisions, and the log entry (entry, state, leaf index, sealed tree
+size) as an extension, so that each event can be checked against the log. Identifiers, entry
+states and references (logical, by identifier) are those of
+:mod:`services.platform.fhir_vocabulary`, shared with the Provenance and Consent exports.
 
 No health data: identifiers only, as on the log.
 """
@@ -14,25 +16,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from services.audit.domain import KIND_ACCESS, KIND_CONSENT, KIND_KEY, KIND_RECORD, TrailRecord
+from services.platform import fhir_vocabulary as fv
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 
-LOG_EXTENSION = "https://swiftchain.health/fhir/StructureDefinition/log-entry"
-PATIENT_SYSTEM = "https://swiftchain.health/fhir/sid/patient"
-ORGANIZATION_SYSTEM = "https://swiftchain.health/fhir/sid/organization"
-PRACTITIONER_SYSTEM = "https://swiftchain.health/fhir/sid/practitioner"
-RECORD_SYSTEM = "https://swiftchain.health/fhir/sid/record"
-DIRECTIVE_SYSTEM = "https://swiftchain.health/fhir/sid/consent-directive"
-KEY_SYSTEM = "https://swiftchain.health/fhir/sid/signing-key"
-CATEGORY_SYSTEM = "https://swiftchain.health/fhir/CodeSystem/data-category"
 _DCM = "http://dicom.nema.org/resources/ontology/DCM"
 _LIFECYCLE = "http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle"
-_ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 _OBJECT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 _OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 _SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
-_PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
-_EXTRA_SECURITY = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+
+_AUTHOR = fv.coding(fv.PARTICIPATION_TYPE_SYSTEM, "AUT", "author (originator)")
 
 #: RECORD actions -> (ISO 21089 lifecycle event, FHIR AuditEvent action).
 _RECORD_ACTIONS = {
@@ -44,58 +38,31 @@ _RECORD_ACTIONS = {
 }
 
 
-def _coding(system: str, code: str, display: str = "") -> dict[str, str]:
-    coding = {"system": system, "code": code}
-    if display:
-        coding["display"] = display
-    return coding
-
-
-def _instant(item: TrailRecord) -> str:
-    return item.time.isoformat().replace("+00:00", "Z")
-
-
-def _organization(organization_id: str) -> dict[str, Any]:
-    return {
-        "type": "Organization",
-        "identifier": {"system": ORGANIZATION_SYSTEM, "value": organization_id},
-    }
-
-
 def _agents(item: TrailRecord) -> list[dict[str, Any]]:
     agents: list[dict[str, Any]] = []
     if item.actor_organization_id:
         agents.append(
             {
-                "type": {"coding": [_coding(_DCM, "110153", "Source Role ID")]},
-                "who": _organization(item.actor_organization_id),
+                "type": {"coding": [fv.coding(_DCM, "110153", "Source Role ID")]},
+                "who": fv.organization(item.actor_organization_id),
                 "requestor": True,
             }
         )
     practitioner = item.detail.get("practitioner_id") or item.detail.get("author_practitioner_id")
     if practitioner:
+        role = "AUT" if item.kind == KIND_RECORD else "IRCP"
         agents.append(
             {
-                "type": {
-                    "coding": [
-                        _coding(_PARTICIPATION, "AUT" if item.kind == KIND_RECORD else "IRCP")
-                    ]
-                },
-                "who": {
-                    "type": "Practitioner",
-                    "identifier": {"system": PRACTITIONER_SYSTEM, "value": practitioner},
-                },
+                "type": {"coding": [fv.coding(fv.PARTICIPATION_TYPE_SYSTEM, role)]},
+                "who": fv.practitioner(str(practitioner)),
                 "requestor": True,
             }
         )
     if item.kind == KIND_CONSENT:
         agents.append(
             {
-                "type": {"coding": [_coding(_PARTICIPATION, "AUT", "author (originator)")]},
-                "who": {
-                    "type": "Patient",
-                    "identifier": {"system": PATIENT_SYSTEM, "value": item.patient_subject_id},
-                }
+                "type": {"coding": [dict(_AUTHOR)]},
+                "who": fv.patient(item.patient_subject_id)
                 if item.patient_subject_id
                 else {"display": "the patient (or a delegate), by a device signature"},
                 "requestor": True,
@@ -106,90 +73,46 @@ def _agents(item: TrailRecord) -> list[dict[str, Any]]:
     return agents
 
 
+def _entity(
+    what: dict[str, Any], object_type: tuple[str, str], role: tuple[str, str]
+) -> dict[str, Any]:
+    return {
+        "what": what,
+        "type": fv.coding(_OBJECT_TYPE, *object_type),
+        "role": fv.coding(_OBJECT_ROLE, *role),
+    }
+
+
+_PERSON = ("1", "Person")
+_SYSTEM_OBJECT = ("2", "System Object")
+_DOMAIN_RESOURCE = ("4", "Domain Resource")
+_SECURITY_RESOURCE = ("13", "Security Resource")
+
+
 def _entities(item: TrailRecord) -> list[dict[str, Any]]:
     entities: list[dict[str, Any]] = []
     if item.patient_subject_id:
-        entities.append(
-            {
-                "what": {
-                    "type": "Patient",
-                    "identifier": {"system": PATIENT_SYSTEM, "value": item.patient_subject_id},
-                },
-                "type": _coding(_OBJECT_TYPE, "1", "Person"),
-                "role": _coding(_OBJECT_ROLE, "1", "Patient"),
-            }
-        )
+        entities.append(_entity(fv.patient(item.patient_subject_id), _PERSON, ("1", "Patient")))
     detail = item.detail
     if item.kind == KIND_RECORD:
-        entities.append(
-            {
-                "what": {
-                    "identifier": {
-                        "system": f"{RECORD_SYSTEM}/{item.actor_organization_id}",
-                        "value": f"{detail.get('record_id', '')}/_history/"
-                        f"{detail.get('version', 0)}",
-                    }
-                },
-                "type": _coding(_OBJECT_TYPE, "2", "System Object"),
-                "role": _coding(_OBJECT_ROLE, "4", "Domain Resource"),
-            }
+        record = fv.record(
+            item.actor_organization_id,
+            str(detail.get("record_id", "")),
+            int(detail.get("version", 0)),
         )
+        entities.append(_entity(record, _SYSTEM_OBJECT, _DOMAIN_RESOURCE))
     elif item.kind == KIND_CONSENT:
-        entities.append(
-            {
-                "what": {
-                    "type": "Consent",
-                    "identifier": {
-                        "system": DIRECTIVE_SYSTEM,
-                        "value": f"{detail.get('directive_id', '')}/_history/"
-                        f"{detail.get('version', 0)}",
-                    },
-                },
-                "type": _coding(_OBJECT_TYPE, "2", "System Object"),
-                "role": _coding(_OBJECT_ROLE, "4", "Domain Resource"),
-            }
-        )
+        directive = fv.consent(str(detail.get("directive_id", "")), int(detail.get("version", 0)))
+        entities.append(_entity(directive, _SYSTEM_OBJECT, _DOMAIN_RESOURCE))
     elif item.kind == KIND_ACCESS and detail.get("deciding_directive_id"):
-        entities.append(
-            {
-                "what": {
-                    "type": "Consent",
-                    "identifier": {
-                        "system": DIRECTIVE_SYSTEM,
-                        "value": f"{detail['deciding_directive_id']}/_history/"
-                        f"{detail.get('deciding_directive_version', 0)}",
-                    },
-                },
-                "type": _coding(_OBJECT_TYPE, "2", "System Object"),
-                "role": _coding(_OBJECT_ROLE, "13", "Security Resource"),
-            }
+        directive = fv.consent(
+            str(detail["deciding_directive_id"]), int(detail.get("deciding_directive_version", 0))
         )
+        entities.append(_entity(directive, _SYSTEM_OBJECT, _SECURITY_RESOURCE))
     elif item.kind == KIND_KEY:
-        entities.append(
-            {
-                "what": {"identifier": {"system": KEY_SYSTEM, "value": detail.get("key_id", "")}},
-                "type": _coding(_OBJECT_TYPE, "2", "System Object"),
-                "role": _coding(_OBJECT_ROLE, "13", "Security Resource"),
-            }
-        )
+        key = fv.signing_key(str(detail.get("key_id", "")))
+        entities.append(_entity({"identifier": key}, _SYSTEM_OBJECT, _SECURITY_RESOURCE))
     return entities
-
-
-def _log_extension(item: TrailRecord) -> dict[str, Any]:
-    parts: list[dict[str, Any]] = [{"url": "entryId", "valueString": item.entry_id}]
-    if item.leaf_index is not None:
-        parts.append({"url": "leafIndex", "valueUnsignedInt": item.leaf_index})
-    if item.sealed_tree_size is not None:
-        parts.append({"url": "sealedTreeSize", "valueUnsignedInt": item.sealed_tree_size})
-    parts.append(
-        {
-            "url": "state",
-            "valueCode": common_pb2.EntryState.Name(common_pb2.EntryState.ValueType(item.state))
-            .removeprefix("ENTRY_STATE_")
-            .lower(),
-        }
-    )
-    return {"url": LOG_EXTENSION, "extension": parts}
 
 
 def _what_happened(item: TrailRecord) -> tuple[dict[str, str], list[dict[str, str]], str, str]:
@@ -200,8 +123,8 @@ def _what_happened(item: TrailRecord) -> tuple[dict[str, str], list[dict[str, st
             common_pb2.RecordAction.ValueType(int(detail.get("action", 0))), ("originate", "C")
         )
         return (
-            _coding(_DCM, "110110", "Patient Record"),
-            [_coding(_LIFECYCLE, lifecycle)],
+            fv.coding(_DCM, "110110", "Patient Record"),
+            [fv.coding(_LIFECYCLE, lifecycle)],
             action,
             "0",
         )
@@ -210,25 +133,25 @@ def _what_happened(item: TrailRecord) -> tuple[dict[str, str], list[dict[str, st
         first = int(detail.get("version", 1)) == 1
         lifecycle = "deactivate" if revoked else "originate" if first else "amend"
         return (
-            _coding(_DCM, "110110", "Patient Record"),
-            [_coding(_LIFECYCLE, lifecycle)],
+            fv.coding(_DCM, "110110", "Patient Record"),
+            [fv.coding(_LIFECYCLE, lifecycle)],
             "D" if revoked else "C" if first else "U",
             "0",
         )
     if item.kind == KIND_ACCESS:
         permitted = detail.get("decision") == common_pb2.ACCESS_DECISION_PERMIT
         return (
-            _coding(_DCM, "110113", "Security Alert")
+            fv.coding(_DCM, "110113", "Security Alert")
             if detail.get("break_glass")
-            else _coding(_DCM, "110110", "Patient Record"),
-            [_coding(_LIFECYCLE, "access", "Access/View Record Lifecycle Event")],
+            else fv.coding(_DCM, "110110", "Patient Record"),
+            [fv.coding(_LIFECYCLE, "access", "Access/View Record Lifecycle Event")],
             "E",
             "0" if permitted else "4",
         )
     return (
-        _coding(_DCM, "110136", "Security Roles Changed"),
+        fv.coding(_DCM, "110136", "Security Roles Changed"),
         [
-            _coding(
+            fv.coding(
                 _LIFECYCLE,
                 "originate" if detail.get("action") == entry_pb2.KEY_ACTION_REGISTER else "amend",
             )
@@ -247,21 +170,21 @@ def audit_event(item: TrailRecord) -> dict[str, Any]:
         "type": event_type,
         "subtype": subtypes,
         "action": action,
-        "recorded": _instant(item),
+        "recorded": fv.instant(item.time),
         "outcome": outcome,
         "agent": _agents(item),
         "source": {
             "observer": {"display": "swiftchain audit service"},
-            "type": [_coding(_SOURCE_TYPE, "4", "Application Server")],
+            "type": [fv.coding(_SOURCE_TYPE, "4", "Application Server")],
         },
         "entity": _entities(item),
-        "extension": [_log_extension(item)],
+        "extension": [fv.log_entry_extension(item)],
     }
     if item.kind == KIND_ACCESS:
         detail = item.detail
         purpose = "ETREAT" if detail.get("break_glass") else str(detail.get("purpose", ""))
         if purpose:
-            resource["purposeOfEvent"] = [{"coding": [_coding(_ACT_REASON, purpose)]}]
+            resource["purposeOfEvent"] = [{"coding": [fv.coding(fv.ACT_REASON_SYSTEM, purpose)]}]
         reason = common_pb2.AccessReason.Name(
             common_pb2.AccessReason.ValueType(int(detail.get("reason", 0)))
         )
@@ -270,7 +193,7 @@ def audit_event(item: TrailRecord) -> dict[str, Any]:
             resource["entity"].append(
                 {
                     "what": {"display": "data category"},
-                    "type": _coding(_OBJECT_TYPE, "4", "Other"),
+                    "type": fv.coding(_OBJECT_TYPE, "4", "Other"),
                     "detail": [{"type": "category", "valueString": str(detail["data_category"])}],
                 }
             )
@@ -279,12 +202,5 @@ def audit_event(item: TrailRecord) -> dict[str, Any]:
 
 def audit_event_bundle(items: Sequence[TrailRecord]) -> str:
     """A FHIR R4 Bundle (type collection) of the items' AuditEvents, as JSON text."""
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "collection",
-        "entry": [
-            {"fullUrl": f"urn:uuid:{item.entry_id}", "resource": audit_event(item)}
-            for item in items
-        ],
-    }
+    bundle = fv.collection_bundle(audit_event(item) for item in items)
     return json.dumps(bundle, separators=(",", ":"))

@@ -1,5 +1,7 @@
 """Anchoring's rules (services/anchoring/domain.py) on a fake store, with the chain's own
-validator over real keys, and the FHIR export validated with fhir.resources."""
+validator over real keys, and the FHIR export validated with fhir.resources (its vocabulary is
+services/platform/fhir_vocabulary.py; tests/unit/test_fhir_vocabulary.py joins the three
+exports)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from chain.errors import ConflictError, InvalidInputError, PermissionDeniedError
 from sdk.anchoring import HospitalClient, RecordVersionDraft
 from services.anchoring.domain import RecordAnchoring, RecordVersion
 from services.anchoring.domain_fhir import provenance_bundle
+from services.platform import fhir_vocabulary as fv
 from services.platform.caller import Caller, Role
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
 from tests.unit.anchoring.fakes import (
@@ -143,4 +146,31 @@ def test_fhir_provenance_validates(anchoring: RecordAnchoring) -> None:
     assert len(bundle.entry or []) == 3
     first = json.loads(provenance_bundle(versions))["entry"][0]["resource"]
     assert first["activity"]["coding"][0]["code"] == "CREATE"
-    assert first["extension"][0]["url"].endswith("log-proof")
+    assert first["target"] == [
+        {"identifier": {"system": fv.RECORD_VERSION_SYSTEM, "value": "hospital-a/rec-1/_history/1"}}
+    ]
+    [log] = first["extension"]
+    assert log["url"] == fv.LOG_ENTRY_EXTENSION
+    parts = {part["url"]: part for part in log["extension"]}
+    assert parts["entry"]["valueIdentifier"] == fv.log_entry(versions[0].entry_id)
+    assert parts["state"]["valueCoding"] == {"system": fv.ENTRY_STATE_SYSTEM, "code": "pending"}
+
+
+def test_fhir_provenance_references_a_practitioner_by_identifier(
+    anchoring: RecordAnchoring,
+) -> None:
+    """Practitioner ids are not FHIR ids (they may hold ``_``): no literal reference."""
+    draft = sdk().record_version(
+        "rec-1", 1, b"v1", subject_id=SUBJECT, author_practitioner_id="pr-a_b"
+    )
+    anchor(anchoring, [draft])
+    versions = anchoring.versions(Caller(Role.HOSPITAL, "hospital-a"), "hospital-a", "rec-1")
+    Bundle.model_validate_json(provenance_bundle(versions))
+    resource = json.loads(provenance_bundle(versions))["entry"][0]["resource"]
+    author = next(a for a in resource["agent"] if a["type"]["coding"][0]["code"] == "author")
+    assert author["who"] == {
+        "type": "Practitioner",
+        "identifier": {"system": fv.PRACTITIONER_SYSTEM, "value": "pr-a_b"},
+    }
+    assert author["onBehalfOf"] == fv.organization("hospital-a")
+    assert "Practitioner/" not in json.dumps(resource)

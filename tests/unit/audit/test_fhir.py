@@ -1,10 +1,10 @@
 """Trail items as FHIR AuditEvents (services/audit/fhir.py): every kind validates as an R4B
 AuditEvent (fhir.resources, as tests/e2e/test_audit.py reads them), names the patient and the log
-entry, and says what happened (action, outcome, purpose)."""
+entry, and says what happened (action, outcome, purpose), in the shared vocabulary
+(services/platform/fhir_vocabulary.py)."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -13,7 +13,8 @@ from fhir.resources.R4B.auditevent import AuditEvent
 from fhir.resources.R4B.bundle import Bundle
 
 from services.audit.domain import DENY, AuditBook, TrailFilterSpec, TrailRecord
-from services.audit.fhir import LOG_EXTENSION, PATIENT_SYSTEM, audit_event, audit_event_bundle
+from services.audit.fhir import audit_event, audit_event_bundle
+from services.platform import fhir_vocabulary as fv
 from services.platform.caller import Caller, Role
 from swiftchain.common.v1 import common_pb2
 from tests.unit.audit.fakes import (
@@ -63,11 +64,15 @@ def items() -> dict[str, TrailRecord]:
 
 
 def log_parts(resource: dict[str, Any]) -> dict[str, Any]:
-    (extension,) = [e for e in resource["extension"] if e["url"] == LOG_EXTENSION]
-    return {
+    """The log-entry extension's parts by name: the entry id, the state code, the numbers."""
+    (extension,) = [e for e in resource["extension"] if e["url"] == fv.LOG_ENTRY_EXTENSION]
+    parts = {
         part["url"]: next(v for k, v in part.items() if k != "url")
         for part in extension["extension"]
     }
+    assert parts["entry"]["system"] == fv.LOG_ENTRY_SYSTEM
+    assert parts["state"]["system"] == fv.ENTRY_STATE_SYSTEM
+    return {**parts, "entry": parts["entry"]["value"], "state": parts["state"]["code"]}
 
 
 def patient_identifiers(event: AuditEvent) -> list[str]:
@@ -77,7 +82,7 @@ def patient_identifiers(event: AuditEvent) -> list[str]:
         if entity.what is not None
         and entity.what.type == "Patient"
         and entity.what.identifier is not None
-        and entity.what.identifier.system == PATIENT_SYSTEM
+        and entity.what.identifier.system == fv.PATIENT_SYSTEM
         and entity.what.identifier.value is not None
     ]
 
@@ -94,15 +99,16 @@ def test_every_patient_item_validates_and_names_the_patient_and_the_entry(
     assert event.recorded is not None
     assert event.agent and event.source and event.source.observer
     assert patient_identifiers(event) == [PATIENT]
-    assert log_parts(resource)["entryId"] == entry_id
+    assert log_parts(resource)["entry"] == entry_id
 
 
 def test_a_key_item_validates_and_names_the_key(items: dict[str, TrailRecord]) -> None:
     resource = audit_event(items["e-key"])
     event = AuditEvent.model_validate(resource)
     assert patient_identifiers(event) == []
-    assert "k-1" in json.dumps(resource["entity"])
-    assert log_parts(resource)["entryId"] == "e-key"
+    named = [e.what.identifier for e in event.entity or [] if e.what and e.what.identifier]
+    assert [(i.system, i.value) for i in named] == [(fv.SIGNING_KEY_SYSTEM, "k-1")]
+    assert log_parts(resource)["entry"] == "e-key"
 
 
 def test_a_sealed_item_carries_its_leaf_and_tree_size(items: dict[str, TrailRecord]) -> None:
@@ -140,6 +146,20 @@ def test_an_access_names_its_requester_purpose_and_consent(items: dict[str, Trai
         if e.what and e.what.type == "Consent" and e.what.identifier
     ]
     assert consents == ["d-1/_history/1"]
+    practitioners = [
+        a.who.identifier.system
+        for a in event.agent
+        if a.who and a.who.type == "Practitioner" and a.who.identifier
+    ]
+    assert practitioners == [fv.PRACTITIONER_SYSTEM]
+
+
+def test_a_record_item_names_the_record_version(items: dict[str, TrailRecord]) -> None:
+    (record,) = [e for e in audit_event(items["e-amend"])["entity"] if "type" not in e["what"]]
+    assert record["what"]["identifier"] == {
+        "system": fv.RECORD_VERSION_SYSTEM,
+        "value": f"{HOSPITAL}/r-1/_history/2",
+    }
 
 
 def test_break_glass_is_a_security_alert_for_emergency_treatment(
