@@ -7,10 +7,9 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from chain.node.submitter import Submitter
-from services.anchoring.chain_watch import ChainWatch
 from services.anchoring.domain import RecordAnchoring
 from services.anchoring.observability import SealObserver, count_missed
+from services.anchoring.seal_watch import SealWatch
 from services.anchoring.servicer import AnchoringServicer
 from services.anchoring.store import ALIAS, SETTLED_CACHE_SIZE, ChunkDoc, VersionStore
 from services.anchoring.tracking import SealTracker
@@ -18,6 +17,7 @@ from services.platform import mongo
 from services.platform.consortium_files import ConsortiumFiles
 from services.platform.kafka import make_producer
 from services.platform.known_keys import KnownKeys
+from services.platform.log_writer import LogWriter
 from services.platform.outbox import OutboxRelay
 from services.platform.revocations import IdentityEventFeed
 from services.platform.server import ServiceRegistration, configure_process, serve
@@ -82,11 +82,19 @@ def main() -> None:
     )
     tracker = SealTracker(store, on_missed=count_missed)
     observer = SealObserver()
-    watch = ChainWatch(chain, tracker, clock=_now, observer=observer)
+    watch = SealWatch(tracker, clock=_now, observer=observer)
+    writer = LogWriter(
+        producer,
+        chain,
+        watch,
+        topic=settings.ordering_topic,
+        position=store,
+        doing="following RECORD entries",
+    )
     servicer = AnchoringServicer(
         anchoring=anchoring,
         tracker=tracker,
-        submitter=Submitter(producer, chain, consortium, ordering_topic=settings.ordering_topic),
+        writer=writer,
         chain=chain,
         consortium=consortium,
         clock=_now,
@@ -106,6 +114,8 @@ def main() -> None:
         threading.Thread(target=relay.run, args=(stop,), name="outbox", daemon=True),
         threading.Thread(target=resend_unordered, name="resend", daemon=True),
     ]
+    writer.resume([(v.entry_id, v.ordering_offset) for v in tracker.resume()])
+    writer.start()
     watch.start()
     for worker in workers:
         worker.start()
@@ -113,6 +123,7 @@ def main() -> None:
     def on_stop() -> None:
         stop.set()
         watch.stop()
+        writer.stop()
         for worker in workers:
             worker.join(timeout=10)
         key_feed.stop()

@@ -1,9 +1,10 @@
-"""gRPC face of the anchoring service: protobuf <-> the domain, Kafka for ordering, a chain node
-for receipts.
+"""gRPC face of the anchoring service: protobuf <-> the domain, the platform's log writer for
+ordering, a chain node for receipts.
 
-Accepting an anchor means: the domain checks and stores the versions, the entries go to the
-ordering topic (acks=all) and the promise names their offsets; a receipt is the node's
-inclusion proof to a sealed checkpoint, checked here and handed out as an evidence bundle.
+Accepting an anchor means: the domain checks and stores the versions, the log writer hands the
+entries to the ordering topic (acks=all) and the promise names their offsets; a receipt is the
+node's inclusion proof to a sealed checkpoint, checked here and handed out as an evidence
+bundle.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import grpc
 from chain.consortium import ConsortiumConfig, consortium_message
 from chain.errors import InvalidInputError, VerificationError
 from chain.evidence import verify_bundle
-from chain.node.submitter import Submitter
 from services.anchoring.domain import (
     MAX_CHUNK_ITEMS,
     AnchorRequest,
@@ -32,9 +32,10 @@ from services.platform.caller import current_caller
 from services.platform.chain_client import evidence_bundle, prove_entry, prove_together
 from services.platform.convert import timestamp
 from services.platform.errors import error_reason, status_code_for
+from services.platform.log_writer import LogWriter, Ordered
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc
-from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc
+from swiftchain.chain.v1 import chain_service_pb2_grpc, entry_pb2
 from swiftchain.common.v1 import common_pb2
 
 #: The longest a GetReceipt with ``wait`` waits for the seal.
@@ -87,7 +88,7 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
         *,
         anchoring: RecordAnchoring,
         tracker: SealTracker,
-        submitter: Submitter,
+        writer: LogWriter,
         chain: grpc.Channel,
         consortium: ConsortiumConfig,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -97,7 +98,7 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
         self._anchoring = anchoring
         self._observer = observer or SealObserver()
         self._tracker = tracker
-        self._submitter = submitter
+        self._writer = writer
         self._chain = chain_service_pb2_grpc.ChainServiceStub(chain)
         self._consortium = consortium_message(consortium)
         self._clock = clock
@@ -129,14 +130,15 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
         chunks = {v.chunk_id for v in pending}
         with self._ordering_lock:
             self._ordering_chunks.update(chunks)
+
+        def record(placed: Sequence[Ordered]) -> None:
+            for version, item in zip(pending, placed, strict=True):
+                version.ordering_offset = item.offset
+                version.ordered_time = item.time
+            self._anchoring.ordered(pending, self._clock())
+
         try:
-            placed = self._submitter.submit_timed([v.entry for v in pending])
-            for version, (offset, timestamp_ms) in zip(pending, placed, strict=True):
-                version.ordering_offset = offset
-                version.ordered_time = datetime.fromtimestamp(timestamp_ms / 1000, UTC)
-            now = self._clock()
-            self._anchoring.ordered(pending, now)
-            self._tracker.ordered(pending, now)
+            self._writer.write([v.entry for v in pending], on_ordered=record)
         finally:
             with self._ordering_lock:
                 self._ordering_chunks.difference_update(chunks)
@@ -220,15 +222,6 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
         version = self._tracker.seal(version, proved.leaf_index, proved.tree_size, self._clock())
         return version, bundle.to_json()
 
-    def _rejection(self, version: RecordVersion) -> chain_service_pb2.GetEntryStatusResponse | None:
-        try:
-            status = self._chain.GetEntryStatus(
-                chain_service_pb2.GetEntryStatusRequest(entry_id=version.entry_id), timeout=10
-            )
-        except grpc.RpcError:
-            return None
-        return status if status.state == common_pb2.ENTRY_STATE_REJECTED else None
-
     def GetReceipt(
         self, request: pb.GetReceiptRequest, context: grpc.ServicerContext
     ) -> pb.GetReceiptResponse:
@@ -244,11 +237,9 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
         if bundle:
             response.evidence.json = bundle
             return response
-        rejected = self._rejection(version)
-        if rejected is not None:
-            response.proof.state = common_pb2.ENTRY_STATE_REJECTED
-            response.rejection_reason = rejected.rejection_reason
-            response.rejection_detail = rejected.rejection_detail
+        if version.rejection_reason:
+            response.rejection_reason = entry_pb2.RejectionReason.Value(version.rejection_reason)
+            response.rejection_detail = version.rejection_detail
         return response
 
     def VerifyRecord(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -211,35 +211,52 @@ def test_time_to_cut_seals_a_partial_block(
         cluster.stop_all()
 
 
-def test_submitter_awaits_checked_receipts_and_reports_rejections(cluster: ChainCluster) -> None:
+def test_the_log_writer_learns_seals_and_rejections_from_real_checkpoints(
+    cluster: ChainCluster,
+) -> None:
+    import threading
 
-    from chain.errors import VerificationError
-    from chain.node.submitter import Submitter
+    from services.platform.log_writer import LogWriter, Rejected, Sealed
+
+    class Fates:
+        def __init__(self) -> None:
+            self.sealed: list[Sealed] = []
+            self.rejected: list[Rejected] = []
+            self.changed = threading.Event()
+
+        def entries_sealed(self, sealed: Sequence[Sealed]) -> None:
+            self.sealed.extend(sealed)
+            self.changed.set()
+
+        def entries_rejected(self, rejected: Sequence[Rejected]) -> None:
+            self.rejected.extend(rejected)
+            self.changed.set()
 
     cluster.start_all()
+    fates = Fates()
     with cluster.channel("hospital-a") as channel:
-        submitter = Submitter(
-            cluster.producer, channel, cluster.config, ordering_topic=cluster.ordering_topic
-        )
-        offsets = submitter.submit([cluster.hospital_key_entry()])
-        assert len(offsets) == 1
-        body = cluster.record_body()
-        submitter.submit([cluster.hospital.sign_entry(body)])
-        receipt = submitter.await_receipt(_entry_id(body), timeout=30)
-        assert receipt.leaf_index == 1
-        forged = bytearray(cluster.hospital.sign_entry(cluster.record_body()))
-        forged[-1] ^= 1  # the last byte of the signature
-        bad_body = cluster.record_body()
-        bad = cluster.registrar.sign_entry(bad_body)  # registrar may not sign RECORD entries
-        submitter.submit([bytes(forged), bad])
-        with pytest.raises(VerificationError, match="may sign"):
-            submitter.await_receipt(_entry_id(bad_body), timeout=30)
-    with cluster.client("hospital-a") as stub:
-        status = stub.GetEntryStatus(
-            chain_service_pb2.GetEntryStatusRequest(entry_id=_entry_id(bad_body)), timeout=5
-        )
-    assert status.state == common_pb2.ENTRY_STATE_REJECTED
-    assert status.rejection_reason == entry_pb2.REJECTION_REASON_KEY_NOT_ALLOWED
+        writer = LogWriter(cluster.producer, channel, fates, topic=cluster.ordering_topic)
+        writer.start()
+        try:
+            [ordered] = writer.write([cluster.hospital_key_entry()])
+            assert ordered.offset >= 0 and ordered.time.tzinfo is not None
+            good_body = cluster.record_body()
+            bad_body = cluster.record_body()
+            bad = cluster.registrar.sign_entry(bad_body)  # registrar may not sign RECORD entries
+            writer.write([cluster.hospital.sign_entry(good_body), bad])
+            deadline = time.monotonic() + 30
+            while writer.followed and time.monotonic() < deadline:
+                fates.changed.wait(0.5)
+                fates.changed.clear()
+        finally:
+            writer.stop()
+    assert writer.followed == 0, "every entry settled from checkpoints"
+    sealed = {s.entry_id: s.leaf_index for s in fates.sealed}
+    assert sealed[_entry_id(good_body)] == 1
+    [rejected] = fates.rejected
+    assert rejected.entry_id == _entry_id(bad_body)
+    assert rejected.reason == entry_pb2.REJECTION_REASON_KEY_NOT_ALLOWED
+    assert "may sign" in rejected.detail
 
 
 def test_a_member_signing_two_checkpoints_for_one_size_raises_an_alarm(

@@ -29,6 +29,8 @@ class FakeStore:
         self.events: list[events_pb2.EventEnvelope] = []
         self.position = 0
         self.log_state_writes = 0
+        #: The next set_log_state fails, as a store that is away would.
+        self.fail_next_log_state = False
 
     def get_many(
         self, keys: Sequence[tuple[str, str, int]]
@@ -54,6 +56,9 @@ class FakeStore:
     def set_log_state(
         self, versions: Sequence[RecordVersion], events: Sequence[events_pb2.EventEnvelope]
     ) -> None:
+        if self.fail_next_log_state:
+            self.fail_next_log_state = False
+            raise RuntimeError("the store is away")
         self.log_state_writes += 1
         for version in versions:
             self.versions[version.key] = copy.copy(version)

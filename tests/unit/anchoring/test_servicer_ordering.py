@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from chain.consortium import ConsortiumConfig, Member
 from chain.note import generate_key
 from services.anchoring.domain import RecordAnchoring, RecordVersion
 from services.anchoring.servicer import AnchoringServicer
 from services.anchoring.tracking import SealTracker
+from services.platform.log_writer import Ordered, entry_id_of
 from tests.unit.anchoring.fakes import (
     NOW,
     TAG_KEY,
@@ -21,30 +22,33 @@ from tests.unit.anchoring.fakes import (
 )
 
 
-class SlowSubmitter:
+class SlowWriter:
     """Orders entries; while the first call is in Kafka, the resend thread looks at the store."""
 
     def __init__(self) -> None:
         self.submitted: list[bytes] = []
-        self.during_first_call: list[RecordVersion] = []
         self.servicer: AnchoringServicer | None = None
         self.unordered: list[RecordVersion] = []
 
-    def submit_timed(self, entries: Sequence[bytes]) -> list[tuple[int, int]]:
+    def write(
+        self, entries: Sequence[bytes], *, on_ordered: Callable[[Sequence[Ordered]], None]
+    ) -> list[Ordered]:
         first_call = not self.submitted
         self.submitted.extend(entries)
         if first_call and self.servicer is not None:
             self.servicer.resend(lambda: self.unordered)  # what the resend thread would do now
         start = len(self.submitted) - len(entries)
-        return [(start + i, 1_795_000_000_000) for i in range(len(entries))]
+        placed = [Ordered(entry_id_of(e), start + i, NOW) for i, e in enumerate(entries)]
+        on_ordered(placed)
+        return placed
 
 
-def make(store: FakeStore, submitter: SlowSubmitter) -> AnchoringServicer:
+def make(store: FakeStore, submitter: SlowWriter) -> AnchoringServicer:
     _, verifier = generate_key("node-a")
     servicer = AnchoringServicer(
         anchoring=RecordAnchoring(store, known_keys(), TAG_KEY),
         tracker=SealTracker(store),
-        submitter=submitter,  # type: ignore[arg-type]
+        writer=submitter,  # type: ignore[arg-type]
         chain=NoChannel(),  # type: ignore[arg-type]
         consortium=ConsortiumConfig(
             origin="test", quorum=1, members=(Member("node-a", verifier),), genesis_keys=()
@@ -63,7 +67,7 @@ def anchored(store: FakeStore, count: int) -> list[RecordVersion]:
 
 def test_a_chunk_being_ordered_is_not_resent() -> None:
     store = FakeStore()
-    submitter = SlowSubmitter()
+    submitter = SlowWriter()
     servicer = make(store, submitter)
     versions = anchored(store, 3)
     submitter.unordered = versions  # stored, not yet acknowledged: what store.unordered returns
@@ -76,7 +80,7 @@ def test_a_chunk_being_ordered_is_not_resent() -> None:
 
 def test_a_chunk_ordered_while_the_store_is_read_is_not_resent() -> None:
     store = FakeStore()
-    submitter = SlowSubmitter()
+    submitter = SlowWriter()
     servicer = make(store, submitter)
     submitter.servicer = None
     versions = anchored(store, 2)
@@ -93,7 +97,7 @@ def test_a_chunk_ordered_while_the_store_is_read_is_not_resent() -> None:
 
 def test_a_chunk_that_nobody_orders_is_resent() -> None:
     store = FakeStore()
-    submitter = SlowSubmitter()
+    submitter = SlowWriter()
     servicer = make(store, submitter)
     versions = anchored(store, 2)
     submitter.servicer = None

@@ -1,5 +1,5 @@
-"""The seal tracker (services/anchoring/tracking.py): seals from checkpoints, deadlines,
-rejections, restarts; each event once, with an id derived from the entry."""
+"""The seal tracker (services/anchoring/tracking.py): seals and rejections as the log writer
+reports them, deadlines, restarts; each event once, with an id derived from the entry."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from services.anchoring.domain import RecordAnchoring, RecordVersion, event_id
-from services.anchoring.tracking import PROBE_INTERVAL, SealTracker
+from services.anchoring.tracking import SealTracker
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2
@@ -35,7 +35,11 @@ def ordered(store: FakeStore, tracker: SealTracker, versions: list[RecordVersion
     for offset, version in enumerate(versions):
         version.ordering_offset = offset
     store.set_ordered(versions, [])
-    tracker.ordered(versions, NOW)
+
+
+def at(versions: list[RecordVersion], first_leaf: int, size: int) -> list[tuple[str, int, int]]:
+    """The writer's report that ``versions`` are leaves ``first_leaf``.. of a tree of ``size``."""
+    return [(v.entry_id, first_leaf + i, size) for i, v in enumerate(versions)]
 
 
 def kinds(store: FakeStore) -> list[str]:
@@ -47,13 +51,13 @@ def test_a_checkpoint_seals_the_watched_versions_in_it_once(store: FakeStore) ->
     versions = anchored(store, 2)
     tracker.watch(versions)
     ordered(store, tracker, versions)
-    other = b"\x01" * 32  # someone else's leaf at index 10
-    sealed = tracker.on_checkpoint(10, [other, versions[0].leaf_hash], 12, NOW)
+    report = [("someone-else", 10, 12), *at(versions[:1], 11, 12)]
+    sealed = tracker.on_sealed(report, NOW)
     assert [v.entry_id for v in sealed] == [versions[0].entry_id]
     assert (sealed[0].leaf_index, sealed[0].sealed_tree_size) == (11, 12)
     assert tracker.watched == 1
-    # The same leaves again, or a proof of the same seal, record nothing more.
-    assert tracker.on_checkpoint(10, [other, versions[0].leaf_hash], 12, NOW) == []
+    # The same report again, or a proof of the same seal, records nothing more.
+    assert tracker.on_sealed(report, NOW) == []
     tracker.seal(versions[0], 11, 12, NOW)
     assert kinds(store) == ["RecordSealed"]
     event = store.events[0]
@@ -75,24 +79,11 @@ def test_a_proof_a_client_asked_for_writes_nothing_and_stops_the_deadline(
     answered = tracker.seal(copy.copy(store.versions[version.key]), 4, 5, NOW)  # as loaded
     assert (answered.leaf_index, answered.sealed_tree_size) == (4, 5)
     assert store.log_state_writes == writes and store.events == []
-    assert tracker.miss_deadlines(LATER) == [] and tracker.to_probe(LATER, 10) == []
-    # The watcher reading that range records the seal, once, with its event.
-    assert tracker.on_checkpoint(4, [version.leaf_hash], 6, LATER) == [version]
+    assert tracker.miss_deadlines(LATER) == []
+    # The writer's report of that checkpoint records the seal, once, with its event.
+    assert tracker.on_sealed(at([version], 4, 6), LATER) == [version]
     assert kinds(store) == ["RecordSealed"] and tracker.watched == 0
     assert store.versions[version.key].sealed_tree_size == 6
-
-
-def test_a_leaf_sealed_before_its_ordering_is_recorded_is_sealed_after_it(
-    store: FakeStore,
-) -> None:
-    tracker = SealTracker(store)
-    [version] = anchored(store)
-    tracker.watch([version])
-    assert tracker.on_checkpoint(0, [version.leaf_hash], 1, NOW) == []
-    assert store.events == []
-    ordered(store, tracker, [version])
-    assert version.sealed_tree_size == 1 and version.leaf_index == 0
-    assert kinds(store) == ["RecordSealed"] and tracker.watched == 0
 
 
 def test_a_missed_deadline_is_reported_once_and_the_seal_still_follows(store: FakeStore) -> None:
@@ -109,21 +100,36 @@ def test_a_missed_deadline_is_reported_once_and_the_seal_still_follows(store: Fa
     assert payload.state == common_pb2.ENTRY_STATE_PENDING
     assert payload.seal_due_time.ToDatetime().replace(tzinfo=NOW.tzinfo) == version.seal_due_time
     assert store.versions[version.key].deadline_missed
-    tracker.on_checkpoint(0, [version.leaf_hash], 1, LATER)
+    tracker.on_sealed(at([version], 0, 1), LATER)
     assert kinds(store) == ["SealDeadlineMissed", "RecordSealed"]
 
 
-def test_leaves_sealed_before_their_ordering_was_recorded_are_stored_in_one_write(
+def test_a_checkpoint_that_seals_many_versions_stores_them_in_one_write(
     store: FakeStore,
 ) -> None:
     tracker = SealTracker(store)
     versions = anchored(store, 30)
     tracker.watch(versions)
-    assert tracker.on_checkpoint(0, [v.leaf_hash for v in versions], 30, NOW) == []
-    writes = store.log_state_writes
     ordered(store, tracker, versions)
+    writes = store.log_state_writes
+    assert len(tracker.on_sealed(at(versions, 0, 30), NOW)) == 30
     assert store.log_state_writes == writes + 1
     assert kinds(store) == ["RecordSealed"] * 30 and tracker.watched == 0
+
+
+def test_a_seal_the_store_failed_to_record_is_recorded_when_reported_again(
+    store: FakeStore,
+) -> None:
+    tracker = SealTracker(store)
+    [version] = anchored(store)
+    tracker.watch([version])
+    ordered(store, tracker, [version])
+    store.fail_next_log_state = True
+    with pytest.raises(RuntimeError):
+        tracker.on_sealed(at([version], 0, 1), NOW)
+    assert tracker.watched == 1, "still watched: the writer reports it again"
+    assert tracker.on_sealed(at([version], 0, 1), NOW) == [version]
+    assert kinds(store) == ["RecordSealed"] and tracker.watched == 0
 
 
 def test_a_rejected_version_is_reported_and_settled(store: FakeStore) -> None:
@@ -132,7 +138,7 @@ def test_a_rejected_version_is_reported_and_settled(store: FakeStore) -> None:
     tracker.watch([version])
     ordered(store, tracker, [version])
     tracker.on_rejected(
-        version,
+        version.entry_id,
         entry_pb2.REJECTION_REASON_KEY_NOT_VALID,
         "key hospital-a#1 was revoked at leaf 3",
         LATER,
@@ -145,23 +151,22 @@ def test_a_rejected_version_is_reported_and_settled(store: FakeStore) -> None:
     assert store.unsettled() == []
 
 
-def test_after_a_restart_unsettled_versions_are_watched_from_the_stored_position(
+def test_after_a_restart_the_unsettled_versions_are_watched_again(
     store: FakeStore,
 ) -> None:
     first = SealTracker(store)
     versions = anchored(store, 2)
     first.watch(versions)
     ordered(store, first, versions)
-    first.on_checkpoint(0, [versions[0].leaf_hash], 1, NOW)
-    first.store_position(1)
+    first.on_sealed(at(versions[:1], 0, 1), NOW)
     restarted = SealTracker(store)
-    assert restarted.resume() == 1
+    assert [v.entry_id for v in restarted.resume()] == [versions[1].entry_id]
     assert restarted.watched == 1
-    [sealed] = restarted.on_checkpoint(1, [versions[1].leaf_hash], 2, NOW)
+    [sealed] = restarted.on_sealed(at(versions[1:], 1, 2), NOW)
     assert sealed.entry_id == versions[1].entry_id
 
 
-def test_a_late_batch_is_reported_in_one_write_and_probed_a_few_at_a_time(
+def test_a_late_batch_is_reported_in_one_write(
     store: FakeStore,
 ) -> None:
     tracker = SealTracker(store)
@@ -175,9 +180,5 @@ def test_a_late_batch_is_reported_in_one_write_and_probed_a_few_at_a_time(
     assert store.log_state_writes == writes + 1
     assert late[0] is versions[-1] and len(late) == 50
     assert kinds(store) == ["SealDeadlineMissed"] * 50
-    first = tracker.to_probe(LATER, 20)
-    assert len(first) == 20 and len(tracker.to_probe(LATER, 100)) == 30
-    assert tracker.to_probe(LATER, 100) == []
-    tracker.on_checkpoint(0, [first[0].leaf_hash], 1, LATER)
-    again = tracker.to_probe(LATER + PROBE_INTERVAL, 100)
-    assert len(again) == 49 and first[0] not in again
+    assert tracker.miss_deadlines(LATER) == [], "reported once"
+    assert tracker.watched == 50, "late versions stay watched: a seal may follow"

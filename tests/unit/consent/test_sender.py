@@ -10,13 +10,18 @@ from opentelemetry import context as otel_context
 
 from services.consent.domain import Outgoing
 from services.consent.sender import LogSender
-from swiftchain.chain.v1 import ordering_pb2
+from swiftchain.chain.v1 import entry_pb2, ordering_pb2
 from swiftchain.events.v1 import events_pb2
 
 
+class _Metadata:
+    offset = 7
+    timestamp = 1_765_000_000_000
+
+
 class _Acknowledged:
-    def get(self, timeout: float | None = None) -> None:
-        return None
+    def get(self, timeout: float | None = None) -> _Metadata:
+        return _Metadata()
 
 
 class RecordingProducer:
@@ -57,7 +62,14 @@ def test_a_batch_sends_its_entries_in_one_ordering_record_and_its_events_apart()
     store = RecordingStore(producer)
     never_called = grpc.insecure_channel("127.0.0.1:9")  # the chain is asked nothing here
     sender = LogSender(producer, "ordering", cast(Any, store), cast(Any, None), never_called)
-    entries = [bytes([i]) * 40 for i in range(5)]
+    entries = [
+        entry_pb2.ChainEntry(
+            body=entry_pb2.EntryBody(
+                entry_id=f"00000000-0000-4000-8000-00000000000{i}"
+            ).SerializeToString()
+        ).SerializeToString()
+        for i in range(5)
+    ]
     items = [
         Outgoing(entry, (("access.events", events_pb2.EventEnvelope(event_id=f"e{i}")),))
         for i, entry in enumerate(entries)

@@ -159,8 +159,10 @@ class Fates:
     sealed: list[Sealed] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    reports: int = 0
 
     def entries_sealed(self, sealed: Sequence[Sealed]) -> None:
+        self.reports += 1
         self.sealed.extend(sealed)
         self.events.extend(f"sealed {s.entry_id}" for s in sealed)
 
@@ -405,3 +407,26 @@ def test_bytes_without_an_entry_id_are_refused_before_anything_is_sent(
     with pytest.raises(InvalidInputError, match="expected ChainEntry bytes with an entry id"):
         writer.write([b"\xff\xff not an entry"])
     assert fake.kafka.records == []
+
+
+def test_a_writer_behind_by_many_checkpoints_reports_them_in_one_call(
+    node: tuple[FakeNode, grpc.Channel],
+) -> None:
+    fake, channel = node
+    entries = [entry() for _ in range(10)]
+    for offset, one in enumerate(entries):
+        fake.kafka.send(TOPIC, ordering_pb2.OrderingRecord(entry=one).SerializeToString())
+        if offset % 2:
+            fake.cut()  # five checkpoints sealed before the writer reads the first
+    fates = Fates()
+    position = Position()
+    writer = LogWriter(fake.kafka, channel, fates, position=position)
+    writer.resume([(entry_id_of(one), offset) for offset, one in enumerate(entries)])
+    writer.start()
+    try:
+        wait_until(lambda: writer.followed == 0, "all ten settle")
+        assert fates.reports == 1, "five missed checkpoints, one report"
+        assert [s.leaf_index for s in fates.sealed] == list(range(10))
+        assert position.size == 10
+    finally:
+        writer.stop()
