@@ -1,0 +1,232 @@
+"""Cosignatures: from the lines members publish to sealed checkpoints (DESIGN §3.2).
+
+Every node signs the checkpoint of each block it computed and publishes the signature line to
+``chain.cosignatures.v1`` in a ``Cosignature`` message. :func:`read_cosignature` checks one such
+message against the named member's verifier key. A :class:`CosignatureBook` keeps the verified
+lines by tree size and member, next to the checkpoints this node computed itself, and seals a
+checkpoint once ``quorum`` distinct members signed exactly the text this node computed. What
+should not have been signed comes back as :class:`~chain.alarms.Alarm` values for the caller to
+store: a line that does not verify, a member that signed another text than ours, a member that
+signed two texts for one size. Nothing here stores, logs or reads the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from chain.alarms import BAD_COSIGNATURE, CHECKPOINT_MISMATCH, COSIGNATURE_CONFLICT, Alarm
+from chain.checkpoint import parse_checkpoint
+from chain.consortium import ConsortiumConfig
+from chain.errors import ConflictError, InvalidInputError
+from chain.note import verify_signature_line
+from swiftchain.chain.v1 import ordering_pb2
+
+__all__ = [
+    "Cosignature",
+    "CosignatureBook",
+    "Outcome",
+    "SealedCheckpoint",
+    "read_cosignature",
+]
+
+
+@dataclass(frozen=True)
+class Cosignature:
+    """A member's signature line over a checkpoint text, checked by :func:`read_cosignature`."""
+
+    member: str
+    #: The tree size the checkpoint text commits to.
+    tree_size: int
+    checkpoint: str
+    line: str
+
+    def __post_init__(self) -> None:
+        if self.tree_size < 0:
+            raise InvalidInputError(f"expected a tree size >= 0, got {self.tree_size}")
+
+
+@dataclass(frozen=True)
+class SealedCheckpoint:
+    """A checkpoint signed by a quorum: the full note and what it says."""
+
+    height: int
+    tree_size: int
+    text: str
+    note: str
+    signers: tuple[str, ...]
+    #: The ordering offset of the record that cut the block: every entry ordered at or before
+    #: it is in this tree or was rejected.
+    cut_offset: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one event did: the new alarms, and the checkpoint it sealed, if any."""
+
+    alarms: tuple[Alarm, ...] = ()
+    sealed: SealedCheckpoint | None = None
+
+
+def read_cosignature(value: bytes, config: ConsortiumConfig) -> Cosignature | Alarm:
+    """The cosignature in ``value`` (a ``Cosignature`` message's bytes) if its line verifies
+    under the key of the member it names and its text is a checkpoint; else a
+    ``BAD_COSIGNATURE`` alarm carrying the text and line it had (an unknown member included)."""
+    message = ordering_pb2.Cosignature()
+    try:
+        message.ParseFromString(value)
+        member = config.member(message.node)
+        verify_signature_line(message.checkpoint, message.signature_line, [member.verifier])
+        checkpoint = parse_checkpoint(message.checkpoint)
+    except Exception as error:  # anyone can write to the topic: nothing it holds may stop us
+        return Alarm(
+            BAD_COSIGNATURE,
+            message.node,
+            message.tree_size,
+            f"cosignature does not verify: {error}",
+            (message.checkpoint,),
+            (message.signature_line,),
+        )
+    return Cosignature(member.name, checkpoint.size, message.checkpoint, message.signature_line)
+
+
+@dataclass(frozen=True)
+class _Computed:
+    height: int
+    text: str
+    cut_offset: int
+
+
+class CosignatureBook:
+    """The cosignatures read so far and the checkpoints ``node_name`` computed; see the module
+    docstring. Not thread-safe: the caller serializes calls. Each alarm is returned once."""
+
+    def __init__(self, config: ConsortiumConfig, node_name: str) -> None:
+        config.member(node_name)
+        self._config = config
+        self._node = node_name
+        self._order = {m.name: i for i, m in enumerate(config.members)}
+        self._computed: dict[int, _Computed] = {}
+        # tree size -> member -> checkpoint text -> signature line, in the order read.
+        self._lines: dict[int, dict[str, dict[str, str]]] = {}
+        self._sealed: dict[int, SealedCheckpoint] = {}
+        self._latest: SealedCheckpoint | None = None
+        self._raised: set[str] = set()
+
+    # ------------------------------------------------------------------ events
+
+    def computed(self, height: int, tree_size: int, text: str, cut_offset: int) -> Outcome:
+        """This node computed (and persisted) ``text`` for block ``height`` of ``tree_size``
+        leaves, cut by the ordering record at ``cut_offset``; the lines read before it may seal
+        it now."""
+        self._record_computed(_Computed(height, text, cut_offset), tree_size)
+        return self._outcome([], tree_size)
+
+    def restore(self, sealed: SealedCheckpoint) -> None:
+        """A checkpoint this node computed and sealed before it restarted."""
+        self._record_computed(
+            _Computed(sealed.height, sealed.text, sealed.cut_offset), sealed.tree_size
+        )
+        self._remember(sealed)
+
+    def add(self, cosignature: Cosignature) -> Outcome:
+        """Record a checked cosignature (see :func:`read_cosignature`). The same text signed
+        again by the same member changes nothing."""
+        member, size = cosignature.member, cosignature.tree_size
+        self._config.member(member)
+        by_text = self._lines.setdefault(size, {}).setdefault(member, {})
+        if cosignature.checkpoint in by_text:
+            return Outcome()  # the same line again (a producer retry, or read after a restart)
+        earlier = list(by_text.items())
+        by_text[cosignature.checkpoint] = cosignature.line
+        alarms: list[Alarm] = []
+        ours = self._computed.get(size)
+        if ours is not None and ours.text != cosignature.checkpoint:
+            alarms.append(self._mismatch(member, size, ours.text, cosignature))
+        alarms.extend(
+            Alarm(
+                COSIGNATURE_CONFLICT,
+                member,
+                size,
+                f"{member} signed two different checkpoints for size {size}",
+                (earlier_text, cosignature.checkpoint),
+                (earlier_line, cosignature.line),
+            )
+            for earlier_text, earlier_line in earlier
+        )
+        return self._outcome(alarms, size)
+
+    # ------------------------------------------------------------------ reads
+
+    @property
+    def latest(self) -> SealedCheckpoint | None:
+        """The sealed checkpoint of the largest tree, if any."""
+        return self._latest
+
+    def sealed_at(self, tree_size: int) -> SealedCheckpoint | None:
+        """The sealed checkpoint of exactly ``tree_size`` leaves, if there is one."""
+        return self._sealed.get(tree_size)
+
+    def sealed_from(self, from_size: int) -> list[SealedCheckpoint]:
+        """Sealed checkpoints with tree size >= ``from_size``, oldest first."""
+        return sorted(
+            (s for s in self._sealed.values() if s.tree_size >= from_size),
+            key=lambda s: s.tree_size,
+        )
+
+    # ------------------------------------------------------------------ inside
+
+    def _record_computed(self, computed: _Computed, tree_size: int) -> None:
+        known = self._computed.get(tree_size)
+        if known is not None and known.text != computed.text:
+            raise ConflictError(
+                f"expected the checkpoint computed before for size {tree_size}, got another text"
+            )
+        self._computed[tree_size] = computed
+
+    def _outcome(self, alarms: list[Alarm], tree_size: int) -> Outcome:
+        sealed = self._try_seal(tree_size, alarms)
+        new: list[Alarm] = []
+        for alarm in alarms:
+            if alarm.alarm_id not in self._raised:
+                self._raised.add(alarm.alarm_id)
+                new.append(alarm)
+        return Outcome(tuple(new), sealed)
+
+    def _try_seal(self, tree_size: int, alarms: list[Alarm]) -> SealedCheckpoint | None:
+        """Seal ``tree_size`` if a quorum of members signed our text; every line signing
+        another text for it adds a mismatch alarm."""
+        ours = self._computed.get(tree_size)
+        if ours is None or tree_size in self._sealed:
+            return None
+        agreeing: dict[str, str] = {}
+        for member, by_text in self._lines.get(tree_size, {}).items():
+            for text, line in by_text.items():
+                if text == ours.text:
+                    agreeing[member] = line
+                else:
+                    theirs = Cosignature(member, tree_size, text, line)
+                    alarms.append(self._mismatch(member, tree_size, ours.text, theirs))
+        if len(agreeing) < self._config.quorum:
+            return None
+        # Lines in member order, so every node's sealed note has the same bytes.
+        signers = tuple(sorted(agreeing, key=self._order.__getitem__))
+        note = ours.text + "\n" + "".join(agreeing[name].rstrip("\n") + "\n" for name in signers)
+        sealed = SealedCheckpoint(ours.height, tree_size, ours.text, note, signers, ours.cut_offset)
+        self._remember(sealed)
+        return sealed
+
+    def _remember(self, sealed: SealedCheckpoint) -> None:
+        self._sealed[sealed.tree_size] = sealed
+        if self._latest is None or sealed.tree_size > self._latest.tree_size:
+            self._latest = sealed
+
+    def _mismatch(self, member: str, tree_size: int, ours: str, theirs: Cosignature) -> Alarm:
+        return Alarm(
+            CHECKPOINT_MISMATCH,
+            member,
+            tree_size,
+            f"{member} signed a checkpoint for size {tree_size} that differs "
+            f"from the one {self._node} computed",
+            (ours, theirs.checkpoint),
+            (theirs.line,),
+        )
