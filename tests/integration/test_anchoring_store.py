@@ -58,10 +58,11 @@ def test_a_record_goes_from_anchored_to_sealed_with_its_events(store: VersionSto
     for offset, version in enumerate(versions):
         version.ordering_offset = 100 + offset
     anchoring.ordered(versions, NOW)
-    tracker.ordered(versions, NOW)
-    sealed = tracker.on_checkpoint(7, [v.leaf_hash for v in versions[:2]], 9, NOW)
+    sealed = tracker.on_sealed([(v.entry_id, 7 + i, 9) for i, v in enumerate(versions[:2])], NOW)
     assert len(sealed) == 2
-    tracker.on_rejected(versions[2], entry_pb2.REJECTION_REASON_KEY_NOT_VALID, "revoked", NOW)
+    tracker.on_rejected(
+        versions[2].entry_id, entry_pb2.REJECTION_REASON_KEY_NOT_VALID, "revoked", NOW
+    )
     stored = anchoring.versions(HOSPITAL, "hospital-a", "rec-1")
     assert [v.ordering_offset for v in stored] == [100, 101, 102]
     assert [(v.leaf_index, v.sealed_tree_size) for v in stored[:2]] == [(7, 9), (8, 9)]
@@ -79,7 +80,7 @@ def test_a_record_goes_from_anchored_to_sealed_with_its_events(store: VersionSto
     assert ChunkDoc._get_collection().find_one({"_id": versions[0].chunk_id})["settled"] is True
 
 
-def test_a_restart_watches_the_unsettled_versions_from_the_stored_position(
+def test_a_restart_watches_the_unsettled_versions_again(
     store: VersionStore,
 ) -> None:
     tracker = SealTracker(store)
@@ -88,16 +89,16 @@ def test_a_restart_watches_the_unsettled_versions_from_the_stored_position(
     for offset, version in enumerate(versions):
         version.ordering_offset = offset
     RecordAnchoring(store, known_keys(), TAG_KEY).ordered(versions, NOW)
-    tracker.on_checkpoint(0, [versions[0].leaf_hash], 1, NOW)
+    tracker.on_sealed([(versions[0].entry_id, 0, 1)], NOW)
     assert tracker.miss_deadlines(NOW + timedelta(seconds=6)) == [versions[1]]
-    tracker.store_position(1)
+    store.set_log_position(1)  # as the log writer does after that checkpoint
     restarted = SealTracker(store)
-    assert restarted.resume() == 1
+    assert [v.entry_id for v in restarted.resume()] == [versions[1].entry_id]
+    assert store.log_position() == 1
     [unsettled] = store.unsettled()
     assert unsettled.entry_id == versions[1].entry_id and unsettled.deadline_missed
     assert restarted.miss_deadlines(NOW.replace(year=2027)) == []  # its miss was reported already
-    assert restarted.to_probe(NOW.replace(year=2027), 10) == [unsettled]  # still asked about
-    [sealed] = restarted.on_checkpoint(1, [versions[1].leaf_hash], 2, NOW)
+    [sealed] = restarted.on_sealed([(versions[1].entry_id, 1, 2)], NOW)
     assert sealed.sealed_tree_size == 2
 
 
@@ -149,7 +150,6 @@ def test_seals_recorded_while_the_relay_empties_the_outbox_are_all_kept_and_publ
     for offset, version in enumerate(versions):
         version.ordering_offset = offset
     anchoring.ordered(versions, NOW)
-    tracker.ordered(versions, NOW)
     producer = make_producer(kafka_bootstrap, "anchoring-outbox-test")
     relay = OutboxRelay(producer, RECORDS_EVENTS_TOPIC, [ChunkDoc])
     published: list[int] = []
@@ -163,7 +163,7 @@ def test_seals_recorded_while_the_relay_empties_the_outbox_are_all_kept_and_publ
     relaying.start()
     try:
         for index, version in enumerate(versions):  # one checkpoint per leaf: 200 updates
-            assert tracker.on_checkpoint(index, [version.leaf_hash], index + 1, NOW) == [version]
+            assert tracker.on_sealed([(version.entry_id, index, index + 1)], NOW) == [version]
     finally:
         sealing_done.set()
         relaying.join()
@@ -214,9 +214,10 @@ def test_settled_versions_are_read_by_entry_id_from_memory(store: VersionStore) 
     for offset, version in enumerate(versions):
         version.ordering_offset = 200 + offset
     RecordAnchoring(store, known_keys(), TAG_KEY).ordered(versions, NOW)
-    tracker.ordered(versions, NOW)
-    tracker.on_checkpoint(20, [versions[0].leaf_hash], 21, NOW)
-    tracker.on_rejected(versions[1], entry_pb2.REJECTION_REASON_KEY_NOT_VALID, "revoked", NOW)
+    tracker.on_sealed([(versions[0].entry_id, 20, 21)], NOW)
+    tracker.on_rejected(
+        versions[1].entry_id, entry_pb2.REJECTION_REASON_KEY_NOT_VALID, "revoked", NOW
+    )
     # Another replica's store reads what this one recorded, once, from the database.
     replica = VersionStore()
     loaded = replica.by_entry(versions[0].entry_id)
@@ -251,8 +252,7 @@ def test_without_a_settled_cache_every_read_goes_to_the_database(mongo_uri: str)
         tracker.watch([version])
         version.ordering_offset = 5
         RecordAnchoring(store, known_keys(), TAG_KEY).ordered([version], NOW)
-        tracker.ordered([version], NOW)
-        tracker.on_checkpoint(0, [version.leaf_hash], 1, NOW)
+        tracker.on_sealed([(version.entry_id, 0, 1)], NOW)
         ChunkDoc._get_collection().delete_many({})
         loaded = store.by_entry(version.entry_id)
         assert loaded is not None and loaded.sealed_tree_size is None
