@@ -21,7 +21,6 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from services.consent.domain import AcceptedVersion
 from services.platform import fhir_vocabulary as fv
 from swiftchain.chain.v1 import entry_pb2
-from swiftchain.common.v1 import common_pb2
 from swiftchain.consent.v1 import directive_pb2
 
 _SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
@@ -73,12 +72,7 @@ def consent_resource(version: AcceptedVersion) -> dict[str, Any]:
     """The FHIR R4 Consent for one directive version."""
     directive = version.directive
     signed = directive_pb2.SignedDirective.FromString(version.signed)
-    # As the consent service reports it (ProofRef): sequenced once the log gave a leaf index.
-    state = (
-        common_pb2.ENTRY_STATE_SEQUENCED
-        if version.leaf_index is not None
-        else common_pb2.ENTRY_STATE_PENDING
-    )
+    state = version.state
     return {
         "resourceType": "Consent",
         "id": version.document_id,

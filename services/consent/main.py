@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from chain.entry import EntrySigner
-from services.consent.directory import Directory
-from services.consent.domain import ConsentBook
+from services.consent.domain import ConsentBook, Directory
 from services.consent.notifications import Notifications
 from services.consent.sender import LogSender
 from services.consent.servicer import ConsentServicer

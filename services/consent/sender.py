@@ -62,11 +62,6 @@ class LogSender:
         """Queue an accepted change for Kafka; its entry carries the caller's trace context."""
         self._queue.put((item, otel_context.get_current()))
 
-    @property
-    def backlog(self) -> int:
-        """Items waiting for Kafka."""
-        return self._queue.qsize()
-
     def send_batch(
         self, queued: Sequence[tuple[Outgoing, otel_context.Context]], timeout: float = 30.0
     ) -> None:

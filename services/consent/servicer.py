@@ -56,14 +56,7 @@ MAX_PAGE_SIZE = 1000
 
 
 def _proof(version: AcceptedVersion) -> common_pb2.ProofRef:
-    ref = common_pb2.ProofRef(
-        entry_id=version.entry_id,
-        state=(
-            common_pb2.ENTRY_STATE_SEQUENCED
-            if version.leaf_index is not None
-            else common_pb2.ENTRY_STATE_PENDING
-        ),
-    )
+    ref = common_pb2.ProofRef(entry_id=version.entry_id, state=version.state)
     if version.leaf_index is not None:
         ref.leaf_index = version.leaf_index
     return ref

@@ -82,7 +82,9 @@ def create_consortium(
     files = ConsortiumFiles(folder)
     if files.config_path.exists():
         files.load()
-        if not files.tag_key_path.exists():  # made by a version that had no tag key yet
+        # The tag key is secret to members and regulators, never in the config: a folder that
+        # lacks it gets one, so every process of the stack finds the same key.
+        if not files.tag_key_path.exists():
             _write_secret(files.tag_key_path, secrets.token_bytes(TAG_KEY_SIZE))
         return files
     folder.mkdir(parents=True, exist_ok=True)
@@ -129,8 +131,8 @@ def _raw_public(key: Ed25519PrivateKey) -> bytes:
 def _load_private_key(path: Path, what: str) -> Ed25519PrivateKey:
     if not path.exists():
         raise FileNotFoundError(
-            f"no {what} key at {path}: this consortium folder was made by an older version; "
-            "create a new one (make down; rm -rf .stack/run; make up)"
+            f"expected the {what} key at {path}, found none: this consortium folder is "
+            "incomplete; create a new one (make down; rm -rf .stack/run; make up)"
         )
     key = serialization.load_pem_private_key(path.read_bytes(), None)
     if not isinstance(key, Ed25519PrivateKey):

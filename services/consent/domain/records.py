@@ -54,6 +54,16 @@ class AcceptedVersion:
     logged: bool = False
 
     @property
+    def state(self) -> common_pb2.EntryState.ValueType:
+        """Where its CONSENT entry stands: the log writer records the leaf index from a sealed
+        checkpoint, so a version with one is SEALED; before that it is PENDING."""
+        return (
+            common_pb2.ENTRY_STATE_SEALED
+            if self.leaf_index is not None
+            else common_pb2.ENTRY_STATE_PENDING
+        )
+
+    @property
     def directive(self) -> directive_pb2.ConsentDirective:
         """The directive (for a CONSENT version)."""
         return parse(directive_pb2.ConsentDirective, signed_directive(self.signed).directive)
