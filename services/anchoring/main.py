@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from services.anchoring.domain import RecordAnchoring
+from services.anchoring.domain.tracking import SealTracker
 from services.anchoring.observability import SealObserver, count_missed
 from services.anchoring.seal_watch import SealWatch
 from services.anchoring.servicer import AnchoringServicer
 from services.anchoring.store import ALIAS, SETTLED_CACHE_SIZE, ChunkDoc, VersionStore
-from services.anchoring.tracking import SealTracker
 from services.platform import mongo
 from services.platform.consortium_files import ConsortiumFiles
 from services.platform.kafka import make_producer

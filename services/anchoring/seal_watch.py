@@ -2,7 +2,7 @@
 versions it anchors, and the seal deadline.
 
 :class:`SealWatch` receives the platform log writer's reports (sealed at a checkpoint, rejected)
-and hands them to the :class:`~services.anchoring.tracking.SealTracker` with the time, and
+and hands them to the :class:`~services.anchoring.domain.tracking.SealTracker` with the time, and
 every :data:`DEADLINE_POLL` seconds reports the versions past their promised deadline.
 """
 
@@ -13,8 +13,8 @@ import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
+from services.anchoring.domain.tracking import SealTracker
 from services.anchoring.observability import SealObserver
-from services.anchoring.tracking import SealTracker
 from services.platform.log_writer import Rejected, Sealed
 
 _log = logging.getLogger(__name__)

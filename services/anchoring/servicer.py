@@ -25,9 +25,9 @@ from services.anchoring.domain import (
     RecordAnchoring,
     RecordVersion,
 )
-from services.anchoring.domain_fhir import provenance_bundle
+from services.anchoring.domain.provenance import provenance_bundle
+from services.anchoring.domain.tracking import SealTracker
 from services.anchoring.observability import SealObserver, count_outcomes
-from services.anchoring.tracking import SealTracker
 from services.platform.caller import current_caller
 from services.platform.chain_client import evidence_bundle, prove_entry, prove_together
 from services.platform.convert import timestamp

@@ -12,8 +12,8 @@ from datetime import timedelta
 import pytest
 
 from services.anchoring.domain import RecordAnchoring, RecordVersion
+from services.anchoring.domain.tracking import SealTracker
 from services.anchoring.store import ALIAS, ChunkDoc, VersionStore
-from services.anchoring.tracking import SealTracker
 from services.platform import mongo
 from services.platform.caller import Caller, Role
 from services.platform.events import decode

@@ -23,7 +23,7 @@ from fhir.resources.R4B.consent import Consent
 from fhir.resources.R4B.provenance import Provenance
 
 from services.anchoring.domain import RecordAnchoring
-from services.anchoring.domain_fhir import provenance_bundle
+from services.anchoring.domain.provenance import provenance_bundle
 from services.audit.domain import KIND_ACCESS, KIND_CONSENT, KIND_RECORD, AuditBook, TrailFilterSpec
 from services.audit.fhir import audit_event_bundle
 from services.consent.fhir import consent_resource

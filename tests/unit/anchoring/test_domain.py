@@ -1,4 +1,4 @@
-"""Anchoring's rules (services/anchoring/domain.py) on a fake store, with the chain's own
+"""Anchoring's rules (services/anchoring/domain/) on a fake store, with the chain's own
 validator over real keys, and the FHIR export validated with fhir.resources (its vocabulary is
 services/platform/fhir_vocabulary.py; tests/unit/test_fhir_vocabulary.py joins the three
 exports)."""
@@ -14,7 +14,7 @@ from fhir.resources.R4B.bundle import Bundle
 from chain.errors import ConflictError, InvalidInputError, PermissionDeniedError, PreconditionError
 from sdk.anchoring import HospitalClient, RecordVersionDraft
 from services.anchoring.domain import RecordAnchoring, RecordVersion
-from services.anchoring.domain_fhir import provenance_bundle
+from services.anchoring.domain.provenance import provenance_bundle
 from services.platform import fhir_vocabulary as fv
 from services.platform.caller import Caller, Role
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb

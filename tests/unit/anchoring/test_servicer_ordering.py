@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from chain.consortium import ConsortiumConfig, Member
 from chain.note import generate_key
 from services.anchoring.domain import RecordAnchoring, RecordVersion
+from services.anchoring.domain.tracking import SealTracker
 from services.anchoring.servicer import AnchoringServicer
-from services.anchoring.tracking import SealTracker
 from services.platform.log_writer import Ordered, entry_id_of
 from tests.unit.anchoring.fakes import (
     NOW,

@@ -1,4 +1,4 @@
-"""The seal tracker (services/anchoring/tracking.py): seals and rejections as the log writer
+"""The seal tracker (services/anchoring/domain/tracking.py): seals and rejections as the log writer
 reports them, deadlines, restarts; each event once, with an id derived from the entry."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from services.anchoring.domain import RecordAnchoring, RecordVersion, event_id
-from services.anchoring.tracking import SealTracker
+from services.anchoring.domain.tracking import SealTracker
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2
