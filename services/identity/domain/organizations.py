@@ -28,6 +28,7 @@ from chain.errors import (
 )
 from chain.tags import salted_commitment
 from services.identity.domain.keys import check_possession
+from services.platform import paging
 from services.platform.convert import timestamp
 from services.platform.events import envelope
 from swiftchain.chain.v1 import entry_pb2
@@ -385,14 +386,18 @@ class OrganizationRegistry:
         """One page of organizations by id, and the token for the next ('' at the end)."""
         if role and role not in _ROLES:
             raise InvalidInputError(f"expected a known role filter, got {role}")
-        if page_size < 0:
-            raise InvalidInputError(f"expected a page size >= 0, got {page_size}")
-        after = _decode_page_token(page_token)
-        limit = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        page = self._store.list_page(role, after, limit + 1)
+        limit = paging.page_size(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        key = paging.filter_key("organizations", role)
+        after = paging.page_after(page_token, key, 1)
+        after_id = str(after[0]) if after else ""
+        if after and not _ORGANIZATION_ID.fullmatch(after_id):
+            raise InvalidInputError(
+                f"expected a page token from a previous response, got {page_token!r}"
+            )
+        page = self._store.list_page(role, after_id, limit + 1)
         more = len(page) > limit
         page = page[:limit]
-        token = _encode_page_token(page[-1].organization_id) if more and page else ""
+        token = paging.page_token((page[-1].organization_id,), key) if more and page else ""
         return page, token
 
     def resolve_key(self, key_id: str, log_index: int | None) -> KeyResolution:
@@ -574,19 +579,3 @@ def _status_at(key: OrganizationKey, log_index: int) -> identity_pb2.KeyStatus.V
 def _role_name(role: RoleValue) -> str:
     values = common_pb2.OrganizationRole.values()
     return common_pb2.OrganizationRole.Name(role) if role in values else str(role)
-
-
-def _encode_page_token(last_id: str) -> str:
-    return base64.urlsafe_b64encode(last_id.encode()).decode()
-
-
-def _decode_page_token(token: str) -> str:
-    if not token:
-        return ""
-    try:
-        last_id = base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeDecodeError):
-        last_id = ""
-    if not _ORGANIZATION_ID.fullmatch(last_id):
-        raise InvalidInputError(f"expected a page token from a previous response, got {token!r}")
-    return last_id

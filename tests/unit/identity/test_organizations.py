@@ -285,6 +285,23 @@ def test_listing_pages_through_organizations_by_id(registry: OrganizationRegistr
         registry.list(common_pb2.ORGANIZATION_ROLE_UNSPECIFIED, 2, "%%%")
 
 
+def test_a_listing_token_is_bound_to_its_role_filter_and_sees_inserts_once(
+    registry: OrganizationRegistry,
+) -> None:
+    for name in ("hospital-a", "hospital-c"):
+        register_hospital(registry, name)
+    first, token = registry.list(common_pb2.ORGANIZATION_ROLE_UNSPECIFIED, 1, "")
+    with pytest.raises(InvalidInputError, match="with the filter it was issued for"):
+        registry.list(common_pb2.ORGANIZATION_ROLE_HOSPITAL, 1, token)
+    register_hospital(registry, "hospital-b")  # after the cursor: listed once, on a later page
+    register_hospital(registry, "hospital-0")  # before it: not repeated
+    seen = [o.organization_id for o in first]
+    while token:
+        page, token = registry.list(common_pb2.ORGANIZATION_ROLE_UNSPECIFIED, 1, token)
+        seen.extend(o.organization_id for o in page)
+    assert seen == ["hospital-a", "hospital-b", "hospital-c"]
+
+
 def test_a_regulator_key_is_registered_to_sign_nothing_on_the_log(
     registry: OrganizationRegistry, store: FakeStore
 ) -> None:
