@@ -292,8 +292,9 @@ class LogWriter:
             if checkpoint.tree_size <= self._position:
                 continue
             # Behind by several checkpoints (a slow store): settle everything sealed now in
-            # one go, so the service writes once for all of them.
-            latest = self._latest()
+            # one go, so the service writes once for all of them. With nothing followed there
+            # is nothing to settle, and no reason to ask.
+            latest = self._latest() if self.followed else None
             if latest is not None and latest.tree_size > checkpoint.tree_size:
                 checkpoint = latest
             self._settle(checkpoint, read_leaves=True)
