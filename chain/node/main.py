@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from chain.consortium import parse_consortium
+from chain.node.kafka_readers import KafkaReaders
 from chain.node.node import ChainNode
 from chain.node.service import ChainServicer
 from chain.node.store import ALIAS, DEFAULT_BUNDLE_CACHE_BYTES, ChainStore
@@ -56,8 +57,8 @@ def build_node(settings: NodeSettings) -> ChainNode:
         config=config,
         signer=signer,
         store=ChainStore(settings.bundle_cache_mib * 1024 * 1024),
-        kafka_bootstrap=settings.kafka_bootstrap,
         producer=producer,
+        readers=KafkaReaders(settings.kafka_bootstrap, settings.node_name),
         ordering_topic=settings.ordering_topic,
         cosignatures_topic=settings.cosignatures_topic,
     )

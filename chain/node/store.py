@@ -29,7 +29,6 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +36,9 @@ import mongoengine as me
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError
 
+from chain.alarms import Alarm
 from chain.errors import NotFoundError
+from chain.node.ports import NodeState, StoredBlock
 from services.platform import mongo
 
 ALIAS = "chain"
@@ -126,15 +127,6 @@ class AlarmDoc(me.Document):
     signature_lines = me.ListField(me.StringField())
     detail = me.StringField()
     raised_at = me.DateTimeField(required=True)
-
-
-@dataclass(frozen=True)
-class NodeState:
-    """The persisted position of the node."""
-
-    applied_offset: int
-    tree_size: int
-    height: int
 
 
 def _bundle_id(index: int) -> str:
@@ -298,12 +290,14 @@ class ChainStore:
         block_first = max(first_index, boundary)
         return block_first, list(entries[block_first - first_index :])
 
-    def restore_tail(self, size: int, blocks: Sequence[BlockDoc]) -> None:
+    def restore_tail(self, size: int, blocks: Sequence[StoredBlock]) -> None:
         """Rebuild the in-memory tail (entries past the last full bundle) from block documents."""
         boundary = size - size % BUNDLE_SIZE
         tail: dict[int, bytes] = {}
         for block in blocks:
-            if block.tree_size <= boundary or block.tree_size > size or block.tail is None:
+            if block.tree_size <= boundary or block.tree_size > size:
+                continue
+            if block.tail is None or block.tail_first is None:
                 continue
             for offset, entry in enumerate(unpack_entries(bytes(block.tail))):
                 index = block.tail_first + offset
@@ -420,29 +414,18 @@ class ChainStore:
         """Every block, by height (one scan, for recovery)."""
         return sorted(BlockDoc.objects, key=lambda b: b.height)
 
-    def raise_alarm(
-        self,
-        alarm_id: str,
-        kind: str,
-        *,
-        member: str,
-        tree_size: int,
-        checkpoints: Sequence[str],
-        lines: Sequence[str],
-        detail: str,
-        now: datetime | None = None,
-    ) -> bool:
-        """Store an alarm once; True if it is new."""
-        if AlarmDoc.objects(id=alarm_id).first() is not None:
+    def raise_alarm(self, alarm: Alarm, now: datetime | None = None) -> bool:
+        """Store an alarm once (by its id); True if it is new."""
+        if AlarmDoc.objects(id=alarm.alarm_id).first() is not None:
             return False
         AlarmDoc(
-            id=alarm_id,
-            kind=kind,
-            member=member,
-            tree_size=tree_size,
-            checkpoints=list(checkpoints),
-            signature_lines=list(lines),
-            detail=detail,
+            id=alarm.alarm_id,
+            kind=alarm.kind,
+            member=alarm.member,
+            tree_size=alarm.tree_size,
+            checkpoints=list(alarm.checkpoints),
+            signature_lines=list(alarm.lines),
+            detail=alarm.detail,
             raised_at=now or datetime.now(UTC),
         ).save()
         return True
