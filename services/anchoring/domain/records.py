@@ -17,7 +17,7 @@ from chain.entry import ParsedEntry
 from chain.errors import (
     SwiftchainError,
 )
-from swiftchain.common.v1 import common_pb2
+from services.platform.entry_states import entry_state
 from swiftchain.events.v1 import events_pb2
 
 PRODUCER = "anchoring"
@@ -92,13 +92,11 @@ class RecordVersion:
     @property
     def state(self) -> int:
         """The entry's ``EntryState`` as far as this service knows."""
-        if self.rejection_reason:
-            return common_pb2.ENTRY_STATE_REJECTED
-        if self.sealed_tree_size is not None:
-            return common_pb2.ENTRY_STATE_SEALED
-        if self.leaf_index is not None:
-            return common_pb2.ENTRY_STATE_SEQUENCED
-        return common_pb2.ENTRY_STATE_PENDING
+        return entry_state(
+            rejected=bool(self.rejection_reason),
+            leaf_index=self.leaf_index,
+            sealed_tree_size=self.sealed_tree_size,
+        )
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from chain.errors import InvalidInputError
+from services.platform.entry_states import entry_state
 from services.platform.paging import Position
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.common.v1 import common_pb2
@@ -65,13 +66,11 @@ class TrailRecord:
     @property
     def state(self) -> int:
         """The entry's state as far as the read model knows."""
-        if self.rejected:
-            return common_pb2.ENTRY_STATE_REJECTED
-        if self.sealed_tree_size is not None:
-            return common_pb2.ENTRY_STATE_SEALED
-        if self.leaf_index is not None:
-            return common_pb2.ENTRY_STATE_SEQUENCED
-        return common_pb2.ENTRY_STATE_PENDING
+        return entry_state(
+            rejected=self.rejected,
+            leaf_index=self.leaf_index,
+            sealed_tree_size=self.sealed_tree_size,
+        )
 
 
 @dataclass(frozen=True)
