@@ -23,6 +23,20 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from chain.errors import InvalidInputError
 from chain.hashing import HASH_SIZE, leaf_hash
+from chain.limits import (
+    FORMAT_TEXT,
+    KEY_ID,
+    MAX_BATCH_PATH,
+    MAX_ENTRY_BYTES,
+    MAX_REFERENCES,
+    ORGANIZATION_ID,
+    PRACTITIONER_ID,
+    REASON_CODE,
+    TIME_RANGE_TEXT,
+    UUID_V4,
+    shown,
+    time_in_range,
+)
 from chain.proof_build import inclusion_proof, tree_root
 from chain.tiles import MemoryHashStore
 from swiftchain.chain.v1 import entry_pb2
@@ -50,14 +64,6 @@ _DETAIL_FOR_KIND: dict[int, str] = {
     common_pb2.ENTRY_KIND_CONSENT: "consent",
     common_pb2.ENTRY_KIND_ACCESS: "access",
 }
-_KEY_ID = re.compile(r"[A-Za-z0-9._:#/-]{1,128}")
-_REASON_CODE = re.compile(r"[a-z0-9-]{1,32}")
-_UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
-
-# google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
-_MIN_SECONDS = -62_135_596_800
-_MAX_SECONDS = 253_402_300_799
-_MAX_NANOS = 999_999_999
 
 # Known values of the body's enums (proto3 enums are open: an unknown number parses as itself).
 # A value added to the proto is a protocol upgrade, like a new field.
@@ -131,9 +137,16 @@ def _memo_matcher(pattern: re.Pattern[str], limit: int = 4096) -> Callable[[str]
     return matches
 
 
-_is_key_id = _memo_matcher(_KEY_ID)
-_is_reason_code = _memo_matcher(_REASON_CODE)
-_is_uuid = _UUID_TEXT.fullmatch
+_is_key_id = _memo_matcher(KEY_ID)
+_is_reason_code = _memo_matcher(REASON_CODE)
+# Submitters, key owners and requesters are the few organizations and services of the consortium.
+_is_party_id = _memo_matcher(ORGANIZATION_ID)
+_is_uuid = UUID_V4.fullmatch
+_is_practitioner_id = PRACTITIONER_ID.fullmatch
+
+
+class EntryTooLargeError(InvalidInputError):
+    """An entry over :data:`chain.limits.MAX_ENTRY_BYTES` (rejection reason TOO_LARGE)."""
 
 
 def is_key_id(text: str) -> bool:
@@ -167,8 +180,14 @@ def new_entry_id() -> str:
 
 
 def _bad_key_id(key_id: str) -> InvalidInputError:
+    return InvalidInputError(f"expected {FORMAT_TEXT[KEY_ID]}, got {shown(key_id)}")
+
+
+def _bad_party_id(what: str, value: str) -> InvalidInputError:
+    if not value:
+        return InvalidInputError(f"expected {what}, got an empty one")
     return InvalidInputError(
-        f"expected a key id of 1-128 characters [A-Za-z0-9._:#/-], got {key_id!r}"
+        f"expected {what} as {FORMAT_TEXT[ORGANIZATION_ID]}, got {shown(value)}"
     )
 
 
@@ -359,6 +378,10 @@ def _check_auth(entry: entry_pb2.ChainEntry) -> _Auth:
             f"expected batch index < size and size >= 1, got index {index}, size {size}"
         )
     path = tuple(batch.path)
+    if len(path) > MAX_BATCH_PATH:
+        raise InvalidInputError(
+            f"expected a batch path of at most {MAX_BATCH_PATH} hashes, got {len(path)}"
+        )
     if path and {*map(len, path)} != {HASH_SIZE}:
         for node in path:
             _exact(node, HASH_SIZE, "a batch path hash")
@@ -372,8 +395,8 @@ def _check_key_detail(body: entry_pb2.EntryBody) -> Message:
     action = detail.action
     if action not in _KEY_ACTIONS:
         raise InvalidInputError(f"expected a KEY action, got {action}")
-    if not detail.owner_id:
-        raise InvalidInputError("expected a key owner id, got an empty one")
+    if not _is_party_id(detail.owner_id):
+        raise _bad_party_id("a key owner id", detail.owner_id)
     owner_kind = detail.owner_kind
     if owner_kind not in _OWNER_KINDS:
         raise InvalidInputError(
@@ -418,7 +441,12 @@ def _check_key_detail(body: entry_pb2.EntryBody) -> Message:
         raise InvalidInputError(SMALL_ORDER_KEY_MESSAGE)
     # An empty list is allowed: a key that signs nothing on the log (a regulator's, an app
     # operator's) is registered so that its validity at any position is provable all the same.
-    for kind in detail.allowed_kinds:
+    allowed = detail.allowed_kinds
+    if len(allowed) > len(KIND_NAMES):
+        raise InvalidInputError(
+            f"expected at most {len(KIND_NAMES)} allowed entry kinds, got {len(allowed)}"
+        )
+    for kind in allowed:
         if kind not in KIND_NAMES:
             raise InvalidInputError(f"expected known allowed entry kinds, got {kind}")
     if (action == entry_pb2.KEY_ACTION_ROTATE) != bool(replaces):
@@ -449,7 +477,13 @@ def _check_record_detail(body: entry_pb2.EntryBody) -> Message:
     reason_code = detail.reason_code
     if reason_code and not _is_reason_code(reason_code):
         raise InvalidInputError(
-            f"expected a reason code of 1-32 characters [a-z0-9-], got {reason_code!r}"
+            f"expected a reason code of 1-32 characters [a-z0-9-], got {shown(reason_code)}"
+        )
+    author = detail.author_ref
+    if author and not _is_practitioner_id(author):
+        raise InvalidInputError(
+            f"expected author_ref to be empty or {FORMAT_TEXT[PRACTITIONER_ID]}, "
+            f"got {shown(author)}"
         )
     return detail
 
@@ -465,7 +499,7 @@ def _check_consent_detail(body: entry_pb2.EntryBody) -> Message:
         )
     if not _is_uuid(detail.directive_id):
         raise InvalidInputError(
-            f"expected a directive id as a lower-case UUID v4, got {detail.directive_id!r}"
+            f"expected a directive id as a lower-case UUID v4, got {shown(detail.directive_id)}"
         )
     if detail.version < 1:
         raise InvalidInputError(f"expected a directive version >= 1, got {detail.version}")
@@ -488,8 +522,8 @@ def _check_access_detail(body: entry_pb2.EntryBody) -> Message:
         raise InvalidInputError("expected an access decision, got ACCESS_DECISION_UNSPECIFIED")
     if decision not in _ACCESS_DECISIONS:
         raise InvalidInputError(f"expected a known access decision, got {decision}")
-    if not detail.requester_id:
-        raise InvalidInputError("expected a requester id, got an empty one")
+    if not _is_party_id(detail.requester_id):
+        raise _bad_party_id("a requester id", detail.requester_id)
     reason = detail.reason
     if reason == common_pb2.ACCESS_REASON_UNSPECIFIED:
         raise InvalidInputError("expected an access reason, got ACCESS_REASON_UNSPECIFIED")
@@ -516,7 +550,8 @@ def _check_access_detail(body: entry_pb2.EntryBody) -> Message:
             )
         if not _is_uuid(directive_id):
             raise InvalidInputError(
-                f"expected a deciding directive id as a lower-case UUID v4, got {directive_id!r}"
+                "expected a deciding directive id as a lower-case UUID v4, "
+                f"got {shown(directive_id)}"
             )
         if version < 1:
             raise InvalidInputError(f"expected a deciding directive version >= 1, got {version}")
@@ -540,7 +575,9 @@ def _check_body(body: entry_pb2.EntryBody) -> tuple[str, int, str]:
     """Check the body; return (entry id, kind, submitter id)."""
     entry_id = body.entry_id
     if not _is_uuid(entry_id):
-        raise InvalidInputError(f"expected an entry id as a lower-case UUID v4, got {entry_id!r}")
+        raise InvalidInputError(
+            f"expected an entry id as a lower-case UUID v4, got {shown(entry_id)}"
+        )
     kind = body.kind
     expected_detail: str | None = _DETAIL_FOR_KIND.get(kind)
     if expected_detail is None:
@@ -552,19 +589,16 @@ def _check_body(body: entry_pb2.EntryBody) -> tuple[str, int, str]:
             f"got {detail_name!r}"
         )
     submitter_id = body.submitter_id
-    if not submitter_id:
-        raise InvalidInputError("expected a submitter id, got an empty one")
+    if not _is_party_id(submitter_id):
+        raise _bad_party_id("a submitter id", submitter_id)
     if not body.HasField("time"):
         raise InvalidInputError("expected a time, got none")
     time = body.time
     if len(UnknownFieldSet(time)):
         raise _unknown_fields_error(time, "time")
     seconds, nanos = time.seconds, time.nanos
-    if not (_MIN_SECONDS <= seconds <= _MAX_SECONDS and 0 <= nanos <= _MAX_NANOS):
-        raise InvalidInputError(
-            "expected a time between 0001-01-01 and 9999-12-31 with nanos in [0, 999999999], "
-            f"got seconds {seconds}, nanos {nanos}"
-        )
+    if not time_in_range(seconds, nanos):
+        raise InvalidInputError(f"expected {TIME_RANGE_TEXT}, got seconds {seconds}, nanos {nanos}")
     _exact(body.commitment, HASH_SIZE, "a commitment")
     subject_tag = body.subject_tag
     if kind == common_pb2.ENTRY_KIND_KEY:
@@ -574,6 +608,10 @@ def _check_body(body: entry_pb2.EntryBody) -> tuple[str, int, str]:
         _exact(subject_tag, HASH_SIZE, "a subject tag")
     references = body.references
     if references:
+        if len(references) > MAX_REFERENCES:
+            raise InvalidInputError(
+                f"expected at most {MAX_REFERENCES} references, got {len(references)}"
+            )
         for reference in references:
             if len(UnknownFieldSet(reference)):
                 raise _unknown_fields_error(reference, "reference")
@@ -586,6 +624,12 @@ def _check_body(body: entry_pb2.EntryBody) -> tuple[str, int, str]:
                 )
             if reference.commitment:
                 _exact(reference.commitment, HASH_SIZE, "a referenced commitment")
+            referenced = reference.entry_id
+            if referenced and not _is_uuid(referenced):
+                raise InvalidInputError(
+                    "expected a referenced entry id as a lower-case UUID v4 or none, "
+                    f"got {shown(referenced)}"
+                )
     detail = _DETAIL_CHECKS[detail_name](body)
     if len(UnknownFieldSet(detail)):
         raise _unknown_fields_error(detail, f"{expected_detail} detail")
@@ -593,7 +637,12 @@ def _check_body(body: entry_pb2.EntryBody) -> tuple[str, int, str]:
 
 
 def parse_entry(raw: bytes) -> ParsedEntry:
-    """Parse and check an entry's bytes; raise :class:`InvalidInputError` saying what is wrong."""
+    """Parse and check an entry's bytes; raise :class:`InvalidInputError` saying what is wrong
+    (:class:`EntryTooLargeError` for more than :data:`chain.limits.MAX_ENTRY_BYTES`)."""
+    if len(raw) > MAX_ENTRY_BYTES:
+        raise EntryTooLargeError(
+            f"expected an entry of at most {MAX_ENTRY_BYTES:,} bytes, got {len(raw):,}"
+        )
     entry = entry_pb2.ChainEntry()
     try:
         entry.ParseFromString(raw)

@@ -21,6 +21,7 @@ from chain.consortium import GenesisKey
 from chain.entry import (
     KIND_NAMES,
     KINDS_BY_NAME,
+    EntryTooLargeError,
     ParsedEntry,
     batch_signing_input,
     entry_signing_input,
@@ -49,6 +50,8 @@ def rejection_reason(error: Exception) -> str:
     """The RejectionReason name (without prefix) for an error raised while validating."""
     if isinstance(error, EntryRejectedError):
         return error.reason
+    if isinstance(error, EntryTooLargeError):
+        return "TOO_LARGE"
     return "MALFORMED"
 
 

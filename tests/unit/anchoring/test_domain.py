@@ -156,12 +156,15 @@ def test_fhir_provenance_validates(anchoring: RecordAnchoring) -> None:
     assert parts["state"]["valueCoding"] == {"system": fv.ENTRY_STATE_SYSTEM, "code": "pending"}
 
 
+PRACTITIONER_WITH_UNDERSCORE = "pr-a_b" + "A" * 19
+
+
 def test_fhir_provenance_references_a_practitioner_by_identifier(
     anchoring: RecordAnchoring,
 ) -> None:
     """Practitioner ids are not FHIR ids (they may hold ``_``): no literal reference."""
     draft = sdk().record_version(
-        "rec-1", 1, b"v1", subject_id=SUBJECT, author_practitioner_id="pr-a_b"
+        "rec-1", 1, b"v1", subject_id=SUBJECT, author_practitioner_id=PRACTITIONER_WITH_UNDERSCORE
     )
     anchor(anchoring, [draft])
     versions = anchoring.versions(Caller(Role.HOSPITAL, "hospital-a"), "hospital-a", "rec-1")
@@ -170,7 +173,7 @@ def test_fhir_provenance_references_a_practitioner_by_identifier(
     author = next(a for a in resource["agent"] if a["type"]["coding"][0]["code"] == "author")
     assert author["who"] == {
         "type": "Practitioner",
-        "identifier": {"system": fv.PRACTITIONER_SYSTEM, "value": "pr-a_b"},
+        "identifier": {"system": fv.PRACTITIONER_SYSTEM, "value": PRACTITIONER_WITH_UNDERSCORE},
     }
     assert author["onBehalfOf"] == fv.organization("hospital-a")
     assert "Practitioner/" not in json.dumps(resource)

@@ -24,6 +24,7 @@ from chain.entry import (
     KIND_NAMES,
     KINDS_BY_NAME,
     EntrySigner,
+    EntryTooLargeError,
     ParsedEntry,
     batch_signing_input,
     entry_signing_input,
@@ -34,7 +35,9 @@ from chain.entry import (
 )
 from chain.errors import InvalidInputError
 from chain.hashing import leaf_hash
+from chain.limits import MAX_ENTRY_BYTES
 from chain.proof_verify import root_from_inclusion_proof
+from chain.validation import rejection_reason
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 
@@ -369,7 +372,7 @@ VALID = {
         deciding_directive_version=0,
     ),
     "time at the lower bound": lambda: body_with(
-        "record", lambda b: b.time.CopyFrom(Timestamp(seconds=-62_135_596_800))
+        "record", lambda b: b.time.CopyFrom(Timestamp(seconds=0))
     ),
     "time at the upper bound": lambda: body_with(
         "record",
@@ -651,7 +654,7 @@ MALFORMED: list[tuple[str, Callable[[], bytes], str]] = [
     (
         "negative nanos",
         lambda: body_with("record", lambda b: setattr(b.time, "nanos", -1)),
-        "expected a time between 0001-01-01 and 9999-12-31 with nanos in [0, 999999999], "
+        "expected a time between 1970-01-01 and 9999-12-31 with nanos in [0, 999999999], "
         "got seconds 1767225600, nanos -1",
     ),
     (
@@ -665,9 +668,9 @@ MALFORMED: list[tuple[str, Callable[[], bytes], str]] = [
         "got seconds 253402300800",
     ),
     (
-        "time before year 1",
-        lambda: body_with("record", lambda b: setattr(b.time, "seconds", -62_135_596_801)),
-        "got seconds -62135596801",
+        "time before 1970",
+        lambda: body_with("record", lambda b: setattr(b.time, "seconds", -1)),
+        "got seconds -1,",
     ),
     (
         "commitment of 31 bytes",
@@ -713,6 +716,72 @@ MALFORMED: list[tuple[str, Callable[[], bytes], str]] = [
             ),
         ),
         "expected a referenced commitment of 32 bytes, got 31",
+    ),
+    # --- formats and limits (chain/limits.py)
+    (
+        "entry over 64 KiB",
+        lambda: signed(record_body(author_ref="x" * 70_000)),
+        "expected an entry of at most 65,536 bytes, got 70,",
+    ),
+    (
+        "2 MB of free text as author_ref",
+        lambda: body_with("record", lambda b: setattr(b.record, "author_ref", "Jane Doe " * 1000)),
+        "expected author_ref to be empty or a practitioner id as identity issues it",
+    ),
+    (
+        "a name as author_ref",
+        lambda: detail_with("record", author_ref="Dr. Jane Doe"),
+        "got 'Dr. Jane Doe'",
+    ),
+    (
+        "free text as a referenced entry id",
+        lambda: body_with(
+            "record",
+            lambda b: b.references.add(
+                kind=entry_pb2.REFERENCE_KIND_PREVIOUS_VERSION, entry_id="diagnosis: flu"
+            ),
+        ),
+        "expected a referenced entry id as a lower-case UUID v4 or none, got 'diagnosis: flu'",
+    ),
+    (
+        "nine references",
+        lambda: body_with(
+            "record",
+            lambda b: [
+                b.references.add(kind=entry_pb2.REFERENCE_KIND_PREVIOUS_VERSION) for _ in range(9)
+            ],
+        ),
+        "expected at most 8 references, got 9",
+    ),
+    (
+        "free text as the submitter",
+        lambda: body_with("record", lambda b: setattr(b, "submitter_id", "Hospital A")),
+        "expected a submitter id as an organization id of 1-63 characters",
+    ),
+    (
+        "free text as the requester",
+        lambda: detail_with("access", requester_id="x" * 64),
+        "expected a requester id as an organization id",
+    ),
+    (
+        "free text as a key owner",
+        lambda: detail_with("key", owner_id="the registrar"),
+        "expected a key owner id as an organization id",
+    ),
+    (
+        "a batch path of 65 hashes",
+        lambda: chain_entry(batch=batch(path=[h32(5)] * 65)),
+        "expected a batch path of at most 64 hashes, got 65",
+    ),
+    (
+        "five allowed kinds",
+        lambda: detail_with("key", allowed_kinds=[common_pb2.ENTRY_KIND_RECORD] * 5),
+        "expected at most 4 allowed entry kinds, got 5",
+    ),
+    (
+        "a long bad key id is shown cut",
+        lambda: detail_with("key", key_id="k " * 5000),
+        "(10,000 characters)",
     ),
     # --- KEY detail
     (
@@ -1071,3 +1140,17 @@ def test_mutated_entries_parse_or_raise_invalid_input(raw: bytes, data: st.DataO
         return
     assert parsed.raw == mutated
     assert parsed.leaf_hash == leaf_hash(mutated)
+
+
+def test_the_size_limit_is_checked_first_and_named_too_large() -> None:
+    """An entry of exactly 64 KiB gets to the other checks (here: padded by an unknown field);
+    one byte more is refused for its size alone, and a node names that TOO_LARGE."""
+    base = signed(record_body())
+    at_limit = base + length_delimited(99, bytes(MAX_ENTRY_BYTES - len(base) - 5))
+    assert len(at_limit) == MAX_ENTRY_BYTES
+    with pytest.raises(InvalidInputError, match="unknown field numbers") as within:
+        parse_entry(at_limit)
+    assert not isinstance(within.value, EntryTooLargeError)
+    with pytest.raises(EntryTooLargeError, match="at most 65,536 bytes, got 65,537") as over:
+        parse_entry(at_limit + b"\x00")
+    assert rejection_reason(over.value) == "TOO_LARGE"
