@@ -70,6 +70,14 @@ class Pki:
         return (self.ca_dir / CA_FILE).read_bytes()
 
 
+def kafka_principal(cert_pem: bytes) -> str:
+    """The Kafka principal a client with this certificate is: ``User:`` and the certificate's
+    subject as RFC 4514 (= Java's RFC 2253) writes it, most specific part first, as Kafka's
+    default principal builder does on a TLS listener (``User:CN=anchoring,OU=service,O=...``)."""
+    subject = x509.load_pem_x509_certificate(cert_pem).subject
+    return "User:" + subject.rfc4514_string()
+
+
 def _needs_certificate(folder: Path, now: datetime) -> bool:
     cert_path = folder / CERT_FILE
     if not cert_path.exists() or not (folder / KEY_FILE).exists():

@@ -5,7 +5,8 @@
 writes, under ``OUT``:
 
 * ``secrets/<secret name>/<key>``: one folder per Secret the manifests reference, one file per
-  key, ready for ``kubectl create secret generic NAME --from-file=OUT/secrets/NAME``;
+  key, ready for ``kubectl create secret generic NAME --from-file=OUT/secrets/NAME`` (and the
+  platform CA once more as Strimzi's clients CA, which signs the KafkaUsers' certificates);
 * ``configmaps/swiftchain-consortium/consortium.json``: the public consortium config (a
   ConfigMap, because nothing in it is secret);
 * ``consortium-admin/``: the consortium admin's client TLS folder, for the ``swiftchain`` CLI
@@ -76,6 +77,10 @@ CONSORTIUM_CONFIGMAP = "swiftchain-consortium"
 CONSORTIUM_KEYS_SECRET = "swiftchain-consortium-keys"  # noqa: S105  (a name, not a secret)
 CA_SECRET = "swiftchain-ca"  # noqa: S105  (a name, not a secret)
 MONGO_SECRET = "swiftchain-mongo"  # noqa: S105  (a name, not a secret)
+#: Strimzi's clients CA of the Kafka cluster "swiftchain" (k8s/base/kafka.yaml: clientsCa), which
+#: is the platform CA: its certificate (key ``ca.crt``) and its private key (key ``ca.key``).
+CLIENTS_CA_CERT_SECRET = "swiftchain-clients-ca-cert"  # noqa: S105  (a name, not a secret)
+CLIENTS_CA_SECRET = "swiftchain-clients-ca"  # noqa: S105  (a name, not a secret)
 
 
 def tls_secret(process: str) -> str:
@@ -286,6 +291,9 @@ def make_material(
     ca_target = material.secrets / CA_SECRET
     _copy(root / "pki" / "ca" / CA_FILE, ca_target / CA_FILE)
     _copy(root / "pki" / "ca" / CA_KEY_FILE, ca_target / CA_KEY_FILE)
+    # Strimzi signs the KafkaUsers' certificates with the platform CA and trusts only it
+    _copy(root / "pki" / "ca" / CA_FILE, material.secrets / CLIENTS_CA_CERT_SECRET / "ca.crt")
+    _copy(root / "pki" / "ca" / CA_KEY_FILE, material.secrets / CLIENTS_CA_SECRET / "ca.key")
     mongo_target = material.secrets / MONGO_SECRET
     _write_secret(mongo_target / "root-username", MONGO_ROOT_USER.encode())
     _write_secret(mongo_target / "root-password", passwords[MONGO_ROOT_USER].encode())

@@ -13,7 +13,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from chain.errors import InvalidInputError
 from chain.node.ports import IDLE_WAIT_MS, PolledRecord, Reader
-from services.platform.kafka import record_lag
+from services.platform.kafka import KafkaSecurity, kafka_client_options, record_lag
 
 __all__ = ["KafkaReaders"]
 
@@ -35,13 +35,22 @@ class _KafkaReader:
 
 
 class KafkaReaders:
-    """Opens a node's readers on the brokers at ``bootstrap``; an ordering poll returns at most
+    """Opens a node's readers on the brokers at ``bootstrap``, connecting with ``security`` (by
+    default as the process's ``SWIFTCHAIN_*`` settings say); an ordering poll returns at most
     ``poll_max_records`` records."""
 
-    def __init__(self, bootstrap: str, node_name: str, *, poll_max_records: int = 5000) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        node_name: str,
+        *,
+        poll_max_records: int = 5000,
+        security: KafkaSecurity | None = None,
+    ) -> None:
         if poll_max_records < 1:
             raise InvalidInputError(f"expected poll_max_records >= 1, got {poll_max_records}")
         self._bootstrap = bootstrap
+        self._connection = kafka_client_options(security)
         self._name = node_name
         self._poll_max = poll_max_records
 
@@ -63,6 +72,7 @@ class KafkaReaders:
     def _consumer(self, topic: str, client_id: str, **options: Any) -> Any:
         """A consumer without a group, assigned partition 0 of ``topic``."""
         consumer = KafkaConsumer(
+            **self._connection,
             bootstrap_servers=self._bootstrap,
             client_id=client_id,
             group_id=None,

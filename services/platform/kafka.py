@@ -2,6 +2,10 @@
 
 Producers are idempotent with ``acks=all`` (DESIGN §3.2). Consumers commit an offset only after
 the message was processed, so a crash replays rather than loses; handlers are idempotent by id.
+
+Every client proves who it is to the brokers with its TLS client certificate from the platform
+CA (:class:`KafkaSecurity`): the brokers take the certificate's subject as the principal and
+allow it only what ``services/platform/kafka_acls.py`` grants.
 """
 
 from __future__ import annotations
@@ -11,12 +15,17 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 from kafka import KafkaConsumer, KafkaProducer
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.metrics import CallbackOptions, Observation
+
+from chain.errors import InvalidInputError
+from services.platform.settings import ProcessSettings
+from services.platform.tls import CA_FILE, CERT_FILE, KEY_FILE
 
 _log = logging.getLogger(__name__)
 
@@ -81,9 +90,73 @@ def publish_span(topic: str, count: int) -> Iterator[None]:
         yield
 
 
-def make_producer(bootstrap: str, client_id: str, **overrides: Any) -> KafkaProducer:
-    """An idempotent producer that waits for all in-sync replicas."""
+SecurityProtocol = Literal["PLAINTEXT", "SSL"]
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How a Kafka client connects: ``SSL`` with the certificate in ``tls_dir`` (``ca.pem``,
+    ``cert.pem``, ``key.pem``: the platform root it trusts, and who it is), or ``PLAINTEXT``
+    (no identity at all; the platform's brokers refuse it)."""
+
+    protocol: SecurityProtocol = "PLAINTEXT"
+    tls_dir: Path | None = None
+
+    @classmethod
+    def tls(cls, folder: Path) -> KafkaSecurity:
+        """TLS with the certificate in ``folder``."""
+        return cls("SSL", folder)
+
+    @classmethod
+    def from_settings(cls, settings: ProcessSettings) -> KafkaSecurity:
+        """What a process's settings say: ``kafka_security_protocol`` (PLAINTEXT when unset)
+        with the TLS folder ``kafka_tls_dir`` (by default the process's own ``tls_dir``)."""
+        folder = settings.kafka_tls_dir or settings.tls_dir
+        protocol = settings.kafka_security_protocol or "PLAINTEXT"
+        if protocol == "SSL" and folder is None:
+            raise InvalidInputError(
+                "expected SWIFTCHAIN_KAFKA_TLS_DIR or SWIFTCHAIN_TLS_DIR with "
+                "SWIFTCHAIN_KAFKA_SECURITY_PROTOCOL=SSL, got neither"
+            )
+        return cls(protocol, folder if protocol == "SSL" else None)
+
+    @classmethod
+    def from_environment(cls) -> KafkaSecurity:
+        """:meth:`from_settings` of the ``SWIFTCHAIN_*`` variables of this process."""
+        return cls.from_settings(ProcessSettings())
+
+    def client_options(self) -> dict[str, Any]:
+        """The kafka-python options for this (``security_protocol``, ``ssl_*``);
+        :class:`InvalidInputError` naming a TLS file that is missing."""
+        if self.protocol == "PLAINTEXT":
+            return {"security_protocol": "PLAINTEXT"}
+        assert self.tls_dir is not None
+        files = {}
+        for option, name in (
+            ("ssl_cafile", CA_FILE),
+            ("ssl_certfile", CERT_FILE),
+            ("ssl_keyfile", KEY_FILE),
+        ):
+            path = self.tls_dir / name
+            if not path.is_file():
+                raise InvalidInputError(f"expected the Kafka TLS file {path}, got no such file")
+            files[option] = str(path)
+        return {"security_protocol": "SSL", "ssl_check_hostname": True, **files}
+
+
+def kafka_client_options(security: KafkaSecurity | None = None) -> dict[str, Any]:
+    """The connection options of every Kafka client of this process (producers, consumers,
+    admin clients): ``security``'s, or those this process's ``SWIFTCHAIN_*`` settings name."""
+    return (security or KafkaSecurity.from_environment()).client_options()
+
+
+def make_producer(
+    bootstrap: str, client_id: str, *, security: KafkaSecurity | None = None, **overrides: Any
+) -> KafkaProducer:
+    """An idempotent producer that waits for all in-sync replicas, connecting as
+    :func:`kafka_client_options` says."""
     options: dict[str, Any] = {
+        **kafka_client_options(security),
         "bootstrap_servers": bootstrap,
         "client_id": client_id,
         "acks": "all",
@@ -97,10 +170,18 @@ def make_producer(bootstrap: str, client_id: str, **overrides: Any) -> KafkaProd
 
 
 def make_consumer(
-    bootstrap: str, client_id: str, group_id: str | None, topics: Sequence[str], **overrides: Any
+    bootstrap: str,
+    client_id: str,
+    group_id: str | None,
+    topics: Sequence[str],
+    *,
+    security: KafkaSecurity | None = None,
+    **overrides: Any,
 ) -> KafkaConsumer:
-    """A consumer that never auto-commits: call :func:`run_consumer` or commit yourself."""
+    """A consumer that never auto-commits (call :func:`run_consumer` or commit yourself),
+    connecting as :func:`kafka_client_options` says."""
     options: dict[str, Any] = {
+        **kafka_client_options(security),
         "bootstrap_servers": bootstrap,
         "client_id": client_id,
         "group_id": group_id,

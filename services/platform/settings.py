@@ -7,6 +7,7 @@ fields; defaults work for the local stack that ``make up`` starts.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,12 @@ class ProcessSettings(BaseSettings):
     #: Used only with ``tls_dir``: the main port then requires a client certificate.
     public_port: int = Field(default=0, ge=0, le=65535)
     kafka_bootstrap: str = "127.0.0.1:9092"
+    #: How Kafka clients connect: ``SSL`` (a client certificate, which the platform's brokers
+    #: require) or ``PLAINTEXT`` (the default, for a broker without authentication).
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL"] | None = None
+    #: The Kafka clients' TLS folder (``ca.pem`` trusted for the brokers, ``cert.pem`` and
+    #: ``key.pem`` presented to them); empty means ``tls_dir``.
+    kafka_tls_dir: Path | None = None
     mongo_uri: str = "mongodb://127.0.0.1:27017/"
     #: Largest request or response message, in bytes.
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)

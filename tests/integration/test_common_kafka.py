@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import uuid
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_a_failed_message_is_read_again_after_restart(kafka_bootstrap: str) -> N
 
     # A short session so that, should the first consumer's LeaveGroup be lost, the coordinator
     # drops it quickly instead of holding the second consumer's join.
-    timeouts = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 2000}
+    timeouts: dict[str, Any] = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 2000}
     first = make_consumer(kafka_bootstrap, "test-consumer-1", group, [topic], **timeouts)
     with pytest.raises(RuntimeError, match="handler failed"):
         run_consumer(first, fail_on_two, threading.Event())

@@ -29,6 +29,28 @@ from tests.unit.k8s.manifests import (
 )
 from tests.unit.k8s.render import Resource, containers, pod_spec
 
+#: What Strimzi's cluster and user operators write into the Secrets they create: the cluster
+#: CA's certificate (``<cluster>-cluster-ca-cert``) and each KafkaUser's certificate and key.
+STRIMZI_SECRET_KEYS = frozenset({"ca.crt", "user.crt", "user.key"})
+#: The clients CA Strimzi reads (k8s/base/kafka.yaml: clientsCa), by name rather than mounted.
+CLIENTS_CA_SECRETS = (make_material.CLIENTS_CA_CERT_SECRET, make_material.CLIENTS_CA_SECRET)
+
+
+def strimzi_secrets(resources: tuple[Resource, ...]) -> set[tuple[str, str]]:
+    """The Secrets Strimzi's operators create: the cluster CA's certificate, one per KafkaUser."""
+    [kafka] = of_kind(resources, "Kafka")
+    names = {f"{kafka['metadata']['name']}-cluster-ca-cert"}
+    names |= {user["metadata"]["name"] for user in of_kind(resources, "KafkaUser")}
+    return {("Secret", name) for name in names}
+
+
+def test_the_clients_ca_is_the_platform_ca(material: make_material.Material) -> None:
+    ca = material.secrets / make_material.CA_SECRET
+    cert = material.secrets / make_material.CLIENTS_CA_CERT_SECRET / "ca.crt"
+    key = material.secrets / make_material.CLIENTS_CA_SECRET / "ca.key"
+    assert cert.read_bytes() == (ca / tls.CA_FILE).read_bytes()
+    assert key.read_bytes() == (ca / "ca-key.pem").read_bytes()
+
 
 @pytest.fixture(scope="module")
 def material(tmp_path_factory: pytest.TempPathFactory) -> make_material.Material:
@@ -80,6 +102,9 @@ def test_it_makes_every_object_the_manifests_reference_but_do_not_define(
     resources = rendered(directory)
     defined = {(r["kind"], r["metadata"]["name"]) for r in resources}
     for kind, name, key in sorted(references(resources), key=str):
+        if (kind, name) in strimzi_secrets(resources):
+            assert key in STRIMZI_SECRET_KEYS, (kind, name, key)
+            continue
         if (kind, name) in defined:
             if key is not None:
                 assert key in named(resources, kind, name)["data"], (kind, name, key)
@@ -90,6 +115,7 @@ def test_it_makes_every_object_the_manifests_reference_but_do_not_define(
             assert (folder / key).is_file(), f"{kind} {name} has no key {key}"
     # and nothing the manifests do not use
     used = {(kind, name) for kind, name, _ in references(resources)}
+    used |= {("Secret", name) for name in CLIENTS_CA_SECRETS}
     for folder in material.secrets.iterdir():
         assert ("Secret", folder.name) in used, f"Secret {folder.name} is unused"
 
