@@ -7,7 +7,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from services.anchoring.domain import RecordAnchoring
+from services.anchoring.domain import Practitioners, RecordAnchoring
 from services.anchoring.domain.tracking import SealTracker
 from services.anchoring.observability import SealObserver, count_missed
 from services.anchoring.seal_watch import SealWatch
@@ -25,6 +25,7 @@ from services.platform.settings import ANCHORING_PORT, ProcessSettings
 from services.platform.tls import open_channel
 from services.platform.topics import ORDERING_TOPIC, RECORDS_EVENTS_TOPIC
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc
+from swiftchain.events.v1.events_pb2 import EventEnvelope
 
 _log = logging.getLogger(__name__)
 #: An entry stored but not acknowledged by Kafka this long ago is sent again.
@@ -65,9 +66,13 @@ def main() -> None:
     mongo.connect(settings.mongo_uri, settings.database, alias=ALIAS)
     producer = make_producer(settings.kafka_bootstrap, settings.process_name)
     keys = KnownKeys(consortium.genesis_keys)
-    key_feed = IdentityEventFeed(
-        settings.kafka_bootstrap, f"{settings.process_name}-keys", keys.apply
-    )
+    practitioners = Practitioners()
+
+    def learn(event: EventEnvelope) -> None:
+        keys.apply(event)
+        practitioners.apply(event)
+
+    key_feed = IdentityEventFeed(settings.kafka_bootstrap, f"{settings.process_name}-keys", learn)
     key_feed.start()
     store = VersionStore(settings.settled_cache_size)
     anchoring = RecordAnchoring(
@@ -75,6 +80,7 @@ def main() -> None:
         keys,
         files.load_tag_key(),
         max_seal_delay=timedelta(milliseconds=settings.max_seal_delay_ms),
+        authors=practitioners,
     )
     chain = open_channel(settings.chain_node, settings.tls_dir)
     relay = OutboxRelay(
@@ -104,11 +110,27 @@ def main() -> None:
     stop = threading.Event()
 
     def resend_unordered() -> None:
+        reported: set[str] = set()  # entries Kafka refused, reported once each
         while not stop.wait(RESEND_AFTER.total_seconds()):
             try:
-                servicer.resend(lambda: store.unordered(_now() - RESEND_AFTER))
+                failures = servicer.resend(lambda: store.unordered(_now() - RESEND_AFTER))
             except Exception:  # Kafka or the database away: the entries wait in the store
                 _log.warning("resending unordered entries failed; will retry", exc_info=True)
+                continue
+            for failure in failures:
+                if failure.version.entry_id not in reported:
+                    if len(reported) >= 10_000:
+                        reported.clear()
+                    reported.add(failure.version.entry_id)
+                    _log.warning(
+                        "could not resend entry %s (%s, record %r version %d): %s; "
+                        "the other entries went on",
+                        failure.version.entry_id,
+                        failure.version.organization_id,
+                        failure.version.record_id,
+                        failure.version.version,
+                        failure.reason,
+                    )
 
     workers = [
         threading.Thread(target=relay.run, args=(stop,), name="outbox", daemon=True),

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
 
 from chain.consortium import ConsortiumConfig, consortium_message
-from chain.errors import InvalidInputError, VerificationError
+from chain.errors import InvalidInputError, UnavailableError, VerificationError
 from chain.evidence import verify_bundle
+from chain.limits import MAX_ENTRY_BYTES
 from services.anchoring.domain import (
     MAX_CHUNK_ITEMS,
     AnchorRequest,
@@ -32,6 +34,7 @@ from services.platform.caller import current_caller
 from services.platform.chain_client import evidence_bundle, prove_entry, prove_together
 from services.platform.convert import timestamp
 from services.platform.errors import error_reason, status_code_for
+from services.platform.fields import checked
 from services.platform.log_writer import LogWriter, Ordered
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc
@@ -57,6 +60,34 @@ def _request(message: pb.AnchorRecordRequest) -> AnchorRequest:
     )
 
 
+@dataclass(frozen=True)
+class ResendFailure:
+    """A stored version whose entry could not be sent again, and why."""
+
+    version: RecordVersion
+    reason: str
+
+
+def _too_large(version: RecordVersion) -> str:
+    return (
+        f"expected an entry of at most {MAX_ENTRY_BYTES:,} bytes, got {len(version.entry):,}: "
+        "Kafka would refuse it"
+    )
+
+
+def _reason(error: Exception) -> str:
+    return str(error) or type(error).__name__
+
+
+def _kafka_away(error: BaseException) -> bool:
+    """True when Kafka did not answer (worth trying again later), False when it refused what
+    was sent (kafka-python marks its errors ``retriable``; the log writer wraps them)."""
+    cause = error.__cause__ if isinstance(error, UnavailableError) else error
+    if isinstance(error, UnavailableError) and cause is None:
+        return True
+    return bool(getattr(cause, "retriable", False))
+
+
 def promise(version: RecordVersion) -> pb.PromiseReceipt:
     """The promise receipt of an ordered version."""
     receipt = pb.PromiseReceipt(
@@ -80,6 +111,7 @@ def proof_ref(version: RecordVersion) -> common_pb2.ProofRef:
     return ref
 
 
+@checked
 class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
     """The anchoring service's RPCs."""
 
@@ -146,11 +178,18 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
                     self._ordered_meanwhile.update(chunks)
         self._on_write()
 
-    def resend(self, unordered: Callable[[], Sequence[RecordVersion]]) -> None:
+    def resend(self, unordered: Callable[[], Sequence[RecordVersion]]) -> list[ResendFailure]:
         """Order again the stored versions that Kafka never acknowledged (a crash, or Kafka
         away), as ``unordered()`` reads them from the store, except those of chunks that are
         being ordered, or were ordered while the store was read: resending those would only put
-        duplicates in the ordering topic, which every node must then look up and skip."""
+        duplicates in the ordering topic, which every node must then look up and skip.
+
+        One chunk (one anchoring call) is sent at a time, and a chunk Kafka refuses is sent
+        again entry by entry, so that an entry that cannot be sent (one stored before entries
+        were limited to 64 KiB, say) never holds back the others: it is returned, with why, for
+        the caller to report, and the others go on. When Kafka itself is away, the cycle stops
+        at the first chunk with :class:`UnavailableError`; the entries wait in the store for
+        the next one."""
         with self._ordering_lock:
             self._ordered_meanwhile = set()
         try:
@@ -159,7 +198,37 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
             with self._ordering_lock:
                 skip = self._ordering_chunks | (self._ordered_meanwhile or set())
                 self._ordered_meanwhile = None
-        self.order([v for v in stored if v.chunk_id not in skip])
+        chunks: dict[str, list[RecordVersion]] = {}
+        for version in stored:
+            if version.chunk_id not in skip:
+                chunks.setdefault(version.chunk_id, []).append(version)
+        failures: list[ResendFailure] = []
+        for versions in chunks.values():
+            sendable: list[RecordVersion] = []
+            for version in versions:
+                if len(version.entry) > MAX_ENTRY_BYTES:
+                    failures.append(ResendFailure(version, _too_large(version)))
+                else:
+                    sendable.append(version)
+            if not sendable:
+                continue
+            try:
+                self.order(sendable)
+                continue
+            except Exception as error:
+                if _kafka_away(error):
+                    raise
+                if len(sendable) == 1:
+                    failures.append(ResendFailure(sendable[0], _reason(error)))
+                    continue
+            for version in sendable:  # which of them does Kafka refuse?
+                try:
+                    self.order([version])
+                except Exception as error:
+                    if _kafka_away(error):
+                        raise
+                    failures.append(ResendFailure(version, _reason(error)))
+        return failures
 
     def AnchorRecord(
         self, request: pb.AnchorRecordRequest, context: grpc.ServicerContext

@@ -22,6 +22,7 @@ from services.audit.domain import (
 from services.audit.fhir import audit_event_bundle
 from services.platform.caller import current_caller
 from services.platform.convert import aware, timestamp
+from services.platform.fields import checked
 from services.platform.paging import page_size
 from swiftchain.audit.v1 import audit_service_pb2 as pb
 from swiftchain.audit.v1 import audit_service_pb2_grpc
@@ -111,6 +112,7 @@ def flag_message(flag: FlagRecord) -> pb.Flag:
     return message
 
 
+@checked
 class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
     """The audit service's RPCs."""
 

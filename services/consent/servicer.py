@@ -18,6 +18,7 @@ from services.consent.fhir import consent_resource
 from services.consent.notifications import Notifications
 from services.platform.caller import current_caller
 from services.platform.convert import timestamp
+from services.platform.fields import checked
 from services.platform.paging import page_size
 from swiftchain.common.v1 import common_pb2
 from swiftchain.consent.v1 import consent_service_pb2 as pb
@@ -102,6 +103,7 @@ def consent_message(versions: list[AcceptedVersion], with_history: bool) -> pb.C
     return message
 
 
+@checked
 class ConsentServicer(consent_service_pb2_grpc.ConsentServiceServicer):
     """The consent service's RPCs."""
 

@@ -26,6 +26,7 @@ from services.identity.domain.patients import (
 )
 from services.platform.caller import current_caller
 from services.platform.convert import timestamp
+from services.platform.fields import checked
 from services.platform.revocations import RevocationList
 from swiftchain.identity.v1 import identity_pb2, identity_service_pb2_grpc
 from swiftchain.identity.v1 import identity_service_pb2 as pb
@@ -94,6 +95,7 @@ def patient_message(patient: Patient) -> identity_pb2.Patient:
     )
 
 
+@checked
 class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     """The identity service's RPCs."""
 

@@ -2,6 +2,7 @@
 log settles them, and their FHIR Provenance. No grpc, Mongo or Kafka; time is passed in."""
 
 from services.anchoring.domain.anchoring import RecordAnchoring
+from services.anchoring.domain.practitioners import Practitioners
 from services.anchoring.domain.records import (
     DEFAULT_MAX_SEAL_DELAY,
     MAX_CHUNK_ITEMS,
@@ -10,6 +11,7 @@ from services.anchoring.domain.records import (
     MAX_STREAM_ITEMS,
     PRODUCER,
     AnchorRequest,
+    AuthorCheck,
     KeyCheck,
     Outcome,
     RecordVersion,
@@ -25,8 +27,10 @@ __all__ = [
     "MAX_STREAM_ITEMS",
     "PRODUCER",
     "AnchorRequest",
+    "AuthorCheck",
     "KeyCheck",
     "Outcome",
+    "Practitioners",
     "RecordAnchoring",
     "RecordVersion",
     "VersionStore",

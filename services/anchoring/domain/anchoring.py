@@ -34,6 +34,7 @@ from services.anchoring.domain.records import (
     MAX_STREAM_ITEMS,
     PRODUCER,
     AnchorRequest,
+    AuthorCheck,
     KeyCheck,
     Outcome,
     RecordVersion,
@@ -85,9 +86,12 @@ class RecordAnchoring:
         tag_key: bytes,
         *,
         max_seal_delay: timedelta = DEFAULT_MAX_SEAL_DELAY,
+        authors: AuthorCheck | None = None,
     ) -> None:
         self._store = store
         self._keys = keys
+        #: Who may be named as a record's author; None checks the id's format only.
+        self._authors = authors
         self._tag_key = tag_key
         self._max_seal_delay = max_seal_delay
 
@@ -242,6 +246,8 @@ class RecordAnchoring:
             raise InvalidInputError(
                 "expected a previous-version commitment exactly for versions after the first"
             )
+        if detail.author_ref and self._authors is not None:
+            self._authors.check_author(organization_id, detail.author_ref)
         try:
             self._keys.check(parsed)
         except EntryRejectedError as error:

@@ -118,6 +118,13 @@ class KeyCheck(Protocol):
         """Raise EntryRejectedError if the entry is not validly signed by its submitter."""
 
 
+class AuthorCheck(Protocol):
+    """Checks that a practitioner id names a practitioner of the hospital (Practitioners)."""
+
+    def check_author(self, organization_id: str, practitioner_id: str) -> None:
+        """Raise InvalidInputError unless ``organization_id`` registered ``practitioner_id``."""
+
+
 class VersionStore(Protocol):
     """What anchoring needs from storage (services/anchoring/store.py)."""
 

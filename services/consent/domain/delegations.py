@@ -28,6 +28,7 @@ from services.consent.domain.records import (
 from services.consent.domain.signatures import verify_signature
 from services.consent.domain.versions import check_next_version, new_version, resent
 from services.platform.caller import Caller, Role
+from services.platform.fields import check_fields, describe_time, nanos_of, timestamp_nanos
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.consent.v1 import directive_pb2
 
@@ -53,10 +54,10 @@ def check_delegation(
             f"delegation {document.delegation_id} does not grant "
             f"{directive_pb2.DelegationScope.Name(scope)}"
         )
-    if document.expire_time.ToDatetime(tzinfo=now.tzinfo) <= now:
+    # In nanoseconds: a delegation stored before times were checked may end beyond year 9999.
+    if timestamp_nanos(document.expire_time) <= nanos_of(now):
         raise PermissionDeniedError(
-            f"delegation {document.delegation_id} expired at "
-            f"{document.expire_time.ToDatetime().isoformat()}Z"
+            f"delegation {document.delegation_id} expired at {describe_time(document.expire_time)}"
         )
 
 
@@ -73,6 +74,7 @@ class Delegations(BookPart):
     ) -> AcceptedVersion:
         """Check and accept one signed delegation version (add or change; ``remove``)."""
         delegation = parse(directive_pb2.Delegation, raw_signed.delegation)
+        check_fields(delegation, "delegation.")
         check_uuid(delegation.delegation_id, "a delegation id")
         patient = delegation.patient_subject_id
         if caller.role is not Role.PATIENT or caller.id != patient:
@@ -107,7 +109,7 @@ class Delegations(BookPart):
             )
         if not delegation.HasField("expire_time") or not delegation.HasField("issue_time"):
             raise InvalidInputError("expected a delegation with an issue time and an expiry time")
-        if not remove and delegation.expire_time.ToDatetime(tzinfo=now.tzinfo) <= now:
+        if not remove and timestamp_nanos(delegation.expire_time) <= nanos_of(now):
             raise InvalidInputError("expected an expiry time in the future")
         with self._versions.lock:
             history = self._versions.held_history(delegation.delegation_id)

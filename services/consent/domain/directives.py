@@ -30,6 +30,7 @@ from services.consent.domain.records import (
 from services.consent.domain.signatures import verify_signature
 from services.consent.domain.versions import check_next_version, new_version, resent
 from services.platform.caller import Caller, Role
+from services.platform.fields import check_fields
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.consent.v1 import directive_pb2
 
@@ -49,6 +50,7 @@ class Directives(BookPart):
         """Check and accept one signed directive version (grant when ``first``, else amend or,
         with ``revoke``, revoke)."""
         directive = parse(directive_pb2.ConsentDirective, raw_signed.directive)
+        check_fields(directive, "directive.")
         check_uuid(directive.directive_id, "a directive id")
         patient = directive.patient_subject_id
         if not self._directory.is_patient(patient, self._key_grace):

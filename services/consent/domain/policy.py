@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from services.platform.fields import nanos_of, timestamp_nanos
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.consent.v1 import directive_pb2
@@ -109,14 +110,15 @@ class Decision:
     directive: DirectiveView | None = None
 
 
+# Times are compared in nanoseconds: a directive stored before times were checked may hold one
+# beyond year 9999, which a datetime cannot hold, and a decision must still be made.
+
+
 def _within(provision: directive_pb2.Provision, time: datetime) -> bool:
-    if provision.HasField("start_time") and time < provision.start_time.ToDatetime(
-        tzinfo=time.tzinfo
-    ):
+    now = nanos_of(time)
+    if provision.HasField("start_time") and now < timestamp_nanos(provision.start_time):
         return False
-    return not (
-        provision.HasField("end_time") and time >= provision.end_time.ToDatetime(tzinfo=time.tzinfo)
-    )
+    return not (provision.HasField("end_time") and now >= timestamp_nanos(provision.end_time))
 
 
 def _applies(provision: directive_pb2.Provision, query: AccessQuery, *, timed: bool) -> bool:
@@ -183,7 +185,7 @@ def decide(directives: Iterable[DirectiveView], query: AccessQuery) -> Decision:
         elif (
             provision_verdict(directive.provision, query, root_timed=False) is Verdict.PERMIT
             and directive.provision.HasField("end_time")
-            and query.time >= directive.provision.end_time.ToDatetime(tzinfo=query.time.tzinfo)
+            and nanos_of(query.time) >= timestamp_nanos(directive.provision.end_time)
         ):
             expired.append(directive)
     deny, permit = common_pb2.ACCESS_DECISION_DENY, common_pb2.ACCESS_DECISION_PERMIT
@@ -221,7 +223,7 @@ def check_provision(provision: directive_pb2.Provision, depth: int = 0) -> list[
     if (
         provision.HasField("start_time")
         and provision.HasField("end_time")
-        and provision.end_time.ToNanoseconds() <= provision.start_time.ToNanoseconds()
+        and timestamp_nanos(provision.end_time) <= timestamp_nanos(provision.start_time)
     ):
         problems.append(f"expected {where} to end after it starts, got an empty period")
     for child in provision.provisions:

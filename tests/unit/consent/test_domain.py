@@ -54,10 +54,10 @@ NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 TAG_KEY = bytes(range(32))
 HOSPITAL = "hospital-a"
 OTHER_HOSPITAL = "hospital-b"
-PRACTITIONER = "pr-1"
-PATIENT = "pt-patient"
-CARER = "pt-carer"
-STRANGER = "pt-stranger"
+PRACTITIONER = "pr-" + "1".ljust(22, "0")
+PATIENT = "pt-" + "patient".ljust(22, "0")
+CARER = "pt-" + "carer".ljust(22, "0")
+STRANGER = "pt-" + "stranger".ljust(22, "0")
 
 
 class FakeStore:
