@@ -3,15 +3,20 @@ beyond bounds checks. Only sealed checkpoints are served (DESIGN §3.2)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import grpc
+import grpc.aio
 
 from chain.checkpoint import parse_checkpoint
 from chain.consortium import consortium_message
 from chain.errors import InvalidInputError, NotFoundError, PreconditionError
 from chain.node.node import ChainNode, SealedCheckpoint
 from chain.proof_build import consistency_proof, inclusion_proof
+from services.platform.aio import Pulse, run_blocking, wait_budget
 from swiftchain.chain.v1 import (
     chain_service_pb2 as pb,
 )
@@ -22,7 +27,9 @@ from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 
 MAX_ENTRIES_PER_PAGE = 1000
-DEFAULT_WAIT_SECONDS = 30.0
+#: Seconds between two looks at the node's condition by the thread that wakes waiting calls.
+_FOLLOW_SECONDS = 5.0
+_T = TypeVar("_T")
 
 
 def sealed_message(sealed: SealedCheckpoint) -> pb.SealedCheckpoint:
@@ -42,13 +49,55 @@ def sealed_message(sealed: SealedCheckpoint) -> pb.SealedCheckpoint:
     return message
 
 
-def _wait_seconds(context: grpc.ServicerContext) -> float:
-    remaining = context.time_remaining()
-    return DEFAULT_WAIT_SECONDS if remaining is None else max(0.0, remaining - 0.05)
+def _waited(seconds: float) -> str:
+    """What a refusal after a wait adds: the wait ran out, the caller may ask again."""
+    if not seconds:
+        return ""
+    return f" (after waiting {seconds:.1f} s, as long as this call may wait; ask again)"
 
 
-def _at_least(size: int) -> Callable[[SealedCheckpoint], bool]:
-    return lambda sealed: sealed.tree_size >= size
+class _Progress:
+    """Wakes the waiting calls (on the server's event loop) whenever the node cuts a block,
+    seals a checkpoint or rejects an entry: one thread follows the node's own condition, so a
+    waiting call or an idle watch holds no thread."""
+
+    def __init__(self, node: ChainNode) -> None:
+        self._node = node
+        self.pulse = Pulse()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start following the node (once)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._follow, name="chain-progress", daemon=True
+                )
+                self._thread.start()
+
+    def _follow(self) -> None:
+        def fired() -> bool:
+            self.pulse.fire()
+            return False  # keep waiting: every notification of the node fires the pulse
+
+        while True:
+            self._node.wait_until(fired, _FOLLOW_SECONDS)
+            if not self._node.running:
+                time.sleep(_FOLLOW_SECONDS / 10)  # a stopped node returns at once
+
+    async def until(self, found: Callable[[], _T | None], timeout: float) -> _T | None:
+        """Wait up to ``timeout`` s until ``found()`` (a short blocking look, run on the pool)
+        is not None; it is looked at now and after every change of the node."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            changed = self.pulse.current()
+            result = await run_blocking(found)
+            remaining = deadline - time.monotonic()
+            if result is not None or remaining <= 0:
+                return result
+            await Pulse.wait(changed, remaining)
 
 
 class ChainServicer(pb_grpc.ChainServiceServicer):
@@ -56,6 +105,7 @@ class ChainServicer(pb_grpc.ChainServiceServicer):
 
     def __init__(self, node: ChainNode) -> None:
         self._node = node
+        self._progress = _Progress(node)
 
     def _latest(self) -> SealedCheckpoint:
         latest = self._node.latest_sealed()
@@ -68,22 +118,39 @@ class ChainServicer(pb_grpc.ChainServiceServicer):
     ) -> pb.GetCheckpointResponse:
         return pb.GetCheckpointResponse(checkpoint=sealed_message(self._latest()))
 
-    def GetInclusionProof(
-        self, request: pb.GetInclusionProofRequest, context: grpc.ServicerContext
+    async def GetInclusionProof(
+        self, request: pb.GetInclusionProofRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetInclusionProofResponse:
+        """The inclusion proof of a leaf (by index or entry id) in a sealed checkpoint; with
+        ``wait_until_sealed``, first waits (holding no thread) for the entry and its seal, up
+        to the server's maximum wait or the caller's deadline."""
         which = request.WhichOneof("entry")
+        wait = wait_budget(context) if request.wait_until_sealed else 0.0
+        deadline = time.monotonic() + wait
         if which == "entry_id":
-            found = self._node.find_leaf(request.entry_id)
-            if found is None and request.wait_until_sealed:
-                found = self._wait_for_entry(request.entry_id, context)
+            found = await run_blocking(self._node.find_leaf, request.entry_id)
+            if found is None and wait > 0:
+                found = await self._wait_for_entry(request.entry_id, wait)
             if found is None:
-                raise NotFoundError(self._why_not_found(request.entry_id))
+                raise NotFoundError(await run_blocking(self._why_not_found, request.entry_id, wait))
             index = found
         elif which == "leaf_index":
             index = request.leaf_index
         else:
             raise InvalidInputError("expected leaf_index or entry_id, got neither")
-        sealed = self._sealed_covering(index, request.wait_until_sealed, context)
+        sealed = await self._sealed_covering(index, max(0.0, deadline - time.monotonic()))
+        if sealed is None:
+            latest = self._node.latest_sealed()
+            size = 0 if latest is None else latest.tree_size
+            raise PreconditionError(
+                f"leaf {index} is not covered by a sealed checkpoint yet (sealed size {size})"
+                + _waited(wait)
+            )
+        return await run_blocking(self._inclusion, request, index, sealed)
+
+    def _inclusion(
+        self, request: pb.GetInclusionProofRequest, index: int, sealed: SealedCheckpoint
+    ) -> pb.GetInclusionProofResponse:
         if request.HasField("tree_size"):
             at = self._node.sealed_at(request.tree_size)
             if at is None:
@@ -104,39 +171,36 @@ class ChainServicer(pb_grpc.ChainServiceServicer):
             checkpoint=sealed_message(sealed),
         )
 
-    def _wait_for_entry(self, entry_id: str, context: grpc.ServicerContext) -> int | None:
+    async def _wait_for_entry(self, entry_id: str, wait: float) -> int | None:
         found: int | None = None
 
-        def sequenced_or_rejected() -> bool:
+        def sequenced_or_rejected() -> bool | None:
             nonlocal found
             found = self._node.find_leaf(entry_id)
-            return found is not None or self._node.store.find_rejection(entry_id) is not None
+            if found is not None or self._node.store.find_rejection(entry_id) is not None:
+                return True
+            return None
 
-        self._node.wait_until(sequenced_or_rejected, _wait_seconds(context))
+        await self._progress.until(sequenced_or_rejected, wait)
         return found
 
-    def _why_not_found(self, entry_id: str) -> str:
+    def _why_not_found(self, entry_id: str, waited: float) -> str:
         rejection = self._node.store.find_rejection(entry_id)
         if rejection is not None:
             return f"entry {entry_id} was rejected: {rejection.reason}"
         if self._node.is_pending(entry_id):
-            return f"entry {entry_id} is valid and waiting for the next block"
-        return f"entry {entry_id} has not been seen by node {self._node.name}"
+            return f"entry {entry_id} is valid and waiting for the next block" + _waited(waited)
+        return f"entry {entry_id} has not been seen by node {self._node.name}" + _waited(waited)
 
-    def _sealed_covering(
-        self, index: int, wait: bool, context: grpc.ServicerContext
-    ) -> SealedCheckpoint:
-        latest = self._node.latest_sealed()
-        if latest is not None and index < latest.tree_size:
-            return latest
-        if wait:
-            latest = self._node.wait_sealed(lambda s: index < s.tree_size, _wait_seconds(context))
-            if latest is not None:
-                return latest
-        size = 0 if latest is None else latest.tree_size
-        raise PreconditionError(
-            f"leaf {index} is not covered by a sealed checkpoint yet (sealed size {size})"
-        )
+    async def _sealed_covering(self, index: int, wait: float) -> SealedCheckpoint | None:
+        def covering() -> SealedCheckpoint | None:
+            latest = self._node.latest_sealed()
+            return latest if latest is not None and index < latest.tree_size else None
+
+        found = covering()
+        if found is not None or wait <= 0:
+            return found
+        return await self._progress.until(covering, wait)
 
     def GetConsistencyProof(
         self, request: pb.GetConsistencyProofRequest, context: grpc.ServicerContext
@@ -211,15 +275,19 @@ class ChainServicer(pb_grpc.ChainServiceServicer):
             )
         raise NotFoundError(f"entry {entry_id} has not been seen by node {self._node.name}")
 
-    def WatchCheckpoints(
-        self, request: pb.WatchCheckpointsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WatchCheckpointsResponse]:
+    async def WatchCheckpoints(
+        self, request: pb.WatchCheckpointsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchCheckpointsResponse]:
+        """Sealed checkpoints from ``from_tree_size`` on, then each new one as it is sealed;
+        an idle watch holds no thread."""
+        self._progress.start()
         next_size = request.from_tree_size
-        while context.is_active():
+        while True:
+            changed = self._progress.pulse.current()
             for sealed in self._node.sealed_checkpoints(next_size):
                 yield pb.WatchCheckpointsResponse(checkpoint=sealed_message(sealed))
                 next_size = sealed.tree_size + 1
-            self._node.wait_sealed(_at_least(next_size), 1.0)
+            await Pulse.wait(changed, _FOLLOW_SECONDS)
 
     def GetConsortium(
         self, request: pb.GetConsortiumRequest, context: grpc.ServicerContext

@@ -5,17 +5,19 @@ rules on stored data (whose directive this is) are the domain's."""
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import grpc
+import grpc.aio
 from opentelemetry import metrics
 
 from chain.errors import InvalidInputError, NotFoundError, PermissionDeniedError
 from services.consent.domain import AcceptedVersion, ConsentBook, StoredDecision
 from services.consent.fhir import consent_resource
 from services.consent.notifications import Notifications
+from services.platform.aio import run_blocking
 from services.platform.caller import current_caller
 from services.platform.convert import timestamp
 from services.platform.fields import checked
@@ -270,27 +272,28 @@ class ConsentServicer(consent_service_pb2_grpc.ConsentServiceServicer):
 
     # --- notifications --------------------------------------------------------------------
 
-    def WatchNotifications(
-        self, request: pb.WatchNotificationsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WatchNotificationsResponse]:
+    async def WatchNotifications(
+        self, request: pb.WatchNotificationsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.WatchNotificationsResponse]:
+        """The patient's notifications (after a cursor, if given), then new ones as they come;
+        an idle watch holds no thread."""
         caller = current_caller()
         patient = request.patient_subject_id or caller.id
-        if not self._book.may_act_for(
-            caller, patient, directive_pb2.DELEGATION_SCOPE_VIEW, self._clock()
-        ):
+        allowed = await run_blocking(
+            self._book.may_act_for,
+            caller,
+            patient,
+            directive_pb2.DELEGATION_SCOPE_VIEW,
+            self._clock(),
+        )
+        if not allowed:
             raise PermissionDeniedError(
                 f"{caller.describe()} may not watch the notifications of {patient!r}"
             )
-        active = threading.Event()
-        active.set()
-        context.add_callback(active.clear)
         start = (
             request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
         )
-        for notification in self._notifications.watch(
-            patient,
-            after_id=request.after_notification_id,
-            start_time=start,
-            is_active=active,
+        async for notification in self._notifications.watch(
+            patient, after_id=request.after_notification_id, start_time=start
         ):
             yield pb.WatchNotificationsResponse(notification=notification)

@@ -14,16 +14,17 @@ PERMISSION_DENIED when a known caller may not do this; both say why.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NoReturn, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import grpc
+import grpc.aio
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from chain.errors import PermissionDeniedError, SwiftchainError, UnauthenticatedError
+from chain.errors import PermissionDeniedError, UnauthenticatedError
 from services.platform.authz import Rule, read_field, rule_for
 from services.platform.caller import (
     ANONYMOUS,
@@ -32,7 +33,7 @@ from services.platform.caller import (
     Role,
     bound_caller,
 )
-from services.platform.errors import to_grpc_status, wrap_handler
+from services.platform.errors import HandlerInterceptor, Wrap
 from services.platform.revocations import IdentityEventFeed, RevocationList
 from services.platform.settings import ProcessSettings
 from services.platform.tls import TOKEN_VERIFY_FILE
@@ -174,73 +175,81 @@ class Authorizer:
 _T = TypeVar("_T")
 
 
-def _abort(context: grpc.ServicerContext, error: SwiftchainError) -> NoReturn:
-    context.abort_with_status(to_grpc_status(error))
-    raise AssertionError("unreachable: abort raises")  # pragma: no cover
-
-
-def _authorization_header(context: grpc.ServicerContext) -> str | None:
+def _authorization_header(
+    context: grpc.aio.ServicerContext[Any, Any],
+) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
             return value if isinstance(value, str) else value.decode("latin-1")
     return None
 
 
-def _peer_certificate(context: grpc.ServicerContext) -> bytes | None:
-    values = context.auth_context().get(PEER_CERTIFICATE_KEY)
+def _peer_certificate(context: grpc.aio.ServicerContext[Any, Any]) -> bytes | None:
+    values = list(context.auth_context().get(PEER_CERTIFICATE_KEY, ()))
     return bytes(values[0]) if values else None
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
-    """Authenticates and authorizes every call of a server (see the module docstring)."""
+async def each_as(caller: Caller, responses: AsyncIterator[_T]) -> AsyncIterator[_T]:
+    """``responses`` with ``caller`` bound while each one is produced. The binding never
+    spans a ``yield``, so it is undone in the context that made it however the stream ends."""
+    try:
+        while True:
+            with bound_caller(caller):
+                try:
+                    response = await anext(responses)
+                except StopAsyncIteration:
+                    return
+            yield response
+    finally:
+        close = getattr(responses, "aclose", None)
+        if close is not None:
+            with bound_caller(caller):
+                await close()
+
+
+class AuthInterceptor(HandlerInterceptor):
+    """Authenticates and authorizes every call of a server (see the module docstring).
+
+    A refusal is raised as the domain error it is; the error-mapping interceptor outside this
+    one turns it into its status."""
 
     def __init__(self, authorizer: Authorizer) -> None:
         self._authorizer = authorizer
 
-    def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
+    def wrappers(self, handler_call_details: grpc.HandlerCallDetails) -> tuple[Wrap, Wrap]:
+        """Behaviours that run only for a caller the table admits, with the caller bound."""
         method = handler_call_details.method
         rule = rule_for(method)
-        streams_requests = bool(handler.stream_unary or handler.stream_stream)
         authorizer = self._authorizer
 
-        def admit(request: object, context: grpc.ServicerContext) -> Caller:
-            try:
-                caller = authorizer.resolve(
-                    _peer_certificate(context), _authorization_header(context)
-                )
-                checked = authorizer.check_role(method, rule, caller)
-                if not streams_requests:
-                    authorizer.check_owner(method, checked, caller, request)
-            except SwiftchainError as error:
-                _abort(context, error)
+        def admit(
+            request: object, context: grpc.aio.ServicerContext[Any, Any], streamed: bool
+        ) -> Caller:
+            caller = authorizer.resolve(_peer_certificate(context), _authorization_header(context))
+            checked = authorizer.check_role(method, rule, caller)
+            if not streamed:
+                authorizer.check_owner(method, checked, caller, request)
             return caller
 
-        def unary(behavior: Callable[[Any, grpc.ServicerContext], _T]) -> Callable[..., _T]:
-            def wrapper(request: Any, context: grpc.ServicerContext) -> _T:
-                caller = admit(request, context)
+        def unary(behavior: Callable[..., Any], streamed: bool) -> Callable[..., Any]:
+            async def authorized(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                caller = admit(request, context, streamed)
                 with bound_caller(caller):
-                    return behavior(request, context)
+                    return await behavior(request, context)
 
-            return wrapper
+            return authorized
 
-        def stream(
-            behavior: Callable[[Any, grpc.ServicerContext], Iterator[_T]],
-        ) -> Callable[..., Iterator[_T]]:
-            def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[_T]:
-                caller = admit(request, context)
-                with bound_caller(caller):
-                    yield from behavior(request, context)
+        def stream(behavior: Callable[..., Any], streamed: bool) -> Callable[..., Any]:
+            async def authorized(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                caller = admit(request, context, streamed)
+                async for response in each_as(caller, behavior(request, context)):
+                    yield response
 
-            return wrapper
+            return authorized
 
-        return wrap_handler(handler, unary, stream)
+        return unary, stream
 
 
 @dataclass

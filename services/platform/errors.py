@@ -2,7 +2,8 @@
 
 Domain code raises :class:`chain.errors.SwiftchainError` subclasses and never imports grpc; the
 :class:`ErrorMappingInterceptor` turns them into a gRPC status with a human message and a
-``google.rpc.ErrorInfo`` detail. Anything else is a bug: it is logged with its traceback and the
+``google.rpc.ErrorInfo`` detail (and a ``google.rpc.RetryInfo`` when the server is full).
+Anything else is a bug: it is logged with its traceback and the
 client gets INTERNAL with a reference, never the traceback.
 """
 
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Iterator
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
+import grpc.aio
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -37,6 +39,15 @@ _log = logging.getLogger(__name__)
 ERROR_DOMAIN = "swiftchain.health"
 
 
+class OverloadedError(SwiftchainError):
+    """The server (or this caller's share of it) is full: try again after ``retry_after``
+    seconds. A platform error, not a domain one: only the servers' limits raise it."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 #: The single mapping from error class to gRPC status code. Order matters: first match wins.
 STATUS_BY_ERROR: tuple[tuple[type[SwiftchainError], grpc.StatusCode], ...] = (
     (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -49,6 +60,7 @@ STATUS_BY_ERROR: tuple[tuple[type[SwiftchainError], grpc.StatusCode], ...] = (
     (ConflictError, grpc.StatusCode.FAILED_PRECONDITION),
     (PreconditionError, grpc.StatusCode.FAILED_PRECONDITION),
     (UnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (OverloadedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
 )
 
 
@@ -68,96 +80,131 @@ def error_reason(error: BaseException) -> str:
 
 
 def to_grpc_status(error: SwiftchainError) -> grpc.Status:
-    """A rich gRPC status (code, message, google.rpc.ErrorInfo) for a domain error."""
+    """A rich gRPC status (code, message, google.rpc.ErrorInfo) for a domain error; an
+    :class:`OverloadedError` also carries a google.rpc.RetryInfo with its retry delay."""
     code = status_code_for(error)
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.ErrorInfo(reason=error_reason(error), domain=ERROR_DOMAIN))
-    status = status_pb2.Status(code=code.value[0], message=str(error), details=[detail])
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=error_reason(error), domain=ERROR_DOMAIN))
+    details = [info]
+    if isinstance(error, OverloadedError):
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromMilliseconds(round(error.retry_after * 1000))
+        hint = any_pb2.Any()
+        hint.Pack(retry)
+        details.append(hint)
+    status = status_pb2.Status(code=code.value[0], message=str(error), details=details)
     result: grpc.Status = rpc_status.to_status(status)
     return result
 
 
-def _abort_internal(context: grpc.ServicerContext, error: BaseException) -> NoReturn:
+async def _abort_internal(
+    context: grpc.aio.ServicerContext[Any, Any], error: BaseException
+) -> None:
     ref = uuid.uuid4().hex[:12]
     _log.error("unexpected error (ref %s)", ref, exc_info=error)
-    context.abort(grpc.StatusCode.INTERNAL, f"internal error, reference {ref}; nothing was changed")
+    await context.abort(
+        grpc.StatusCode.INTERNAL, f"internal error, reference {ref}; nothing was changed"
+    )
 
 
-def _abort_for(context: grpc.ServicerContext, error: BaseException) -> NoReturn:
+async def abort_for(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> None:
+    """End the call with the status for ``error`` (raises grpc's abort): the table's status
+    for a domain error, INTERNAL with a logged reference for anything else."""
     if isinstance(error, SwiftchainError):
-        context.abort_with_status(to_grpc_status(error))
-    _abort_internal(context, error)
+        status = to_grpc_status(error)
+        # abort (not abort_with_status) so that the tracing interceptor records the code
+        await context.abort(status.code, status.details, status.trailing_metadata)
+    await _abort_internal(context, error)
 
 
-_T = TypeVar("_T")
+def _passes_through(error: BaseException) -> bool:
+    """True for grpc's own abort (the call already has its status)."""
+    return isinstance(error, grpc.aio.AbortError)
 
 
-def _guard_unary(behavior: Callable[[Any, grpc.ServicerContext], _T]) -> Callable[..., _T]:
-    def wrapper(request: Any, context: grpc.ServicerContext) -> _T:
+def _guard_unary(behavior: Callable[..., Any], _request_streaming: bool) -> Callable[..., Any]:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return behavior(request, context)
+            return await behavior(request, context)
         except Exception as error:  # the boundary: every error leaves as a status
-            if _is_abort(context):
+            if _passes_through(error):
                 raise
-            _abort_for(context, error)
+            await abort_for(context, error)
 
-    return wrapper
+    return guarded
 
 
-def _guard_stream(
-    behavior: Callable[[Any, grpc.ServicerContext], Iterator[_T]],
-) -> Callable[..., Iterator[_T]]:
-    def wrapper(request: Any, context: grpc.ServicerContext) -> Iterator[_T]:
+def _guard_stream(behavior: Callable[..., Any], _request_streaming: bool) -> Callable[..., Any]:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            yield from behavior(request, context)
+            async for response in behavior(request, context):
+                yield response
         except Exception as error:
-            if _is_abort(context):
+            if _passes_through(error):
                 raise
-            _abort_for(context, error)
+            await abort_for(context, error)
 
-    return wrapper
-
-
-def _is_abort(context: grpc.ServicerContext) -> bool:
-    """True when the handler already called context.abort (grpc raises an Exception for it)."""
-    code = getattr(context, "code", lambda: None)()
-    return code is not None and code != grpc.StatusCode.OK
+    return guarded
 
 
-class ErrorMappingInterceptor(grpc.ServerInterceptor):
-    """Maps domain errors to statuses for every RPC shape (unary and streaming)."""
+#: Wraps a method's behaviour: ``wrap(behavior, request_streaming)`` -> the new behaviour.
+Wrap = Callable[[Callable[..., Any], bool], Callable[..., Any]]
 
-    def intercept_service(
+
+class HandlerInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that wraps each method's behaviour; a subclass says how in
+    :meth:`wrappers` (one wrap for behaviours that answer once, one for streams)."""
+
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        return wrap_handler(handler, _guard_unary, _guard_stream)
+        unary, stream = self.wrappers(handler_call_details)
+        return rebuild_handler(handler, unary, stream)
+
+    def wrappers(self, handler_call_details: grpc.HandlerCallDetails) -> tuple[Wrap, Wrap]:
+        """How to wrap this call's behaviour: (unary wrap, stream wrap)."""
+        raise NotImplementedError
 
 
-def wrap_handler(
-    handler: grpc.RpcMethodHandler[Any, Any],
-    unary_result: Callable[[Any], Any],
-    stream_result: Callable[[Any], Any],
+class ErrorMappingInterceptor(HandlerInterceptor):
+    """Maps domain errors to statuses for every RPC shape (unary and streaming)."""
+
+    def wrappers(self, handler_call_details: grpc.HandlerCallDetails) -> tuple[Wrap, Wrap]:
+        """Every behaviour guarded."""
+        return _guard_unary, _guard_stream
+
+
+def rebuild_handler(
+    handler: grpc.RpcMethodHandler[Any, Any], unary_result: Wrap, stream_result: Wrap
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """Rebuild a method handler with its behaviour wrapped.
-
-    ``unary_result`` wraps behaviours that return one response, ``stream_result`` those that
-    yield responses; shared by every server interceptor that needs to see the call.
-    """
+    """Rebuild a method handler with its behaviour wrapped: ``unary_result(behavior,
+    request_streaming)`` for behaviours that answer once, ``stream_result`` for those that
+    stream their answers. Shared by every interceptor of the platform's servers."""
     kwargs = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary_result(handler.unary_unary), **kwargs)
+        return grpc.unary_unary_rpc_method_handler(
+            unary_result(handler.unary_unary, False), **kwargs
+        )
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream_result(handler.unary_stream), **kwargs)
+        return grpc.unary_stream_rpc_method_handler(
+            stream_result(handler.unary_stream, False), **kwargs
+        )
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary_result(handler.stream_unary), **kwargs)
+        return grpc.stream_unary_rpc_method_handler(
+            unary_result(handler.stream_unary, True), **kwargs
+        )
     if handler.stream_stream:
-        return grpc.stream_stream_rpc_method_handler(stream_result(handler.stream_stream), **kwargs)
+        return grpc.stream_stream_rpc_method_handler(
+            stream_result(handler.stream_stream, True), **kwargs
+        )
     return handler

@@ -44,8 +44,26 @@ class ProcessSettings(BaseSettings):
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     #: Seconds a SIGTERM waits for in-flight RPCs before the server stops.
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
-    #: gRPC worker threads.
+    #: Threads that run the synchronous handlers of unary calls. Streams and long waits hold
+    #: none (the server is asyncio's; see services/platform/aio.py).
     max_workers: int = Field(default=16, ge=1)
+    #: Unary calls that may wait for a thread beyond those running; past that a call is
+    #: refused at once with RESOURCE_EXHAUSTED and a retry hint.
+    max_queued_calls: int = Field(default=256, ge=0)
+    #: Streams (server, client or both ways) one caller may hold open at once: an
+    #: authenticated caller by its identity, an anonymous one by its network address.
+    max_streams_per_caller: int = Field(default=100, ge=1)
+    #: Streams the server holds open at once, all callers together.
+    max_streams: int = Field(default=20_000, ge=1)
+    #: Anonymous calls (login, health, reflection) per second from one address, sustained...
+    anonymous_calls_per_second: float = Field(default=20.0, gt=0)
+    #: ...and in a burst.
+    anonymous_burst: int = Field(default=100, ge=1)
+    #: Longest a call waits server-side for something to happen (a seal, a receipt) before it
+    #: is answered with what is known, whatever deadline the caller set.
+    max_wait_seconds: float = Field(default=30.0, gt=0)
+    #: Seconds a caller refused for a limit is told to wait (google.rpc.RetryInfo).
+    retry_after_seconds: float = Field(default=1.0, gt=0)
     #: Folder with the platform CA, this process's certificate and key and the token verifying
     #: key (see services/platform/tls.py). Empty means plaintext on loopback, for unit tests only.
     tls_dir: Path | None = None

@@ -3,6 +3,7 @@ the history kept before a restart merged into what was published since."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import UTC, datetime, timedelta
 
@@ -24,15 +25,14 @@ def replay(
     notifications: Notifications, after_id: str = "", start_time: datetime | None = None
 ) -> list[str]:
     """What a watcher resuming after ``after_id`` or from ``start_time`` gets before any new
-    notification (a cleared ``is_active`` ends the stream after the replay)."""
-    watched = notifications.watch(
-        "pt-1",
-        after_id=after_id,
-        start_time=start_time,
-        is_active=threading.Event(),
-        poll_seconds=0.01,
-    )
-    return [n.notification_id for n in watched]
+    notification."""
+    loop = asyncio.new_event_loop()
+    try:
+        watcher = notifications.subscribe("pt-1", loop, after_id=after_id, start_time=start_time)
+        notifications.unsubscribe(watcher)
+    finally:
+        loop.close()
+    return [n.notification_id for n in watcher.replay]
 
 
 def test_after_a_restart_the_stored_history_and_the_new_notifications_are_one_history() -> None:
@@ -58,3 +58,32 @@ def test_a_watcher_without_a_cursor_gets_only_new_notifications_and_the_store_is
     notifications = Notifications(kept)
     notifications.publish(note(0))
     assert replay(notifications) == []
+
+
+def test_a_watcher_on_the_event_loop_gets_what_another_thread_publishes() -> None:
+    notifications = Notifications()
+
+    async def watch_two() -> list[str]:
+        received: list[str] = []
+        async for notification in notifications.watch("pt-1", after_id="n-0"):
+            received.append(notification.notification_id)
+            if len(received) == 2:
+                break
+        return received
+
+    async def main() -> list[str]:
+        watching = asyncio.ensure_future(watch_two())
+        while not notifications.watched("pt-1"):
+            await asyncio.sleep(0.001)
+
+        def publish_two() -> None:
+            for index in (1, 2):
+                notifications.publish(note(index))
+
+        publisher = threading.Thread(target=publish_two)
+        publisher.start()
+        publisher.join()
+        return await watching
+
+    assert asyncio.run(main()) == ["n-1", "n-2"]
+    assert not notifications.watched("pt-1")
