@@ -1,5 +1,5 @@
-"""Alarms: what a node raises when a member signed what it should not, or its store disagrees
-with itself (DESIGN §3.2, §3.4).
+"""Alarms: what a node raises when a member signed what it should not, its store disagrees
+with itself (DESIGN §3.2, §3.4), or a topic it reads carried a record it had to set aside.
 
 An :class:`Alarm` is a value: the code that detects one returns it, and the running node stores
 it once (by :attr:`Alarm.alarm_id`), counts it and logs it. The kinds are those of the
@@ -18,6 +18,7 @@ __all__ = [
     "CHECKPOINT_MISMATCH",
     "COSIGNATURE_CONFLICT",
     "KINDS",
+    "POISON_RECORD",
     "STORE_MISMATCH",
     "Alarm",
 ]
@@ -34,7 +35,12 @@ STORE_MISMATCH = "STORE_MISMATCH"
 BAD_COSIGNATURE = "BAD_COSIGNATURE"
 """A cosignature that does not verify under the named member's key (or names no member)."""
 
-KINDS = (COSIGNATURE_CONFLICT, CHECKPOINT_MISMATCH, STORE_MISMATCH, BAD_COSIGNATURE)
+POISON_RECORD = "POISON_RECORD"
+"""A record on a topic the node reads was not a message it could use (a null value, no bytes,
+junk, another message): it was set aside. Nobody is blamed: anyone who can write to the topic
+could have sent it."""
+
+KINDS = (COSIGNATURE_CONFLICT, CHECKPOINT_MISMATCH, STORE_MISMATCH, BAD_COSIGNATURE, POISON_RECORD)
 
 
 @dataclass(frozen=True)
@@ -48,12 +54,16 @@ class Alarm:
     detail: str
     checkpoints: tuple[str, ...] = ()
     lines: tuple[str, ...] = ()
+    #: For ``POISON_RECORD``: where the record was, ``<topic>/<partition>/<offset>``.
+    source: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InvalidInputError(f"expected an alarm kind among {KINDS}, got {self.kind!r}")
         if self.tree_size < 0:
             raise InvalidInputError(f"expected a tree size >= 0, got {self.tree_size}")
+        if self.kind == POISON_RECORD and not self.source:
+            raise InvalidInputError("expected the record's place for a POISON_RECORD alarm")
 
     @property
     def alarm_id(self) -> str:
@@ -61,6 +71,8 @@ class Alarm:
         seen again (after a restart, or by another path) is stored once."""
         if self.kind == STORE_MISMATCH:
             return f"store-mismatch/{self.member}/{self.tree_size}"
+        if self.kind == POISON_RECORD:
+            return f"poison-record/{self.source}"
         return f"{self.kind}/{self.member}/{self.tree_size}/" + "/".join(
             checkpoint_hash(c).hex()[:16] for c in self.checkpoints
         )

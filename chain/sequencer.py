@@ -9,6 +9,12 @@ every byte follows from the order and the consortium config (its cut time is the
 of the record that cut it), so every node that applies the same records computes the same
 blocks. It does no I/O and reads no clock: the node feeds it records and persists what it
 returns.
+
+Any bytes may arrive, since anyone who can write to the topic can send them: a record that is
+not an ordering record (a null value, no bytes, junk, another message, an unknown kind), or an
+entry that is not a ChainEntry, is a rejection at its offset (:attr:`Rejection.undecodable`),
+decided from its bytes alone, so every node rejects it alike and still cuts the same blocks;
+nothing a record holds raises.
 """
 
 from __future__ import annotations
@@ -30,11 +36,12 @@ from swiftchain.chain.v1 import ordering_pb2
 
 @dataclass(frozen=True)
 class OrderedRecord:
-    """One record of ``chain.ordering.v1``: its offset, LogAppendTime and value bytes."""
+    """One record of ``chain.ordering.v1``: its offset, LogAppendTime and value bytes (``None``
+    for a record with a null value: anyone who can write to the topic can send one)."""
 
     offset: int
     timestamp_ms: int
-    value: bytes
+    value: bytes | None
 
 
 class SequencedEntry(NamedTuple):
@@ -55,6 +62,10 @@ class Rejection:
     reason: str
     #: The ``RejectionReason`` name without its prefix, e.g. ``"BAD_SIGNATURE"``.
     code: str = "MALFORMED"
+    #: True when the record was not an ordering record (a null value, no bytes, junk, a message
+    #: of another kind) or an entry in it is not even a ChainEntry: a poison record, which the
+    #: node sets aside, rather than a submitter's entry that failed validation.
+    undecodable: bool = False
 
 
 @dataclass(frozen=True)
@@ -79,12 +90,30 @@ class SequencerOutput:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def _peek_entry_id(raw: bytes) -> str:
-    """Best-effort entry id of a malformed entry, for the rejection record."""
+def _malformed(offset: int, raw: bytes, reason: str) -> Rejection:
+    """The rejection of an entry that did not parse, named by its entry id when its bytes hold
+    one; entry bytes that are not even a ChainEntry with an EntryBody are undecodable."""
     try:
-        return read_body(raw).entry_id[:64]
-    except DecodeError:
-        return ""
+        entry_id = read_body(raw).entry_id[:64]
+    except MemoryError:
+        raise
+    except Exception:  # any bytes may come: the rejection then goes by its offset
+        return Rejection(offset, "", reason, undecodable=True)
+    return Rejection(offset, entry_id, reason)
+
+
+def _undecodable(record: OrderedRecord, what: str | None) -> Rejection:
+    """The rejection of a record that is not a usable ordering record. Its reason depends only
+    on the record's bytes, so that every node stores the same one."""
+    if record.value is None:
+        reason = "expected an OrderingRecord, got a record with no value"
+    elif not record.value:
+        reason = "expected an OrderingRecord, got an empty record"
+    elif what == "batch":
+        reason = "expected a batch of entries, got an empty batch"
+    else:
+        reason = "expected an OrderingRecord, got other bytes"
+    return Rejection(record.offset, "", reason, undecodable=True)
 
 
 class Sequencer:
@@ -132,11 +161,13 @@ class Sequencer:
         ids: list[str] = []
         for record in records:
             ordering = ordering_pb2.OrderingRecord()
-            try:
-                ordering.ParseFromString(record.value)
-                what = ordering.WhichOneof("record")
-            except DecodeError:
-                what = None
+            what: str | None = None
+            if record.value is not None:
+                try:
+                    ordering.ParseFromString(record.value)
+                    what = ordering.WhichOneof("record")
+                except DecodeError:
+                    what = None
             if what == "entry":
                 raws: Sequence[bytes] = (ordering.entry,)
             elif what == "batch" and ordering.batch.entries:
@@ -145,19 +176,21 @@ class Sequencer:
                 decoded.append((record, ordering.ttc.height, True))
                 continue
             else:
-                reason = (
-                    "expected a batch of entries, got an empty batch"
-                    if what == "batch"
-                    else "expected an OrderingRecord, got other bytes"
-                )
-                decoded.append((record, Rejection(record.offset, "", reason), True))
+                decoded.append((record, _undecodable(record, what), True))
                 continue
             last = len(raws) - 1
             for position, raw in enumerate(raws):
                 try:
                     parsed = parse_entry(raw)
                 except SwiftchainError as error:
-                    rejection = Rejection(record.offset, _peek_entry_id(raw), str(error))
+                    rejection = _malformed(record.offset, raw, str(error))
+                    decoded.append((record, rejection, position == last))
+                    continue
+                except MemoryError:
+                    raise
+                except Exception as error:  # a parser bug must not stop the log on every node
+                    reason = f"expected a ChainEntry, got bytes it fails on: {type(error).__name__}"
+                    rejection = _malformed(record.offset, raw, reason)
                     decoded.append((record, rejection, position == last))
                     continue
                 decoded.append((record, parsed, position == last))
@@ -184,6 +217,11 @@ class Sequencer:
                     output.rejections.append(
                         Rejection(record.offset, item.entry_id, str(error), rejection_reason(error))
                     )
+                except MemoryError:
+                    raise
+                except Exception as error:  # as above: same bytes, same outcome on every node
+                    reason = f"the entry could not be validated: {type(error).__name__}"
+                    output.rejections.append(Rejection(record.offset, item.entry_id, reason))
                 else:
                     pending = self.pending
                     pending.append(

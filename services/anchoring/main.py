@@ -13,15 +13,17 @@ from services.anchoring.observability import SealObserver, count_missed
 from services.anchoring.seal_watch import SealWatch
 from services.anchoring.servicer import AnchoringServicer
 from services.anchoring.store import ALIAS, SETTLED_CACHE_SIZE, ChunkDoc, VersionStore
-from services.platform import mongo
+from services.platform import mongo, poison
 from services.platform.consortium_files import ConsortiumFiles
 from services.platform.kafka import make_producer
 from services.platform.known_keys import KnownKeys
 from services.platform.log_writer import LogWriter
 from services.platform.outbox import OutboxRelay
+from services.platform.poison import MongoPoisonStore
 from services.platform.revocations import IdentityEventFeed
 from services.platform.server import ServiceRegistration, configure_process, serve
 from services.platform.settings import ANCHORING_PORT, ProcessSettings
+from services.platform.threads import start_supervised
 from services.platform.tls import open_channel
 from services.platform.topics import ORDERING_TOPIC, RECORDS_EVENTS_TOPIC
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc
@@ -64,6 +66,7 @@ def main() -> None:
     files = ConsortiumFiles(settings.consortium_dir)
     consortium = files.load()
     mongo.connect(settings.mongo_uri, settings.database, alias=ALIAS)
+    poison.use_store(MongoPoisonStore(ALIAS))
     producer = make_producer(settings.kafka_bootstrap, settings.process_name)
     keys = KnownKeys(consortium.genesis_keys)
     practitioners = Practitioners()
@@ -132,15 +135,13 @@ def main() -> None:
                         failure.reason,
                     )
 
-    workers = [
-        threading.Thread(target=relay.run, args=(stop,), name="outbox", daemon=True),
-        threading.Thread(target=resend_unordered, name="resend", daemon=True),
-    ]
     writer.resume([(v.entry_id, v.ordering_offset) for v in tracker.resume()])
     writer.start()
     watch.start()
-    for worker in workers:
-        worker.start()
+    workers = [
+        start_supervised("outbox", relay.run, stop),
+        start_supervised("resend", resend_unordered),
+    ]
 
     def on_stop() -> None:
         stop.set()

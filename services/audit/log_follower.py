@@ -31,6 +31,7 @@ from services.platform.chain_client import (
     prove_leaf,
 )
 from services.platform.follow import follow_until_stopped
+from services.platform.threads import start_supervised
 from swiftchain.chain.v1 import chain_service_pb2 as pb
 from swiftchain.chain.v1 import chain_service_pb2_grpc, consortium_pb2
 
@@ -98,11 +99,9 @@ class LogFollower:
     def start(self) -> None:
         """Start following checkpoints and alarms."""
         self._threads = [
-            threading.Thread(target=self._follow, name="log-follower", daemon=True),
-            threading.Thread(target=self._alarm_loop, name="alarms", daemon=True),
+            start_supervised("log-follower", self._follow),
+            start_supervised("alarms", self._alarm_loop),
         ]
-        for thread in self._threads:
-            thread.start()
 
     def stop(self) -> None:
         """Stop both loops."""
@@ -188,6 +187,8 @@ class LogFollower:
                 self.poll_alarms()
             except grpc.RpcError as error:
                 _log.warning("reading the chain node's alarms failed (%s)", error.code())
+            except Exception:  # the database away: the alarms not seen yet are read again
+                _log.warning("turning the node's alarms into flags failed", exc_info=True)
 
     def poll_alarms(self) -> None:
         """Turn the node's cosignature alarms not seen yet into flags."""

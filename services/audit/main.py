@@ -1,7 +1,9 @@
 """Entry point of the audit service: ``python -m services.audit``.
 
 Three loops feed the book: a Kafka consumer of every event topic (group ``audit``; a batch's
-offsets are committed only after its items are written, so a crash replays and never loses),
+offsets are committed only after its items are written, so a crash replays and never loses; a
+record it cannot use is set aside in the ``poison_records`` collection, and the database away
+is waited out),
 the log follower (sealed leaves from a chain node, and its alarms), and the consent check of
 PERMIT decisions and records once the events of other topics had time to arrive.
 """
@@ -15,21 +17,21 @@ from pathlib import Path
 
 from pydantic import Field
 
-from chain.errors import InvalidInputError
 from services.audit.domain import AuditBook, AuditPolicy
 from services.audit.log_follower import LogFollower
 from services.audit.servicer import AuditServicer
 from services.audit.store import ALIAS, AuditMongoStore
-from services.platform import mongo
+from services.platform import mongo, poison
 from services.platform.consortium_files import ConsortiumFiles
 from services.platform.events import decode
 from services.platform.kafka import ConsumedMessage, make_consumer, run_batch_consumer
+from services.platform.poison import MongoPoisonStore
 from services.platform.server import ServiceRegistration, configure_process, serve
 from services.platform.settings import AUDIT_PORT, ProcessSettings
+from services.platform.threads import start_supervised
 from services.platform.tls import open_channel
 from services.platform.topics import EVENT_TOPICS
 from swiftchain.audit.v1 import audit_service_pb2_grpc
-from swiftchain.events.v1 import events_pb2
 
 _log = logging.getLogger(__name__)
 #: Seconds between two consent checks.
@@ -66,6 +68,7 @@ def main() -> None:
     files = ConsortiumFiles(settings.consortium_dir)
     files.load()
     mongo.connect(settings.mongo_uri, settings.database, alias=ALIAS)
+    poison.use_store(MongoPoisonStore(ALIAS))
     store = AuditMongoStore()
     store.ensure_indexes()
     book = AuditBook(
@@ -87,29 +90,13 @@ def main() -> None:
     stop = threading.Event()
 
     def handle(messages: list[ConsumedMessage]) -> None:
-        events: list[events_pb2.EventEnvelope] = []
-        for message in messages:
-            try:
-                events.append(decode(message.value))
-            except InvalidInputError as error:  # not ours to fix: keep reading the topic
-                _log.error(
-                    "%s offset %d is not an event envelope (%s); skipped",
-                    message.topic,
-                    message.offset,
-                    error,
-                )
-        book.apply_events(events)
+        # A record that is not an envelope, or that the book cannot apply, raises here: the
+        # consumer then sets it aside (services/platform/poison.py) and applies the others; the
+        # database away raises a transient error, and the batch is applied again after a wait.
+        book.apply_events([decode(message.value) for message in messages])
 
     def consume() -> None:
-        while not stop.is_set():
-            try:
-                run_batch_consumer(consumer, handle, stop)
-            except Exception:  # the database away: the batch was not committed, it comes again
-                _log.warning("applying events failed; reading them again", exc_info=True)
-                stop.wait(1.0)
-                for partition in consumer.assignment():
-                    committed = consumer.committed(partition)
-                    consumer.seek(partition, committed or 0)
+        run_batch_consumer(consumer, handle, stop)
 
     def check_consents() -> None:
         while not stop.wait(CONSENT_CHECK_EVERY):
@@ -118,13 +105,11 @@ def main() -> None:
             except Exception:
                 _log.warning("the consent check failed; will retry", exc_info=True)
 
-    workers = [
-        threading.Thread(target=consume, name="events", daemon=True),
-        threading.Thread(target=check_consents, name="consent-check", daemon=True),
-    ]
     follower.start()
-    for worker in workers:
-        worker.start()
+    workers = [
+        start_supervised("events", consume),
+        start_supervised("consent-check", check_consents),
+    ]
 
     def on_stop() -> None:
         stop.set()

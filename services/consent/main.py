@@ -13,12 +13,14 @@ from services.consent.notifications import Notifications
 from services.consent.sender import LogSender
 from services.consent.servicer import ConsentServicer
 from services.consent.store import ALIAS, ConsentMongoStore
-from services.platform import mongo
+from services.platform import mongo, poison
 from services.platform.consortium_files import CONSENT_KEY_ID, ConsortiumFiles, load_consent_key
 from services.platform.kafka import make_producer
+from services.platform.poison import MongoPoisonStore
 from services.platform.revocations import IdentityEventFeed
 from services.platform.server import ServiceRegistration, configure_process, serve
 from services.platform.settings import CONSENT_PORT, ProcessSettings
+from services.platform.threads import start_supervised
 from services.platform.tls import open_channel
 from services.platform.topics import ORDERING_TOPIC
 from swiftchain.consent.v1 import consent_service_pb2_grpc
@@ -46,6 +48,7 @@ def main() -> None:
     files = ConsortiumFiles(settings.consortium_dir)
     files.load()
     mongo.connect(settings.mongo_uri, settings.database, alias=ALIAS)
+    poison.use_store(MongoPoisonStore(ALIAS))
     producer = make_producer(settings.kafka_bootstrap, settings.process_name)
     directory = Directory()
     identity_feed = IdentityEventFeed(
@@ -75,8 +78,7 @@ def main() -> None:
             len(pending),
         )
     stop = threading.Event()
-    worker = threading.Thread(target=sender.run, args=(stop,), name="log-sender", daemon=True)
-    worker.start()
+    worker = start_supervised("log-sender", sender.run, stop)
 
     def on_stop() -> None:
         stop.set()

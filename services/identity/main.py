@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,18 +17,22 @@ from services.identity.store import ALIAS
 from services.identity.store.certificates import CertificateDoc, CertificateStore
 from services.identity.store.organizations import OrganizationDoc, OrganizationStore
 from services.identity.store.patients import OUTBOX_DOCUMENTS, PatientStore
-from services.platform import mongo
+from services.platform import mongo, poison
 from services.platform.ca import PlatformCA
 from services.platform.consortium_files import REGISTRAR_KEY_ID, ConsortiumFiles, load_registrar_key
 from services.platform.kafka import make_producer
 from services.platform.outbox import OutboxRelay
+from services.platform.poison import MongoPoisonStore
 from services.platform.revocations import RevocationList
 from services.platform.server import ServiceRegistration, configure_process, serve
 from services.platform.settings import IDENTITY_PORT, ProcessSettings
+from services.platform.threads import start_supervised
 from services.platform.tls import TOKEN_SIGNING_FILE, open_channel
 from services.platform.tokens import load_token_issuer
 from services.platform.topics import IDENTITY_EVENTS_TOPIC, ORDERING_TOPIC
 from swiftchain.identity.v1 import identity_service_pb2_grpc
+
+_log = logging.getLogger(__name__)
 
 
 class IdentitySettings(ProcessSettings):
@@ -57,6 +62,7 @@ def main() -> None:
     files = ConsortiumFiles(settings.consortium_dir)
     consortium = files.load()
     mongo.connect(settings.mongo_uri, settings.database, alias=ALIAS)
+    poison.use_store(MongoPoisonStore(ALIAS))
     producer = make_producer(settings.kafka_bootstrap, settings.process_name)
 
     organization_store = OrganizationStore()
@@ -97,15 +103,16 @@ def main() -> None:
 
     def sweep_challenges() -> None:
         while not stop.wait(60):
-            patient_store.sweep_challenges(_now())
+            try:
+                patient_store.sweep_challenges(_now())
+            except Exception:  # the database away: expired challenges wait for the next sweep
+                _log.warning("sweeping login challenges failed; will retry", exc_info=True)
 
     workers = [
-        threading.Thread(target=relay.run, args=(stop,), name="outbox", daemon=True),
-        threading.Thread(target=log_sync.run, args=(stop,), name="key-log-sync", daemon=True),
-        threading.Thread(target=sweep_challenges, name="challenge-sweep", daemon=True),
+        start_supervised("outbox", relay.run, stop),
+        start_supervised("key-log-sync", log_sync.run, stop),
+        start_supervised("challenge-sweep", sweep_challenges),
     ]
-    for worker in workers:
-        worker.start()
     revocations = RevocationList()
     servicer = IdentityServicer(
         organizations=registry,

@@ -2,6 +2,8 @@
 
 Producers are idempotent with ``acks=all`` (DESIGN §3.2). Consumers commit an offset only after
 the message was processed, so a crash replays rather than loses; handlers are idempotent by id.
+A record that cannot be used is set aside (services/platform/poison.py), and the broker or the
+database away is waited out (services/platform/threads.py): neither stops a consumer.
 
 Every client proves who it is to the brokers with its TLS client certificate from the platform
 CA (:class:`KafkaSecurity`): the brokers take the certificate's subject as the principal and
@@ -19,12 +21,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import CommitFailedError
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from chain.errors import InvalidInputError
+from services.platform.poison import PoisonRecord, PoisonSink, set_aside
 from services.platform.settings import ProcessSettings
+from services.platform.threads import Stopped, retry_transient
 from services.platform.tls import CA_FILE, CERT_FILE, KEY_FILE
 
 _log = logging.getLogger(__name__)
@@ -239,22 +244,92 @@ def run_batch_consumer(
     handle_batch: Callable[[list[ConsumedMessage]], None],
     stop: threading.Event,
     *,
+    name: str | None = None,
+    poison: PoisonSink | None = None,
     poll_timeout_ms: int = 200,
     max_records: int = 500,
 ) -> None:
-    """Process each polled batch until ``stop`` is set, committing it only after handling it.
+    """Process each polled batch until ``stop`` is set, committing it only after handling it
+    (at-least-once: handlers must be idempotent).
 
-    A handler that raises stops the loop without committing that batch: it is read again after a
-    restart (at-least-once), so handlers must be idempotent.
+    Nothing a record holds stops the loop. A record with a null value is set aside before the
+    handler sees it (:mod:`services.platform.poison`, in ``poison`` or the process's store,
+    under ``name``: the consumer group by default). A batch whose handler fails transiently (the
+    database or the broker away; :func:`~services.platform.threads.is_transient`) is handled
+    again after a backoff, for as long as it takes; one whose handler raises anything else is
+    split in halves, handled apart, until the records that fail are alone, and those are set
+    aside. Polls and commits that fail transiently are retried the same way. Returns when
+    ``stop`` is set (raising :class:`~services.platform.threads.Stopped` if it was set while
+    waiting to retry).
     """
-    name = str(consumer.config.get("group_id") or consumer.config.get("client_id"))
+    label = name or str(consumer.config.get("group_id") or consumer.config.get("client_id"))
     while not stop.is_set():
-        batches = consumer.poll(timeout_ms=poll_timeout_ms, max_records=max_records)
-        record_lag(consumer, name, batches)
+        batches = retry_transient(
+            lambda: consumer.poll(timeout_ms=poll_timeout_ms, max_records=max_records),
+            stop=stop,
+            doing=f"{label}: reading",
+        )
+        record_lag(consumer, label, batches)
         if not batches:
             continue
-        handle_batch([_consumed(record) for records in batches.values() for record in records])
-        consumer.commit()
+        messages: list[ConsumedMessage] = []
+        for records in batches.values():
+            for record in records:
+                if record.value is None:
+                    _set_aside(label, _consumed(record), "the record has no value", stop, poison)
+                else:
+                    messages.append(_consumed(record))
+        if messages:
+            _handle_or_set_aside(label, messages, handle_batch, stop, poison)
+        _commit(consumer, label, stop)
+
+
+def _set_aside(
+    label: str,
+    message: ConsumedMessage,
+    reason: str,
+    stop: threading.Event,
+    poison: PoisonSink | None,
+) -> None:
+    record = PoisonRecord(
+        label, message.topic, message.partition, message.offset, reason, message.value
+    )
+    set_aside(record, stop, sink=poison)
+
+
+def _handle_or_set_aside(
+    label: str,
+    messages: list[ConsumedMessage],
+    handle_batch: Callable[[list[ConsumedMessage]], None],
+    stop: threading.Event,
+    poison: PoisonSink | None,
+) -> None:
+    """Handle ``messages``; set aside the ones that cannot be handled (see
+    :func:`run_batch_consumer`)."""
+    try:
+        retry_transient(
+            lambda: handle_batch(messages),
+            stop=stop,
+            doing=f"{label}: applying {len(messages)} records",
+        )
+    except Stopped:
+        raise
+    except Exception as error:
+        if len(messages) == 1:
+            _set_aside(label, messages[0], f"{type(error).__name__}: {error}", stop, poison)
+            return
+        middle = len(messages) // 2
+        _handle_or_set_aside(label, messages[:middle], handle_batch, stop, poison)
+        _handle_or_set_aside(label, messages[middle:], handle_batch, stop, poison)
+
+
+def _commit(consumer: KafkaConsumer, label: str, stop: threading.Event) -> None:
+    try:
+        retry_transient(consumer.commit, stop=stop, doing=f"{label}: committing")
+    except CommitFailedError as error:
+        # The group moved the partitions elsewhere: their new owner reads the batch again, and
+        # handlers are idempotent.
+        _log.warning("%s: commit refused (%s); the batch will be read again", label, error)
 
 
 def run_consumer(

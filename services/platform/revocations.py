@@ -20,6 +20,8 @@ from kafka import TopicPartition
 from chain.errors import InvalidInputError, UnavailableError
 from services.platform.events import decode
 from services.platform.kafka import make_consumer
+from services.platform.poison import PoisonRecord, PoisonSink, set_aside
+from services.platform.threads import Backoff, Stopped, start_supervised
 from services.platform.topics import IDENTITY_EVENTS_TOPIC
 from swiftchain.events.v1 import events_pb2
 
@@ -68,6 +70,9 @@ class IdentityEventFeed:
     It reads every partition from offset 0 with no consumer group (each process needs the whole
     history, not a share of it). :meth:`start` returns once the view has caught up with the
     topic's end as of the call, so a process never serves with a stale view after a restart.
+    A record that is not an event envelope, or that ``apply`` cannot take, is set aside
+    (:mod:`services.platform.poison`, under ``client_id``, in ``poison`` or the process's store)
+    and the feed reads on; the broker away is waited out with a backoff.
     """
 
     def __init__(
@@ -77,11 +82,13 @@ class IdentityEventFeed:
         apply: Callable[[events_pb2.EventEnvelope], None],
         *,
         topic: str = IDENTITY_EVENTS_TOPIC,
+        poison: PoisonSink | None = None,
     ) -> None:
         self._apply_event = apply
         self._bootstrap = bootstrap
         self._client_id = client_id
         self._topic = topic
+        self._poison = poison
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._thread: threading.Thread | None = None
@@ -89,8 +96,7 @@ class IdentityEventFeed:
 
     def start(self, timeout: float = 60.0) -> None:
         """Start reading and wait until caught up; :class:`UnavailableError` if not in time."""
-        self._thread = threading.Thread(target=self._run, name="identity-events", daemon=True)
-        self._thread.start()
+        self._thread = start_supervised("identity-events", self._run)
         if not self._caught_up.wait(timeout):
             self.stop()
             raise UnavailableError(
@@ -105,13 +111,17 @@ class IdentityEventFeed:
             self._thread.join(timeout=10)
 
     def _run(self) -> None:
+        delays = Backoff(first=0.5).delays()
         while not self._stop.is_set():
             try:
                 self._consume()
-            except Exception as error:  # broker away: keep the list we have and retry
+            except Stopped:
+                return
+            except Exception as error:  # broker away: keep the view we have and read again
                 self._error = error
-                _log.warning("identity event feed: %s; retrying", error)
-                self._stop.wait(1.0)
+                delay = next(delays)
+                _log.warning("identity event feed: %s; again in %.1f s", error, delay)
+                self._stop.wait(delay)
 
     def _consume(self) -> None:
         consumer: Any = make_consumer(self._bootstrap, self._client_id, None, ())
@@ -128,7 +138,7 @@ class IdentityEventFeed:
             while not self._stop.is_set():
                 for records in consumer.poll(timeout_ms=200).values():
                     for record in records:
-                        self._apply(record.value)
+                        self._take(record)
                 if not self._caught_up.is_set() and all(
                     consumer.position(tp) >= end for tp, end in targets.items()
                 ):
@@ -136,8 +146,26 @@ class IdentityEventFeed:
         finally:
             consumer.close()
 
-    def _apply(self, value: bytes) -> None:
-        try:
-            self._apply_event(decode(value))
-        except InvalidInputError:
-            _log.warning("identity event feed: skipped a message that is not an EventEnvelope")
+    def _take(self, record: Any) -> None:
+        """Apply one record, or set it aside."""
+        value: bytes | None = record.value
+        if value is None:
+            reason = "the record has no value"
+        else:
+            try:
+                event = decode(value)
+            except InvalidInputError as error:
+                reason = str(error)
+            except Exception as error:  # anyone can write to the topic: nothing may stop us
+                reason = f"expected an EventEnvelope, got bytes that fail to decode: {error}"
+            else:
+                try:
+                    self._apply_event(event)
+                except Exception as error:
+                    reason = f"could not apply {event.type}: {type(error).__name__}: {error}"
+                else:
+                    return
+        poison = PoisonRecord(
+            self._client_id, record.topic, record.partition, record.offset, reason, value
+        )
+        set_aside(poison, self._stop, sink=self._poison)

@@ -260,7 +260,9 @@ def test_rejected_records_do_not_count() -> None:
     assert "entry signature does not verify" in reasons[1].reason
     assert reasons[2].reason == f"entry id {parse_entry(first).entry_id} is on the log already"
     assert reasons[2].entry_id == parse_entry(first).entry_id
-    assert reasons[3] == Rejection(3, "", "expected an OrderingRecord, got other bytes")
+    assert reasons[3] == Rejection(
+        3, "", "expected an OrderingRecord, got other bytes", undecodable=True
+    )
     assert reasons[5].entry_id == ""
     assert "expected" in reasons[5].reason
     assert "is on the log already" in reasons[7].reason
@@ -425,6 +427,27 @@ def streams(draw: st.DrawFn) -> list[bytes]:
     )
 
 
+#: Records anyone who can write to the topic can send, none of them an ordering record.
+POISON: list[bytes | None] = [
+    None,  # a null value
+    b"",  # no bytes
+    b"\xff\xff\xff",  # junk
+    b"\x7a\x03abc",  # a well-formed protobuf whose only field (15) is no kind we know
+    ordering_pb2.Cosignature(node="x", tree_size=3, checkpoint="c").SerializeToString(),
+    ordering_pb2.OrderingRecord(batch=ordering_pb2.EntryBatch()).SerializeToString(),
+]
+
+
+@st.composite
+def hostile_streams(draw: st.DrawFn) -> list[bytes | None]:
+    """Valid streams with any bytes, or nothing, inserted at any offsets."""
+    stream: list[bytes | None] = list(draw(streams()))
+    hostile = st.one_of(st.none(), st.binary(max_size=64), st.sampled_from(POISON))
+    for _ in range(draw(st.integers(0, 12))):
+        stream.insert(draw(st.integers(0, len(stream))), draw(hostile))
+    return stream
+
+
 def split(stream: list[OrderedRecord], cuts: list[int]) -> list[list[OrderedRecord]]:
     points = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
     return [stream[a:b] for a, b in itertools.pairwise(points)]
@@ -446,21 +469,30 @@ def summary(node: Node) -> tuple[list[str], list[tuple[bytes, ...]], list[Reject
     )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    streams(),
+    hostile_streams(),
     st.lists(st.integers(0, 1000), max_size=12),
     st.lists(st.integers(0, 1000), max_size=12),
     st.integers(1, 6),
 )
-def test_same_records_same_checkpoints_whatever_the_apply_calls(
-    values: list[bytes], cuts_a: list[int], cuts_b: list[int], batch_max: int
+def test_same_records_same_checkpoints_whatever_the_apply_calls_and_whatever_the_bytes(
+    values: list[bytes | None], cuts_a: list[int], cuts_b: list[int], batch_max: int
 ) -> None:
-    stream = records(values)
+    """Three sequencers fed the same records in different apply calls agree on every block,
+    rejection and pending entry, whatever bytes (or null values) sit at whatever offsets."""
+    stream = [OrderedRecord(o, T0_MS + 7 * o, v) for o, v in enumerate(values)]
     a = run(stream, cuts_a, batch_max)
     b = run(stream, cuts_b, batch_max)
     one_by_one = run(stream, list(range(len(stream))), batch_max)
     assert summary(a) == summary(b) == summary(one_by_one)
+    # A record with no bytes is rejected at its offset, never in the log.
+    placed = {e.offset for blk in a.blocks for e in blk.entries}
+    rejected = {r.offset for r in a.rejections}
+    for record in stream:
+        if not record.value:
+            assert record.offset in rejected and record.offset not in placed
+    assert all(r.entry_id == "" for r in a.rejections if r.undecodable)
     # And the blocks are what they claim: no id twice, sizes and roots of the entries.
     raws = [e.parsed.raw for blk in a.blocks for e in blk.entries]
     ids = [parse_entry(r).entry_id for r in raws]
@@ -600,3 +632,35 @@ def test_ordering_records_pack_entries_in_order_within_the_size_limit() -> None:
     assert [count for _, count in packed] == [9, 9, 7]  # 9 of 100 kB fit in 900 KiB
     huge = b"x" * (BATCH_RECORD_BYTES + 1)
     assert [count for _, count in ordering_records([huge, b"a", b"b"])] == [1, 2]
+
+
+# ------------------------------------------------------------------------------ poison records
+
+
+def test_records_that_are_not_ordering_records_are_rejected_at_their_offset() -> None:
+    node = Node.fresh(batch_max=2)
+    values: list[bytes | None] = [single(), *POISON, single()]
+    stream = [OrderedRecord(o, T0_MS + o, v) for o, v in enumerate(values)]
+    (block,) = node.apply(stream)
+    assert [e.offset for e in block.entries] == [0, 7]
+    assert [(r.offset, r.entry_id, r.undecodable) for r in node.rejections] == [
+        (offset, "", True) for offset in range(1, 7)
+    ]
+    reasons = [r.reason for r in node.rejections]
+    assert reasons[:4] == [
+        "expected an OrderingRecord, got a record with no value",
+        "expected an OrderingRecord, got an empty record",
+        *["expected an OrderingRecord, got other bytes"] * 2,
+    ]
+    # The cosignature's first field reads as an entry record's entry: not a ChainEntry.
+    assert reasons[4].startswith("expected a ChainEntry protobuf, got undecodable bytes")
+    assert reasons[5] == "expected a batch of entries, got an empty batch"
+
+
+def test_an_entry_that_fails_validation_is_not_an_undecodable_record() -> None:
+    node = Node.fresh(batch_max=1)
+    empty_body = entry_pb2.ChainEntry(body=b"", key_id=H1.key_id).SerializeToString()
+    node.apply(records([entry_record(FORGER.sign_entry(record_body())), entry_record(empty_body)]))
+    assert [r.undecodable for r in node.rejections] == [False, False]
+    node.apply(records([entry_record(b"\x12")], 2))  # truncated: not a ChainEntry
+    assert [r.undecodable for r in node.rejections] == [False, False, True]

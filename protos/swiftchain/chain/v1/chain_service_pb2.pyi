@@ -45,6 +45,10 @@ class _AlarmKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlarmKind.V
     """On start, this node's stored tree did not match its stored checkpoints."""
     ALARM_KIND_BAD_COSIGNATURE: _AlarmKind.ValueType  # 4
     """A cosignature whose signature does not verify under the named member's key."""
+    ALARM_KIND_POISON_RECORD: _AlarmKind.ValueType  # 5
+    """A record on a topic the node reads that it could not use (a null value, no bytes, junk,
+    another message): set aside, and on the ordering topic rejected at its offset. Blames nobody.
+    """
 
 class AlarmKind(_AlarmKind, metaclass=_AlarmKindEnumTypeWrapper):
     """What kind of alarm a node raised."""
@@ -59,6 +63,10 @@ ALARM_KIND_STORE_MISMATCH: AlarmKind.ValueType  # 3
 """On start, this node's stored tree did not match its stored checkpoints."""
 ALARM_KIND_BAD_COSIGNATURE: AlarmKind.ValueType  # 4
 """A cosignature whose signature does not verify under the named member's key."""
+ALARM_KIND_POISON_RECORD: AlarmKind.ValueType  # 5
+"""A record on a topic the node reads that it could not use (a null value, no bytes, junk,
+another message): set aside, and on the ordering topic rejected at its offset. Blames nobody.
+"""
 Global___AlarmKind: _TypeAlias = AlarmKind  # noqa: Y015
 
 @_typing.final
