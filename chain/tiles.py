@@ -32,6 +32,7 @@ from chain.errors import InvalidInputError, NotFoundError, SwiftchainError
 from chain.hashing import EMPTY_ROOT, HASH_SIZE
 
 __all__ = [
+    "MAX_BUNDLED_ENTRY",
     "TILE_HEIGHT",
     "TILE_WIDTH",
     "HashReader",
@@ -39,7 +40,11 @@ __all__ = [
     "Tile",
     "TileReader",
     "TiledHashReader",
+    "bundle_bytes",
+    "bundle_entries",
+    "entries_path",
     "hash_from_tile",
+    "parse_entries_path",
     "parse_tile_path",
     "split_stored_hash_index",
     "stored_hash_count",
@@ -56,7 +61,10 @@ TILE_HEIGHT: Final = 8
 """Levels of the tree per tile (C2SP tlog-tiles fixes it at 8)."""
 
 TILE_WIDTH: Final = 1 << TILE_HEIGHT
-"""Hashes in a full tile (256, i.e. 8,192 bytes)."""
+"""Hashes in a full tile (256, i.e. 8,192 bytes); also entries in a full entry bundle."""
+
+MAX_BUNDLED_ENTRY: Final = 0xFFFF
+"""The longest entry an entry bundle can hold (its length is a big-endian uint16)."""
 
 _sha256 = hashlib.sha256
 _NODE = b"\x01"
@@ -289,15 +297,40 @@ def tile_bytes(reader: HashReader, tile: Tile, *, height: int = TILE_HEIGHT) -> 
     return b"".join(hashes)
 
 
-def tile_path(tile: Tile, *, height: int = TILE_HEIGHT) -> str:
-    """C2SP tlog-tiles path of ``tile``: ``tile/<L>/<N>[.p/<W>]``, N as x001/x234/067."""
-    _check_tile(tile, height)
-    n = tile.index
+def _index_path(n: int) -> str:
+    """C2SP tlog-tiles encoding of a tile index: 1234067 -> ``x001/x234/067``."""
     parts = [f"{n % 1000:03d}"]
     while n >= 1000:
         n //= 1000
         parts.append(f"x{n % 1000:03d}")
-    path = f"tile/{tile.level}/{'/'.join(reversed(parts))}"
+    return "/".join(reversed(parts))
+
+
+def _parse_index_path(rest: list[str], full: int, bad: InvalidInputError) -> tuple[int, int]:
+    """``(index, width)`` of the path fields after ``tile/<L>/`` or ``tile/entries/``."""
+    width = full
+    if len(rest) >= 2 and rest[-2].endswith(".p"):
+        if not rest[-1].isdigit():
+            raise bad
+        width = int(rest[-1])
+        if not 0 < width < full:
+            raise bad
+        rest = [*rest[:-2], rest[-2][: -len(".p")]]
+    if not rest:
+        raise bad
+    index = 0
+    for part in rest:
+        digits = part.removeprefix("x")
+        if len(digits) != 3 or not digits.isdigit() or not digits.isascii():
+            raise bad
+        index = index * 1000 + int(digits)
+    return index, width
+
+
+def tile_path(tile: Tile, *, height: int = TILE_HEIGHT) -> str:
+    """C2SP tlog-tiles path of ``tile``: ``tile/<L>/<N>[.p/<W>]``, N as x001/x234/067."""
+    _check_tile(tile, height)
+    path = f"tile/{tile.level}/{_index_path(tile.index)}"
     if tile.width != 1 << height:
         path += f".p/{tile.width}"
     return path
@@ -310,28 +343,76 @@ def parse_tile_path(path: str, *, height: int = TILE_HEIGHT) -> Tile:
     fields = path.split("/")
     if len(fields) < 3 or fields[0] != "tile" or not fields[1].isdigit():
         raise bad
-    level = int(fields[1])
-    width = 1 << height
-    rest = fields[2:]
-    if len(rest) >= 2 and rest[-2].endswith(".p"):
-        if not rest[-1].isdigit():
-            raise bad
-        width = int(rest[-1])
-        if not 0 < width < 1 << height:
-            raise bad
-        rest = [*rest[:-2], rest[-2][: -len(".p")]]
-    index = 0
-    for part in rest:
-        digits = part.removeprefix("x")
-        if len(digits) != 3 or not digits.isdigit():
-            raise bad
-        index = index * 1000 + int(digits)
-    if level > 63:
+    if not fields[1].isascii() or int(fields[1]) > 63:
         raise bad
-    tile = Tile(level, index, width)
+    index, width = _parse_index_path(fields[2:], 1 << height, bad)
+    tile = Tile(int(fields[1]), index, width)
     if tile_path(tile, height=height) != path:
         raise bad
     return tile
+
+
+def entries_path(index: int, width: int = TILE_WIDTH) -> str:
+    """C2SP tlog-tiles path of entry bundle ``index`` holding ``width`` entries:
+    ``tile/entries/<N>[.p/<W>]``."""
+    _check_nonnegative("index", index)
+    if not 1 <= width <= TILE_WIDTH:
+        raise InvalidInputError(f"expected a bundle width in 1..{TILE_WIDTH}, got {width}")
+    path = f"tile/entries/{_index_path(index)}"
+    if width != TILE_WIDTH:
+        path += f".p/{width}"
+    return path
+
+
+def parse_entries_path(path: str) -> tuple[int, int]:
+    """Inverse of :func:`entries_path`: ``(index, width)``; rejects non-canonical spellings."""
+    bad = InvalidInputError(f"expected an entry bundle path tile/entries/<N>[.p/<W>], got {path!r}")
+    fields = path.split("/")
+    if len(fields) < 3 or fields[:2] != ["tile", "entries"]:
+        raise bad
+    index, width = _parse_index_path(fields[2:], TILE_WIDTH, bad)
+    if entries_path(index, width) != path:
+        raise bad
+    return index, width
+
+
+def bundle_bytes(entries: Iterable[bytes]) -> bytes:
+    """An entry bundle: each entry as a big-endian uint16 length and its bytes (C2SP
+    tlog-tiles). :class:`InvalidInputError` for an entry longer than 65,535 bytes."""
+    out = bytearray()
+    for entry in entries:
+        size = len(entry)
+        if size > MAX_BUNDLED_ENTRY:
+            raise InvalidInputError(
+                f"expected entries of at most {MAX_BUNDLED_ENTRY} bytes, got {size} bytes"
+            )
+        out += size.to_bytes(2, "big")
+        out += entry
+    return bytes(out)
+
+
+def bundle_entries(data: bytes | bytearray | memoryview, limit: int | None = None) -> list[bytes]:
+    """The entries of an entry bundle, the first ``limit`` of them if given.
+
+    :class:`InvalidInputError` if the data ends inside an entry or holds fewer than ``limit``.
+    """
+    view = memoryview(data)
+    out: list[bytes] = []
+    position, end = 0, len(view)
+    while position < end and (limit is None or len(out) < limit):
+        if position + 2 > end:
+            raise InvalidInputError(f"expected an entry length at byte {position}, got the end")
+        size = (view[position] << 8) | view[position + 1]
+        position += 2
+        if position + size > end:
+            raise InvalidInputError(
+                f"expected {size} entry bytes at byte {position}, got {end - position}"
+            )
+        out.append(bytes(view[position : position + size]))
+        position += size
+    if limit is not None and len(out) < limit:
+        raise InvalidInputError(f"expected {limit} entries in the bundle, got {len(out)}")
+    return out
 
 
 # ------------------------------------------------------------------------------- hash stores

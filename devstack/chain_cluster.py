@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import sys
 import time
@@ -11,7 +12,6 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pymongo
@@ -22,6 +22,7 @@ from kafka import KafkaProducer
 
 from chain.entry import EntrySigner, new_entry_id
 from chain.sequencer import ordering_records
+from chain.tiles import TILE_WIDTH, entries_path
 from devstack.kafka import create_topics
 from devstack.pki import ADMIN, ensure_pki
 from devstack.process import ManagedProcess, free_port, wait_grpc_serving
@@ -81,6 +82,8 @@ class ChainCluster:
         )
         self.config = self.files.load()
         self.ports = {name: free_port() for name in MEMBERS}
+        #: Each node's public mirror (HTTP, tlog-tiles paths).
+        self.mirror_ports = {name: free_port() for name in MEMBERS}
         self.pki = ensure_pki(root / "pki", [(name, "chain-node") for name in MEMBERS])
         #: The TLS folder tests and benchmarks call the nodes with (the consortium admin's).
         self.tls_dir = self.pki.tls_dir(ADMIN)
@@ -91,6 +94,14 @@ class ChainCluster:
         self.registrar = EntrySigner("registrar", load_registrar_key(self.files))
         self.hospital_key = Ed25519PrivateKey.generate()
         self.hospital = EntrySigner(f"{HOSPITAL}/key-1", self.hospital_key)
+
+    def data_dir(self, name: str) -> Path:
+        """The folder of node ``name``'s log files."""
+        return self.root / name / "data"
+
+    def mirror_url(self, name: str) -> str:
+        """The base URL of node ``name``'s public mirror."""
+        return f"http://127.0.0.1:{self.mirror_ports[name]}"
 
     def database(self, name: str) -> str:
         """The node's database name in this test."""
@@ -110,6 +121,8 @@ class ChainCluster:
             "SWIFTCHAIN_ORDERING_TOPIC": self.ordering_topic,
             "SWIFTCHAIN_COSIGNATURES_TOPIC": cosignatures_topic or self.cosignatures_topic,
             "SWIFTCHAIN_DATABASE": self.database(name),
+            "SWIFTCHAIN_DATA_DIR": str(self.data_dir(name)),
+            "SWIFTCHAIN_MIRROR_PORT": str(self.mirror_ports[name]),
             "SWIFTCHAIN_TLS_DIR": str(self.pki.tls_dir(name)),
         }
         process = ManagedProcess(
@@ -146,23 +159,22 @@ class ChainCluster:
         process.stop(grace=1)
 
     def drop_database(self, name: str) -> None:
-        """Delete node ``name``'s whole store."""
+        """Delete node ``name``'s small state (its Mongo database)."""
         client: pymongo.MongoClient[dict[str, object]]
         with pymongo.MongoClient(self.mongo_uri) as client:
             client.drop_database(self.database(name))
 
+    def wipe_data_dir(self, name: str) -> None:
+        """Delete node ``name``'s log files (a lost volume)."""
+        shutil.rmtree(self.data_dir(name), ignore_errors=True)
+
     def tamper_entry(self, name: str, leaf_index: int) -> None:
-        """Flip a byte of a stored entry in node ``name``'s store (bundle of 256 entries)."""
-        client: pymongo.MongoClient[dict[str, object]]
-        with pymongo.MongoClient(self.mongo_uri) as client:
-            bundles: Any = client[self.database(name)][
-                f"entry_bundles_{leaf_index // 256 // 64:06d}"
-            ]
-            doc = bundles.find_one({"_id": f"{leaf_index // 256:012d}"})
-            assert doc is not None
-            data = bytearray(doc["data"])
-            data[-1] ^= 0x01  # the last byte of the last entry of that bundle
-            bundles.update_one({"_id": doc["_id"]}, {"$set": {"data": bytes(data)}})
+        """Flip the last byte of the last entry of the full entry bundle holding
+        ``leaf_index`` in node ``name``'s data directory."""
+        path = self.data_dir(name) / entries_path(leaf_index // TILE_WIDTH)
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0x01
+        path.write_bytes(bytes(data))
 
     def status(self, name: str) -> chain_service_pb2.GetNodeStatusResponse:
         """Node ``name``'s status."""

@@ -31,6 +31,8 @@ KAFKA_PORT = 9092
 KAFKA_CONTROLLER_PORT = 9093
 MONGO_PORT = 27017
 NODES = (("hospital-a", 50061), ("hospital-b", 50062), ("hospital-c", 50063))
+#: Each chain node's public mirror (its log over HTTP in tlog-tiles paths).
+MIRRORS = (("hospital-a", 8061), ("hospital-b", 8062), ("hospital-c", 8063))
 SERVICES = (("identity", 50051), ("anchoring", 50052), ("consent", 50053), ("audit", 50054))
 #: Every gRPC process's public port (server-only TLS: patient apps, anonymous calls) is its
 #: main port + 100.
@@ -80,6 +82,8 @@ class StackPorts:
     metrics: tuple[tuple[str, int], ...] = tuple(
         (name, FIRST_METRICS_PORT + index) for index, (name, _) in enumerate(NODES + SERVICES)
     )
+    #: chain node -> port of its public mirror (HTTP).
+    mirrors: tuple[tuple[str, int], ...] = MIRRORS
 
     @classmethod
     def free(cls) -> StackPorts:
@@ -92,6 +96,7 @@ class StackPorts:
             services=tuple((name, free_port()) for name, _ in SERVICES),
             public=tuple((name, free_port()) for name, _ in NODES + SERVICES),
             metrics=tuple((name, free_port()) for name, _ in NODES + SERVICES),
+            mirrors=tuple((name, free_port()) for name, _ in NODES),
         )
 
     def port(self, name: str) -> int:
@@ -105,6 +110,10 @@ class StackPorts:
     def metrics_port(self, name: str) -> int:
         """The port of process ``name``'s Prometheus endpoint."""
         return dict(self.metrics)[name]
+
+    def mirror_port(self, name: str) -> int:
+        """The port of chain node ``name``'s public mirror."""
+        return dict(self.mirrors)[name]
 
 
 class LocalStack:
@@ -192,6 +201,8 @@ class LocalStack:
                 "SWIFTCHAIN_NODE_NAME": name,
                 "SWIFTCHAIN_CONSORTIUM_FILE": str(files.config_path),
                 "SWIFTCHAIN_SIGNING_KEY_FILE": str(files.node_key_path(name)),
+                "SWIFTCHAIN_DATA_DIR": str(self.root / name / "data"),
+                "SWIFTCHAIN_MIRROR_PORT": str(self.ports.mirror_port(name)),
             }
             self.grpc_processes.append(self._python_process(name, "chain.node", port, env))
         first_node = self.ports.nodes[0][1]
@@ -228,10 +239,12 @@ class LocalStack:
                 max(deadline - time.monotonic(), 0.1),
                 tls_dir=self.pki.tls_dir(ADMIN),
             )
+            mirror = dict(self.ports.mirrors).get(proc.name)
             self._say(
                 f"{proc.name:<10} 127.0.0.1:{proc.port} (mTLS), :{proc.public_port} (public TLS),"
-                f" :{self.ports.metrics_port(proc.name)}/metrics  SERVING"
-                f"  (log {proc.process.log_path})"
+                f" :{self.ports.metrics_port(proc.name)}/metrics"
+                + (f", http://127.0.0.1:{mirror}/ (mirror)" if mirror else "")
+                + f"  SERVING  (log {proc.process.log_path})"
             )
 
     def check_running(self) -> None:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+
+from pydantic import Field
 
 from chain.consortium import parse_consortium
 from chain.node.kafka_readers import KafkaReaders
+from chain.node.mirror import MirrorServer
 from chain.node.node import ChainNode
 from chain.node.service import ChainServicer
-from chain.node.store import ALIAS, DEFAULT_BUNDLE_CACHE_BYTES, ChainStore
+from chain.node.store import ALIAS, ChainStore
+from chain.node.tile_store import DEFAULT_BUNDLE_CACHE_BYTES, TileStore
 from chain.note import new_signer
 from services.platform import mongo
 from services.platform.kafka import make_producer
@@ -34,11 +39,25 @@ class NodeSettings(ProcessSettings):
     signing_key_file: Path = Path(".stack/run/consortium/hospital-a.key")
     ordering_topic: str = ORDERING_TOPIC
     cosignatures_topic: str = COSIGNATURES_TOPIC
-    #: Memory for decoded entry bundles, so proofs of recent entries skip the database.
-    bundle_cache_mib: int = DEFAULT_BUNDLE_CACHE_BYTES // (1024 * 1024)
+    #: Memory for decoded entry bundles, so proofs of recent entries skip the file reads.
+    bundle_cache_mib: int = Field(default=DEFAULT_BUNDLE_CACHE_BYTES // (1024 * 1024), ge=0)
+    #: Where the log lives as C2SP tlog-tiles files (a PersistentVolume in k8s); empty means
+    #: ``.stack/run/<node name>/data``.
+    data_dir: Path | None = None
+    #: fsync every file of the log before it is renamed into place (off only for benchmarks of
+    #: what that costs; a crash of the machine could then leave damaged files).
+    data_fsync: bool = True
+    #: The public mirror's HTTP port (the log read-only, anonymously, in tlog-tiles paths);
+    #: 0 means no mirror.
+    mirror_port: int = Field(default=0, ge=0, le=65535)
 
     #: The node's own Mongo database; empty means ``chain_<node name>``.
     database: str = ""
+
+    @property
+    def data_path(self) -> Path:
+        """The folder of the node's log files."""
+        return self.data_dir or Path(".stack/run") / self.node_name / "data"
 
     @property
     def database_name(self) -> str:
@@ -46,30 +65,58 @@ class NodeSettings(ProcessSettings):
         return self.database or "chain_" + self.node_name.replace("-", "_")
 
 
-def build_node(settings: NodeSettings) -> ChainNode:
-    """Connect the store and Kafka and return a node ready to :meth:`ChainNode.start`."""
+def build_node(settings: NodeSettings) -> tuple[ChainNode, TileStore]:
+    """Connect the store and Kafka and return a node ready to :meth:`ChainNode.start`, and
+    its log files (for the mirror)."""
     config = parse_consortium(settings.consortium_file.read_text())
     signer = new_signer(settings.signing_key_file.read_text().strip())
     mongo.connect(settings.mongo_uri, settings.database_name, alias=ALIAS)
+    tiles = TileStore(
+        settings.data_path,
+        bundle_cache_bytes=settings.bundle_cache_mib * 1024 * 1024,
+        fsync=settings.data_fsync,
+    )
+    store = ChainStore(tiles)
+    if tiles.is_empty() and store.legacy_log_collections():
+        dropped = store.drop_legacy_log()
+        _log.warning(
+            "node %s: the log was kept in Mongo (%s) by an earlier version; dropped, and "
+            "rebuilt into %s from ordering offset 0",
+            settings.node_name,
+            ", ".join(dropped),
+            settings.data_path,
+        )
     producer = make_producer(settings.kafka_bootstrap, f"chain-node-{settings.node_name}")
-    return ChainNode(
+    node = ChainNode(
         name=settings.node_name,
         config=config,
         signer=signer,
-        store=ChainStore(settings.bundle_cache_mib * 1024 * 1024),
+        store=store,
         producer=producer,
         readers=KafkaReaders(settings.kafka_bootstrap, settings.node_name),
         ordering_topic=settings.ordering_topic,
         cosignatures_topic=settings.cosignatures_topic,
     )
+    return node, tiles
 
 
 def main() -> None:
     """Run a node until SIGTERM."""
     settings = NodeSettings()
     configure_process(settings)
-    node = build_node(settings)
+    node, tiles = build_node(settings)
     node.start()
+    mirror = None
+    if settings.mirror_port:
+        mirror = MirrorServer(settings.listen_host, settings.mirror_port, tiles, _latest(node))
+        mirror.start()
+        _log.info("mirror of %s on http://%s:%d/", node.name, settings.listen_host, mirror.port)
+
+    def stop() -> None:
+        if mirror is not None:
+            mirror.stop()
+        node.stop()
+
     servicer = ChainServicer(node)
     serve(
         settings,
@@ -79,5 +126,13 @@ def main() -> None:
                 lambda s: chain_service_pb2_grpc.add_ChainServiceServicer_to_server(servicer, s),
             )
         ],
-        on_stop=node.stop,
+        on_stop=stop,
     )
+
+
+def _latest(node: ChainNode) -> Callable[[], tuple[int, str] | None]:
+    def latest() -> tuple[int, str] | None:
+        sealed = node.latest_sealed()
+        return None if sealed is None else (sealed.tree_size, sealed.note)
+
+    return latest

@@ -2,9 +2,9 @@
 
 :class:`OrderingLoop` reads ``chain.ordering.v1`` in order from the offset after the last
 persisted block, feeds a :class:`~chain.sequencer.Sequencer`, persists each block it cuts
-(entries, full tiles, then the block document, the commit record) and its rejections, and hands
-each persisted block on to be signed. It also sends a time-to-cut message when its oldest
-pending entry is older than the consortium's ``batch_timeout_ms``.
+(entries and hash tiles as files, then the block document, the commit record) and its
+rejections, and hands each persisted block on to be signed. It also sends a time-to-cut message
+when its oldest pending entry is older than the consortium's ``batch_timeout_ms``.
 """
 
 from __future__ import annotations
@@ -18,30 +18,25 @@ from chain.node.entry_index import EntryIndex
 from chain.node.entry_spans import EntrySpans
 from chain.node.ports import IDLE_WAIT_MS, NodeStore, Producer, Reader
 from chain.sequencer import Block, OrderedRecord, Sequencer, ttc_record
-from chain.tiles import TILE_WIDTH, MemoryHashStore, tile_bytes, tiles_touched
+from chain.tiles import MemoryHashStore, tile_bytes, tiles_touched
 
 __all__ = ["OrderingLoop", "persist_block"]
 
 
 def persist_block(store: NodeStore, tree: MemoryHashStore, block: Block) -> None:
-    """Write ``block``: its entries, the full tiles it completed, then the block document with
-    its entries past the last full bundle and the partial tiles it changed."""
+    """Write ``block``: its entries and the hash tiles they changed (files), then the block
+    document (the commit record)."""
     checkpoint = block.checkpoint
     first = block.entries[0].leaf_index
-    tail = store.write_entries(first, [e.parsed.raw for e in block.entries])
-    tiles = [
-        (tile.level, tile.index, tile.width, tile_bytes(tree, tile))
-        for tile in tiles_touched(first, checkpoint.size)
-    ]
-    store.write_full_tiles(t for t in tiles if t[2] == TILE_WIDTH)
-    store.write_block(
-        checkpoint.height,
-        checkpoint.size,
-        block.text,
-        block.cut_offset,
-        tail,
-        [t for t in tiles if t[2] < TILE_WIDTH],
+    store.write_log(
+        first,
+        [e.parsed.raw for e in block.entries],
+        [
+            (tile.level, tile.index, tile.width, tile_bytes(tree, tile))
+            for tile in tiles_touched(first, checkpoint.size)
+        ],
     )
+    store.write_block(checkpoint.height, checkpoint.size, block.text, block.cut_offset)
 
 
 class OrderingLoop:

@@ -1,14 +1,15 @@
 """What a :class:`~chain.node.node.ChainNode` needs from the world, as narrow interfaces.
 
-The node does its I/O through these: a :class:`NodeStore` (``chain/node/store.py`` on Mongo in
-production), a :class:`Producer` (an idempotent Kafka producer) and :class:`Readers` that open
-the two topics it reads (``chain/node/kafka_readers.py``). Tests run the node on in-memory fakes
-of all three.
+The node does its I/O through these: a :class:`NodeStore` (``chain/node/store.py``: small state
+in Mongo, the log as tlog-tiles files in the data directory), a :class:`Producer` (an idempotent
+Kafka producer) and :class:`Readers` that open the two topics it reads
+(``chain/node/kafka_readers.py``). Tests run the node on in-memory fakes of all three (the log
+files of a fake store in a temporary folder).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -54,13 +55,6 @@ class StoredBlock(Protocol):
     def checkpoint(self) -> str: ...
     @property
     def cut_offset(self) -> int: ...
-    @property
-    def tail_first(self) -> int | None: ...
-    @property
-    def tail(self) -> bytes | None: ...
-    #: Tiles the block left partial: dicts with ``level``, ``index``, ``width``, ``data``.
-    @property
-    def partial_tiles(self) -> Sequence[Mapping[str, Any]] | None: ...
 
 
 class StoredRejection(Protocol):
@@ -96,29 +90,37 @@ class StoredAlarm(Protocol):
 
 
 class NodeStore(Protocol):
-    """The node's small state and its entries (DESIGN §3.4); see ``chain/node/store.py``."""
+    """The node's small state and its log (DESIGN §3.4); see ``chain/node/store.py``."""
 
     # recovery
     def load_state(self) -> NodeState: ...
     def blocks(self) -> Sequence[StoredBlock]: ...
-    def restore_tail(self, size: int, blocks: Sequence[StoredBlock]) -> None: ...
-    def iter_entries(self, size: int) -> Iterator[tuple[int, bytes]]: ...
-    def read_all_tiles(self) -> dict[tuple[int, int], tuple[int, bytes]]: ...
     def sealed_notes(self) -> dict[int, tuple[str, tuple[str, ...]]]: ...
+    def stored_entries(self) -> int:
+        """How many entries the log files hold from leaf 0 on, as found (0 when empty)."""
+        ...
 
-    # blocks, seals, rejections, alarms
-    def write_entries(
-        self, first_index: int, entries: Sequence[bytes]
-    ) -> tuple[int, list[bytes]]: ...
-    def write_full_tiles(self, tiles: Iterable[tuple[int, int, int, bytes]]) -> None: ...
-    def write_block(
+    def truncate(self, size: int) -> None:
+        """Make the log files hold exactly the log of ``size`` entries."""
+        ...
+
+    def iter_entries(self, size: int) -> Iterator[tuple[int, bytes]]:
+        """The first ``size`` entries in order; raises a ``SwiftchainError`` where damaged."""
+        ...
+
+    def read_tile(self, level: int, index: int, width: int) -> bytes | None:
+        """The first ``width`` hashes of tile ``(level, index)``, or None if not stored."""
+        ...
+
+    # writes: a block's files, then its commit record; seals, rejections, alarms
+    def write_log(
         self,
-        height: int,
-        tree_size: int,
-        checkpoint: str,
-        cut_offset: int,
-        tail: tuple[int, list[bytes]],
-        partial_tiles: Sequence[tuple[int, int, int, bytes]] = (),
+        first_index: int,
+        entries: Sequence[bytes],
+        tiles: Sequence[tuple[int, int, int, bytes]],
+    ) -> None: ...
+    def write_block(
+        self, height: int, tree_size: int, checkpoint: str, cut_offset: int
     ) -> None: ...
     def seal_block(self, height: int, note: str, signers: Sequence[str]) -> None: ...
     def write_rejections(self, rows: Iterable[tuple[int, str, str, str]]) -> None: ...

@@ -10,20 +10,21 @@ alarm: a node with one refuses to sign.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
 
 from chain.alarms import STORE_MISMATCH, Alarm
 from chain.checkpoint import GENESIS_PREVIOUS_HASH, checkpoint_hash, parse_checkpoint
 from chain.consortium import ConsortiumConfig
 from chain.cosigning import SealedCheckpoint
 from chain.entry import read_body
-from chain.errors import PreconditionError
+from chain.errors import PreconditionError, SwiftchainError
 from chain.hashing import leaf_hash
 from chain.node.entry_index import EntryIndex
-from chain.node.ports import NodeState, NodeStore, StoredBlock
+from chain.node.ports import NodeState, NodeStore
 from chain.proof_build import tree_root
-from chain.tiles import TILE_WIDTH, MemoryHashStore, tile_bytes, tiles_touched
+from chain.tiles import MemoryHashStore, tile_bytes, tiles_touched
 from chain.validation import KeyRegistry
 from swiftchain.common.v1 import common_pb2
 
@@ -79,21 +80,35 @@ def recover(
         _log.error("store mismatch: %s; this node will not sign", detail)
         alarms.append(Alarm(STORE_MISMATCH, node_name, tree_size, detail))
 
-    leaf_hashes: list[bytes] = []
     blocks = store.blocks()
-    store.restore_tail(state.tree_size, blocks)
-    for leaf_index, raw in store.iter_entries(state.tree_size):
-        leaf_hashes.append(leaf_hash(raw))
-        body = read_body(raw)
-        if body.kind == common_pb2.ENTRY_KIND_KEY:
-            registry.apply(body.key)
-        index.add(body.entry_id, leaf_index)
-    if len(leaf_hashes) != state.tree_size:
-        mismatch(
-            state.tree_size, f"expected {state.tree_size} stored entries, found {len(leaf_hashes)}"
+    on_disk = store.stored_entries()
+    if on_disk == 0 and state.tree_size > 0:
+        _log.warning(
+            "node %s: the data directory holds no entries but the store has %d blocks; "
+            "rebuilding the log from ordering offset 0",
+            node_name,
+            len(blocks),
         )
+        state = NodeState(applied_offset=-1, tree_size=0, height=0)
+    store.truncate(min(state.tree_size, on_disk))
+    leaf_hashes: list[bytes] = []
+    try:
+        for leaf_index, raw in store.iter_entries(state.tree_size):
+            leaf_hashes.append(leaf_hash(raw))
+            body = read_body(raw)
+            if body.kind == common_pb2.ENTRY_KIND_KEY:
+                registry.apply(body.key)
+            index.add(body.entry_id, leaf_index)
+    except (SwiftchainError, DecodeError) as error:
+        mismatch(state.tree_size, f"the stored entries stop at leaf {len(leaf_hashes)}: {error}")
+    else:
+        if len(leaf_hashes) != state.tree_size:
+            mismatch(
+                state.tree_size,
+                f"expected {state.tree_size} stored entries, found {len(leaf_hashes)}",
+            )
     tree.extend(leaf_hashes)
-    tile_problem = _check_tiles(store, tree, state.tree_size, blocks)
+    tile_problem = _check_tiles(store, tree)
     if tile_problem is not None:
         mismatch(state.tree_size, tile_problem)
     recovery = Recovery(state, registry, GENESIS_PREVIOUS_HASH, alarms=alarms)
@@ -120,25 +135,17 @@ def recover(
                 UnsealedBlock(block.height, size, block.checkpoint, block.cut_offset)
             )
         recovery.previous_hash = checkpoint_hash(block.checkpoint)
+    if recovery.sealed and recovery.can_sign:
+        # The newest seal again: its checkpoint file may not have been written before a crash.
+        newest = recovery.sealed[-1]
+        store.seal_block(newest.height, newest.note, newest.signers)
     return recovery
 
 
-def _check_tiles(
-    store: NodeStore, tree: MemoryHashStore, size: int, blocks: Sequence[StoredBlock]
-) -> str | None:
-    """Compare every stored tile (full ones, and the newest partial ones in the block
-    documents) with the tree recomputed from the stored entries; say the first that differs."""
-    if size == 0:
-        return None
-    stored = store.read_all_tiles()
-    for block in blocks:  # oldest first, so the newest partial tile wins
-        if block.tree_size <= size:
-            for partial in block.partial_tiles or []:
-                key = (partial["level"], partial["index"])
-                if stored.get(key, (0, b""))[0] < TILE_WIDTH:  # a full tile supersedes
-                    stored[key] = (partial["width"], bytes(partial["data"]))
-    for tile in tiles_touched(0, size):
-        got = stored.get((tile.level, tile.index))
-        if got is None or got[1] != tile_bytes(tree, tile):
+def _check_tiles(store: NodeStore, tree: MemoryHashStore) -> str | None:
+    """Compare every stored hash tile with the tree recomputed from the stored entries; say
+    the first that differs."""
+    for tile in tiles_touched(0, tree.size):
+        if store.read_tile(tile.level, tile.index, tile.width) != tile_bytes(tree, tile):
             return f"stored tile {tile.level}/{tile.index} disagrees with the entries"
     return None

@@ -145,11 +145,40 @@ def test_wiped_node_rebuilds_identical_checkpoints(cluster: ChainCluster) -> Non
     cluster.wait_sealed_size("hospital-b", 200)
     cluster.stop("hospital-b")
     cluster.drop_database("hospital-b")
+    cluster.wipe_data_dir("hospital-b")
     cluster.start("hospital-b")
     cluster.wait_sealed_size("hospital-b", 200)
     rebuilt = _sealed_checkpoints(cluster, "hospital-b", 200)
     assert rebuilt == _sealed_checkpoints(cluster, "hospital-a", 200)
     assert 200 in rebuilt and len(rebuilt) >= 4  # batch_max 50: at least four blocks
+
+
+def test_a_node_whose_volume_is_lost_rebuilds_its_files_from_offset_0(
+    cluster: ChainCluster,
+) -> None:
+    """The data directory gone, the database kept (a PersistentVolume lost): the node writes
+    the same files again and signs nothing new until it has."""
+    cluster.start_all()
+    cluster.submit([cluster.hospital_key_entry()])
+    _submit_records(cluster, 299)
+    cluster.wait_sealed_size("hospital-b", 300)
+    cluster.stop("hospital-b")
+    before = _tree_files(cluster.data_dir("hospital-b"))
+    cluster.wipe_data_dir("hospital-b")
+    cluster.start("hospital-b")
+    cluster.wait_sealed_size("hospital-b", 300)
+    assert _tree_files(cluster.data_dir("hospital-b")) == before
+    assert cluster.status("hospital-b").alarm_count == 0
+    rebuilt = _sealed_checkpoints(cluster, "hospital-b", 300)
+    assert rebuilt == _sealed_checkpoints(cluster, "hospital-a", 300)
+
+
+def _tree_files(root: Path) -> dict[str, bytes]:
+    """The tile and bundle files under a data directory (not the checkpoint, which follows
+    seals)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in (root / "tile").rglob("*") if p.is_file()
+    }
 
 
 def test_cosignatures_lost_with_the_process_are_sent_again_at_restart(
@@ -182,7 +211,7 @@ def _wait_tree_size(cluster: ChainCluster, name: str, size: int, timeout: float 
 def test_node_with_an_altered_stored_entry_refuses_to_sign(cluster: ChainCluster) -> None:
     cluster.start_all()
     cluster.submit([cluster.hospital_key_entry()])
-    _submit_records(cluster, 299)  # leaf 42 lands in a full (written-once) bundle
+    _submit_records(cluster, 299)  # leaf 42 lands in a full (written-once) bundle file
     cluster.wait_sealed_size("hospital-c", 300)
     cluster.stop("hospital-c")
     cluster.tamper_entry("hospital-c", 42)

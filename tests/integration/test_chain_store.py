@@ -1,82 +1,72 @@
-"""chain/node/store.py on the real FerretDB: full entry bundles are kept decoded in memory, so
-inclusion proofs of recent entries do not wait for a 150 KB document read each."""
+"""chain/node/store.py on the real FerretDB: the small state in Mongo, the log in files, and the
+way from a store of an earlier version that kept the log in Mongo."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from chain.node.store import ALIAS, BUNDLE_SIZE, ChainStore, EntryBundleDoc
+from chain.checkpoint import Checkpoint
+from chain.node.store import ALIAS, BlockDoc, ChainStore
+from chain.node.tile_store import CHECKPOINT_FILE, TileStore
+from chain.note import generate_key, new_signer, sign
 from services.platform import mongo
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def database(mongo_uri: str) -> Iterator[None]:
     mongo.connect(mongo_uri, f"chain_store_test_{uuid.uuid4().hex[:8]}", alias=ALIAS)
     yield
-    EntryBundleDoc._get_db().client.drop_database(EntryBundleDoc._get_db().name)
+    BlockDoc._get_db().client.drop_database(BlockDoc._get_db().name)
     mongo.disconnect(ALIAS)
 
 
-def _entries(count: int) -> list[bytes]:
-    return [f"entry {i:06d} ".encode() * 40 for i in range(count)]
+def _note(size: int) -> str:
+    text = Checkpoint("test/log", size, bytes(32), 1, bytes(32), 0).to_text()
+    return sign(text, new_signer(generate_key("hospital-a")[0])).decode()
 
 
-def _drop_stored_bundles() -> None:
-    db = EntryBundleDoc._get_db()
-    for name in db.list_collection_names():
-        if name.startswith("entry_bundles_"):
-            db.drop_collection(name)
+def test_a_block_is_files_then_a_small_commit_record(database: None, tmp_path: Path) -> None:
+    store = ChainStore(TileStore(tmp_path))
+    entries = [f"entry {i}".encode() for i in range(3)]
+    store.write_log(0, entries, [])
+    store.write_block(1, 3, "checkpoint text", 7)
+    store.write_block(1, 3, "checkpoint text", 7)  # again after a crash: kept once
+    assert store.load_state().tree_size == 3
+    assert store.read_entries(0, 3) == entries
+    (document,) = BlockDoc._get_collection().find()
+    assert set(document) == {"_id", "height", "tree_size", "checkpoint", "cut_offset"}
+    note = _note(3)
+    store.seal_block(1, note, ["hospital-a"])
+    assert store.sealed_notes() == {1: (note, ("hospital-a",))}
+    assert (tmp_path / CHECKPOINT_FILE).read_text() == note
 
 
-def test_bundles_written_are_read_from_memory(database: None) -> None:
-    entries = _entries(2 * BUNDLE_SIZE + 10)
-    store = ChainStore()
-    store.write_entries(0, entries)
-    assert store.cached_bundles() == 2
-    _drop_stored_bundles()  # what is read now can only come from memory
-    assert store.read_entries(0, 2 * BUNDLE_SIZE + 10) == entries
-    assert store.read_entries(BUNDLE_SIZE - 1, BUNDLE_SIZE + 1) == entries[BUNDLE_SIZE - 1 :][:2]
-
-
-def test_a_bundle_read_from_the_database_is_kept(database: None) -> None:
-    entries = _entries(BUNDLE_SIZE)
-    ChainStore(bundle_cache_bytes=0).write_entries(0, entries)
-    reader = ChainStore()  # a node restarted: the bundle is only in the database
-    reader.restore_tail(BUNDLE_SIZE, [])
-    assert reader.cached_bundles() == 0
-    assert reader.read_entries(5, 6) == [entries[5]]
-    _drop_stored_bundles()
-    assert reader.read_entries(0, BUNDLE_SIZE) == entries
-
-
-def test_without_a_cache_every_read_goes_to_the_database(database: None) -> None:
-    entries = _entries(BUNDLE_SIZE)
-    store = ChainStore(bundle_cache_bytes=0)
-    store.write_entries(0, entries)
-    assert store.read_entries(7, 8) == [entries[7]]
-    _drop_stored_bundles()
-    assert store.cached_bundles() == 0
-    assert store.read_entries(7, 8) == []
-
-
-def test_the_least_recently_used_bundle_is_evicted(database: None) -> None:
-    entries = _entries(3 * BUNDLE_SIZE)
-    bundle_bytes = sum(len(e) for e in entries[:BUNDLE_SIZE])
-    store = ChainStore(bundle_cache_bytes=2 * bundle_bytes)
-    store.write_entries(0, entries[:BUNDLE_SIZE])
-    store.write_entries(BUNDLE_SIZE, entries[BUNDLE_SIZE : 2 * BUNDLE_SIZE])
-    store.read_entries(0, 1)  # bundle 0 is now the most recently used
-    store.write_entries(2 * BUNDLE_SIZE, entries[2 * BUNDLE_SIZE :])
-    assert store.cached_bundles() == 2
-    _drop_stored_bundles()
-    assert store.read_entries(0, 1) == [entries[0]]
-    assert store.read_entries(2 * BUNDLE_SIZE, 2 * BUNDLE_SIZE + 1) == [entries[2 * BUNDLE_SIZE]]
-    assert store.read_entries(BUNDLE_SIZE, BUNDLE_SIZE + 1) == []  # bundle 1 was evicted
-
-
-def test_a_negative_cache_size_is_refused() -> None:
-    with pytest.raises(ValueError, match="expected a bundle cache size >= 0 bytes, got -1"):
-        ChainStore(bundle_cache_bytes=-1)
+def test_the_log_an_earlier_store_kept_in_mongo_is_dropped(database: None, tmp_path: Path) -> None:
+    db = BlockDoc._get_db()
+    db["tiles"].insert_one({"_id": "0/0", "level": 0, "index": 0, "width": 1, "data": b"x"})
+    db["entry_bundles_000000"].insert_one({"_id": "000000000000", "data": b"x"})
+    BlockDoc._get_collection().insert_one(
+        {
+            "_id": "000000000001",
+            "height": 1,
+            "tree_size": 1,
+            "checkpoint": "text",
+            "cut_offset": 0,
+            "tail_first": 0,
+            "tail": b"\x00\x00\x00\x01x",
+            "partial_tiles": [{"level": 0, "index": 0, "width": 1, "data": b"h" * 32}],
+        }
+    )
+    store = ChainStore(TileStore(tmp_path))
+    assert [b.tree_size for b in store.blocks()] == [1]  # old block documents still load
+    assert store.legacy_log_collections() == ["entry_bundles_000000", "tiles"]
+    assert store.drop_legacy_log() == ["entry_bundles_000000", "tiles"]
+    assert store.legacy_log_collections() == []
+    (document,) = BlockDoc._get_collection().find()
+    assert set(document) == {"_id", "height", "tree_size", "checkpoint", "cut_offset"}

@@ -16,12 +16,17 @@ from chain.hashing import HASH_SIZE, leaf_hash
 from chain.proof_build import consistency_proof, inclusion_proof, tree_root
 from chain.reference import ReferenceTree
 from chain.tiles import (
+    MAX_BUNDLED_ENTRY,
     TILE_HEIGHT,
     TILE_WIDTH,
     MemoryHashStore,
     Tile,
     TiledHashReader,
+    bundle_bytes,
+    bundle_entries,
+    entries_path,
     hash_from_tile,
+    parse_entries_path,
     parse_tile_path,
     split_stored_hash_index,
     stored_hash_count,
@@ -362,3 +367,60 @@ def test_tiled_hash_reader_errors() -> None:
         missing.read_hashes([0])
     with pytest.raises(InvalidInputError):
         TiledHashReader(-1, _BlobStore(blobs).read_tiles)
+
+
+@pytest.mark.parametrize(
+    ("index", "width", "path"),
+    [
+        (0, 256, "tile/entries/000"),
+        (5, 17, "tile/entries/005.p/17"),
+        (1234067, 256, "tile/entries/x001/x234/067"),
+        (1234067, 1, "tile/entries/x001/x234/067.p/1"),
+    ],
+)
+def test_entry_bundle_paths(index: int, width: int, path: str) -> None:
+    assert entries_path(index, width) == path
+    assert parse_entries_path(path) == (index, width)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "tile/entries/5",
+        "tile/entries/005.p/256",
+        "tile/entries/005.p/0",
+        "tile/entries/005.p/017",
+        "tile/entries/x000/005",
+        "tile/entries/../005",
+        "tile/entries/",
+        "tile/0/005",
+        "tile/entries/005/",
+        "tile/entries/\u0660\u0660\u0665",
+    ],
+)
+def test_non_canonical_entry_bundle_paths_are_refused(path: str) -> None:
+    with pytest.raises(InvalidInputError, match="expected an entry bundle path"):
+        parse_entries_path(path)
+
+
+def test_tile_paths_refuse_the_entries_series_and_non_ascii_digits() -> None:
+    for path in ("tile/entries/000", "tile/\u0660/000", "tile/64/000", "tile/0/0\u06600"):
+        with pytest.raises(InvalidInputError, match="expected a tile path"):
+            parse_tile_path(path)
+
+
+def test_entry_bundles_are_uint16_length_prefixed() -> None:
+    entries = [b"", b"a", b"x" * MAX_BUNDLED_ENTRY]
+    data = bundle_bytes(entries)
+    assert data[:5] == b"\x00\x00\x00\x01a"
+    assert data[5:7] == b"\xff\xff"
+    assert bundle_entries(data) == entries
+    assert bundle_entries(data, 2) == entries[:2]
+    with pytest.raises(InvalidInputError, match="expected entries of at most 65535 bytes"):
+        bundle_bytes([b"x" * (MAX_BUNDLED_ENTRY + 1)])
+    with pytest.raises(InvalidInputError, match="expected 65535 entry bytes"):
+        bundle_entries(data[:-1])
+    with pytest.raises(InvalidInputError, match="expected an entry length"):
+        bundle_entries(b"\x00")
+    with pytest.raises(InvalidInputError, match="expected 4 entries in the bundle, got 3"):
+        bundle_entries(data, 4)

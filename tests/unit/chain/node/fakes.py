@@ -1,18 +1,19 @@
 """In-memory stand-ins for what a ChainNode does I/O with (chain/node/ports.py): a store with the
-semantics of chain/node/store.py (written-once blocks, seals and alarms, upserted rejections) and
-a Kafka of single-partition topics with a producer and readers. Several nodes can share one
-FakeKafka, as the nodes of a consortium share the brokers."""
+semantics of chain/node/store.py (written-once blocks, seals and alarms, upserted rejections; the
+log itself in a real TileStore, files in a test's temporary folder) and a Kafka of
+single-partition topics with a producer and readers. Several nodes can share one FakeKafka, as
+the nodes of a consortium share the brokers."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from chain.alarms import Alarm
-from chain.node.ports import NodeState, PolledRecord, Reader, StoredBlock
+from chain.node.ports import NodeState, PolledRecord, Reader
+from chain.node.tile_store import TileStore
 
 #: LogAppendTime of offset 0; each later record is 5 ms later.
 T0_MS = 1_767_225_600_000
@@ -24,9 +25,6 @@ class FakeBlock:
     tree_size: int
     checkpoint: str
     cut_offset: int
-    tail_first: int | None = None
-    tail: bytes | None = None
-    partial_tiles: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -50,16 +48,20 @@ class FakeAlarm:
 
 
 class MemoryStore:
-    """The NodeStore protocol in memory."""
+    """The NodeStore protocol: small state in memory, the log in ``tiles``."""
 
-    def __init__(self) -> None:
+    def __init__(self, tiles: TileStore) -> None:
         self._lock = threading.Lock()
-        self.entries: list[bytes] = []
-        self.tiles: dict[tuple[int, int], tuple[int, bytes]] = {}
+        self.tiles = tiles
         self.block_docs: dict[int, FakeBlock] = {}
         self.seals: dict[int, tuple[str, tuple[str, ...]]] = {}
         self.rejections: dict[str, FakeRejection] = {}
         self.alarm_docs: dict[str, FakeAlarm] = {}
+
+    @property
+    def entries(self) -> list[bytes]:
+        """Every stored entry."""
+        return self.tiles.read_entries(0, self.tiles.size)
 
     # recovery
     def load_state(self) -> NodeState:
@@ -72,59 +74,39 @@ class MemoryStore:
         with self._lock:
             return sorted(self.block_docs.values(), key=lambda b: b.height)
 
-    def restore_tail(self, size: int, blocks: Sequence[StoredBlock]) -> None:
-        pass  # every entry is kept in self.entries
+    def stored_entries(self) -> int:
+        return self.tiles.stored_entries()
+
+    def truncate(self, size: int) -> None:
+        self.tiles.truncate(size)
 
     def iter_entries(self, size: int) -> Iterator[tuple[int, bytes]]:
-        yield from enumerate(self.entries[:size])
+        return self.tiles.iter_entries(size)
 
-    def read_all_tiles(self) -> dict[tuple[int, int], tuple[int, bytes]]:
-        with self._lock:
-            return dict(self.tiles)
+    def read_tile(self, level: int, index: int, width: int) -> bytes | None:
+        return self.tiles.read_tile(level, index, width)
 
     def sealed_notes(self) -> dict[int, tuple[str, tuple[str, ...]]]:
         with self._lock:
             return dict(self.seals)
 
     # writes
-    def write_entries(self, first_index: int, entries: Sequence[bytes]) -> tuple[int, list[bytes]]:
-        with self._lock:
-            del self.entries[first_index:]  # what a crash left past the last block is rewritten
-            if first_index != len(self.entries):
-                raise AssertionError(f"expected leaf {len(self.entries)}, got {first_index}")
-            self.entries.extend(entries)
-        return first_index, list(entries)
-
-    def write_full_tiles(self, tiles: Iterable[tuple[int, int, int, bytes]]) -> None:
-        with self._lock:
-            for level, index, width, data in tiles:
-                self.tiles.setdefault((level, index), (width, data))
-
-    def write_block(
+    def write_log(
         self,
-        height: int,
-        tree_size: int,
-        checkpoint: str,
-        cut_offset: int,
-        tail: tuple[int, list[bytes]],
-        partial_tiles: Sequence[tuple[int, int, int, bytes]] = (),
+        first_index: int,
+        entries: Sequence[bytes],
+        tiles: Sequence[tuple[int, int, int, bytes]],
     ) -> None:
-        block = FakeBlock(
-            height,
-            tree_size,
-            checkpoint,
-            cut_offset,
-            partial_tiles=[
-                {"level": level, "index": index, "width": width, "data": data}
-                for level, index, width, data in partial_tiles
-            ],
-        )
+        self.tiles.write_log(first_index, entries, tiles)
+
+    def write_block(self, height: int, tree_size: int, checkpoint: str, cut_offset: int) -> None:
         with self._lock:
-            self.block_docs.setdefault(height, block)
+            self.block_docs.setdefault(height, FakeBlock(height, tree_size, checkpoint, cut_offset))
 
     def seal_block(self, height: int, note: str, signers: Sequence[str]) -> None:
         with self._lock:
             self.seals.setdefault(height, (note, tuple(signers)))
+        self.tiles.write_checkpoint(note)
 
     def write_rejections(self, rows: Iterable[tuple[int, str, str, str]]) -> None:
         with self._lock:
@@ -151,8 +133,7 @@ class MemoryStore:
 
     # reads
     def read_entries(self, start: int, end: int) -> list[bytes]:
-        with self._lock:
-            return self.entries[start:end]
+        return self.tiles.read_entries(start, end)
 
     def find_rejection(self, entry_id: str) -> FakeRejection | None:
         with self._lock:

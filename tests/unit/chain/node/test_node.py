@@ -4,9 +4,11 @@ resumes from its store and refuses to sign when the store disagrees with itself.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -15,8 +17,10 @@ from chain.checkpoint import parse_checkpoint, verify_sealed_checkpoint
 from chain.consortium import ConsortiumConfig, Member
 from chain.cosigning import SealedCheckpoint
 from chain.node.node import ChainNode
+from chain.node.tile_store import TileStore
 from chain.note import Signer, generate_key, new_signer, signature_line
 from chain.sequencer import entry_record
+from chain.tiles import bundle_bytes, bundle_entries, entries_path
 from services.platform.topics import COSIGNATURES_TOPIC, ORDERING_TOPIC
 from swiftchain.chain.v1 import entry_pb2, ordering_pb2
 from tests.unit.chain.node.fakes import (
@@ -80,9 +84,9 @@ def eventually(condition: Callable[[], bool], timeout: float = WAIT) -> None:
 class Cluster:
     """Nodes sharing one FakeKafka, each with its own MemoryStore; stopped at the end."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path) -> None:
         self.kafka = FakeKafka()
-        self.stores = {name: MemoryStore() for name in NAMES}
+        self.stores = {name: MemoryStore(TileStore(root / name)) for name in NAMES}
         self.nodes: dict[str, ChainNode] = {}
 
     def start(self, name: str) -> ChainNode:
@@ -122,8 +126,8 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    made = Cluster()
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    made = Cluster(tmp_path)
     try:
         yield made
     finally:
@@ -261,7 +265,10 @@ def test_a_node_whose_store_disagrees_with_itself_refuses_to_sign(cluster: Clust
     eventually(lambda: len(cluster.cosignatures_by("hospital-a")) == 1)
     cluster.stop("hospital-a")
     store = cluster.stores["hospital-a"]
-    store.entries[1] = entry()  # another (valid) entry where leaf 1 was
+    bundle = store.tiles.root / entries_path(0, 4)
+    entries = bundle_entries(bundle.read_bytes())
+    entries[1] = entry()  # another (valid) entry where leaf 1 was
+    bundle.write_bytes(bundle_bytes(entries))
     node = cluster.start("hospital-a")
     assert not node.can_sign
     kinds = alarm_kinds(store)
@@ -272,3 +279,51 @@ def test_a_node_whose_store_disagrees_with_itself_refuses_to_sign(cluster: Clust
     assert node.wait_until(lambda: node.applied_offset == 7, WAIT)
     time.sleep(0.1)
     assert len(cluster.cosignatures_by("hospital-a")) == 1  # nothing signed since
+
+
+def test_a_node_whose_data_directory_is_gone_rebuilds_the_same_checkpoints(
+    cluster: Cluster,
+) -> None:
+    cluster.start("hospital-a")
+    cluster.start("hospital-b")
+    order(cluster.kafka, 8)
+    before = cluster.sealed("hospital-a", 8)
+    cluster.stop("hospital-a")
+    store = cluster.stores["hospital-a"]
+    files = {p.relative_to(store.tiles.root): p.read_bytes() for p in _files(store.tiles.root)}
+    shutil.rmtree(store.tiles.root)  # the volume is lost; the small state in the database is not
+    node = cluster.start("hospital-a")
+    assert node.can_sign
+    again = cluster.sealed("hospital-a", 8)
+    assert (again.text, again.tree_size) == (before.text, before.tree_size)
+    checkpoint = store.tiles.root / "checkpoint"
+    eventually(lambda: checkpoint.exists() and checkpoint.read_bytes() == files[Path("checkpoint")])
+    rebuilt = {p.relative_to(store.tiles.root): p.read_bytes() for p in _files(store.tiles.root)}
+    assert sorted(rebuilt) == sorted(files)
+    assert rebuilt == files
+    assert store.alarms() == []
+
+
+def test_what_a_crash_wrote_past_the_last_block_is_dropped_and_written_again(
+    cluster: Cluster,
+) -> None:
+    cluster.start("hospital-a")
+    cluster.start("hospital-b")
+    order(cluster.kafka, 4)
+    cluster.sealed("hospital-a", 4)
+    cluster.stop("hospital-a")
+    store = cluster.stores["hospital-a"]
+    # files of a block whose commit record was never written: other entries than will come
+    store.tiles.write_log(4, [entry(), entry()], [])
+    node = cluster.start("hospital-a")
+    assert node.can_sign
+    assert node.tree.size == 4
+    order(cluster.kafka, 4)
+    sealed = cluster.sealed("hospital-a", 8)
+    assert sealed.note == cluster.sealed("hospital-b", 8).note
+    assert store.entries == cluster.stores["hospital-b"].entries
+    assert store.alarms() == []
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
