@@ -31,6 +31,7 @@ import grpc
 
 from devstack.parties import Principal, StackParties
 from devstack.paths import REPO_ROOT, run_dir
+from devstack.process import ProcessError
 from devstack.stack import LocalStack, StackPorts, stack_is_running
 from sdk.anchoring import RecordVersionDraft
 from sdk.audit import enum_word, item_detail, proof_state
@@ -458,7 +459,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         started = LocalStack(root, StackPorts())
         try:
             started.start()
-        except Exception:
+        except ProcessError as error:  # a port taken, a process that would not start
+            started.stop()
+            print(f"swiftchain: {error}", file=sys.stderr)
+            return 1
+        except BaseException:
             started.stop()
             raise
     out_dir = root / "demo"

@@ -189,6 +189,20 @@ class ManagedProcess:
             self.pid_path.write_text(f"{popen.pid}\n")
         return self
 
+    def fresh(self) -> ManagedProcess:
+        """A new, unstarted process with the same command, environment, folder and files (a
+        process object runs once: restarting means starting its fresh copy)."""
+        return ManagedProcess(
+            self.name,
+            self.argv,
+            log_path=self.log_path,
+            env=self.env,
+            cwd=self.cwd,
+            pid_path=self.pid_path,
+            inherit_env=False,
+            die_with_parent=self.die_with_parent,
+        )
+
     @property
     def pid(self) -> int | None:
         return self._popen.pid if self._popen is not None else None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from devstack.parties import Principal, StackParties, wait_for
 from devstack.pki import ADMIN
-from devstack.process import ManagedProcess, wait_grpc_serving
+from devstack.process import wait_grpc_serving
 from devstack.stack import LocalStack, StackPorts
 from services.platform.caller import Role
 
@@ -94,13 +94,5 @@ class Platform(StackParties):
         running = next(p for p in self.stack.grpc_processes if p.name == process)
         old = running.process
         old.stop(grace=15)
-        running.process = ManagedProcess(
-            old.name,
-            old.argv,
-            log_path=old.log_path,
-            env=old.env,
-            cwd=old.cwd,
-            pid_path=old.pid_path,
-            inherit_env=False,
-        ).start()
+        running.process = old.fresh().start()
         wait_grpc_serving(running.process, running.port, 60, tls_dir=self.stack.pki.tls_dir(ADMIN))
