@@ -2,7 +2,8 @@
 
 * ``chain prove`` writes an evidence bundle for entries (inclusion proofs to one sealed
   checkpoint, the consortium's keys and quorum, optionally a consistency proof from a checkpoint
-  saved earlier), after verifying it.
+  saved earlier), after verifying it. With ``--mirror`` it needs no account: it reads a node's
+  public mirror (HTTP, tlog-tiles) and builds every proof itself (``sdk/mirror.py``).
 * ``chain checkpoint`` saves the latest sealed checkpoint, for a later ``--since-checkpoint``.
 """
 
@@ -16,9 +17,11 @@ import typer
 from rich.text import Text
 
 from chain.checkpoint import Checkpoint, parse_checkpoint, verify_sealed_checkpoint
-from chain.errors import SwiftchainError
+from chain.consortium import parse_consortium
+from chain.errors import NotFoundError, SwiftchainError, UnavailableError
 from chain.evidence import (
     ConsistencyEvidence,
+    EvidenceBundle,
     verify_bundle,
 )
 from chain.note import parse_note, verify_note
@@ -26,6 +29,7 @@ from cli.common import (
     EXIT_UNREADABLE,
     NodeOption,
     UnreadableInputError,
+    check_target,
     examples,
     fail,
     help_text,
@@ -36,6 +40,7 @@ from cli.common import (
 )
 from cli.grpc_client import CALL_TIMEOUT, TlsDirOption, chain_stub, rpc_code, rpc_error_message
 from cli.verify_command import render_report
+from sdk.mirror import MirrorClient, prove_from_mirror
 from services.platform.chain_client import consistency_since, evidence_bundle, prove_together
 from swiftchain.chain.v1 import chain_service_pb2 as pb
 from swiftchain.chain.v1 import chain_service_pb2_grpc, consortium_pb2
@@ -63,43 +68,90 @@ def _consortium(stub: chain_service_pb2_grpc.ChainServiceStub) -> consortium_pb2
     return stub.GetConsortium(pb.GetConsortiumRequest(), timeout=CALL_TIMEOUT).consortium
 
 
+def _optional_target(value: str | None) -> str | None:
+    return None if value is None else check_target(value)
+
+
 @app.command(
     "prove",
     help=help_text(
         "Write an evidence bundle proving that entries are in the log.",
-        "Fetches from one node each entry's exact bytes and its inclusion proof to the latest "
-        "sealed checkpoint (waiting until the entry is sealed), the consortium's member keys "
-        "and quorum, and with --since-checkpoint a consistency proof from that older "
-        "checkpoint. The bundle is verified before it is written; anyone can check it again, "
-        "offline, with 'swiftchain verify'.",
-        "Exit status: 0 when the bundle is written, 1 if the node cannot answer or what it "
-        "sends does not verify, 2 for unreadable input (e.g. the --since-checkpoint file).",
+        "With --node: fetches from one node each entry's exact bytes and its inclusion proof to "
+        "the latest sealed checkpoint (waiting until the entry is sealed), the consortium's "
+        "member keys and quorum. With --mirror (no account needed): reads a node's public "
+        "mirror over HTTP, checks its checkpoint against the consortium pinned with "
+        "--consortium, and builds every proof from the tiles itself; entries are named by "
+        "--leaf-index (a mirror has no index by entry id). With --since-checkpoint a "
+        "consistency proof from that older checkpoint is added. The bundle is verified before "
+        "it is written; anyone can check it again, offline, with 'swiftchain verify'.",
+        "Exit status: 0 when the bundle is written, 1 if the node or mirror cannot answer or "
+        "what it sends does not verify, 2 for unreadable input or options that do not fit.",
     ),
     epilog=examples(
         "swiftchain chain prove --node 127.0.0.1:50061 "
         "--entry-id 3f2b8c1e-0d4a-4c7e-9a51-6f0e2d9b7a10 --out receipt.json",
         "swiftchain chain prove --node 127.0.0.1:50061 --entry-id ID1 --entry-id ID2 "
         "--since-checkpoint last.note --out receipt.json --wait 60",
+        "swiftchain chain prove --mirror http://127.0.0.1:8061 --consortium consortium.json "
+        "--leaf-index 12 --out receipt.json",
     ),
     no_args_is_help=True,
 )
 def prove(
-    node: NodeOption,
-    entry_ids: Annotated[
-        list[str],
-        typer.Option(
-            "--entry-id",
-            metavar="ID",
-            help="The entry's id (UUID). Repeat for several entries in one bundle.",
-            show_default=False,
-        ),
-    ],
     out: Annotated[
         Path,
         typer.Option(
             "--out", metavar="FILE", help="Where to write the bundle (JSON).", show_default=False
         ),
     ],
+    node: Annotated[
+        str | None,
+        typer.Option(
+            "--node",
+            metavar="HOST:PORT",
+            help="A chain node's gRPC address (any member's node serves the same log).",
+            callback=_optional_target,
+            show_default=False,
+        ),
+    ] = None,
+    mirror: Annotated[
+        str | None,
+        typer.Option(
+            "--mirror",
+            metavar="URL",
+            help="A node's public mirror (http://host:port): no account, proofs built here.",
+            show_default=False,
+        ),
+    ] = None,
+    consortium_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--consortium",
+            metavar="FILE",
+            help="With --mirror: the swiftchain-consortium/v1 file that pins the member keys, "
+            "quorum and origin the checkpoint must match.",
+            show_default=False,
+        ),
+    ] = None,
+    entry_ids: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--entry-id",
+            metavar="ID",
+            help="With --node: the entry's id (UUID). Repeat for several entries in one bundle.",
+            show_default=False,
+        ),
+    ] = None,
+    leaf_indexes: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--leaf-index",
+            metavar="N",
+            min=0,
+            help="With --mirror: the entry's leaf index (a receipt shows it). Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
     since_checkpoint: Annotated[
         Path | None,
         typer.Option(
@@ -115,19 +167,62 @@ def prove(
             "--wait",
             metavar="SECONDS",
             min=0,
-            help="How long to wait for the entry to be sealed (0: fail at once if it is not).",
+            help="With --node: how long to wait for the entry to be sealed (0: fail at once if "
+            "it is not).",
         ),
     ] = 30.0,
     tls_dir: TlsDirOption = None,
 ) -> None:
     """Write an evidence bundle for entries (see ``help`` above)."""
+    if (node is None) == (mirror is None):
+        fail("expected either --node HOST:PORT or --mirror URL", EXIT_UNREADABLE)
     older: tuple[str, Checkpoint] | None = None
     if since_checkpoint is not None:
         older = _read_checkpoint_file(since_checkpoint)
-    ids = [i.strip() for i in entry_ids]
-    if not all(ids):
-        fail("--entry-id: expected an entry id, got an empty one", EXIT_UNREADABLE)
+    if mirror is not None:
+        bundle, leaves, source = _prove_from_mirror(
+            mirror, consortium_file, entry_ids, leaf_indexes, older
+        )
+    else:
+        assert node is not None  # one of the two, checked above
+        bundle, leaves, source = _prove_from_node(
+            node, entry_ids, leaf_indexes, consortium_file, older, wait, tls_dir
+        )
+    report = verify_bundle(bundle)
+    if not report.ok:
+        render_report(report, stderr(), source=f"from {source} (not written)")
+        fail(f"{source} served evidence that does not verify; nothing written to {out}")
+    write_output(out, bundle.to_json().encode("utf-8"), "bundle")
+    console = stdout()
+    size = parse_checkpoint(parse_note(bundle.checkpoint.encode("utf-8")).text).size
+    console.print(Text(f"wrote {out}", style="bold"), soft_wrap=True)
+    console.print(Text(f"  entries     {leaves}"), soft_wrap=True)
+    console.print(
+        Text(
+            f"  checkpoint  tree size {size}, signed by {', '.join(report.signers)} "
+            f"(quorum {bundle.quorum} of {len(bundle.verifiers)})"
+        ),
+        soft_wrap=True,
+    )
+    if older is not None:
+        console.print(Text(f"  consistency from tree size {older[1].size}"), soft_wrap=True)
 
+
+def _prove_from_node(
+    node: str,
+    entry_ids: list[str] | None,
+    leaf_indexes: list[int] | None,
+    consortium_file: Path | None,
+    older: tuple[str, Checkpoint] | None,
+    wait: float,
+    tls_dir: Path | None,
+) -> tuple[EvidenceBundle, str, str]:
+    """The bundle from a node's ChainService, what it proves, and where it came from."""
+    if leaf_indexes or consortium_file is not None:
+        fail("--leaf-index and --consortium go with --mirror; with --node use --entry-id")
+    ids = [i.strip() for i in entry_ids or []]
+    if not ids or not all(ids):
+        fail("--entry-id: expected an entry id, got none or an empty one", EXIT_UNREADABLE)
     try:
         with chain_stub(node, tls_dir) as stub:
             consortium = _consortium(stub)
@@ -147,29 +242,57 @@ def prove(
         if rpc_code(error) is grpc.StatusCode.DEADLINE_EXCEEDED:
             fail(f"node {node}: the entry was not sealed within {wait:g} s (DEADLINE_EXCEEDED)")
         fail(rpc_error_message(node, error))
-
     try:
         bundle = evidence_bundle(consortium, proved, consistency)
     except SwiftchainError as exc:
         fail(f"node {node} sent something that is not evidence: {exc}")
-    report = verify_bundle(bundle)
-    if not report.ok:
-        render_report(report, stderr(), source=f"from node {node} (not written)")
-        fail(f"node {node} served evidence that does not verify; nothing written to {out}")
-    write_output(out, bundle.to_json().encode("utf-8"), "bundle")
-    console = stdout()
     leaves = ", ".join(f"{p.entry_id} at leaf {p.leaf_index}" for p in proved)
-    console.print(Text(f"wrote {out}", style="bold"), soft_wrap=True)
-    console.print(Text(f"  entries     {leaves}"), soft_wrap=True)
-    console.print(
-        Text(
-            f"  checkpoint  tree size {size}, signed by {', '.join(report.signers)} "
-            f"(quorum {consortium.quorum} of {len(consortium.members)})"
-        ),
-        soft_wrap=True,
-    )
-    if older is not None:
-        console.print(Text(f"  consistency from tree size {older[1].size}"), soft_wrap=True)
+    return bundle, leaves, f"node {node}"
+
+
+def _prove_from_mirror(
+    url: str,
+    consortium_file: Path | None,
+    entry_ids: list[str] | None,
+    leaf_indexes: list[int] | None,
+    older: tuple[str, Checkpoint] | None,
+) -> tuple[EvidenceBundle, str, str]:
+    """The bundle built from a mirror's tiles, what it proves, and where it came from."""
+    if entry_ids:
+        fail(
+            "--entry-id needs --node: a mirror serves tiles, not an index by entry id; "
+            "give --leaf-index (a receipt shows it)",
+            EXIT_UNREADABLE,
+        )
+    if not leaf_indexes:
+        fail("--mirror: expected at least one --leaf-index", EXIT_UNREADABLE)
+    if consortium_file is None:
+        fail(
+            "--mirror needs --consortium FILE: the mirror is trusted for nothing, so the "
+            "member keys and quorum come from the consortium file you hold",
+            EXIT_UNREADABLE,
+        )
+    try:
+        config = parse_consortium(read_input(consortium_file, "consortium file"))
+    except UnreadableInputError as exc:
+        fail(str(exc), EXIT_UNREADABLE)
+    except SwiftchainError as exc:
+        fail(f"{consortium_file}: {exc}", EXIT_UNREADABLE)
+    try:
+        client = MirrorClient(url)
+    except SwiftchainError as exc:
+        fail(f"--mirror: {exc}", EXIT_UNREADABLE)
+    since = older[0].encode("utf-8") if older is not None else None
+    try:
+        bundle = prove_from_mirror(client, config, leaf_indexes, since)
+    except (UnavailableError, NotFoundError) as exc:
+        fail(str(exc))
+    except SwiftchainError as exc:
+        fail(f"mirror {url}: {exc}")
+    finally:
+        client.close()
+    leaves = ", ".join(f"leaf {i}" for i in leaf_indexes)
+    return bundle, leaves, f"mirror {url}"
 
 
 @app.command(

@@ -1,0 +1,193 @@
+"""Prove entries from any chain node's public mirror, without an account (DESIGN §3.4).
+
+A node serves its log over plain HTTP in the C2SP tlog-tiles paths (``/checkpoint``,
+``/tile/<L>/<N>[.p/<W>]``, ``/tile/entries/<N>[.p/<W>]``). :class:`MirrorClient` fetches them;
+:func:`prove_from_mirror` checks the checkpoint's signatures against a consortium pinned by the
+caller, builds each inclusion proof (and a consistency proof from an older checkpoint) from the
+tiles itself, and verifies every proof against the signed root before returning an evidence
+bundle. A mirror is trusted for nothing: a wrong tile or entry makes a proof fail to verify.
+
+::
+
+    config = parse_consortium(Path("consortium.json").read_text())
+    bundle = prove_from_mirror(MirrorClient("http://127.0.0.1:8061"), config, [12])
+    Path("receipt.json").write_text(bundle.to_json())
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+import urllib.parse
+from collections.abc import Iterable, Sequence
+
+from chain.checkpoint import parse_checkpoint, verify_sealed_checkpoint
+from chain.consortium import ConsortiumConfig
+from chain.errors import InvalidInputError, NotFoundError, UnavailableError
+from chain.evidence import ConsistencyEvidence, EvidenceBundle, EvidenceEntry
+from chain.hashing import leaf_hash
+from chain.note import parse_note
+from chain.proof_build import consistency_proof, inclusion_proof
+from chain.proof_verify import verify_consistency, verify_inclusion
+from chain.tiles import (
+    TILE_WIDTH,
+    Tile,
+    TiledHashReader,
+    bundle_entries,
+    entries_path,
+    tile_path,
+    tile_width,
+)
+
+__all__ = ["MirrorClient", "prove_from_mirror"]
+
+#: The largest answer read: a full bundle of 256 entries of up to 65,535 bytes each.
+_MAX_BODY = TILE_WIDTH * (2 + 0xFFFF)
+
+
+class MirrorClient:
+    """Fetches a mirror's checkpoint, tiles and entry bundles over one kept-alive connection
+    (reconnected when the server closes it). Thread-safe; each call waits at most ``timeout``
+    seconds for the server.
+
+    Errors: :class:`~chain.errors.UnavailableError` when the mirror cannot be reached or answers
+    with an error, :class:`~chain.errors.NotFoundError` for a 404, and
+    :class:`~chain.errors.InvalidInputError` for a URL that is not ``http(s)://host[:port]``.
+    """
+
+    def __init__(self, base_url: str, *, timeout: float = 10.0) -> None:
+        parsed = urllib.parse.urlsplit(base_url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise InvalidInputError(
+                f"expected a mirror URL http(s)://host[:port], got {base_url!r}"
+            )
+        if parsed.query or parsed.fragment:
+            raise InvalidInputError(
+                f"expected a mirror URL without ?query or #fragment, got {base_url!r}"
+            )
+        self.base_url = base_url.rstrip("/")
+        self._scheme = parsed.scheme
+        self._host = parsed.hostname
+        self._port = parsed.port
+        self._prefix = parsed.path.rstrip("/")
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._connection: http.client.HTTPConnection | None = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        kind = (
+            http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
+        )
+        return kind(self._host, self._port, timeout=self._timeout)
+
+    def get(self, path: str) -> bytes:
+        """The body at ``path`` (relative to the mirror's URL, e.g. ``tile/0/000``)."""
+        url = f"{self.base_url}/{path}"
+        with self._lock:
+            for attempt in (1, 2):
+                if self._connection is None:
+                    self._connection = self._connect()
+                try:
+                    self._connection.request("GET", f"{self._prefix}/{path}")
+                    response = self._connection.getresponse()
+                    body = response.read(_MAX_BODY + 1)
+                    if response.will_close:
+                        self._close()
+                    break
+                except (OSError, http.client.HTTPException) as error:
+                    self._close()
+                    if (
+                        attempt == 2
+                    ):  # once more on a fresh connection: a kept-alive one may be stale
+                        raise UnavailableError(f"mirror {url}: {error}") from None
+        if response.status == 404:
+            raise NotFoundError(
+                f"mirror {url}: 404 {body[:200].decode('utf-8', 'replace').strip()}"
+            )
+        if response.status != 200:
+            raise UnavailableError(f"mirror {url}: HTTP {response.status} {response.reason}")
+        if len(body) > _MAX_BODY:
+            raise UnavailableError(f"mirror {url}: answer longer than {_MAX_BODY} bytes")
+        return body
+
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._close()
+
+    def checkpoint(self) -> bytes:
+        """The latest sealed checkpoint as served (a signed note; not verified here)."""
+        return self.get("checkpoint")
+
+    def read_tiles(self, tiles: Sequence[Tile]) -> list[bytes]:
+        """The blobs of ``tiles`` (a :data:`chain.tiles.TileReader`)."""
+        return [self.get(tile_path(tile)) for tile in tiles]
+
+    def entries(self, bundle: int, width: int) -> list[bytes]:
+        """The first ``width`` entries of entry bundle ``bundle``."""
+        data = self.get(entries_path(bundle, width))
+        try:
+            return bundle_entries(data, width)
+        except InvalidInputError as error:
+            raise UnavailableError(f"mirror {self.base_url}: bundle {bundle}: {error}") from None
+
+    def entry(self, leaf_index: int, tree_size: int) -> bytes:
+        """Entry ``leaf_index`` from the bundle as it is in the tree of ``tree_size`` leaves."""
+        bundle = leaf_index // TILE_WIDTH
+        width = tile_width(0, bundle, tree_size)
+        return self.entries(bundle, width)[leaf_index % TILE_WIDTH]
+
+
+def prove_from_mirror(
+    client: MirrorClient,
+    config: ConsortiumConfig,
+    leaf_indexes: Iterable[int],
+    since: bytes | None = None,
+) -> EvidenceBundle:
+    """An evidence bundle for ``leaf_indexes`` built from ``client``'s mirror alone, every proof
+    verified against the latest checkpoint, whose signatures are checked against ``config``
+    (the pinned consortium). With ``since`` (an older signed checkpoint), a consistency proof
+    from it is added and verified.
+
+    Raises :class:`~chain.errors.VerificationError` if the mirror serves something that does
+    not verify, :class:`~chain.errors.InvalidInputError` for a leaf index the checkpoint does
+    not cover or a ``since`` newer than it, and the errors of :class:`MirrorClient`.
+    """
+    note = client.checkpoint()
+    checkpoint = verify_sealed_checkpoint(note, config.verifiers, config.quorum, config.origin)
+    size, root = checkpoint.size, checkpoint.root_hash
+    reader = TiledHashReader(size, client.read_tiles)
+    entries = []
+    for index in leaf_indexes:
+        if not 0 <= index < size:
+            raise InvalidInputError(
+                f"expected a leaf index below {size} (the mirror's sealed tree size), got {index}"
+            )
+        entry = client.entry(index, size)
+        proof = inclusion_proof(index, size, reader)
+        verify_inclusion(leaf_hash(entry), index, size, proof, root)
+        entries.append(EvidenceEntry(index, entry, tuple(proof)))
+    consistency = []
+    if since is not None:
+        older = parse_checkpoint(parse_note(since).text)
+        if older.size > size:
+            raise InvalidInputError(
+                f"expected an older checkpoint than the mirror's (tree size {size}), got one of "
+                f"tree size {older.size}"
+            )
+        proof = consistency_proof(older.size, size, reader) if older.size else []
+        verify_consistency(older.size, size, proof, older.root_hash, root)
+        consistency.append(ConsistencyEvidence(since.decode("utf-8"), tuple(proof)))
+    return EvidenceBundle(
+        origin=config.origin,
+        verifiers=tuple(m.verifier_key for m in config.members),
+        quorum=config.quorum,
+        checkpoint=note.decode("utf-8"),
+        entries=tuple(entries),
+        consistency=tuple(consistency),
+    )

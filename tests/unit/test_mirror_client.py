@@ -1,0 +1,158 @@
+"""sdk/mirror.py and ``swiftchain chain prove --mirror``: proofs built by the client from a node's
+public mirror (a real MirrorServer over a real socket), checked against a pinned consortium; a
+mirror that serves a wrong tile, a wrong checkpoint or nothing is caught, never believed."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner, Result
+
+from chain.checkpoint import GENESIS_PREVIOUS_HASH, Checkpoint
+from chain.consortium import ConsortiumConfig, Member
+from chain.errors import InvalidInputError, NotFoundError, UnavailableError, VerificationError
+from chain.evidence import parse_bundle, verify_bundle
+from chain.hashing import leaf_hash
+from chain.node.mirror import MirrorServer
+from chain.node.tile_store import TileStore
+from chain.note import Signer, sign
+from chain.proof_build import tree_root
+from chain.tiles import MemoryHashStore, Tile, tile_bytes, tile_path, tiles_touched
+from cli.main import app
+from sdk.mirror import MirrorClient, prove_from_mirror
+
+ORIGIN = "test.swiftchain/mirror"
+SIGNERS = [Signer(f"hospital-{c}", Ed25519PrivateKey.generate()) for c in "abc"]
+CONFIG = ConsortiumConfig(
+    origin=ORIGIN,
+    quorum=2,
+    members=tuple(Member(s.name, s.verifier().vkey) for s in SIGNERS),
+    genesis_keys=(),
+)
+
+
+def _note(tree: MemoryHashStore, size: int, signers: list[Signer] = SIGNERS[:2]) -> str:
+    text = Checkpoint(ORIGIN, size, tree_root(size, tree), 1, GENESIS_PREVIOUS_HASH, 0).to_text()
+    return sign(text, signers).decode()
+
+
+class Node:
+    """A node's log files (300 entries, a checkpoint of 290 sealed) and its mirror."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tiles = TileStore(root)
+        self.tree = MemoryHashStore()
+        self.entries = [f"entry {i}".encode() * 3 for i in range(300)]
+        self.tree.extend(leaf_hash(e) for e in self.entries)
+        touched = tiles_touched(0, 300)
+        tiles = [(t.level, t.index, t.width, tile_bytes(self.tree, t)) for t in touched]
+        self.tiles.write_log(0, self.entries, tiles)
+        self.sealed = (290, _note(self.tree, 290))
+        self.server = MirrorServer("127.0.0.1", 0, self.tiles, lambda: self.sealed).start()
+        self.url = f"http://127.0.0.1:{self.server.port}"
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[Node]:
+    made = Node(tmp_path / "node")
+    yield made
+    made.server.stop()
+
+
+def test_proofs_built_from_the_mirror_verify(node: Node) -> None:
+    older = _note(node.tree, 100).encode()
+    client = MirrorClient(node.url)
+    bundle = prove_from_mirror(client, CONFIG, [0, 257, 289], since=older)
+    client.close()
+    assert [e.entry for e in bundle.entries] == [node.entries[i] for i in (0, 257, 289)]
+    report = verify_bundle(bundle)
+    assert report.ok, report
+    assert len(bundle.consistency) == 1
+
+
+def test_a_wrong_tile_from_the_mirror_fails_the_proof(node: Node) -> None:
+    (node.root / tile_path(Tile(0, 0, 256))).write_bytes(bytes(256 * 32))
+    with pytest.raises(VerificationError):
+        prove_from_mirror(MirrorClient(node.url), CONFIG, [3])
+
+
+def test_a_checkpoint_without_the_quorum_is_refused(node: Node) -> None:
+    node.sealed = (290, _note(node.tree, 290, SIGNERS[:1]))
+    with pytest.raises(VerificationError, match=r"quorum|signature"):
+        prove_from_mirror(MirrorClient(node.url), CONFIG, [3])
+
+
+def test_a_leaf_past_the_checkpoint_and_a_missing_mirror(node: Node) -> None:
+    with pytest.raises(InvalidInputError, match="expected a leaf index below 290"):
+        prove_from_mirror(MirrorClient(node.url), CONFIG, [295])
+    with pytest.raises(NotFoundError, match="404 not found"):
+        MirrorClient(node.url).get("tile/0/005")
+    with pytest.raises(UnavailableError, match=r"mirror http://127\.0\.0\.1:"):
+        MirrorClient(f"http://127.0.0.1:{_closed_port()}", timeout=2).checkpoint()
+    for url in ("ftp://x", "127.0.0.1:8061", "http://h/?q=1"):
+        with pytest.raises(InvalidInputError, match="expected a mirror URL"):
+            MirrorClient(url)
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def run(*args: str) -> Result:
+    result = CliRunner().invoke(app, list(args))
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
+def test_the_cli_writes_a_verified_bundle_from_a_mirror(node: Node, tmp_path: Path) -> None:
+    consortium = tmp_path / "consortium.json"
+    consortium.write_text(CONFIG.to_json())
+    out = tmp_path / "receipt.json"
+    result = run(
+        "chain", "prove", "--mirror", node.url, "--consortium", str(consortium),
+        "--leaf-index", "7", "--leaf-index", "260", "--out", str(out),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "tree size 290, signed by hospital-a, hospital-b" in result.output
+    bundle = parse_bundle(out.read_text())
+    assert [e.leaf_index for e in bundle.entries] == [7, 260]
+    assert json.loads(out.read_text())["format"] == "swiftchain-evidence/v1"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--leaf-index", "1"], "--mirror needs --consortium FILE"),
+        (["--consortium", "c.json"], "--mirror: expected at least one --leaf-index"),
+        (["--entry-id", "x"], "--entry-id needs --node"),
+        (["--node", "127.0.0.1:1", "--leaf-index", "1"], "expected either --node"),
+    ],
+)
+def test_the_cli_refuses_options_that_do_not_fit_a_mirror(
+    node: Node, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run("chain", "prove", "--mirror", node.url, "--out", str(tmp_path / "b"), *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+
+
+def test_the_cli_exits_1_when_the_mirror_is_unreachable(tmp_path: Path) -> None:
+    consortium = tmp_path / "consortium.json"
+    consortium.write_text(CONFIG.to_json())
+    url = f"http://127.0.0.1:{_closed_port()}"
+    result = run(
+        "chain", "prove", "--mirror", url, "--consortium", str(consortium),
+        "--leaf-index", "1", "--out", str(tmp_path / "b"),
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"mirror {url}/checkpoint" in result.stderr
