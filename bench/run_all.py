@@ -47,6 +47,7 @@ BENCHMARKS = (
     "sequencer_bench",
     "auth_bench",
     "grpc_floor_bench",
+    "mirror_bench",
     "stream_bench",
     "chain_e2e_bench",
     "anchor_bench",

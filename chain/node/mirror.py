@@ -21,6 +21,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import socket
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -93,6 +94,14 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "swiftchain-mirror"
     sys_version = ""
+    # Headers and body leave in one write (http.server flushes after each request), and with
+    # TCP_NODELAY: on a kept-alive connection two small writes otherwise wait for the client's
+    # delayed ACK, 40 ms a request.
+    wbufsize = 1 << 16
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: object) -> None:
         _log.debug("mirror %s: " + format, self.address_string(), *args)
