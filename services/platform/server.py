@@ -16,6 +16,7 @@ that outlives the caller's deadline (services/platform/limits.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import threading
@@ -81,11 +82,24 @@ class _EventLoop:
         return threading.current_thread() is self._thread
 
     def close(self) -> None:
-        """Stop the loop and end its thread."""
+        """Cancel what still runs on the loop (grpc's bookkeeping of finished calls), stop the
+        loop and end its thread."""
+        if self._thread.is_alive():
+            # stopping anyway: whatever does not end in time goes with the loop
+            with contextlib.suppress(TimeoutError, RuntimeError):
+                self.run(_cancel_the_rest(), timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+async def _cancel_the_rest() -> None:
+    this = asyncio.current_task()
+    rest = [task for task in asyncio.all_tasks() if task is not this]
+    for task in rest:
+        task.cancel()
+    await asyncio.gather(*rest, return_exceptions=True)
 
 
 class Health:
