@@ -16,8 +16,9 @@ from chain.node.service import ChainServicer
 from chain.node.store import ALIAS, ChainStore
 from chain.node.tile_store import DEFAULT_BUNDLE_CACHE_BYTES, TileStore
 from chain.note import new_signer
-from services.platform import mongo
+from services.platform import mongo, poison
 from services.platform.kafka import make_producer
+from services.platform.poison import MongoPoisonStore
 from services.platform.server import ServiceRegistration, configure_process, serve
 from services.platform.settings import FIRST_NODE_PORT, ProcessSettings
 from services.platform.topics import COSIGNATURES_TOPIC, ORDERING_TOPIC
@@ -71,6 +72,7 @@ def build_node(settings: NodeSettings) -> tuple[ChainNode, TileStore]:
     config = parse_consortium(settings.consortium_file.read_text())
     signer = new_signer(settings.signing_key_file.read_text().strip())
     mongo.connect(settings.mongo_uri, settings.database_name, alias=ALIAS)
+    poison.use_store(MongoPoisonStore(ALIAS))
     tiles = TileStore(
         settings.data_path,
         bundle_cache_bytes=settings.bundle_cache_mib * 1024 * 1024,

@@ -12,6 +12,13 @@ checkpoints.
 
 All I/O goes through :mod:`chain.node.ports`: the store, the producer and the topic readers are
 given to the node, so it runs on in-memory fakes as well as on Mongo and Kafka.
+
+Nothing on either topic stops the node: a record it cannot use is set aside in its store
+(:mod:`services.platform.poison`), counted, and raised as a ``POISON_RECORD`` alarm (a forged or
+broken cosignature as ``BAD_COSIGNATURE``); on the ordering topic it is also a rejection at its
+offset, the same on every node. The broker or the database away is retried with backoff. Both
+threads are supervised (:mod:`services.platform.threads`): one that dies anyway stops the other
+and takes the process down, health NOT_SERVING, for its supervisor to restart it.
 """
 
 from __future__ import annotations
@@ -19,11 +26,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
+from google.protobuf.message import DecodeError
 from opentelemetry import metrics
 
-from chain.alarms import Alarm
+from chain.alarms import POISON_RECORD, Alarm
 from chain.consortium import ConsortiumConfig
 from chain.cosigning import CosignatureBook, Outcome, SealedCheckpoint, read_cosignature
 from chain.errors import VerificationError
@@ -33,14 +42,17 @@ from chain.node.ordering import OrderingLoop
 from chain.node.ports import IDLE_WAIT_MS, NodeStore, Producer, Readers
 from chain.node.recovery import recover
 from chain.note import Signer, signature_line
-from chain.sequencer import Block, Sequencer
+from chain.sequencer import Block, OrderedRecord, Rejection, Sequencer
 from chain.tiles import MemoryHashStore
 from chain.validation import EntryValidator
+from services.platform.poison import PoisonRecord, PoisonSink, set_aside
+from services.platform.threads import Stopped, ThreadRegistry, retry_transient, start_supervised
 from services.platform.topics import COSIGNATURES_TOPIC, ORDERING_TOPIC
 from swiftchain.chain.v1 import ordering_pb2
 
 __all__ = ["ChainNode", "SealedCheckpoint"]
 
+T = TypeVar("T")
 _log = logging.getLogger(__name__)
 _meter = metrics.get_meter("swiftchain.chain.node")
 _alarms_raised = _meter.create_counter(
@@ -52,7 +64,11 @@ _blocks_sealed = _meter.create_counter(
 
 
 class ChainNode:
-    """One consortium member's node. Create, :meth:`start`, and :meth:`stop` when done."""
+    """One consortium member's node. Create, :meth:`start`, and :meth:`stop` when done.
+
+    ``threads`` supervises its two threads (the process's registry by default); ``poison`` keeps
+    the records it sets aside (the process's store by default, see
+    :func:`services.platform.poison.use_store`)."""
 
     def __init__(
         self,
@@ -65,6 +81,8 @@ class ChainNode:
         readers: Readers,
         ordering_topic: str = ORDERING_TOPIC,
         cosignatures_topic: str = COSIGNATURES_TOPIC,
+        threads: ThreadRegistry | None = None,
+        poison: PoisonSink | None = None,
     ) -> None:
         if signer.name != name:
             raise VerificationError(f"expected a signing key named {name!r}, got {signer.name!r}")
@@ -85,6 +103,8 @@ class ChainNode:
         # The cosignatures and seals, guarded by _lock (both threads use it, and the readers).
         self._book = CosignatureBook(config, name)
         self._stop = threading.Event()
+        self._supervisor = threads
+        self._poison = poison
         self._threads: list[threading.Thread] = []
         self._ordering: OrderingLoop | None = None
         self.alarm_count = 0
@@ -96,8 +116,7 @@ class ChainNode:
         """Recover from the store, then start the sequencing and cosigning threads."""
         self._recover()
         for target, name in ((self._sequence_loop, "sequencer"), (self._cosign_loop, "cosigner")):
-            thread = threading.Thread(target=self._guard(target), name=name, daemon=True)
-            thread.start()
+            thread = start_supervised(name, self._guard(target), registry=self._supervisor)
             self._threads.append(thread)
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -115,15 +134,23 @@ class ChainNode:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
+        """``target``, which on dying stops the other thread too (and is reported by the
+        supervisor: the process goes down rather than serve a log that stopped)."""
+
         def run() -> None:
             try:
                 target()
-            except BaseException as error:  # a dead thread must be visible, not silent
-                self.failure = error
-                _log.exception("%s thread failed", threading.current_thread().name)
+            except BaseException as error:
+                if not self._stop.is_set():
+                    self.failure = error
                 self._stop.set()
+                raise
 
         return run
+
+    def _retry(self, operation: Callable[[], T], doing: str) -> T:
+        """``operation()``, retried while the store or the broker is away."""
+        return retry_transient(operation, stop=self._stop, doing=f"node {self.name}: {doing}")
 
     def _recover(self) -> None:
         recovery = recover(self._store, self.config, self.name, self.tree, self._index)
@@ -160,6 +187,7 @@ class ChainNode:
             on_persisted=self._persisted,
             on_rejected=self._notify_progress,
             applied_offset=state.applied_offset,
+            on_undecodable=self._undecodable_ordering,
         )
         _log.info(
             "node %s recovered: %d entries, height %d, offset %d%s",
@@ -208,8 +236,10 @@ class ChainNode:
             checkpoint=text,
             signature_line=signature_line(self._signer, text),
         )
-        self._producer.send(
-            self._cosignatures_topic, message.SerializeToString(), key=self.name.encode()
+        value = message.SerializeToString()
+        self._retry(
+            lambda: self._producer.send(self._cosignatures_topic, value, key=self.name.encode()),
+            f"publishing the cosignature of block {height}",
         )
 
     # ------------------------------------------------------------------ cosigning
@@ -218,14 +248,41 @@ class ChainNode:
         reader = self._readers.cosignatures(self._cosignatures_topic)
         try:
             while not self._stop.is_set():
-                for record in reader.poll(IDLE_WAIT_MS):
-                    self._on_cosignature(record.value)
+                records: Sequence[Any] = self._retry(
+                    lambda: reader.poll(IDLE_WAIT_MS), "reading cosignatures"
+                )
+                for record in records:
+                    self._on_cosignature_record(record)
         finally:
             reader.close()
 
-    def _on_cosignature(self, value: bytes) -> None:
+    def _on_cosignature_record(self, record: Any) -> None:
+        """Take one record of the cosignatures topic, or set it aside."""
+        value: bytes | None = record.value
+        if value is None:
+            reason = "expected a Cosignature, got a record with no value"
+        elif not value:
+            reason = "expected a Cosignature, got an empty record"
+        else:
+            try:
+                ordering_pb2.Cosignature.FromString(value)
+            except DecodeError:
+                reason = "expected a Cosignature, got other bytes"
+            else:
+                try:
+                    self._on_cosignature(value, record.offset)
+                except Stopped:
+                    raise
+                except Exception as error:  # a record we cannot apply must not stop the node
+                    reason = f"could not apply the cosignature: {type(error).__name__}: {error}"
+                else:
+                    return
+        self._set_aside(self._cosignatures_topic, record.offset, reason, value)
+
+    def _on_cosignature(self, value: bytes, offset: int) -> None:
         cosignature = read_cosignature(value, self.config)  # verified outside the lock
         if isinstance(cosignature, Alarm):
+            self._keep(self._cosignatures_topic, offset, cosignature.detail, value)
             self._raise(cosignature)
             return
         with self._lock:
@@ -245,16 +302,40 @@ class ChainNode:
         # from the cosignatures topic, which a restarted node reads from the start, so a crash
         # between the two loses nothing; and the write (p99 28 ms on FerretDB under load) no
         # longer delays every reader.
-        self._store.seal_block(sealed.height, sealed.note, sealed.signers)
+        self._retry(
+            lambda: self._store.seal_block(sealed.height, sealed.note, sealed.signers),
+            f"storing the seal of block {sealed.height}",
+        )
         _blocks_sealed.add(1)
         self._entry_spans.sealed(sealed.tree_size)
 
     def _raise(self, alarm: Alarm) -> None:
         """Store ``alarm`` once; count and log it if it is new."""
-        if self._store.raise_alarm(alarm):
+        if self._retry(lambda: self._store.raise_alarm(alarm), f"storing a {alarm.kind} alarm"):
             self.alarm_count += 1
             _alarms_raised.add(1, {"kind": alarm.kind, "member": alarm.member})
             _log.error("ALARM %s: %s", alarm.kind, alarm.detail)
+
+    def _undecodable_ordering(self, record: OrderedRecord, rejection: Rejection) -> None:
+        """A record of the ordering topic that was not an ordering record (the sequencer
+        rejected it at its offset, as every node does)."""
+        self._set_aside(self._ordering_topic, record.offset, rejection.reason, record.value)
+
+    def _keep(self, topic: str, offset: int, reason: str, value: bytes | None) -> bool:
+        """Keep a record this node cannot use in its store and count it; True if new."""
+        # Named as the node's Kafka clients are (chain/node/kafka_readers.py).
+        consumer = f"chain-node-{self.name}"
+        if topic != self._ordering_topic:
+            consumer += "-cosign"
+        record = PoisonRecord(consumer, topic, 0, offset, reason, value)
+        return set_aside(record, self._stop, sink=self._poison)
+
+    def _set_aside(self, topic: str, offset: int, reason: str, value: bytes | None) -> None:
+        """Keep the record (see :meth:`_keep`) and raise a ``POISON_RECORD`` alarm about it."""
+        self._keep(topic, offset, reason, value)
+        where = f"{topic}/0/{offset}"
+        detail = f"set aside {topic} partition 0 offset {offset}: {reason}"
+        self._raise(Alarm(POISON_RECORD, "", self.tree.size, detail, source=where))
 
     # ------------------------------------------------------------------ reads
 
