@@ -12,9 +12,11 @@ from __future__ import annotations
 import re
 from typing import Final
 
-#: The largest serialized ``ChainEntry``. Well under what Kafka takes in one message (1 MiB by
-#: default), so an entry the platform accepted can always be sent, alone or in a batch record.
-MAX_ENTRY_BYTES: Final = 64 * 1024
+#: The largest serialized ``ChainEntry``: 64 KiB less one byte, the most a C2SP tlog-tiles entry
+#: bundle holds (an entry's length there is a big-endian uint16; ``chain.tiles``). Well under
+#: what Kafka takes in one message (1 MiB by default), so an entry the platform accepted can
+#: always be sent, alone or in a batch record.
+MAX_ENTRY_BYTES: Final = 64 * 1024 - 1
 #: The most references one entry body may carry (a RECORD merge names two, a delegate-signed
 #: CONSENT entry two).
 MAX_REFERENCES: Final = 8

@@ -721,7 +721,7 @@ MALFORMED: list[tuple[str, Callable[[], bytes], str]] = [
     (
         "entry over 64 KiB",
         lambda: signed(record_body(author_ref="x" * 70_000)),
-        "expected an entry of at most 65,536 bytes, got 70,",
+        "expected an entry of at most 65,535 bytes, got 70,",
     ),
     (
         "2 MB of free text as author_ref",
@@ -1143,14 +1143,15 @@ def test_mutated_entries_parse_or_raise_invalid_input(raw: bytes, data: st.DataO
 
 
 def test_the_size_limit_is_checked_first_and_named_too_large() -> None:
-    """An entry of exactly 64 KiB gets to the other checks (here: padded by an unknown field);
-    one byte more is refused for its size alone, and a node names that TOO_LARGE."""
+    """An entry of exactly the limit (64 KiB less a byte) gets to the other checks (here: padded
+    by an unknown field); one byte more is refused for its size alone, and a node names that
+    TOO_LARGE."""
     base = signed(record_body())
     at_limit = base + length_delimited(99, bytes(MAX_ENTRY_BYTES - len(base) - 5))
     assert len(at_limit) == MAX_ENTRY_BYTES
     with pytest.raises(InvalidInputError, match="unknown field numbers") as within:
         parse_entry(at_limit)
     assert not isinstance(within.value, EntryTooLargeError)
-    with pytest.raises(EntryTooLargeError, match="at most 65,536 bytes, got 65,537") as over:
+    with pytest.raises(EntryTooLargeError, match="at most 65,535 bytes, got 65,536") as over:
         parse_entry(at_limit + b"\x00")
     assert rejection_reason(over.value) == "TOO_LARGE"

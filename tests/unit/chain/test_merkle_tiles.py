@@ -13,6 +13,7 @@ import pytest
 
 from chain.errors import InvalidInputError, NotFoundError, SwiftchainError
 from chain.hashing import HASH_SIZE, leaf_hash
+from chain.limits import MAX_ENTRY_BYTES
 from chain.proof_build import consistency_proof, inclusion_proof, tree_root
 from chain.reference import ReferenceTree
 from chain.tiles import (
@@ -424,3 +425,8 @@ def test_entry_bundles_are_uint16_length_prefixed() -> None:
         bundle_entries(b"\x00")
     with pytest.raises(InvalidInputError, match="expected 4 entries in the bundle, got 3"):
         bundle_entries(data, 4)
+
+
+def test_every_entry_the_nodes_accept_fits_an_entry_bundle() -> None:
+    assert MAX_ENTRY_BYTES == MAX_BUNDLED_ENTRY
+    bundle_entries(bundle_bytes([b"x" * MAX_ENTRY_BYTES]))
