@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from services.anchoring.domain.tracking import SealTracker
 from services.anchoring.observability import SealObserver
 from services.platform.log_writer import Rejected, Sealed
+from services.platform.threads import start_supervised
 
 _log = logging.getLogger(__name__)
 #: Seconds between two looks for versions past their deadline.
@@ -53,8 +54,7 @@ class SealWatch:
 
     def start(self) -> None:
         """Start the deadline loop."""
-        self._thread = threading.Thread(target=self._deadline_loop, name="deadlines", daemon=True)
-        self._thread.start()
+        self._thread = start_supervised("deadlines", self._deadline_loop)
 
     def stop(self) -> None:
         """Stop the deadline loop and wait for it."""

@@ -41,6 +41,7 @@ from chain.errors import InvalidInputError, UnavailableError
 from chain.sequencer import ordering_records
 from services.platform.follow import follow_until_stopped
 from services.platform.kafka import publish_span, trace_headers
+from services.platform.threads import start_supervised
 from services.platform.topics import ORDERING_TOPIC
 from swiftchain.chain.v1 import chain_service_pb2 as chain_pb
 from swiftchain.chain.v1 import chain_service_pb2_grpc
@@ -258,8 +259,7 @@ class LogWriter:
 
     def start(self) -> None:
         """Start following sealed checkpoints in a thread of its own."""
-        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
-        self._thread.start()
+        self._thread = start_supervised("log-writer", self._run)
 
     def stop(self) -> None:
         """Stop following and wait for the thread."""
