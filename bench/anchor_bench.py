@@ -42,6 +42,7 @@ from bench.common import (  # noqa: E402
 )
 from sdk.anchoring import HospitalClient  # noqa: E402
 from services.platform.events import decode  # noqa: E402
+from services.platform.kafka import kafka_client_options  # noqa: E402
 from services.platform.topics import RECORDS_EVENTS_TOPIC  # noqa: E402
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc  # noqa: E402
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc  # noqa: E402
@@ -99,7 +100,9 @@ def sealed_sizes(
     """entry id -> tree size of the checkpoint that sealed it, from RecordSealed events; for a
     version whose event has not arrived within ``timeout`` seconds, from the chain node
     (GetEntryStatus), and counted in :data:`MISSING_EVENTS`."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=1000)
+    consumer = KafkaConsumer(
+        **kafka_client_options(), bootstrap_servers=bootstrap, consumer_timeout_ms=1000
+    )
     consumer.assign(
         [
             TopicPartition(RECORDS_EVENTS_TOPIC, p)

@@ -148,9 +148,31 @@ def bench_platform() -> Iterator[Platform]:
         try:
             print("starting the platform (Kafka, FerretDB, 3 chain nodes, services)...", flush=True)
             platform.start()
-            yield platform
+            with kafka_client_as(platform.stack.kafka.admin_dir):
+                yield platform
         finally:
             platform.stop()
+
+
+@contextmanager
+def kafka_client_as(tls_dir: Path | None) -> Iterator[None]:
+    """Inside the block, this process's Kafka clients (``kafka_client_options()``,
+    ``make_producer``, ...) present the certificate in ``tls_dir`` (the broker's super user,
+    for a benchmark that sets up topics and ACLs of its own); plaintext with ``None``."""
+    names = ("SWIFTCHAIN_KAFKA_SECURITY_PROTOCOL", "SWIFTCHAIN_KAFKA_TLS_DIR")
+    before = {name: os.environ.get(name) for name in names}
+    os.environ[names[0]] = "PLAINTEXT" if tls_dir is None else "SSL"
+    os.environ[names[1]] = str(tls_dir or "")
+    if tls_dir is None:
+        del os.environ[names[1]]
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 @contextmanager
@@ -160,20 +182,27 @@ def bench_servers(root: Path) -> Iterator[tuple[str, str]]:
     own under ``root``, stopped when the block ends. (Its nodes use topics and databases of
     their own either way.)"""
     if _shared is not None:
-        yield _shared.stack.kafka.bootstrap, _shared.stack.mongo.uri
+        with kafka_client_as(_shared.stack.kafka.admin_dir):
+            yield _shared.stack.kafka.bootstrap, _shared.stack.mongo.uri
         return
     from devstack.ferretdb import FerretDB
-    from devstack.kafka import KafkaBroker, create_topics
+    from devstack.kafka import BrokerTls, KafkaBroker, create_topics
+    from devstack.pki import ADMIN, KAFKA_BROKER, KAFKA_BROKER_UNIT, ensure_pki
 
     _ensure_servers()
-    kafka, mongo = KafkaBroker(root / "kafka"), FerretDB(root / "ferretdb")
+    # as the platform's: TLS with client certificates, ACLs, FerretDB on a private socket
+    pki = ensure_pki(root / "pki", [(KAFKA_BROKER, KAFKA_BROKER_UNIT)])
+    kafka = KafkaBroker(root / "kafka", tls=BrokerTls.of(pki, KAFKA_BROKER, ADMIN))
+    mongo = FerretDB(root / "ferretdb", unix_socket=root / "ferretdb" / "ferretdb.sock")
     try:
         kafka.start()
         mongo.start()
         kafka.wait_ready()
         mongo.wait_ready()
-        create_topics(kafka.bootstrap)  # the platform's topics, as on the shared one
-        yield kafka.bootstrap, mongo.uri
+        # the platform's topics, as on the shared one
+        create_topics(kafka.bootstrap, security=kafka.admin)
+        with kafka_client_as(kafka.admin_dir):
+            yield kafka.bootstrap, mongo.uri
     finally:
         mongo.stop()
         kafka.stop()

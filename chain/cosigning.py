@@ -6,8 +6,9 @@ message against the named member's verifier key. A :class:`CosignatureBook` keep
 lines by tree size and member, next to the checkpoints this node computed itself, and seals a
 checkpoint once ``quorum`` distinct members signed exactly the text this node computed. What
 should not have been signed comes back as :class:`~chain.alarms.Alarm` values for the caller to
-store: a line that does not verify, a member that signed another text than ours, a member that
-signed two texts for one size. Nothing here stores, logs or reads the clock.
+store: a line that does not verify (blaming no one: its author is unknown), a member that signed
+another text than ours, a member that signed two texts for one size. Nothing here stores, logs
+or reads the clock.
 """
 
 from __future__ import annotations
@@ -70,19 +71,37 @@ class Outcome:
 def read_cosignature(value: bytes, config: ConsortiumConfig) -> Cosignature | Alarm:
     """The cosignature in ``value`` (a ``Cosignature`` message's bytes) if its line verifies
     under the key of the member it names and its text is a checkpoint; else a
-    ``BAD_COSIGNATURE`` alarm carrying the text and line it had (an unknown member included)."""
+    ``BAD_COSIGNATURE`` alarm carrying the text and line it had.
+
+    A member is blamed only for what its key signed: a line that does not verify under the
+    named member's key (or names no member) may have been written by anyone who could write to
+    the topic, so its alarm names nobody (``member`` is empty) and says which member the line
+    *claimed* to be from. A line that verifies over a text that is no checkpoint is the named
+    member's."""
     message = ordering_pb2.Cosignature()
     try:
         message.ParseFromString(value)
         member = config.member(message.node)
         verify_signature_line(message.checkpoint, message.signature_line, [member.verifier])
-        checkpoint = parse_checkpoint(message.checkpoint)
     except Exception as error:  # anyone can write to the topic: nothing it holds may stop us
         return Alarm(
             BAD_COSIGNATURE,
-            message.node,
+            "",
             message.tree_size,
-            f"cosignature does not verify: {error}",
+            f"an unverifiable cosignature line claiming to be from {message.node!r} for tree "
+            f"size {message.tree_size} was seen and set aside; it does not count for or against "
+            f"{message.node!r}: {error}",
+            (message.checkpoint,),
+            (message.signature_line,),
+        )
+    try:
+        checkpoint = parse_checkpoint(message.checkpoint)
+    except Exception as error:
+        return Alarm(
+            BAD_COSIGNATURE,
+            member.name,
+            message.tree_size,
+            f"{member.name} signed a text that is not a checkpoint: {error}",
             (message.checkpoint,),
             (message.signature_line,),
         )

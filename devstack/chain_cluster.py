@@ -23,14 +23,15 @@ from kafka import KafkaProducer
 from chain.entry import EntrySigner, new_entry_id
 from chain.sequencer import ordering_records
 from chain.tiles import TILE_WIDTH, entries_path
-from devstack.kafka import create_topics
-from devstack.pki import ADMIN, ensure_pki
+from devstack.kafka import create_topics, grant, platform_grants
+from devstack.pki import ADMIN, Pki, ensure_pki
 from devstack.process import ManagedProcess, free_port, wait_grpc_serving
 from services.platform.consortium_files import (
     ConsortiumFiles,
     create_consortium,
     load_registrar_key,
 )
+from services.platform.kafka import KafkaSecurity, kafka_client_options
 from services.platform.tls import open_channel
 from services.platform.topics import COSIGNATURES_TOPIC, ORDERING_TOPIC, topic_spec
 from swiftchain.chain.v1 import chain_service_pb2, chain_service_pb2_grpc, entry_pb2
@@ -46,8 +47,25 @@ def _now() -> Timestamp:
     return stamp
 
 
+def _broker_pki(root: Path) -> Pki:
+    """The PKI of the broker this process talks to (its Kafka TLS folder's parent, laid out by
+    devstack/pki.py), or a new one under ``root`` for a broker without TLS."""
+    security = KafkaSecurity.from_environment()
+    if security.tls_dir is None:
+        return Pki(root / "pki")
+    return Pki(security.tls_dir.parent)
+
+
 class ChainCluster:
-    """Three chain nodes (quorum 2) sharing fresh topics on the test run's Kafka."""
+    """Three chain nodes (quorum 2) sharing fresh topics on the test run's Kafka.
+
+    The nodes' certificates come from ``pki``, by default the PKI of the broker this process
+    talks to (see :class:`~services.platform.kafka.KafkaSecurity`): the broker knows each node
+    by its certificate, and the cluster grants the nodes what
+    :mod:`services.platform.kafka_acls` grants chain nodes, on its own topics (this process
+    must be the broker's super user). The cluster's own writes to the ordering topic go as this
+    process.
+    """
 
     def __init__(
         self,
@@ -57,10 +75,12 @@ class ChainCluster:
         *,
         batch_max: int = 50,
         batch_timeout_ms: int = 100,
+        pki: Pki | None = None,
     ) -> None:
         suffix = uuid.uuid4().hex[:8]
         self.root = root
         self.kafka = kafka_bootstrap
+        self.kafka_security = KafkaSecurity.from_environment()
         self.mongo_uri = mongo_uri
         self.ordering_topic = f"{ORDERING_TOPIC}.{suffix}"
         self.cosignatures_topic = f"{COSIGNATURES_TOPIC}.{suffix}"
@@ -84,12 +104,19 @@ class ChainCluster:
         self.ports = {name: free_port() for name in MEMBERS}
         #: Each node's public mirror (HTTP, tlog-tiles paths).
         self.mirror_ports = {name: free_port() for name in MEMBERS}
-        self.pki = ensure_pki(root / "pki", [(name, "chain-node") for name in MEMBERS])
+        self.pki = ensure_pki(
+            (pki or _broker_pki(root)).folder, [(name, "chain-node") for name in MEMBERS]
+        )
+        self._grant_nodes(self.ordering_topic, self.cosignatures_topic)
         #: The TLS folder tests and benchmarks call the nodes with (the consortium admin's).
         self.tls_dir = self.pki.tls_dir(ADMIN)
         self.processes: dict[str, ManagedProcess] = {}
         self.producer = KafkaProducer(
-            bootstrap_servers=kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+            **kafka_client_options(self.kafka_security),
+            bootstrap_servers=kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
         )
         self.registrar = EntrySigner("registrar", load_registrar_key(self.files))
         self.hospital_key = Ed25519PrivateKey.generate()
@@ -103,6 +130,13 @@ class ChainCluster:
         """The base URL of node ``name``'s public mirror."""
         return f"http://127.0.0.1:{self.mirror_ports[name]}"
 
+    def _grant_nodes(self, ordering_topic: str, cosignatures_topic: str) -> None:
+        """Let every node do on these topics what chain nodes may do on the chain topics."""
+        if self.kafka_security.protocol == "PLAINTEXT":
+            return  # a broker without TLS knows no one and allows everything
+        topics = {ORDERING_TOPIC: ordering_topic, COSIGNATURES_TOPIC: cosignatures_topic}
+        grant(self.kafka, platform_grants(self.pki, nodes=MEMBERS, topics=topics))
+
     def database(self, name: str) -> str:
         """The node's database name in this test."""
         return f"chain_{name.replace('-', '_')}_{self.db_suffix}"
@@ -115,6 +149,8 @@ class ChainCluster:
             "SWIFTCHAIN_NODE_NAME": name,
             "SWIFTCHAIN_PORT": str(self.ports[name]),
             "SWIFTCHAIN_KAFKA_BOOTSTRAP": self.kafka,
+            "SWIFTCHAIN_KAFKA_SECURITY_PROTOCOL": self.kafka_security.protocol,
+            "SWIFTCHAIN_KAFKA_TLS_DIR": str(self.pki.tls_dir(name)),
             "SWIFTCHAIN_MONGO_URI": self.mongo_uri,
             "SWIFTCHAIN_CONSORTIUM_FILE": str(self.files.config_path),
             "SWIFTCHAIN_SIGNING_KEY_FILE": str(self.files.node_key_path(name)),
@@ -145,6 +181,7 @@ class ChainCluster:
         create_topics(
             self.kafka, specs=[dataclasses.replace(topic_spec(COSIGNATURES_TOPIC), name=name)]
         )
+        self._grant_nodes(self.ordering_topic, name)
         return name
 
     def stop(self, name: str) -> None:

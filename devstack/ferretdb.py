@@ -3,8 +3,11 @@ module proxy.
 
 * :func:`ensure_ferretdb` builds ``.stack/cache/ferretdb-<ver>/ferretdb`` once (a few minutes
   the first time; Go's module and build caches make later builds fast).
-* :class:`FerretDB` runs it on 127.0.0.1 with a data folder, and is stopped like every managed
-  process.
+* :class:`FerretDB` runs it with a data folder, and is stopped like every managed process. With
+  ``unix_socket`` it listens on that socket only, in a folder only its owner may enter (0700),
+  so only the platform's own processes (the same user) reach it: FerretDB v1 has no
+  authentication of its own on the SQLite backend (only the experimental
+  ``--test-enable-new-auth``); without it, on ``host:port``.
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
 from devstack.gobuild import GoBuild
 from devstack.process import ManagedProcess, ServerProcess, free_port, port_open
 from devstack.toolchain import BootstrapError
 from devstack.versions import FERRETDB_MODULE, FERRETDB_VERSION
 
-__all__ = ["FERRETDB_BUILD", "FerretDB", "ensure_ferretdb", "ferretdb_binary"]
+__all__ = ["FERRETDB_BUILD", "FerretDB", "ensure_ferretdb", "ferretdb_binary", "socket_uri"]
+
+#: The longest path a Unix socket may have on Linux (``sun_path`` is 108 bytes with its NUL).
+MAX_SOCKET_PATH = 107
 
 Log = Callable[[str], None]
 
@@ -89,9 +96,17 @@ FERRETDB_BUILD = GoBuild(
 )
 
 
+def socket_uri(path: Path) -> str:
+    """``mongodb://<the socket's path, percent-encoded>/`` (append a database name as needed):
+    how pymongo names a server on a Unix socket."""
+    return f"mongodb://{quote(str(path), safe='')}/"
+
+
 class FerretDB(ServerProcess):
     """A FerretDB server with the SQLite backend (one ``.sqlite`` file per database in
-    ``data_dir/sqlite``), listening on ``host:port`` (a free port by default)."""
+    ``data_dir/sqlite``), listening on the Unix socket ``unix_socket`` only, or else on
+    ``host:port`` (a free port by default). ``data_dir`` (and the socket's folder) are made
+    private to the user that runs it (0700)."""
 
     def __init__(
         self,
@@ -102,10 +117,17 @@ class FerretDB(ServerProcess):
         log_path: Path | None = None,
         binary: Path | None = None,
         log_level: str = "warn",
+        unix_socket: Path | None = None,
     ) -> None:
+        if unix_socket is not None and len(str(unix_socket).encode()) > MAX_SOCKET_PATH:
+            raise BootstrapError(
+                f"ferretdb: expected a Unix socket path of at most {MAX_SOCKET_PATH} bytes, got "
+                f"{unix_socket} ({len(str(unix_socket).encode())}); use a shorter data folder"
+            )
         self.data_dir = data_dir
+        self.unix_socket = unix_socket
         self.host = host
-        self.port = port or free_port(host)
+        self.port = 0 if unix_socket is not None else port or free_port(host)
         self.log_path = log_path or data_dir / "ferretdb.log"
         self.binary = binary or ferretdb_binary()
         self.log_level = log_level
@@ -114,8 +136,17 @@ class FerretDB(ServerProcess):
 
     @property
     def uri(self) -> str:
-        """``mongodb://host:port/`` (append a database name as needed)."""
+        """The connection string (append a database name as needed): the socket's
+        (:func:`socket_uri`), or ``mongodb://host:port/``."""
+        if self.unix_socket is not None:
+            return socket_uri(self.unix_socket)
         return f"mongodb://{self.host}:{self.port}/"
+
+    def _listen_arguments(self) -> list[str]:
+        if self.unix_socket is None:
+            return [f"--listen-addr={self.host}:{self.port}"]
+        # an empty address turns the TCP listener off
+        return ["--listen-addr=", f"--listen-unix={self.unix_socket}"]
 
     def argv(self) -> list[str]:
         sqlite_dir = self.data_dir / "sqlite"
@@ -126,7 +157,7 @@ class FerretDB(ServerProcess):
             # FerretDB or of our processes, not a power cut of the machine; without it every
             # write waits for an fsync and an upsert costs ~2.5 ms instead of ~30 µs.
             f"--sqlite-url=file:{sqlite_dir}/?_pragma=synchronous(normal)",
-            f"--listen-addr={self.host}:{self.port}",
+            *self._listen_arguments(),
             "--telemetry=disable",
             "--debug-addr=-",  # "-" turns the HTTP debug/metrics listener off
             f"--state-dir={self.data_dir}",
@@ -141,13 +172,25 @@ class FerretDB(ServerProcess):
                 "(or devstack.ferretdb.ensure_ferretdb()) first"
             )
         (self.data_dir / "sqlite").mkdir(parents=True, exist_ok=True)
+        # the databases' files and the socket are the platform's alone
+        self.data_dir.chmod(0o700)
+        if self.unix_socket is not None:
+            self.unix_socket.parent.mkdir(parents=True, exist_ok=True)
+            self.unix_socket.parent.chmod(0o700)
+            # a socket file left by a killed server would make the listen fail
+            self.unix_socket.unlink(missing_ok=True)
         self._process = ManagedProcess(
             "ferretdb", self.argv(), log_path=self.log_path, cwd=self.data_dir
         ).start()
         return self
 
+    def _listening(self) -> bool:
+        if self.unix_socket is not None:
+            return self.unix_socket.is_socket()
+        return port_open(self.host, self.port)
+
     def _ping(self) -> bool:
-        if not port_open(self.host, self.port):
+        if not self._listening():
             return False
         from pymongo import MongoClient
         from pymongo.errors import PyMongoError

@@ -29,6 +29,7 @@ from devstack.stack import StackPorts
 from sdk.anchoring import HospitalClient
 from services.platform.caller import Role
 from services.platform.consortium_files import ConsortiumFiles
+from services.platform.kafka import KafkaSecurity
 from services.platform.tls import open_channel, open_public_channel
 from services.platform.tokens import DEFAULT_LIFETIME
 from services.platform.topics import EVENT_TOPICS
@@ -255,6 +256,8 @@ class StackParties:
         # A consumer of the audit group that never subscribes: it reads the group's committed
         # offsets without joining it.
         consumer = KafkaConsumer(
+            # the broker's super user: the only principal besides audit that may see its group
+            **KafkaSecurity.tls(self.pki.tls_dir(ADMIN)).client_options(),
             bootstrap_servers=bootstrap,
             client_id="backlog",
             group_id="audit",

@@ -8,7 +8,10 @@
   certificate, CN = process name, OU = its role unit, for localhost and 127.0.0.1) and
   ``token-verify.pem``; the identity service's folder also gets ``token-signing.pem``;
 * ``consortium-admin/`` — the consortium admin's client certificate (OU ``admin``), for the CLI
-  and tests.
+  and tests, and the Kafka super user of the local broker (topics, ACLs).
+
+The Kafka broker's folder is one of ``processes`` (:data:`KAFKA_BROKER`); every Kafka client
+presents its process's certificate, and :func:`kafka_principal` is who the broker takes it for.
 
 Certificates with less than a day left are re-issued. Private keys are mode 0600. A real
 deployment keeps the CA key offline and each process's key on its own machine.
@@ -37,6 +40,10 @@ from services.platform.tls import (
 )
 
 IDENTITY = "identity"
+#: The local Kafka broker's TLS folder (its server certificate, and its own principal).
+KAFKA_BROKER = "kafka"
+#: The broker certificate's unit: a role no gRPC server grants anything to.
+KAFKA_BROKER_UNIT = "kafka-broker"
 PROCESS_LIFETIME = timedelta(days=30)
 _RENEW_BEFORE = timedelta(days=1)
 _HOSTS = ("localhost", "127.0.0.1")

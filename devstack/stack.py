@@ -20,16 +20,15 @@ from pathlib import Path
 from types import FrameType
 
 from devstack.ferretdb import FerretDB
-from devstack.kafka import KafkaBroker, create_topics
+from devstack.kafka import BrokerTls, KafkaBroker, create_topics, grant, platform_grants
 from devstack.paths import REPO_ROOT, run_dir
-from devstack.pki import ADMIN, Pki, ensure_pki
+from devstack.pki import ADMIN, KAFKA_BROKER, KAFKA_BROKER_UNIT, Pki, ensure_pki
 from devstack.process import ManagedProcess, ProcessError, free_port, wait_grpc_serving
 from devstack.toolchain import BootstrapError, ToolchainMissing
 from services.platform.consortium_files import create_consortium
 
 KAFKA_PORT = 9092
 KAFKA_CONTROLLER_PORT = 9093
-MONGO_PORT = 27017
 NODES = (("hospital-a", 50061), ("hospital-b", 50062), ("hospital-c", 50063))
 #: Each chain node's public mirror (its log over HTTP in tlog-tiles paths).
 MIRRORS = (("hospital-a", 8061), ("hospital-b", 8062), ("hospital-c", 8063))
@@ -71,7 +70,6 @@ class StackPorts:
 
     kafka: int = KAFKA_PORT
     kafka_controller: int = KAFKA_CONTROLLER_PORT
-    mongo: int = MONGO_PORT
     nodes: tuple[tuple[str, int], ...] = NODES
     services: tuple[tuple[str, int], ...] = SERVICES
     #: process name -> public port; by default each main port + PUBLIC_PORT_OFFSET.
@@ -91,7 +89,6 @@ class StackPorts:
         return cls(
             kafka=free_port(),
             kafka_controller=free_port(),
-            mongo=free_port(),
             nodes=tuple((name, free_port()) for name, _ in NODES),
             services=tuple((name, free_port()) for name, _ in SERVICES),
             public=tuple((name, free_port()) for name, _ in NODES + SERVICES),
@@ -119,6 +116,10 @@ class StackPorts:
 class LocalStack:
     """Kafka, FerretDB, three chain nodes and the four services, under one folder.
 
+    Kafka takes only clients with a certificate of the stack's PKI, each allowed what
+    :mod:`services.platform.kafka_acls` says; FerretDB listens on a Unix socket in a folder only
+    this user may enter, ``<root>/ferretdb/ferretdb.sock``, and on no TCP port.
+
     :meth:`start` brings every process to SERVING (or raises :class:`ProcessError` with the
     failing process's log tail); :meth:`stop` stops them all, services first. With
     ``spans_dir``, every process writes its finished spans to ``<spans_dir>/<process>.jsonl``.
@@ -137,17 +138,20 @@ class LocalStack:
         self.ports = ports or StackPorts()
         self.logs = root / "logs"
         self._say = say
+        self.pki = Pki(root / "pki")
         self.kafka = KafkaBroker(
             root / "kafka",
             port=self.ports.kafka,
             controller_port=self.ports.kafka_controller,
             log_path=self.logs / "kafka.log",
+            tls=BrokerTls.of(self.pki, KAFKA_BROKER, ADMIN),
         )
         self.mongo = FerretDB(
-            root / "ferretdb", port=self.ports.mongo, log_path=self.logs / "ferretdb.log"
+            root / "ferretdb",
+            log_path=self.logs / "ferretdb.log",
+            unix_socket=root / "ferretdb" / "ferretdb.sock",
         )
         self.grpc_processes: list[GrpcProcess] = []
-        self.pki = Pki(root / "pki")
 
     def _python_process(
         self, name: str, module: str, port: int, env: dict[str, str]
@@ -158,6 +162,9 @@ class LocalStack:
             "SWIFTCHAIN_PUBLIC_PORT": str(public_port),
             "SWIFTCHAIN_TLS_DIR": str(self.pki.tls_dir(name)),
             "SWIFTCHAIN_KAFKA_BOOTSTRAP": self.kafka.bootstrap,
+            # the broker knows the process by its certificate
+            "SWIFTCHAIN_KAFKA_SECURITY_PROTOCOL": "SSL",
+            "SWIFTCHAIN_KAFKA_TLS_DIR": str(self.pki.tls_dir(name)),
             "SWIFTCHAIN_MONGO_URI": self.mongo.uri,
             "SWIFTCHAIN_METRICS_PORT": str(self.ports.metrics_port(name)),
             "PYTHONUNBUFFERED": "1",
@@ -178,11 +185,26 @@ class LocalStack:
     def start(self) -> None:
         """Start everything and wait until every gRPC process answers SERVING."""
         self.logs.mkdir(parents=True, exist_ok=True)
+        self.pki = ensure_pki(
+            self.root / "pki",
+            [(name, "chain-node") for name, _ in self.ports.nodes]
+            + [(name, "service") for name, _ in self.ports.services]
+            + [(KAFKA_BROKER, KAFKA_BROKER_UNIT)],
+        )
         self.kafka.start()
         self.mongo.start()
         self.kafka.wait_ready(timeout=120)
         self.mongo.wait_ready(timeout=60)
-        create_topics(self.kafka.bootstrap)
+        create_topics(self.kafka.bootstrap, security=self.kafka.admin)
+        grant(
+            self.kafka.bootstrap,
+            platform_grants(
+                self.pki,
+                services=[name for name, _ in self.ports.services],
+                nodes=[name for name, _ in self.ports.nodes],
+            ),
+            security=self.kafka.admin,
+        )
         self._say(f"{'kafka':<10} {self.kafka.bootstrap}  (log {self.kafka.log_path})")
         self._say(f"{'ferretdb':<10} {self.mongo.uri}  (log {self.mongo.log_path})")
         files = create_consortium(
@@ -190,11 +212,6 @@ class LocalStack:
             [name for name, _ in self.ports.nodes],
             quorum=2,
             origin=ORIGIN,
-        )
-        self.pki = ensure_pki(
-            self.root / "pki",
-            [(name, "chain-node") for name, _ in self.ports.nodes]
-            + [(name, "service") for name, _ in self.ports.services],
         )
         for name, port in self.ports.nodes:
             env = {

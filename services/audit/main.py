@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import Field
 
 from services.audit.domain import AuditBook, AuditPolicy
+from services.audit.domain.events import accept_event
 from services.audit.log_follower import LogFollower
 from services.audit.servicer import AuditServicer
 from services.audit.store import ALIAS, AuditMongoStore
@@ -93,7 +94,8 @@ def main() -> None:
         # A record that is not an envelope, or that the book cannot apply, raises here: the
         # consumer then sets it aside (services/platform/poison.py) and applies the others; the
         # database away raises a transient error, and the batch is applied again after a wait.
-        book.apply_events([decode(message.value) for message in messages])
+        # An event is believed only from the topic and producer that may emit it.
+        book.apply_events([accept_event(m.topic, decode(m.value)) for m in messages])
 
     def consume() -> None:
         run_batch_consumer(consumer, handle, stop)

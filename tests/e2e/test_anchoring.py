@@ -79,7 +79,9 @@ def record_events(
     holds for it, read from the beginning until every entry has all of them or
     ``wait_seconds`` passed; every event read is checked to be about ``client``'s hospital."""
     consumer = KafkaConsumer(
-        bootstrap_servers=platform.stack.kafka.bootstrap, consumer_timeout_ms=1000
+        **platform.stack.kafka.admin.client_options(),
+        bootstrap_servers=platform.stack.kafka.bootstrap,
+        consumer_timeout_ms=1000,
     )
     partitions = [
         TopicPartition(RECORDS_EVENTS_TOPIC, p)

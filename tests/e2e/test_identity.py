@@ -254,7 +254,10 @@ def test_a_revoked_key_signs_nothing_after_its_revocation_and_what_it_signed_bef
     assert hospital.signing_key is not None
     signer = EntrySigner(key_id, hospital.signing_key)
     producer = KafkaProducer(
-        bootstrap_servers=platform.stack.kafka.bootstrap, acks="all", enable_idempotence=True
+        **platform.stack.kafka.admin.client_options(),
+        bootstrap_servers=platform.stack.kafka.bootstrap,
+        acks="all",
+        enable_idempotence=True,
     )
     node_channel = platform.channel(hospital, "hospital-a")
     node = chain_service_pb2_grpc.ChainServiceStub(node_channel)

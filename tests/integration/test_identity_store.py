@@ -28,7 +28,7 @@ from services.identity.store.organizations import OrganizationDoc, OrganizationS
 from services.identity.store.patients import PatientStore
 from services.platform import mongo
 from services.platform.events import decode, envelope
-from services.platform.kafka import make_producer
+from services.platform.kafka import kafka_client_options, make_producer
 from services.platform.outbox import OutboxRelay
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2
@@ -140,7 +140,9 @@ def test_the_relay_publishes_the_outbox_to_kafka_and_empties_it(
     database: str, kafka_bootstrap: str
 ) -> None:
     topic = "identity.events.v1"
-    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        **kafka_client_options(), bootstrap_servers=kafka_bootstrap, enable_auto_commit=False
+    )
     partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
     start = consumer.end_offsets(partitions)
     register(registry(OrganizationStore()), "hospital-a")

@@ -15,6 +15,7 @@ from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
 from mongoengine.errors import NotUniqueError
 
 from devstack.kafka import create_topics
+from services.platform.kafka import kafka_client_options
 from services.platform.topics import ORDERING_TOPIC, TOPICS, TopicSpec, topic_spec
 
 pytestmark = pytest.mark.integration
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def admin(kafka_bootstrap: str) -> Iterator[Any]:
-    client = KafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="smoke-admin")
+    client = KafkaAdminClient(
+        **kafka_client_options(), bootstrap_servers=kafka_bootstrap, client_id="smoke-admin"
+    )
     try:
         yield client
     finally:
@@ -40,6 +43,7 @@ def _scratch_topic(kafka_bootstrap: str, like: TopicSpec | None = None) -> str:
 def _consume(kafka_bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list[Any]:
     consumer = KafkaConsumer(
         topic,
+        **kafka_client_options(),
         bootstrap_servers=kafka_bootstrap,
         group_id=f"smoke-{uuid.uuid4().hex[:8]}",
         auto_offset_reset="earliest",
@@ -58,6 +62,7 @@ def _consume(kafka_bootstrap: str, topic: str, count: int, timeout: float = 30.0
 
 def _producer(kafka_bootstrap: str) -> Any:
     return KafkaProducer(
+        **kafka_client_options(),
         bootstrap_servers=kafka_bootstrap,
         enable_idempotence=True,
         acks="all",

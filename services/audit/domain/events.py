@@ -4,6 +4,12 @@ read model, as :class:`EventEffects` the book applies.
 An event names the entry it is about, and its effects are fields to set on that entry's item, so
 that an event read twice (after a crash, before its offset was committed) rewrites the same
 fields of the same item and never adds one.
+
+An event is believed only from where it may come: :func:`accept_event` lets through an event
+type only from the topic its service publishes it on and with that service as its producer
+(:data:`EVENT_SOURCES`); the brokers let only that service write that topic
+(services/platform/kafka_acls.py). Anything else raises, and the consumer sets the record aside
+with the reason, and counts it.
 """
 
 from __future__ import annotations
@@ -29,9 +35,81 @@ from services.audit.domain.records import (
     ItemChange,
     flag_id,
 )
+from services.platform.topics import (
+    ACCESS_EVENTS_TOPIC,
+    CONSENT_EVENTS_TOPIC,
+    IDENTITY_EVENTS_TOPIC,
+    RECORDS_EVENTS_TOPIC,
+)
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.events.v1 import events_pb2
+
+
+@dataclass(frozen=True)
+class EventSource:
+    """Where an event type may come from: the topic, and the producer that writes it."""
+
+    topic: str
+    producer: str
+
+
+def _sources(topic: str, producer: str, *names: str) -> dict[str, EventSource]:
+    return {f"swiftchain.events.v1.{name}": EventSource(topic, producer) for name in names}
+
+
+#: Every event type a service publishes, and where: nothing else is believed.
+EVENT_SOURCES: Mapping[str, EventSource] = {
+    **_sources(
+        IDENTITY_EVENTS_TOPIC,
+        "identity",
+        "OrganizationRegistered",
+        "KeyRegistered",
+        "KeyRotated",
+        "KeyRevoked",
+        "CertificateIssued",
+        "CertificateRevoked",
+        "PatientRegistered",
+        "PatientDeviceAdded",
+        "PatientDeviceRevoked",
+        "PractitionerRegistered",
+    ),
+    **_sources(
+        RECORDS_EVENTS_TOPIC,
+        "anchoring",
+        "RecordAnchored",
+        "RecordSealed",
+        "RecordRejected",
+        "SealDeadlineMissed",
+    ),
+    **_sources(
+        CONSENT_EVENTS_TOPIC,
+        "consent",
+        "ConsentGranted",
+        "ConsentAmended",
+        "ConsentRevoked",
+        "DelegateAdded",
+        "DelegateRemoved",
+    ),
+    **_sources(ACCESS_EVENTS_TOPIC, "consent", "AccessDecided", "BreakGlassUsed"),
+}
+
+
+def accept_event(topic: str, event: events_pb2.EventEnvelope) -> events_pb2.EventEnvelope:
+    """``event``, read from ``topic``, if its type may come from there and names the producer
+    that publishes it; else :class:`InvalidInputError` saying where it may come from."""
+    source = EVENT_SOURCES.get(event.type)
+    if source is None:
+        raise InvalidInputError(
+            f"expected an event type a service publishes, got {event.type!r} on {topic} "
+            f"(producer {event.producer!r}); not believed"
+        )
+    if (topic, event.producer) != (source.topic, source.producer):
+        raise InvalidInputError(
+            f"expected {event.type} only from {source.producer} on {source.topic}, got it from "
+            f"{event.producer!r} on {topic}; not believed"
+        )
+    return event
 
 
 def _unpack(event: events_pb2.EventEnvelope, message_type: type[Message]) -> Any:
