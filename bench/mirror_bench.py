@@ -11,7 +11,10 @@ chain.node`` runs with ``SWIFTCHAIN_MIRROR_PORT``) and ``python -m http.server -
 connection (kept alive where the server allows it: the mirror speaks HTTP/1.1, http.server
 HTTP/1.0, so its clients reconnect for every request, as real clients of it would). Two kinds of
 request: level-0 hash tiles (8 KiB) and entry bundles (256 entries). The figures: requests per
-second, the server's CPU per request (from /proc), and the ratio of the two servers.
+second, the server's CPU per request (from /proc), and the ratio of the two servers. Last,
+verified reads from the mirror: ``--reads`` random entries proved by ``sdk.mirror`` against the
+signed checkpoint (2 of 3 members), each tile fetched once (as a client proving many entries
+keeps them): reads per second and CPU per read, mirror and client.
 """
 
 from __future__ import annotations
@@ -27,12 +30,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.common import cpu_seconds, figure  # noqa: E402
+from chain.checkpoint import GENESIS_PREVIOUS_HASH, Checkpoint  # noqa: E402
+from chain.consortium import ConsortiumConfig, Member  # noqa: E402
 from chain.hashing import leaf_hash  # noqa: E402
+from chain.note import Signer, sign  # noqa: E402
 from chain.tiles import (  # noqa: E402
     TILE_WIDTH,
     MemoryHashStore,
@@ -43,12 +51,13 @@ from chain.tiles import (  # noqa: E402
     tiles_touched,
 )
 from devstack.process import free_port  # noqa: E402
+from sdk.mirror import MirrorClient, prove_from_mirror  # noqa: E402
 
 ENTRY_BYTES = 400  # about a RECORD entry
 
 
-def write_log(root: Path, size: int) -> None:
-    """A data directory of ``size`` entries, as a node writes it (blocks of 1,000)."""
+def write_log(root: Path, size: int) -> MemoryHashStore:
+    """A data directory of ``size`` entries, as a node writes it (blocks of 1,000); its tree."""
     from chain.node.tile_store import TileStore
 
     store = TileStore(root, fsync=False)
@@ -62,6 +71,67 @@ def write_log(root: Path, size: int) -> None:
             for t in tiles_touched(first, tree.size)
         ]
         store.write_log(first, entries, tiles)
+    return tree
+
+
+def signed_checkpoint(root: Path, tree: MemoryHashStore) -> ConsortiumConfig:
+    """Write ``root/checkpoint``: the tree's checkpoint signed by two of three new members; the
+    consortium that pins them."""
+    signers = [Signer(f"hospital-{c}", Ed25519PrivateKey.generate()) for c in "abc"]
+    config = ConsortiumConfig(
+        origin="bench/mirror",
+        quorum=2,
+        members=tuple(Member(s.name, s.verifier().vkey) for s in signers),
+        genesis_keys=(),
+    )
+    checkpoint = Checkpoint(config.origin, tree.size, tree.root(), 1, GENESIS_PREVIOUS_HASH, 0)
+    (root / "checkpoint").write_bytes(sign(checkpoint.to_text(), signers[:2]))
+    return config
+
+
+class CachingClient(MirrorClient):
+    """A mirror client that keeps what it fetched, as a client proving many entries would (a
+    tile path's bytes never change)."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url)
+        self._kept: dict[str, bytes] = {}
+        self.requests = 0
+
+    def get(self, path: str) -> bytes:
+        found = self._kept.get(path)
+        if found is None or path == "checkpoint":
+            found = self._kept[path] = super().get(path)
+            self.requests += 1
+        return found
+
+
+def verified_reads(
+    root: Path, config: ConsortiumConfig, size: int, reads: int
+) -> tuple[float, float, float, int]:
+    """Verified reads from the node's mirror: ``reads`` random entries proved by
+    :func:`sdk.mirror.prove_from_mirror` from tiles fetched once. Reads per second, mirror CPU
+    ms and client CPU ms per read, requests made."""
+    port = free_port()
+    command = [sys.executable, __file__, "--serve", str(root), str(port), str(size)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_listening(port, process)
+        leaves = random.Random(2).sample(range(size), reads)
+        client = CachingClient(f"http://127.0.0.1:{port}")
+        server_before, client_before = cpu_seconds(process.pid), time.process_time()
+        began = time.monotonic()
+        bundle = prove_from_mirror(client, config, leaves)
+        elapsed = time.monotonic() - began
+        server = cpu_seconds(process.pid) - server_before
+        spent = time.process_time() - client_before
+        client.close()
+        if len(bundle.entries) != reads:
+            raise RuntimeError(f"expected {reads} proofs, got {len(bundle.entries)}")
+        return reads / elapsed, 1000 * server / reads, 1000 * spent / reads, client.requests
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def serve_mirror(root: str, port: int, size: int) -> None:
@@ -70,8 +140,8 @@ def serve_mirror(root: str, port: int, size: int) -> None:
     from chain.node.tile_store import TileStore
 
     store = TileStore(Path(root), fsync=False)
+    note = (Path(root) / "checkpoint").read_text()
     store.truncate(size)
-    note = f"bench/mirror\n{size}\nAAAA\n"  # /checkpoint is not measured
     server = MirrorServer("127.0.0.1", port, store, lambda: (size, note)).start()
     try:
         while True:
@@ -148,13 +218,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entries", type=int, default=None)
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--reads", type=int, default=None, help="verified reads (2,000)")
     args = parser.parse_args(argv)
     size = args.entries or (25_600 if args.quick else 128_000)
     seconds = args.seconds or (2.0 if args.quick else 8.0)
     with tempfile.TemporaryDirectory(prefix="swiftchain-mirror-bench-") as tmp:
         root = Path(tmp)
         began = time.monotonic()
-        write_log(root, size)
+        tree = write_log(root, size)
+        config = signed_checkpoint(root, tree)
         full = size // TILE_WIDTH
         print(
             f"{size} entries, {full} full tiles and bundles written in "
@@ -195,6 +267,17 @@ def main(argv: list[str] | None = None) -> int:
             ratio = results[(kind, "mirror")][0] / results[(kind, "static")][0]
             print(f"  {kind:<8} mirror / static: {ratio:.2f}x", flush=True)
             figure(f"mirror.{kind}.ratio", ratio, "x")
+        reads = min(args.reads or (500 if args.quick else 2000), size)
+        rate, server_ms, client_ms, requests = verified_reads(root, config, size, reads)
+        print(
+            f"  verified reads from the mirror ({reads:,} random entries, each tile fetched "
+            f"once: {requests} requests): {rate:,.0f}/s, mirror CPU {server_ms:.3f} ms and "
+            f"client CPU {client_ms:.3f} ms a read",
+            flush=True,
+        )
+        figure("mirror.verified_reads.per_s", rate, "/s")
+        figure("mirror.verified_reads.server_cpu_ms", server_ms, "ms")
+        figure("mirror.verified_reads.client_cpu_ms", client_ms, "ms")
     return 0
 
 
