@@ -186,7 +186,7 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
 
         One chunk (one anchoring call) is sent at a time, and a chunk Kafka refuses is sent
         again entry by entry, so that an entry that cannot be sent (one stored before entries
-        were limited to 64 KiB, say) never holds back the others: it is returned, with why, for
+        were limited in size, say) never holds back the others: it is returned, with why, for
         the caller to report, and the others go on. When Kafka itself is away, the cycle stops
         at the first chunk with :class:`UnavailableError`; the entries wait in the store for
         the next one."""
@@ -280,7 +280,10 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
                 grpc.StatusCode.FAILED_PRECONDITION,
             ):
                 return version, ""
-            raise
+            raise UnavailableError(
+                f"the chain node did not answer for entry {version.entry_id} "
+                f"({error.code().name}); ask again shortly"
+            ) from None
         bundle = evidence_bundle(self._consortium, [proved])
         report = verify_bundle(bundle)
         if not report.ok:

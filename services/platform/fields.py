@@ -205,8 +205,9 @@ def _check_message(message: Message, prefix: str, depth: int) -> None:
         if field.is_repeated:
             limit = REPEATED_LIMITS.get(field.name, _DEFAULT_REPEATED)
             if len(value) > limit:
+                within = f" in {prefix.rstrip('.')}" if prefix else ""
                 raise InvalidInputError(
-                    f"expected at most {limit:,} items in {path}, got {len(value):,}"
+                    f"expected at most {limit} {field.name}{within}, got {len(value)}"
                 )
             for index, item in enumerate(value):
                 _check_value(field, item, f"{path}[{index}]", depth)
@@ -295,14 +296,14 @@ _S = TypeVar("_S", bound=type)
 
 def _checked_requests(requests: Iterator[Any]) -> Iterator[Any]:
     for index, request in enumerate(requests):
-        check_fields(request, f"message {index}: ")
+        check_fields(request, f"message[{index}].")
         yield request
 
 
 async def _checked_requests_async(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     index = 0
     async for request in requests:
-        check_fields(request, f"message {index}: ")
+        check_fields(request, f"message[{index}].")
         index += 1
         yield request
 

@@ -36,7 +36,7 @@ from tests.unit.audit import fakes as audit_fakes
 from tests.unit.consent.test_domain import HOSPITAL, PATIENT, World, as_hospital, identity_event
 
 #: A real practitioner id shape: ``pr-`` and URL-safe base64, so it may hold ``_`` (not a FHIR id).
-PRACTITIONER = "pr-Xy_4kQ"
+PRACTITIONER = "pr-Xy_4kQ" + "A" * 16
 RECORD = "obs-1"
 #: Where the log put the record version: leaf 4 of a sealed tree of 5.
 LEAF_INDEX, TREE_SIZE = 4, 5
