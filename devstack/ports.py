@@ -5,7 +5,8 @@ those sit inside Linux's ephemeral range (32768-60999), so an outgoing connectio
 may hold one for a while. :func:`check_ports` tries each port as a server would bind it; a port
 held by a listening process is reported at once with that process's name and pid; a port held
 only by a connection is waited for (it is released when the connection ends) and retried for a
-bounded time (a connection's TIME_WAIT lasts 60 s on Linux), then reported the same way. Every conflict is one line; never a traceback.
+bounded time (a connection's TIME_WAIT lasts 60 s on Linux), then reported the same way. Every
+conflict is one line; never a traceback.
 """
 
 from __future__ import annotations
