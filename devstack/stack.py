@@ -23,7 +23,15 @@ from devstack.ferretdb import FerretDB
 from devstack.kafka import BrokerTls, KafkaBroker, create_topics, grant, platform_grants
 from devstack.paths import REPO_ROOT, run_dir
 from devstack.pki import ADMIN, KAFKA_BROKER, KAFKA_BROKER_UNIT, Pki, ensure_pki
-from devstack.process import ManagedProcess, ProcessError, free_port, wait_grpc_serving
+from devstack.ports import check_ports
+from devstack.process import (
+    ManagedProcess,
+    ProcessError,
+    ServerProcess,
+    free_port,
+    wait_grpc_serving,
+)
+from devstack.supervisor import Supervisor, Unit
 from devstack.toolchain import BootstrapError, ToolchainMissing
 from services.platform.consortium_files import create_consortium
 
@@ -108,6 +116,15 @@ class StackPorts:
         """The port of process ``name``'s Prometheus endpoint."""
         return dict(self.metrics)[name]
 
+    def named(self) -> dict[str, int]:
+        """Every port of the stack, by what uses it (``kafka``, ``consent public``, …)."""
+        named = {"kafka": self.kafka, "kafka controller": self.kafka_controller}
+        named.update(self.nodes + self.services)
+        named.update((f"{name} public", port) for name, port in self.public)
+        named.update((f"{name} metrics", port) for name, port in self.metrics)
+        named.update((f"{name} mirror", port) for name, port in self.mirrors)
+        return named
+
     def mirror_port(self, name: str) -> int:
         """The port of chain node ``name``'s public mirror."""
         return dict(self.mirrors)[name]
@@ -183,7 +200,9 @@ class LocalStack:
         return GrpcProcess(name, port, public_port, process)
 
     def start(self) -> None:
-        """Start everything and wait until every gRPC process answers SERVING."""
+        """Start everything and wait until every gRPC process answers SERVING; raises
+        :class:`~devstack.ports.PortsTakenError` first if a port is held by someone else."""
+        check_ports(self.ports.named(), say=self._say)
         self.logs.mkdir(parents=True, exist_ok=True)
         self.pki = ensure_pki(
             self.root / "pki",
@@ -264,11 +283,18 @@ class LocalStack:
                 + f"  SERVING  (log {proc.process.log_path})"
             )
 
-    def check_running(self) -> None:
-        """Raise :class:`ProcessError` if a gRPC process has died."""
-        for proc in self.grpc_processes:
-            if not proc.process.is_running():
-                raise proc.process.error(f"{proc.name} stopped unexpectedly")
+    def units(self) -> list[Unit]:
+        """Every process of the stack as a unit a :class:`Supervisor` keeps running: the
+        broker, FerretDB, then the nodes and services."""
+        return [
+            _ServerUnit("kafka", self.kafka),
+            _ServerUnit("ferretdb", self.mongo),
+            *(_GrpcUnit(proc) for proc in self.grpc_processes),
+        ]
+
+    def supervisor(self) -> Supervisor:
+        """A supervisor of every process of the stack (see :mod:`devstack.supervisor`)."""
+        return Supervisor(self.units(), self._say)
 
     def stop(self) -> None:
         """Stop every process, services and nodes first, then FerretDB and Kafka."""
@@ -276,6 +302,42 @@ class LocalStack:
             proc.process.stop(grace=15)
         self.mongo.stop()
         self.kafka.stop()
+
+
+class _ServerUnit:
+    """The broker or FerretDB: restarted in place (same folder, same port or socket)."""
+
+    def __init__(self, name: str, server: ServerProcess) -> None:
+        self.name = name
+        self._server = server
+
+    def running(self) -> bool:
+        return self._server.process.is_running()
+
+    def exit_status(self) -> int | None:
+        return self._server.process.returncode
+
+    def restart(self) -> None:
+        self._server.stop(grace=5)
+        self._server.start()
+
+
+class _GrpcUnit:
+    """A chain node or a service: the same command, environment and ports again."""
+
+    def __init__(self, proc: GrpcProcess) -> None:
+        self.name = proc.name
+        self._proc = proc
+
+    def running(self) -> bool:
+        return self._proc.process.is_running()
+
+    def exit_status(self) -> int | None:
+        return self._proc.process.returncode
+
+    def restart(self) -> None:
+        self._proc.process.stop(grace=5)
+        self._proc.process = self._proc.process.fresh().start()
 
 
 def up() -> int:
@@ -301,9 +363,13 @@ def up() -> int:
     stack = LocalStack(root)
     try:
         stack.start()
-        _say(f"all SERVING in {time.monotonic() - began:.1f}s; Ctrl-C (or `make down`) stops all")
+        _say(
+            f"all SERVING in {time.monotonic() - began:.1f}s; a process that dies is restarted; "
+            "Ctrl-C (or `make down`) stops all"
+        )
+        supervisor = stack.supervisor()
         while True:
-            stack.check_running()
+            supervisor.check()
             time.sleep(0.5)
     except KeyboardInterrupt:
         _say("stopping…")
