@@ -5,6 +5,7 @@ is the domain's (:meth:`AuditBook.scope`)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -43,6 +44,8 @@ FOLLOW_POLL = 0.5
 #: A followed stream looks this far back for items that arrived late (events about one
 #: patient come on several topics).
 FOLLOW_LOOKBACK = timedelta(seconds=60)
+#: The most item states one followed stream remembers (see ``_Sent``).
+MAX_SENT_STATES = 5_000
 #: Seconds an idle followed stream waits before it checks whether the service is stopping.
 _STOP_CHECK = 5.0
 #: Who looks for changes on behalf of the followed streams: it sees every item, and what it
@@ -126,11 +129,16 @@ def flag_message(flag: FlagRecord) -> pb.Flag:
 
 class _Sent:
     """What a followed stream has sent: each item's state, kept only as far back as the stream
-    still looks (so the map does not grow with the stream's age)."""
+    still looks (so the map does not grow with the stream's age), and at most ``cap`` items
+    (so neither does it with a long trail sent first, nor with a burst of items): past the cap,
+    what lies before the look-back window goes first, then the items noted first. An item
+    forgotten within the window is sent again if a look finds it, unchanged or not."""
 
-    def __init__(self) -> None:
+    def __init__(self, cap: int = MAX_SENT_STATES, lookback: timedelta = FOLLOW_LOOKBACK) -> None:
         self._states: dict[str, tuple[int, datetime]] = {}
         self.latest: datetime | None = None
+        self._cap = cap
+        self._lookback = lookback
 
     def add(self, item: TrailRecord) -> bool:
         """Note ``item``; False when it was sent already in this state."""
@@ -140,7 +148,18 @@ class _Sent:
         self._states[item.entry_id] = (item.state, item.time)
         if self.latest is None or item.time > self.latest:
             self.latest = item.time
+        if len(self._states) > self._cap:
+            self._shrink()
         return True
+
+    def _shrink(self) -> None:
+        # Down to three quarters of the cap, so that the next shrink is cap / 4 items away.
+        if self.latest is not None:
+            self.forget_before(self.latest - self._lookback)
+        excess = len(self._states) - self._cap * 3 // 4
+        if excess > 0:
+            for entry_id in list(itertools.islice(self._states, excess)):
+                del self._states[entry_id]
 
     def __len__(self) -> int:
         return len(self._states)

@@ -272,12 +272,17 @@ def _bind_callers(servicer: Any) -> Any:
 
                 return unary_async
 
+            if inspect.isgeneratorfunction(method):
+
+                def stream(request: Any, context: Any) -> Iterator[Any]:
+                    with bound_caller(_caller_of(context)):
+                        yield from method(request, context)
+
+                return stream
+
             def plain(request: Any, context: Any) -> Any:
                 with bound_caller(_caller_of(context)):
-                    result = method(request, context)
-                    if inspect.isgenerator(result):
-                        return list(result)
-                    return result
+                    return method(request, context)
 
             return plain
 
