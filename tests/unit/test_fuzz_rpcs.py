@@ -577,6 +577,35 @@ def test_a_deep_provision_and_far_times_in_a_signed_directive_are_refused_clearl
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
 
 
+def test_an_oversized_entry_is_invalid_argument_and_nothing_is_stored(
+    services_channel: grpc.Channel,
+) -> None:
+    """A hospital's validly signed entry over the limit (2 MB of free text as its author):
+    INVALID_ARGUMENT, and the record has no version afterwards."""
+    stub = anchoring_service_pb2_grpc.AnchoringServiceStub(services_channel)
+    record_id = f"rec-{uuid.uuid4()}"
+    draft = sdk().record_version(
+        record_id, 1, b"v1", subject_id="pt-x", author_practitioner_id="Jane Doe " * 230_000
+    )
+    [signed] = sdk().sign([draft])
+    assert len(signed.signed_entry) > MAX_ENTRY_BYTES
+    hospital = (("x-fuzz-caller", "0"),)
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.AnchorRecord(signed, timeout=DEADLINE, metadata=hospital)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"at most {MAX_ENTRY_BYTES:,} bytes" in (refused.value.details() or "")
+    assert len(refused.value.details() or "") < 1000  # the 2 MB are not sent back
+    with pytest.raises(grpc.RpcError) as looked_up:
+        stub.GetProvenance(
+            anchoring_service_pb2.GetProvenanceRequest(
+                organization_id="hospital-a", record_id=record_id
+            ),
+            timeout=DEADLINE,
+            metadata=hospital,
+        )
+    assert looked_up.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_a_receipt_while_no_chain_node_answers_is_unavailable(
     services_channel: grpc.Channel,
 ) -> None:

@@ -664,3 +664,23 @@ def test_an_entry_that_fails_validation_is_not_an_undecodable_record() -> None:
     assert [r.undecodable for r in node.rejections] == [False, False]
     node.apply(records([entry_record(b"\x12")], 2))  # truncated: not a ChainEntry
     assert [r.undecodable for r in node.rejections] == [False, False, True]
+
+
+def _record_by(author: str) -> bytes:
+    body = entry_pb2.EntryBody.FromString(record_body())
+    body.record.author_ref = author
+    return H1.sign_entry(body.SerializeToString())
+
+
+def test_free_text_as_a_records_author_is_rejected_by_every_node() -> None:
+    """2 MB of free text (a name, a diagnosis), signed by a valid key, never reaches the log:
+    it is over the entry size limit; a short name is not a practitioner id."""
+    node = Node.fresh(batch_max=1)
+    two_megabytes = _record_by("Jane Doe, diagnosis: influenza. " * 65_000)
+    name = _record_by("Dr. Jane Doe")
+    practitioner = _record_by("pr-" + "A" * 22)
+    node.apply(records([entry_record(e) for e in (two_megabytes, name, practitioner)]))
+    assert [r.offset for r in node.rejections] == [0, 1]
+    assert node.rejections[0].reason.startswith("expected an entry of at most 65,535 bytes")
+    assert "expected author_ref to be empty or a practitioner id" in node.rejections[1].reason
+    assert [e.offset for b in node.blocks for e in b.entries] == [2]
