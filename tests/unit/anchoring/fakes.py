@@ -8,10 +8,13 @@ from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from chain.consortium import GenesisKey
+from chain.consortium import ConsortiumConfig, GenesisKey, Member
+from chain.note import generate_key
 from cli.identity_files import raw_public
 from sdk.anchoring import HospitalClient, RecordVersionDraft
-from services.anchoring.domain import AnchorRequest, RecordVersion
+from services.anchoring.domain import AnchorRequest, RecordAnchoring, RecordVersion
+from services.anchoring.domain.tracking import SealTracker
+from services.anchoring.servicer import AnchoringServicer
 from services.platform.events import envelope
 from services.platform.known_keys import KnownKeys
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
@@ -150,3 +153,19 @@ def drafts(count: int, record_id: str = "rec-1") -> list[RecordVersionDraft]:
             )
         )
     return made
+
+
+def servicer_on(store: FakeStore, writer: object) -> AnchoringServicer:
+    """The anchoring servicer over ``store``, ordering with ``writer`` (a log writer's
+    ``write``), with no chain node behind it."""
+    _, verifier = generate_key("node-a")
+    return AnchoringServicer(
+        anchoring=RecordAnchoring(store, known_keys(), TAG_KEY),
+        tracker=SealTracker(store),
+        writer=writer,  # type: ignore[arg-type]
+        chain=NoChannel(),  # type: ignore[arg-type]
+        consortium=ConsortiumConfig(
+            origin="test", quorum=1, members=(Member("node-a", verifier),), genesis_keys=()
+        ),
+        clock=lambda: NOW,
+    )

@@ -8,12 +8,9 @@ from collections.abc import Callable, Sequence
 
 import pytest
 
-from chain.consortium import ConsortiumConfig, Member
 from chain.errors import InvalidInputError, UnavailableError
 from chain.limits import MAX_ENTRY_BYTES
-from chain.note import generate_key
 from services.anchoring.domain import Practitioners, RecordAnchoring, RecordVersion
-from services.anchoring.domain.tracking import SealTracker
 from services.anchoring.servicer import AnchoringServicer
 from services.platform.events import envelope
 from services.platform.log_writer import Ordered, entry_id_of
@@ -23,10 +20,10 @@ from tests.unit.anchoring.fakes import (
     SUBJECT,
     TAG_KEY,
     FakeStore,
-    NoChannel,
     known_keys,
     request,
     sdk,
+    servicer_on,
 )
 
 DOCTOR_A = "pr-" + "doctorA".ljust(22, "0")
@@ -135,17 +132,7 @@ class RefusedError(Exception):
 
 
 def servicer(store: FakeStore, kafka: PickyKafka) -> AnchoringServicer:
-    _, verifier = generate_key("node-a")
-    return AnchoringServicer(
-        anchoring=RecordAnchoring(store, known_keys(), TAG_KEY),
-        tracker=SealTracker(store),
-        writer=kafka,  # type: ignore[arg-type]
-        chain=NoChannel(),  # type: ignore[arg-type]
-        consortium=ConsortiumConfig(
-            origin="test", quorum=1, members=(Member("node-a", verifier),), genesis_keys=()
-        ),
-        clock=lambda: NOW,
-    )
+    return servicer_on(store, kafka)
 
 
 def stored_chunks(store: FakeStore, hospitals: int, per_chunk: int) -> list[RecordVersion]:

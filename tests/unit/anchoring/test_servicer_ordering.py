@@ -4,21 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from chain.consortium import ConsortiumConfig, Member
-from chain.note import generate_key
 from services.anchoring.domain import RecordAnchoring, RecordVersion
-from services.anchoring.domain.tracking import SealTracker
 from services.anchoring.servicer import AnchoringServicer
 from services.platform.log_writer import Ordered, entry_id_of
 from tests.unit.anchoring.fakes import (
     NOW,
     TAG_KEY,
     FakeStore,
-    NoChannel,
     drafts,
     known_keys,
     request,
     sdk,
+    servicer_on,
 )
 
 
@@ -44,17 +41,7 @@ class SlowWriter:
 
 
 def make(store: FakeStore, submitter: SlowWriter) -> AnchoringServicer:
-    _, verifier = generate_key("node-a")
-    servicer = AnchoringServicer(
-        anchoring=RecordAnchoring(store, known_keys(), TAG_KEY),
-        tracker=SealTracker(store),
-        writer=submitter,  # type: ignore[arg-type]
-        chain=NoChannel(),  # type: ignore[arg-type]
-        consortium=ConsortiumConfig(
-            origin="test", quorum=1, members=(Member("node-a", verifier),), genesis_keys=()
-        ),
-        clock=lambda: NOW,
-    )
+    servicer = servicer_on(store, submitter)
     submitter.servicer = servicer
     return servicer
 
