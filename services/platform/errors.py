@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -122,10 +122,57 @@ def _passes_through(error: BaseException) -> bool:
     return isinstance(error, grpc.aio.AbortError)
 
 
-def _guard_unary(behavior: Callable[..., Any], _request_streaming: bool) -> Callable[..., Any]:
+class _Undecodable:
+    """What a request deserializer gives for bytes that are not the message: grpc would answer
+    UNKNOWN for an exception raised while decoding, before any handler could say why."""
+
+    __slots__ = ("reason", "size")
+
+    def __init__(self, size: int, reason: str) -> None:
+        self.size = size
+        self.reason = reason
+
+    def error(self) -> InvalidInputError:
+        return InvalidInputError(
+            f"expected a serialized request message, got {self.size} bytes that do not decode "
+            f"({self.reason})"
+        )
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None or getattr(deserializer, "tolerant", False):
+        return deserializer
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as error:  # DecodeError, or a string field that is not UTF-8
+            return _Undecodable(len(data), str(error) or type(error).__name__)
+
+    deserialize.tolerant = True  # type: ignore[attr-defined]
+    return deserialize
+
+
+def _decoded(request: Any, request_streaming: bool) -> Any:
+    """The request, or its stream, refusing an undecodable message with INVALID_ARGUMENT."""
+    if not request_streaming:
+        if isinstance(request, _Undecodable):
+            raise request.error()
+        return request
+
+    async def checked() -> AsyncIterator[Any]:
+        async for item in request:
+            if isinstance(item, _Undecodable):
+                raise item.error()
+            yield item
+
+    return checked()
+
+
+def _guard_unary(behavior: Callable[..., Any], request_streaming: bool) -> Callable[..., Any]:
     async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return await behavior(request, context)
+            return await behavior(_decoded(request, request_streaming), context)
         except Exception as error:  # the boundary: every error leaves as a status
             if _passes_through(error):
                 raise
@@ -134,10 +181,10 @@ def _guard_unary(behavior: Callable[..., Any], _request_streaming: bool) -> Call
     return guarded
 
 
-def _guard_stream(behavior: Callable[..., Any], _request_streaming: bool) -> Callable[..., Any]:
+def _guard_stream(behavior: Callable[..., Any], request_streaming: bool) -> Callable[..., Any]:
     async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            async for response in behavior(request, context):
+            async for response in behavior(_decoded(request, request_streaming), context):
                 yield response
         except Exception as error:
             if _passes_through(error):
@@ -166,7 +213,13 @@ class HandlerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         unary, stream = self.wrappers(handler_call_details)
-        return rebuild_handler(handler, unary, stream)
+        return rebuild_handler(handler, unary, stream, self.request_deserializer(handler))
+
+    def request_deserializer(
+        self, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> Callable[[bytes], Any] | None:
+        """The deserializer the rebuilt handler gets: by default the handler's own."""
+        return handler.request_deserializer
 
     def wrappers(self, handler_call_details: grpc.HandlerCallDetails) -> tuple[Wrap, Wrap]:
         """How to wrap this call's behaviour: (unary wrap, stream wrap)."""
@@ -180,15 +233,26 @@ class ErrorMappingInterceptor(HandlerInterceptor):
         """Every behaviour guarded."""
         return _guard_unary, _guard_stream
 
+    def request_deserializer(
+        self, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> Callable[[bytes], Any] | None:
+        """A deserializer that never raises: undecodable bytes reach the guard, which answers
+        INVALID_ARGUMENT."""
+        return _tolerant(handler.request_deserializer)
+
 
 def rebuild_handler(
-    handler: grpc.RpcMethodHandler[Any, Any], unary_result: Wrap, stream_result: Wrap
+    handler: grpc.RpcMethodHandler[Any, Any],
+    unary_result: Wrap,
+    stream_result: Wrap,
+    request_deserializer: Callable[[bytes], Any] | None = None,
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """Rebuild a method handler with its behaviour wrapped: ``unary_result(behavior,
     request_streaming)`` for behaviours that answer once, ``stream_result`` for those that
-    stream their answers. Shared by every interceptor of the platform's servers."""
+    stream their answers (and, if given, another request deserializer). Shared by every
+    interceptor of the platform's servers."""
     kwargs = {
-        "request_deserializer": handler.request_deserializer,
+        "request_deserializer": request_deserializer or handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.unary_unary:

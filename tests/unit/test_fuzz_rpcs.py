@@ -624,12 +624,6 @@ def test_a_receipt_while_no_chain_node_answers_is_unavailable(
     assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="grpc fails to decode the request before any handler and answers UNKNOWN "
-    "(INTERNAL on the sync server); the server's deserializers must map DecodeError to "
-    "INVALID_ARGUMENT (services/platform/server.py, aio.py: the asyncio server's owner)",
-)
 def test_undecodable_request_bytes_get_invalid_argument(services_channel: grpc.Channel) -> None:
     """Bytes that are no protobuf, or a string field that is not UTF-8, on the wire."""
     identity = "/swiftchain.identity.v1.IdentityService/GetOrganization"
@@ -639,6 +633,14 @@ def test_undecodable_request_bytes_get_invalid_argument(services_channel: grpc.C
                 identity, request_serializer=bytes, response_deserializer=bytes
             )(body, timeout=DEADLINE, metadata=(("x-fuzz-caller", "0"),))
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+        assert "do not decode" in refused.value.details()
+    # A stream of requests: the bad message is refused when the handler reaches it.
+    anchor_many = "/swiftchain.anchoring.v1.AnchoringService/AnchorRecords"
+    with pytest.raises(grpc.RpcError) as refused:
+        services_channel.stream_unary(
+            anchor_many, request_serializer=bytes, response_deserializer=bytes
+        )(iter([b"", b"\xff\xff\xff"]), timeout=DEADLINE, metadata=(("x-fuzz-caller", "0"),))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
 
 
 def test_zz_report_how_many_calls_ran() -> None:
