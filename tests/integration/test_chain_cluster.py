@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
+import pymongo
 import pytest
 
 from chain.checkpoint import parse_checkpoint, verify_sealed_checkpoint
@@ -157,7 +159,8 @@ def test_a_node_whose_volume_is_lost_rebuilds_its_files_from_offset_0(
     cluster: ChainCluster,
 ) -> None:
     """The data directory gone, the database kept (a PersistentVolume lost): the node writes
-    the same files again and signs nothing new until it has."""
+    the same files again and signs nothing new until it has; the log an earlier version kept in
+    Mongo is dropped."""
     cluster.start_all()
     cluster.submit([cluster.hospital_key_entry()])
     _submit_records(cluster, 299)
@@ -165,9 +168,18 @@ def test_a_node_whose_volume_is_lost_rebuilds_its_files_from_offset_0(
     cluster.stop("hospital-b")
     before = _tree_files(cluster.data_dir("hospital-b"))
     cluster.wipe_data_dir("hospital-b")
+    # what a store of an earlier version kept in Mongo: dropped on start, never read
+    client: pymongo.MongoClient[dict[str, object]]
+    with pymongo.MongoClient(cluster.mongo_uri) as client:
+        database: Any = client[cluster.database("hospital-b")]
+        database["tiles"].insert_one({"_id": "0/0", "data": b"old"})
+        database["entry_bundles_000000"].insert_one({"_id": "000000000000", "data": b"old"})
     cluster.start("hospital-b")
     cluster.wait_sealed_size("hospital-b", 300)
     assert _tree_files(cluster.data_dir("hospital-b")) == before
+    with pymongo.MongoClient(cluster.mongo_uri) as client:
+        names = client[cluster.database("hospital-b")].list_collection_names()
+    assert "tiles" not in names and not any(n.startswith("entry_bundles") for n in names)
     assert cluster.status("hospital-b").alarm_count == 0
     rebuilt = _sealed_checkpoints(cluster, "hospital-b", 300)
     assert rebuilt == _sealed_checkpoints(cluster, "hospital-a", 300)
