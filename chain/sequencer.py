@@ -90,7 +90,7 @@ class SequencerOutput:
     rejections: list[Rejection] = field(default_factory=list)
 
 
-def _malformed(offset: int, raw: bytes, reason: str) -> Rejection:
+def _malformed(offset: int, raw: bytes, reason: str, code: str = "MALFORMED") -> Rejection:
     """The rejection of an entry that did not parse, named by its entry id when its bytes hold
     one; entry bytes that are not even a ChainEntry with an EntryBody are undecodable."""
     try:
@@ -99,7 +99,7 @@ def _malformed(offset: int, raw: bytes, reason: str) -> Rejection:
         raise
     except Exception:  # any bytes may come: the rejection then goes by its offset
         return Rejection(offset, "", reason, undecodable=True)
-    return Rejection(offset, entry_id, reason)
+    return Rejection(offset, entry_id, reason, code)
 
 
 def _undecodable(record: OrderedRecord, what: str | None) -> Rejection:
@@ -183,7 +183,7 @@ class Sequencer:
                 try:
                     parsed = parse_entry(raw)
                 except SwiftchainError as error:
-                    rejection = _malformed(record.offset, raw, str(error))
+                    rejection = _malformed(record.offset, raw, str(error), rejection_reason(error))
                     decoded.append((record, rejection, position == last))
                     continue
                 except MemoryError:

@@ -13,7 +13,7 @@ code system, nested provisions), and two extensions: the patient's signature (a 
 from __future__ import annotations
 
 import base64
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -23,11 +23,17 @@ from services.platform import fhir_vocabulary as fv
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.consent.v1 import directive_pb2
 
+#: 9999-12-31T23:59:59Z, the last second a FHIR instant (and datetime) can say.
+_LAST_SECOND = 253402300799
 _SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
 _SIGNATURE_TYPE = "urn:iso-astm:E1762-95:2013"
 
 
 def _instant(timestamp: Timestamp) -> str:
+    """A FHIR instant; a stored time past what Python's datetime holds (year 9999) is written
+    as the last instant of 9999, which is what such a time means for a consent period."""
+    if timestamp.seconds >= _LAST_SECOND:
+        return fv.instant(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC))
     return fv.instant(timestamp.ToDatetime(tzinfo=UTC))
 
 

@@ -684,3 +684,12 @@ def test_free_text_as_a_records_author_is_rejected_by_every_node() -> None:
     assert node.rejections[0].reason.startswith("expected an entry of at most 65,535 bytes")
     assert "expected author_ref to be empty or a practitioner id" in node.rejections[1].reason
     assert [e.offset for b in node.blocks for e in b.entries] == [2]
+
+
+def test_an_oversized_entry_is_rejected_as_too_large() -> None:
+    node = Node.fresh()
+    body = entry_pb2.EntryBody.FromString(record_body())
+    body.commitment = b"\x00" * 70_000  # over the 64 KiB an entry may take
+    node.apply(records([entry_record(H1.sign_entry(body.SerializeToString()))]))
+    (rejection,) = node.rejections
+    assert (rejection.entry_id, rejection.code) == (body.entry_id, "TOO_LARGE")
