@@ -17,6 +17,7 @@ from chain.errors import InvalidInputError, NotFoundError, PreconditionError
 from chain.node.node import ChainNode, SealedCheckpoint
 from chain.proof_build import consistency_proof, inclusion_proof
 from services.platform.aio import Pulse, run_blocking, wait_budget
+from services.platform.fields import checked
 from swiftchain.chain.v1 import (
     chain_service_pb2 as pb,
 )
@@ -100,6 +101,7 @@ class _Progress:
             await Pulse.wait(changed, remaining)
 
 
+@checked
 class ChainServicer(pb_grpc.ChainServiceServicer):
     """Serves one node's sealed log."""
 
