@@ -30,6 +30,12 @@ EXPECTED = {
     "sequencer_bench": {"single_signed.per_s"},
     "auth_bench": {"mtls_authz_per_s"},
     "grpc_floor_bench": {"threads.p99_ms", "asyncio.p99_ms", "threads.server_cpu_per_call_ms"},
+    "stream_bench": {"streams_held", "server_kib_per_stream", "unary_p99_ratio"},
+    "mirror_bench": {
+        "mirror.tiles.ratio",
+        "mirror.bundles.ratio",
+        "mirror.verified_reads.per_s",
+    },
     "chain_e2e_bench": {"sealed_per_s", "seal_p99_ms"},
     "anchor_bench": {"sealed_per_s", "seal_p99_ms"},
     "consent_bench": {"answers_per_s", "p99_ms"},
