@@ -19,6 +19,7 @@ from pathlib import Path
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -271,12 +272,7 @@ class StackParties:
             ]
             ends = consumer.end_offsets(partitions)
             events = sum(max(0, end - (consumer.committed(tp) or 0)) for tp, end in ends.items())
-            with self.channel(self.admin, "hospital-a") as channel:
-                sealed = (
-                    chain_service_pb2_grpc.ChainServiceStub(channel)
-                    .GetCheckpoint(chain_service_pb2.GetCheckpointRequest(), timeout=10)
-                    .checkpoint.tree_size
-                )
+            sealed = self.sealed_checkpoint("hospital-a").tree_size
             return events, max(0, sealed - self._audit_indexed_tree_size())
         finally:
             consumer.close(autocommit=False)
@@ -284,16 +280,51 @@ class StackParties:
     def _audit_indexed_tree_size(self) -> int:
         """The tree size the audit service's log index is complete up to, as its Prometheus
         endpoint says (0 while it cannot say: starting or restarting)."""
-        url = f"http://127.0.0.1:{self.ports.metrics_port('audit')}/metrics"
+        samples = self.metric_samples("audit", AUDIT_INDEXED_GAUGE)
+        return int(max((value for _, value in samples), default=0))
+
+    # --- what the processes say about themselves ------------------------------------------
+
+    def grpc_process_names(self) -> list[str]:
+        """Every gRPC process of the stack: the chain nodes, then the services."""
+        return [name for name, _ in self.ports.nodes + self.ports.services]
+
+    def metric_samples(self, process: str, family: str) -> list[tuple[dict[str, str], float]]:
+        """The samples (labels, value) of metric ``family`` (its Prometheus name, e.g.
+        ``swiftchain_poison_records`` for the counter ``swiftchain_poison_records_total``) on
+        ``process``'s Prometheus endpoint; none while the endpoint does not answer."""
+        url = f"http://127.0.0.1:{self.ports.metrics_port(process)}/metrics"
         try:
             with urllib.request.urlopen(url, timeout=10) as response:
                 text = response.read().decode()
         except OSError:
-            return 0
-        for family in text_string_to_metric_families(text):
-            if family.name == AUDIT_INDEXED_GAUGE:
-                return int(max((sample.value for sample in family.samples), default=0))
-        return 0
+            return []
+        return [
+            (dict(sample.labels), sample.value)
+            for found in text_string_to_metric_families(text)
+            if found.name == family
+            for sample in found.samples
+            if not sample.name.endswith("_created")
+        ]
+
+    def sealed_checkpoint(self, node: str) -> chain_service_pb2.SealedCheckpoint:
+        """Chain node ``node``'s latest sealed checkpoint, asked as the admin."""
+        with self.channel(self.admin, node) as channel:
+            return (
+                chain_service_pb2_grpc.ChainServiceStub(channel)
+                .GetCheckpoint(chain_service_pb2.GetCheckpointRequest(), timeout=10)
+                .checkpoint
+            )
+
+    def health(self, process: str) -> health_pb2.HealthCheckResponse.ServingStatus:
+        """What ``process``'s health service says of the whole server, asked as the admin on
+        its main port."""
+        with self.channel(self.admin, process) as channel:
+            return (
+                health_pb2_grpc.HealthStub(channel)
+                .Check(health_pb2.HealthCheckRequest(), timeout=10)
+                .status
+            )
 
     def wait_audit_caught_up(
         self, timeout: float = 900.0, say: Callable[[str], None] = lambda line: None
