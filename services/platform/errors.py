@@ -3,8 +3,10 @@
 Domain code raises :class:`chain.errors.SwiftchainError` subclasses and never imports grpc; the
 :class:`ErrorMappingInterceptor` turns them into a gRPC status with a human message and a
 ``google.rpc.ErrorInfo`` detail (and a ``google.rpc.RetryInfo`` when the server is full).
-Anything else is a bug: it is logged with its traceback and the
-client gets INTERNAL with a reference, never the traceback.
+A backend that did not answer (the database or the broker away for a moment: see
+:func:`services.platform.threads.is_transient`) is an :class:`~chain.errors.UnavailableError`,
+so the caller hears UNAVAILABLE and may try again. Anything else is a bug: it is logged with its
+traceback and the client gets INTERNAL with a reference, never the traceback.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from chain.errors import (
     UnavailableError,
     VerificationError,
 )
+from services.platform.threads import is_transient
 
 _log = logging.getLogger(__name__)
 
@@ -107,9 +110,26 @@ async def _abort_internal(
     )
 
 
+def _unavailable(error: BaseException) -> UnavailableError:
+    """What a caller hears when a backend did not answer the call."""
+    module = type(error).__module__
+    backend = (
+        "the database"
+        if module.startswith("pymongo")
+        else "the broker"
+        if module.startswith("kafka")
+        else "a service this call needs"
+    )
+    _log.warning("answering UNAVAILABLE: %s did not answer (%r)", backend, error)
+    return UnavailableError(f"{backend} did not answer; try again in a few seconds")
+
+
 async def abort_for(context: grpc.aio.ServicerContext[Any, Any], error: BaseException) -> None:
     """End the call with the status for ``error`` (raises grpc's abort): the table's status
-    for a domain error, INTERNAL with a logged reference for anything else."""
+    for a domain error or a backend that did not answer (UNAVAILABLE), INTERNAL with a logged
+    reference for anything else."""
+    if not isinstance(error, SwiftchainError) and is_transient(error):
+        error = _unavailable(error)
     if isinstance(error, SwiftchainError):
         status = to_grpc_status(error)
         # abort (not abort_with_status) so that the tracing interceptor records the code

@@ -1,6 +1,6 @@
 """The error table at work on a real in-process gRPC server: domain errors become the mapped
-status with a human message and a google.rpc.ErrorInfo detail; a bug becomes INTERNAL with a
-reference and no traceback."""
+status with a human message and a google.rpc.ErrorInfo detail; a backend that did not answer
+becomes UNAVAILABLE; a bug becomes INTERNAL with a reference and no traceback."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from kafka.errors import KafkaTimeoutError
+from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
 
 from chain.errors import (
     AlreadyExistsError,
@@ -127,6 +129,25 @@ def test_a_bug_is_internal_with_a_reference_and_no_traceback(channel: grpc.Chann
     details = caught.value.details() or ""
     assert "reference" in details and "secret internals" not in details
     assert "Traceback" not in details
+
+
+@pytest.mark.parametrize(
+    ("error", "backend"),
+    [
+        (AutoReconnect("connection closed"), "the database"),
+        (ServerSelectionTimeoutError("no servers"), "the database"),
+        (KafkaTimeoutError("no broker"), "the broker"),
+    ],
+    ids=["AutoReconnect", "ServerSelectionTimeoutError", "KafkaTimeoutError"],
+)
+def test_a_backend_that_did_not_answer_is_unavailable_not_internal(
+    channel: grpc.Channel, error: Exception, backend: str
+) -> None:
+    _raise_next[:] = [error]
+    with pytest.raises(grpc.RpcError) as caught:
+        _call(channel)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert caught.value.details() == f"{backend} did not answer; try again in a few seconds"
 
 
 def test_every_error_class_has_a_row() -> None:
