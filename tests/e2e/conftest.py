@@ -25,7 +25,11 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The benchmarks' quick run goes first among the end-to-end tests, before the shared
-    platform starts: it starts a platform of its own, and two on two cores slow both down."""
+    platform starts: it starts a platform of its own, and two on two cores slow both down. The
+    chaos drills go last: they kill and restart the shared platform's processes, and whatever
+    a drill that fails leaves behind can then harm no other test."""
+    drills = [item for item in items if item.path.name == "test_chaos.py"]
+    items[:] = [item for item in items if item.path.name != "test_chaos.py"] + drills
     quick = [item for item in items if item.path.name == "test_bench_quick.py"]
     if not quick:
         return

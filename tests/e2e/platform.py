@@ -10,11 +10,14 @@ would use.
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 from devstack.parties import Principal, StackParties, wait_for
 from devstack.pki import ADMIN
-from devstack.process import wait_grpc_serving
+from devstack.process import ManagedProcess, ProcessError, wait_grpc_serving
 from devstack.stack import LocalStack, StackPorts
 from services.platform.caller import Role
 
@@ -27,11 +30,17 @@ class Platform(StackParties):
     def __init__(self, root: Path) -> None:
         self.root = root
         self.spans_dir = root / "spans"
+        #: What the stack said (its start, its supervisor's exits and restarts), each line with
+        #: the monotonic time it was said at.
+        self.said: list[tuple[float, str]] = []
         self.stack = LocalStack(
-            root / "stack", StackPorts.free(), say=lambda line: None, spans_dir=self.spans_dir
+            root / "stack", StackPorts.free(), say=self._hear, spans_dir=self.spans_dir
         )
         super().__init__(self.stack.root, self.stack.ports, root / "parties")
         self.parties: dict[str, Principal] = {}
+
+    def _hear(self, line: str) -> None:
+        self.said.append((time.monotonic(), line))
 
     # --- parties --------------------------------------------------------------------------
 
@@ -96,3 +105,34 @@ class Platform(StackParties):
         old.stop(grace=15)
         running.process = old.fresh().start()
         wait_grpc_serving(running.process, running.port, 60, tls_dir=self.stack.pki.tls_dir(ADMIN))
+
+    def process(self, name: str) -> ManagedProcess:
+        """The running process of ``kafka``, ``ferretdb`` or a gRPC process of the stack."""
+        if name == "kafka":
+            return self.stack.kafka.process
+        if name == "ferretdb":
+            return self.stack.mongo.process
+        return next(p.process for p in self.stack.grpc_processes if p.name == name)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL process ``name`` (see :meth:`process`), as a crash would end it."""
+        pid = self.process(name).pid
+        assert pid is not None, f"{name} was never started"
+        os.kill(pid, signal.SIGKILL)
+
+    def heal(self) -> None:
+        """Bring the stack back to healthy after a drill, whatever it left: start the broker
+        and FerretDB again if they are down and wait until they answer, then restart every
+        gRPC process that is down or does not answer SERVING, and wait until all do."""
+        for server in (self.stack.kafka, self.stack.mongo):
+            if not server.process.is_running():
+                server.stop(grace=5)
+                server.start()
+        self.stack.kafka.wait_ready(timeout=120)
+        self.stack.mongo.wait_ready(timeout=60)
+        tls_dir = self.stack.pki.tls_dir(ADMIN)
+        for proc in self.stack.grpc_processes:
+            try:
+                wait_grpc_serving(proc.process, proc.port, 60, tls_dir=tls_dir)
+            except ProcessError:
+                self.restart(proc.name)
