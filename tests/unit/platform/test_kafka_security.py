@@ -36,6 +36,18 @@ from services.platform.topics import (
 EVERYONE: dict[str, KafkaAccess] = {**SERVICE_ACCESS, "hospital-a": CHAIN_NODE_ACCESS}
 
 
+@pytest.fixture(autouse=True)
+def _no_kafka_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The settings here come from the test alone (the integration fixtures set these for the
+    whole session, and a full run may have them in its environment)."""
+    for name in (
+        "SWIFTCHAIN_KAFKA_SECURITY_PROTOCOL",
+        "SWIFTCHAIN_KAFKA_TLS_DIR",
+        "SWIFTCHAIN_TLS_DIR",
+    ):
+        monkeypatch.delenv(name, raising=False)
+
+
 def writers(topic: str) -> set[str]:
     return {name for name, access in EVERYONE.items() if access.may_write(topic)}
 
