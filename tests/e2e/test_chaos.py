@@ -1,6 +1,6 @@
 """Chaos drills (issue #24): the broker, a chain node and FerretDB, each SIGKILLed while a
-hospital anchors a steady stream of versions, with the stack's own supervisor (what ``make up``
-runs) bringing it back.
+hospital anchors a steady stream of versions, right after a burst of them, with the stack's own
+supervisor (what ``make up`` runs) bringing it back.
 
 Afterwards: every version that got a promise receipt is on the sealed log, no entry id and no
 leaf is on it twice, and the three nodes are on the same root at the same tree size, that root
@@ -39,12 +39,16 @@ from tests.e2e.platform import Platform, Principal, wait_for
 
 pytestmark = pytest.mark.e2e
 
-#: Versions each drill anchors, BATCH at a time every PAUSE seconds (at most 40 a second).
+#: Versions each drill streams, BATCH at a time every PAUSE seconds (at most 40 a second).
 VERSIONS = 2_000
 BATCH = 10
 PAUSE = 0.25
 #: Versions promised before the kill.
 KILL_AFTER = 400
+#: Versions anchored in one call just before the kill, so that the nodes, the services and the
+#: database are busy with them when it comes: a process that was waiting on the killed one
+#: then has work in flight, not only idle connections.
+BURST = 1_000
 SUBJECT = "pt-AAAAAAAAAAAAAAAAAAAAAA"
 NODES = ("hospital-a", "hospital-b", "hospital-c")
 #: The node the drills read the log from (never the one they kill).
@@ -59,7 +63,8 @@ _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 class Load:
     """A hospital anchoring :data:`VERSIONS` versions at a bounded rate, in a thread of its
-    own; what each batch got is kept (promise receipts by entry id, with when they came)."""
+    own, and more in one call when told (:meth:`anchor`); what each call got is kept (promise
+    receipts by entry id, with when they came)."""
 
     def __init__(self, client: HospitalClient, prefix: str) -> None:
         self._client = client
@@ -90,32 +95,37 @@ class Load:
         for start in range(0, VERSIONS, BATCH):
             if self._stop.wait(PAUSE):
                 return
-            drafts = [
-                self._client.record_version(
-                    f"{self._prefix}-{i}", 1, f"{self._prefix} {i}".encode(), subject_id=SUBJECT
-                )
-                for i in range(start, start + BATCH)
-            ]
-            try:
-                results = self._client.anchor(drafts, timeout=20)
-            except grpc.RpcError as error:
-                with self._lock:
-                    self.refused += len(drafts)
-                    self.errors[error.code().name] += 1
-                continue
-            except Exception as error:  # kept, so that the drill says what the load met
-                with self._lock:
-                    self.refused += len(drafts)
-                    self.errors[type(error).__name__] += 1
-                continue
-            now = time.monotonic()
+            self.anchor(start, BATCH, timeout=20)
+
+    def anchor(self, first: int, count: int, timeout: float) -> None:
+        """Anchor versions ``first`` … ``first + count - 1`` in one call and keep what each
+        got (a call that fails refuses them all)."""
+        drafts = [
+            self._client.record_version(
+                f"{self._prefix}-{i}", 1, f"{self._prefix} {i}".encode(), subject_id=SUBJECT
+            )
+            for i in range(first, first + count)
+        ]
+        try:
+            results = self._client.anchor(drafts, timeout=timeout)
+        except grpc.RpcError as error:
             with self._lock:
-                for result in results:
-                    if result.WhichOneof("outcome") == "receipt":
-                        self._promised[result.receipt.entry_id] = now
-                    else:
-                        self.refused += 1
-                        self.errors[_CODE_NAMES.get(result.error.code, "UNKNOWN")] += 1
+                self.refused += len(drafts)
+                self.errors[error.code().name] += 1
+            return
+        except Exception as error:  # kept, so that the drill says what the load met
+            with self._lock:
+                self.refused += len(drafts)
+                self.errors[type(error).__name__] += 1
+            return
+        now = time.monotonic()
+        with self._lock:
+            for result in results:
+                if result.WhichOneof("outcome") == "receipt":
+                    self._promised[result.receipt.entry_id] = now
+                else:
+                    self.refused += 1
+                    self.errors[_CODE_NAMES.get(result.error.code, "UNKNOWN")] += 1
 
 
 class Watch:
@@ -258,12 +268,27 @@ def checkpoints(platform: Platform) -> dict[str, tuple[int, bytes]]:
     return seen
 
 
+def alarms(platform: Platform) -> dict[str, list[str]]:
+    """Every node's alarms, most recent first, as ``kind: detail``."""
+    seen = {}
+    for node in NODES:
+        with platform.channel(platform.admin, node) as channel:
+            listed = chain_service_pb2_grpc.ChainServiceStub(channel).ListAlarms(
+                chain_pb.ListAlarmsRequest(page_size=1000), timeout=10
+            )
+        seen[node] = [
+            f"{chain_pb.AlarmKind.Name(alarm.kind)}: {alarm.detail}" for alarm in listed.alarms
+        ]
+    return seen
+
+
 def run_drill(platform: Platform, hospital: Principal, sealed_log: SealedLog, victim: str) -> Drill:
     """Anchor under load, SIGKILL ``victim`` once KILL_AFTER versions are promised, let the
     stack's supervisor bring it back, and check what every drill must hold (module
     docstring); the stack is healed whatever happens."""
     platform.heal()  # a drill starts from a healthy stack
     heard = len(platform.said)
+    alarmed = {node: len(raised) for node, raised in alarms(platform).items()}
     supervisor = platform.stack.supervisor()
     supervising = threading.Event()
     supervisor_thread = threading.Thread(
@@ -282,6 +307,7 @@ def run_drill(platform: Platform, hospital: Principal, sealed_log: SealedLog, vi
             timeout=120,
         )
         assert len(load.promised()) >= KILL_AFTER, f"the load stopped early: {load.errors}"
+        load.anchor(VERSIONS, BURST, timeout=120)
         killed_at = time.monotonic()
         platform.kill(victim)
         wait_for(
@@ -321,6 +347,11 @@ def run_drill(platform: Platform, hospital: Principal, sealed_log: SealedLog, vi
         twice = [i for i, n in Counter(sealed_log.ids).items() if n > 1]
         assert not twice, f"{len(twice)} entry ids on the log more than once, e.g. {twice[:3]}"
         assert len(set(sealed_log.leaves)) == size, "a leaf is on the log more than once"
+        # nothing was wrong with any record or member: a backend away is no reason for alarm
+        raised = {
+            node: found[: len(found) - alarmed[node]] for node, found in alarms(platform).items()
+        }
+        assert not any(raised.values()), f"alarms raised during the drill: {raised}"
     finally:
         load.stop()
         watch.stop()
