@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import grpc
 
@@ -40,6 +41,22 @@ from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
 from swiftchain.anchoring.v1 import anchoring_service_pb2_grpc
 from swiftchain.chain.v1 import chain_service_pb2_grpc, entry_pb2
 from swiftchain.common.v1 import common_pb2
+
+#: The longest an anchoring call waits for Kafka's acknowledgement.
+KAFKA_WAIT = 30.0
+#: Left of a caller's deadline for the answer once Kafka has acknowledged (or not).
+_ANSWER_MARGIN = 0.5
+
+
+def _kafka_wait(context: grpc.ServicerContext) -> float:
+    """How long this call may wait for Kafka: what its deadline leaves (less a moment to
+    answer), at most :data:`KAFKA_WAIT`, so a caller hears UNAVAILABLE before its deadline."""
+    # grpc types it as a float; it is None for a call without a deadline
+    remaining = cast("float | None", context.time_remaining())
+    if remaining is None:
+        return KAFKA_WAIT
+    return min(KAFKA_WAIT, max(remaining - _ANSWER_MARGIN, 0.1))
+
 
 #: The longest a GetReceipt with ``wait`` waits for the seal.
 MAX_RECEIPT_WAIT = 30.0
@@ -142,7 +159,12 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
 
     # --- anchoring ------------------------------------------------------------------------
 
-    def _anchor(self, requests: Sequence[pb.AnchorRecordRequest], first: int) -> list[Outcome]:
+    def _anchor(
+        self,
+        requests: Sequence[pb.AnchorRecordRequest],
+        first: int,
+        context: grpc.ServicerContext,
+    ) -> list[Outcome]:
         now = self._clock()
         outcomes = self._anchoring.anchor(
             current_caller().id, [_request(r) for r in requests], now, first
@@ -151,11 +173,13 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
         self._tracker.watch(created)
         self._observer.accepted(created)
         count_outcomes(outcomes)
-        self.order([o.anchored for o in outcomes if o.anchored is not None])
+        self.order([o.anchored for o in outcomes if o.anchored is not None], _kafka_wait(context))
         return outcomes
 
-    def order(self, versions: Sequence[RecordVersion]) -> None:
-        """Hand the entries not yet ordered to Kafka and record their offsets."""
+    def order(self, versions: Sequence[RecordVersion], timeout: float = KAFKA_WAIT) -> None:
+        """Hand the entries not yet ordered to Kafka and record their offsets, waiting up to
+        ``timeout`` seconds for Kafka (UnavailableError after that: the versions stay stored,
+        and the resend loop sends them)."""
         pending = [v for v in versions if v.ordering_offset is None]
         if not pending:
             return
@@ -170,7 +194,7 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
             self._anchoring.ordered(pending, self._clock())
 
         try:
-            self._writer.write([v.entry for v in pending], on_ordered=record)
+            self._writer.write([v.entry for v in pending], on_ordered=record, timeout=timeout)
         finally:
             with self._ordering_lock:
                 self._ordering_chunks.difference_update(chunks)
@@ -233,7 +257,7 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
     def AnchorRecord(
         self, request: pb.AnchorRecordRequest, context: grpc.ServicerContext
     ) -> pb.AnchorRecordResponse:
-        [outcome] = self._anchor([request], 0)
+        [outcome] = self._anchor([request], 0, context)
         if outcome.error is not None:
             raise outcome.error
         assert outcome.anchored is not None
@@ -250,7 +274,7 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
                     f"expected at most {MAX_CHUNK_ITEMS} records per message, "
                     f"got {len(chunk.records)} in message starting at item {first}"
                 )
-            for outcome in self._anchor(list(chunk.records), first):
+            for outcome in self._anchor(list(chunk.records), first, context):
                 result = pb.AnchorRecordResult(
                     index=outcome.index, record_id=outcome.record_id, version=outcome.version
                 )
@@ -299,7 +323,7 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
     ) -> pb.GetReceiptResponse:
         version = self._anchoring.version_for(current_caller(), request.entry_id)
         if version.ordering_offset is None:
-            self.order([version])
+            self.order([version], _kafka_wait(context))
         wait = 0.0
         if request.wait:
             remaining = context.time_remaining()

@@ -114,7 +114,11 @@ class PickyKafka:
         self.sent: list[str] = []
 
     def write(
-        self, entries: Sequence[bytes], *, on_ordered: Callable[[Sequence[Ordered]], None]
+        self,
+        entries: Sequence[bytes],
+        *,
+        on_ordered: Callable[[Sequence[Ordered]], None],
+        timeout: float = 30.0,
     ) -> list[Ordered]:
         ids = [entry_id_of(e) for e in entries]
         if self.away:

@@ -28,7 +28,11 @@ class SlowWriter:
         self.unordered: list[RecordVersion] = []
 
     def write(
-        self, entries: Sequence[bytes], *, on_ordered: Callable[[Sequence[Ordered]], None]
+        self,
+        entries: Sequence[bytes],
+        *,
+        on_ordered: Callable[[Sequence[Ordered]], None],
+        timeout: float = 30.0,
     ) -> list[Ordered]:
         first_call = not self.submitted
         self.submitted.extend(entries)
@@ -93,3 +97,20 @@ def test_a_chunk_that_nobody_orders_is_resent() -> None:
 
     assert len(submitter.submitted) == 2
     assert [v.ordering_offset for v in versions] == [0, 1]
+
+
+class _Deadline:
+    def __init__(self, remaining: float | None) -> None:
+        self._remaining = remaining
+
+    def time_remaining(self) -> float | None:
+        return self._remaining
+
+
+def test_a_call_waits_for_kafka_only_as_long_as_its_deadline_allows() -> None:
+    from services.anchoring.servicer import KAFKA_WAIT, _kafka_wait
+
+    assert _kafka_wait(_Deadline(None)) == KAFKA_WAIT  # type: ignore[arg-type]
+    assert _kafka_wait(_Deadline(120.0)) == KAFKA_WAIT  # type: ignore[arg-type]
+    assert _kafka_wait(_Deadline(20.0)) == 19.5  # type: ignore[arg-type]
+    assert _kafka_wait(_Deadline(0.2)) == 0.1  # type: ignore[arg-type]
