@@ -171,49 +171,35 @@ class _Sent:
                 del self._states[entry_id]
 
 
-def _in_trail(query: TrailQuery, item: TrailRecord) -> bool:
-    """Whether ``item`` is in ``query``'s trail: the store's own conditions
-    (services/audit/store.py ``_item_filter``), applied to an item in hand."""
-    if query.kinds and item.kind not in query.kinds:
-        return False
-    if not query.kinds and item.kind <= 0:
-        return False
+def _may_see(query: TrailQuery, item: TrailRecord) -> bool:
+    """Whether ``item`` may be in ``query``'s trail (a wake-up hint; the query decides)."""
     if query.subject_tag is not None and item.subject_tag != query.subject_tag:
         return False
     if query.organization_id and query.organization_id not in item.organizations:
         return False
-    if query.start_time is not None and item.time < query.start_time:
-        return False
-    return query.end_time is None or item.time < query.end_time
+    return not query.kinds or item.kind in query.kinds
 
 
 class _Follower:
-    """A followed stream waiting for the new or changed items of its trail."""
+    """A followed stream waiting for a change that may concern it."""
 
     def __init__(self, query: TrailQuery) -> None:
         self.query = query
         self._event = asyncio.Event()
-        self._items: list[TrailRecord] = []
 
-    def deliver(self, items: list[TrailRecord]) -> None:
-        """Hand the stream items of its trail (on the event loop)."""
-        self._items.extend(items)
+    def wake(self) -> None:
         self._event.set()
 
-    async def changed(self, timeout: float) -> list[TrailRecord]:
-        """The items delivered since the last call, waiting up to ``timeout`` s for some."""
+    async def changed(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for a change that may concern this stream."""
         await Pulse.wait(self._event, timeout)
         self._event.clear()
-        items, self._items = self._items, []
-        return items
 
 
 class _TrailChanges:
     """One look every :data:`FOLLOW_POLL` s at the items of the last :data:`FOLLOW_LOOKBACK`
-    for all followed streams of the process, handing each stream the new or changed items of
-    its own trail (on the server's event loop; it runs while a stream is followed). The store
-    is read once per look however many streams follow: a stream that re-read its trail on every
-    change let a hundred followers keep the database busy."""
+    for all followed streams of the process, waking only those a new or changed item may
+    concern (on the server's event loop; it runs while a stream is followed)."""
 
     def __init__(
         self, book: AuditBook, clock: Callable[[], datetime], stopping: threading.Event
@@ -247,9 +233,8 @@ class _TrailChanges:
                 _log.warning("looking for new trail items failed", exc_info=True)
                 continue
             for follower in list(self._followers):
-                mine = [item for item in changed if _in_trail(follower.query, item)]
-                if mine:
-                    follower.deliver(mine)
+                if any(_may_see(follower.query, item) for item in changed):
+                    follower.wake()
 
     def _changed(self) -> list[TrailRecord]:
         since = self._clock() - FOLLOW_LOOKBACK
@@ -316,14 +301,25 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
         follower = self._changes.follow(query)
         try:
             while not self._stopping.is_set():
-                changed = await follower.changed(_STOP_CHECK)
-                if not changed:
-                    continue
-                shown = await run_blocking(self._book.shown_to, caller, spec, changed)
-                for item in shown:
-                    if sent.add(item):
-                        yield pb.StreamTrailResponse(item=trail_item(item))
-                sent.forget_before((sent.latest or self._clock()) - FOLLOW_LOOKBACK)
+                await follower.changed(_STOP_CHECK)
+                since = (sent.latest or self._clock()) - FOLLOW_LOOKBACK
+                if spec.start_time is not None:
+                    since = max(since, spec.start_time)
+                recent = TrailFilterSpec(
+                    spec.patient_subject_id, spec.organization_id, since, spec.end_time, spec.kinds
+                )
+                token = ""
+                while True:
+                    page = await run_blocking(
+                        self._book.trail, caller, recent, token, MAX_PAGE_SIZE
+                    )
+                    for item in page.items:
+                        if sent.add(item):
+                            yield pb.StreamTrailResponse(item=trail_item(item))
+                    token = page.next_page_token
+                    if not token:
+                        break
+                sent.forget_before(since)
         finally:
             self._changes.unfollow(follower)
 

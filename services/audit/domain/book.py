@@ -165,13 +165,6 @@ class AuditBook:
         names ('' for the first page)."""
         return self._trails.trail(caller, spec, page_token, limit)
 
-    def shown_to(
-        self, caller: Caller, spec: TrailFilterSpec, items: Sequence[TrailRecord]
-    ) -> list[TrailRecord]:
-        """``items`` (of ``caller``'s scope for ``spec``) as :meth:`trail` shows them to
-        ``caller`` (patients' ids only to those who may see them)."""
-        return self._trails._with_patients(caller, spec, list(items))
-
     def select(
         self, caller: Caller, spec: TrailFilterSpec | None, entry_ids: Sequence[str]
     ) -> list[TrailRecord]:
