@@ -77,13 +77,22 @@ class DemoResult:
     steps: list[str] = field(default_factory=list)
 
 
-def _wait(step: str, what: str, check: Callable[[], Any], timeout: float = WAIT) -> Any:
-    """Poll ``check`` until it returns something truthy; DemoStepError after ``timeout``."""
+def _wait(
+    step: str,
+    what: str,
+    check: Callable[[], Any],
+    timeout: float = WAIT,
+    seen: Callable[[], str] | None = None,
+) -> Any:
+    """Poll ``check`` until it returns something truthy; DemoStepError after ``timeout``,
+    saying what the last look found (``seen``) or that every call ran out of time."""
     deadline = time.monotonic() + timeout
     pause = 0.2
+    answered = 0
     while True:
         try:
             value = check()
+            answered += 1
         except grpc.RpcError as exc:
             # A call that ran out of time on a loaded machine is "not yet", not a failure.
             if exc.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -92,7 +101,11 @@ def _wait(step: str, what: str, check: Callable[[], Any], timeout: float = WAIT)
         if value:
             return value
         if time.monotonic() > deadline:
-            raise DemoStepError(step, what, f"nothing after {timeout:.0f}s")
+            if not answered:
+                found = "no answer: every call ran out of time"
+            else:
+                found = seen() if seen is not None else "nothing"
+            raise DemoStepError(step, what, f"{found} after {timeout:.0f}s")
         # Back off: a trail query costs the database a read of the whole read model on
         # FerretDB v1, and polling it hard would slow the service that is catching up.
         time.sleep(pause)
@@ -356,10 +369,24 @@ class Demo:
                     timeout=15,
                 ).items
             )
-            seen = {i.entry_id for i in items if i.proof.state == sealed}
-            return items if expected <= seen else None
+            found[:] = items
+            sealed_ids = {i.entry_id for i in items if i.proof.state == sealed}
+            return items if expected <= sealed_ids else None
 
-        result.trail = _wait(step, f"all {len(expected)} entries in the trail, sealed", full_trail)
+        def trail_seen() -> str:
+            ids = {i.entry_id for i in found}
+            sealed_ids = {i.entry_id for i in found if i.proof.state == sealed}
+            return (
+                f"{len(expected & ids)} of them in the trail, {len(expected & sealed_ids)} sealed"
+            )
+
+        found: list[apb.TrailItem] = []
+        result.trail = _wait(
+            step,
+            f"all {len(expected)} entries in the trail, sealed",
+            full_trail,
+            seen=trail_seen,
+        )
         for item in result.trail:
             self.say(f"    {_trail_line(item)}")
 
