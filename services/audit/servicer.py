@@ -4,12 +4,10 @@ is the domain's (:meth:`AuditBook.scope`)."""
 
 from __future__ import annotations
 
-import asyncio
-import itertools
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -24,10 +22,16 @@ from services.audit.domain import (
     TrailFilterSpec,
     TrailRecord,
 )
-from services.audit.domain.records import TrailQuery
 from services.audit.fhir import audit_event_bundle
-from services.platform.aio import Pulse, run_blocking
-from services.platform.caller import Caller, Role, current_caller
+from services.audit.following import (
+    FOLLOW_LOOKBACK,
+    SentItems,
+    TrailChanges,
+    read_trail,
+    recent,
+)
+from services.platform.aio import run_blocking
+from services.platform.caller import current_caller
 from services.platform.convert import aware, timestamp
 from services.platform.fields import checked
 from services.platform.paging import page_size
@@ -39,18 +43,8 @@ DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 DEFAULT_FHIR_PAGE_SIZE = 500
 MAX_FHIR_PAGE_SIZE = 5000
-#: Seconds between two looks for new or changed items, one look for all followed streams.
-FOLLOW_POLL = 0.5
-#: A followed stream looks this far back for items that arrived late (events about one
-#: patient come on several topics).
-FOLLOW_LOOKBACK = timedelta(seconds=60)
-#: The most item states one followed stream remembers (see ``_Sent``).
-MAX_SENT_STATES = 5_000
 #: Seconds an idle followed stream waits before it checks whether the service is stopping.
 _STOP_CHECK = 5.0
-#: Who looks for changes on behalf of the followed streams: it sees every item, and what it
-#: sees only decides which streams look again, each with its own caller's scope.
-_WATCHER = Caller(Role.REGULATOR, "audit-follow")
 _log = logging.getLogger(__name__)
 _DETAIL_FIELDS: dict[common_pb2.EntryKind.ValueType, tuple[str, type[Message]]] = {
     common_pb2.ENTRY_KIND_RECORD: ("record", pb.RecordItem),
@@ -127,130 +121,6 @@ def flag_message(flag: FlagRecord) -> pb.Flag:
     return message
 
 
-class _Sent:
-    """What a followed stream has sent: each item's state, kept only as far back as the stream
-    still looks (so the map does not grow with the stream's age), and at most ``cap`` items
-    (so neither does it with a long trail sent first, nor with a burst of items): past the cap,
-    what lies before the look-back window goes first, then the items noted first. An item
-    forgotten within the window is sent again if a look finds it, unchanged or not."""
-
-    def __init__(self, cap: int = MAX_SENT_STATES, lookback: timedelta = FOLLOW_LOOKBACK) -> None:
-        self._states: dict[str, tuple[int, datetime]] = {}
-        self.latest: datetime | None = None
-        self._cap = cap
-        self._lookback = lookback
-
-    def add(self, item: TrailRecord) -> bool:
-        """Note ``item``; False when it was sent already in this state."""
-        known = self._states.get(item.entry_id)
-        if known is not None and known[0] == item.state:
-            return False
-        self._states[item.entry_id] = (item.state, item.time)
-        if self.latest is None or item.time > self.latest:
-            self.latest = item.time
-        if len(self._states) > self._cap:
-            self._shrink()
-        return True
-
-    def _shrink(self) -> None:
-        # Down to three quarters of the cap, so that the next shrink is cap / 4 items away.
-        if self.latest is not None:
-            self.forget_before(self.latest - self._lookback)
-        excess = len(self._states) - self._cap * 3 // 4
-        if excess > 0:
-            for entry_id in list(itertools.islice(self._states, excess)):
-                del self._states[entry_id]
-
-    def __len__(self) -> int:
-        return len(self._states)
-
-    def forget_before(self, since: datetime) -> None:
-        """Forget items older than ``since``: the stream no longer looks at them."""
-        for entry_id, (_, time) in list(self._states.items()):
-            if time < since:
-                del self._states[entry_id]
-
-
-def _may_see(query: TrailQuery, item: TrailRecord) -> bool:
-    """Whether ``item`` may be in ``query``'s trail (a wake-up hint; the query decides)."""
-    if query.subject_tag is not None and item.subject_tag != query.subject_tag:
-        return False
-    if query.organization_id and query.organization_id not in item.organizations:
-        return False
-    return not query.kinds or item.kind in query.kinds
-
-
-class _Follower:
-    """A followed stream waiting for a change that may concern it."""
-
-    def __init__(self, query: TrailQuery) -> None:
-        self.query = query
-        self._event = asyncio.Event()
-
-    def wake(self) -> None:
-        self._event.set()
-
-    async def changed(self, timeout: float) -> None:
-        """Wait up to ``timeout`` s for a change that may concern this stream."""
-        await Pulse.wait(self._event, timeout)
-        self._event.clear()
-
-
-class _TrailChanges:
-    """One look every :data:`FOLLOW_POLL` s at the items of the last :data:`FOLLOW_LOOKBACK`
-    for all followed streams of the process, waking only those a new or changed item may
-    concern (on the server's event loop; it runs while a stream is followed)."""
-
-    def __init__(
-        self, book: AuditBook, clock: Callable[[], datetime], stopping: threading.Event
-    ) -> None:
-        self._book = book
-        self._clock = clock
-        self._stopping = stopping
-        self._followers: set[_Follower] = set()
-        self._seen = _Sent()
-        self._task: asyncio.Task[None] | None = None
-
-    def follow(self, query: TrailQuery) -> _Follower:
-        """Register a followed stream (on the event loop)."""
-        follower = _Follower(query)
-        self._followers.add(follower)
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._look())
-        return follower
-
-    def unfollow(self, follower: _Follower) -> None:
-        """Forget a followed stream."""
-        self._followers.discard(follower)
-
-    async def _look(self) -> None:
-        await run_blocking(self._changed)  # what is there now is not news
-        while self._followers and not self._stopping.is_set():
-            await asyncio.sleep(FOLLOW_POLL)
-            try:
-                changed = await run_blocking(self._changed)
-            except Exception:  # the store failed: the streams wait for the next look
-                _log.warning("looking for new trail items failed", exc_info=True)
-                continue
-            for follower in list(self._followers):
-                if any(_may_see(follower.query, item) for item in changed):
-                    follower.wake()
-
-    def _changed(self) -> list[TrailRecord]:
-        since = self._clock() - FOLLOW_LOOKBACK
-        changed: list[TrailRecord] = []
-        token = ""
-        window = TrailFilterSpec(start_time=since)
-        while True:
-            page = self._book.trail(_WATCHER, window, token, MAX_PAGE_SIZE)
-            changed.extend(item for item in page.items if self._seen.add(item))
-            token = page.next_page_token
-            if not token:
-                break
-        self._seen.forget_before(since)
-        return changed
-
-
 @checked
 class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
     """The audit service's RPCs."""
@@ -264,7 +134,7 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
         self._book = book
         self._clock = clock
         self._stopping = stopping or threading.Event()
-        self._changes = _TrailChanges(book, clock, self._stopping)
+        self._changes = TrailChanges(book, clock, self._stopping)
 
     def QueryTrail(
         self, request: pb.QueryTrailRequest, context: grpc.ServicerContext
@@ -286,42 +156,37 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
         caller = current_caller()
         spec = filter_spec(request.filter)
         query = await run_blocking(self._book.scope, caller, spec)
-        sent = _Sent()
-        token = ""
-        while True:
-            page = await run_blocking(self._book.trail, caller, spec, token, MAX_PAGE_SIZE)
-            for item in page.items:
-                sent.add(item)
-                yield pb.StreamTrailResponse(item=trail_item(item))
-            token = page.next_page_token
-            if not token:
-                break
-        if not request.follow:
-            return
-        follower = self._changes.follow(query)
+        # Registered first: an item stored while the pages are read comes in a later look.
+        follower = self._changes.follow(query) if request.follow else None
         try:
-            while not self._stopping.is_set():
-                await follower.changed(_STOP_CHECK)
-                since = (sent.latest or self._clock()) - FOLLOW_LOOKBACK
-                if spec.start_time is not None:
-                    since = max(since, spec.start_time)
-                recent = TrailFilterSpec(
-                    spec.patient_subject_id, spec.organization_id, since, spec.end_time, spec.kinds
-                )
-                token = ""
-                while True:
-                    page = await run_blocking(
-                        self._book.trail, caller, recent, token, MAX_PAGE_SIZE
-                    )
-                    for item in page.items:
-                        if sent.add(item):
-                            yield pb.StreamTrailResponse(item=trail_item(item))
-                    token = page.next_page_token
-                    if not token:
-                        break
-                sent.forget_before(since)
+            sent = SentItems()
+            token = ""
+            while True:
+                page = await run_blocking(self._book.trail, caller, spec, token, MAX_PAGE_SIZE)
+                for item in page.items:
+                    sent.add(item)
+                    yield pb.StreamTrailResponse(item=trail_item(item))
+                token = page.next_page_token
+                if not token:
+                    break
+            while follower is not None and not self._stopping.is_set():
+                handed = await follower.next(_STOP_CHECK)
+                if handed.fell_behind:
+                    # A look reads from its clock less the look-back; twice that covers any
+                    # look whose items were dropped.
+                    since = self._clock() - 2 * FOLLOW_LOOKBACK
+                    items = await run_blocking(read_trail, self._book, caller, recent(spec, since))
+                elif handed.items:
+                    items = await run_blocking(self._book.shown_to, caller, spec, handed.items)
+                else:
+                    continue
+                for item in items:
+                    if sent.add(item):
+                        yield pb.StreamTrailResponse(item=trail_item(item))
+                sent.forget_before(self._clock() - 2 * FOLLOW_LOOKBACK)
         finally:
-            self._changes.unfollow(follower)
+            if follower is not None:
+                self._changes.unfollow(follower)
 
     def ExportEvidence(
         self, request: pb.ExportEvidenceRequest, context: grpc.ServicerContext

@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 import inspect
 import threading
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from concurrent import futures
 from typing import Any, ParamSpec, TypeVar
@@ -42,10 +43,61 @@ def wait_budget(context: grpc.ServicerContext | grpc.aio.ServicerContext[Any, An
     return max(0.0, min(limit, remaining - 0.05))
 
 
+#: Blocking steps one caller's streams run on the server's pool at once: a caller holding a
+#: hundred streams waits for its own turns and leaves the pool to every other call.
+STREAM_STEPS_PER_CALLER = 2
+
+#: Whose stream the running task serves (its limits key), set for a stream's whole call.
+_stream_owner: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "swiftchain_stream_owner", default=""
+)
+
+
+def serving_stream_of(key: str) -> None:
+    """Mark the running call as a stream of the caller ``key`` (a limits key): its
+    :func:`run_blocking` steps take turns with that caller's other streams. Each call runs in
+    a task of its own, so the mark ends with the call."""
+    _stream_owner.set(key)
+
+
+class _StepTurns:
+    """Per caller, a semaphore of :data:`STREAM_STEPS_PER_CALLER` turns, kept while used (on
+    one event loop, no locks)."""
+
+    def __init__(self) -> None:
+        self._turns: dict[str, tuple[asyncio.Semaphore, int]] = {}
+
+    async def run(self, key: str, step: Callable[[], Awaitable[_T]]) -> _T:
+        turns, users = self._turns.get(key) or (asyncio.Semaphore(STREAM_STEPS_PER_CALLER), 0)
+        self._turns[key] = (turns, users + 1)
+        try:
+            async with turns:
+                return await step()
+        finally:
+            turns, users = self._turns[key]
+            if users == 1:
+                del self._turns[key]
+            else:
+                self._turns[key] = (turns, users - 1)
+
+
+_turns_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _StepTurns] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 async def run_blocking(function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
     """Run a short blocking step (a store read) on the server's thread pool, with the call's
-    context variables (its caller, its span)."""
-    return await asyncio.to_thread(function, *args, **kwargs)
+    context variables (its caller, its span); in a stream, in turn with the same caller's
+    other streams (:data:`STREAM_STEPS_PER_CALLER` at a time)."""
+    owner = _stream_owner.get()
+    if not owner:
+        return await asyncio.to_thread(function, *args, **kwargs)
+    loop = asyncio.get_running_loop()
+    turns = _turns_by_loop.get(loop)
+    if turns is None:
+        turns = _turns_by_loop[loop] = _StepTurns()
+    return await turns.run(owner, lambda: asyncio.to_thread(function, *args, **kwargs))
 
 
 class Pulse:

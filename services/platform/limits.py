@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from services.platform.aio import serving_stream_of
 from services.platform.caller import Caller, current_caller
 from services.platform.errors import HandlerInterceptor, OverloadedError, Wrap
 
@@ -149,6 +150,7 @@ class LimitsInterceptor(HandlerInterceptor):
                 if not streamed:
                     return await behavior(request, context)
                 limits.open_stream(key)
+                serving_stream_of(key)
                 try:
                     return await behavior(request, context)
                 finally:
@@ -162,6 +164,7 @@ class LimitsInterceptor(HandlerInterceptor):
             ) -> AsyncIterator[Any]:
                 key = admit(context)
                 limits.open_stream(key)
+                serving_stream_of(key)
                 try:
                     async for response in behavior(request, context):
                         yield response

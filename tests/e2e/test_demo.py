@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from grpc_health.v1 import health_pb2
 
 from chain.evidence import parse_bundle, verify_bundle
@@ -161,13 +160,6 @@ def _wait_until_none(what: str, problems: Callable[[], list[str]], timeout: floa
         assert problems() == [], f"timed out after {timeout:.0f}s waiting for {what}"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known failure in a full run (issue #24 stays open): after the other e2e tests have "
-    "filled the audit read model, the hostile regulator's 100 StreamTrail(follow) streams each "
-    "re-read their trail from FerretDB v1 (a collection scan) on every change, and the demo's "
-    "trail is not complete within 90 s; alone, the test passes",
-)
 def test_the_demo_behaves_while_a_hostile_client_holds_streams_and_sends_poison(
     platform: Platform, tmp_path: Path
 ) -> None:

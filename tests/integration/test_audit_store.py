@@ -233,6 +233,46 @@ def test_a_trail_filters_by_tag_organization_kind_and_time(store: AuditMongoStor
     assert store.items(TrailQuery(subject_tag=bytes(32)), None, 100) == []
 
 
+def test_a_query_includes_in_hand_exactly_the_items_the_store_finds(
+    store: AuditMongoStore,
+) -> None:
+    # TrailQuery.includes lets a followed stream keep the items of its trail from a look at
+    # everything; it must agree with the store's own conditions for every kind of filter.
+    kinds = (0, KIND_ACCESS, KIND_RECORD, KIND_CONSENT)
+    organizations = ((), ("hospital-a",), ("hospital-b",), ("hospital-a", "hospital-b"))
+    in_hand = []
+    for n in range(48):
+        item = TrailRecord(
+            entry_id=f"e-{n:02d}",
+            kind=kinds[n % 4],
+            time=NOW + timedelta(seconds=n % 7),
+            organizations=organizations[n % 5 % 4],
+            subject_tag=(TAG_A, TAG_B, b"")[n % 3],
+        )
+        in_hand.append(item)
+        fields = item_fields(item.kind, item.time, tag=item.subject_tag)
+        put(store, item.entry_id, fields | {"organizations": list(item.organizations)})
+    queries = [
+        TrailQuery(tag, organization, start, end, kind)
+        for tag in (None, TAG_A, TAG_B)
+        for organization in ("", "hospital-a", "hospital-b")
+        for kind in ((), (KIND_ACCESS,), (KIND_RECORD, KIND_CONSENT))
+        for start, end in (
+            (None, None),
+            (NOW + timedelta(seconds=2), None),
+            (None, NOW + timedelta(seconds=4)),
+            (NOW + timedelta(seconds=2), NOW + timedelta(seconds=4)),
+        )
+    ]
+    for query in queries:
+        expected = sorted(
+            (item for item in in_hand if query.includes(item)),
+            key=lambda item: (item.time, item.entry_id),
+        )
+        assert ids(store.items(query, None, 1000)) == ids(expected), query
+    assert any(query.includes(item) for query in queries for item in in_hand)
+
+
 def test_a_page_starts_strictly_after_a_position_with_the_filter_kept(
     store: AuditMongoStore,
 ) -> None:

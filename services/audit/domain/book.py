@@ -165,6 +165,12 @@ class AuditBook:
         names ('' for the first page)."""
         return self._trails.trail(caller, spec, page_token, limit)
 
+    def shown_to(
+        self, caller: Caller, spec: TrailFilterSpec, items: Sequence[TrailRecord]
+    ) -> list[TrailRecord]:
+        """``items`` of ``caller``'s trail for ``spec`` as :meth:`trail` shows them."""
+        return self._trails.shown_to(caller, spec, items)
+
     def select(
         self, caller: Caller, spec: TrailFilterSpec | None, entry_ids: Sequence[str]
     ) -> list[TrailRecord]:

@@ -142,6 +142,21 @@ class TrailQuery:
     end_time: datetime | None = None
     kinds: tuple[int, ...] = ()
 
+    def includes(self, item: TrailRecord) -> bool:
+        """Whether ``item`` is in this trail: the store's conditions (``AuditStore.items``)
+        applied to an item in hand. Items of no known kind are in no trail; the time range
+        includes ``start_time`` and excludes ``end_time``."""
+        known_kind = item.kind in self.kinds if self.kinds else item.kind > 0
+        if not known_kind:
+            return False
+        if self.subject_tag is not None and item.subject_tag != self.subject_tag:
+            return False
+        if self.organization_id and self.organization_id not in item.organizations:
+            return False
+        if self.start_time is not None and item.time < self.start_time:
+            return False
+        return self.end_time is None or item.time < self.end_time
+
 
 @dataclass(frozen=True)
 class FlagQuery:

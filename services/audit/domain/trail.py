@@ -106,15 +106,17 @@ class Trails:
         key = _listing(query)
         position = paging.page_after(page_token, key, 2)
         found = self._store.items(query, read_cursor(position) if position else None, limit + 1)
-        items = self._with_patients(caller, spec, found[:limit])
+        items = self.shown_to(caller, spec, found[:limit])
         if len(found) <= limit or not items:
             return TrailPage(items, "")
         last = items[-1]
         return TrailPage(items, paging.page_token(cursor(last.time, last.entry_id), key))
 
-    def _with_patients(
-        self, caller: Caller, spec: TrailFilterSpec, items: list[TrailRecord]
+    def shown_to(
+        self, caller: Caller, spec: TrailFilterSpec, items: Sequence[TrailRecord]
     ) -> list[TrailRecord]:
+        """``items`` of ``caller``'s trail for ``spec`` as ``caller`` sees them: patients'
+        subject ids only to regulators, patients and those who asked by patient."""
         sees_patients = caller.role in (Role.REGULATOR, Role.PATIENT) or bool(
             spec.patient_subject_id
         )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from services.audit.domain import TrailRecord
-from services.audit.servicer import MAX_SENT_STATES, _Sent
+from services.audit.following import MAX_SENT_STATES, SentItems
 from swiftchain.common.v1 import common_pb2
 
 START = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
@@ -23,7 +23,7 @@ def item(index: int, seconds: float, *, sealed: bool = False) -> TrailRecord:
 
 
 def test_a_long_trail_sent_first_leaves_at_most_the_cap() -> None:
-    sent = _Sent()
+    sent = SentItems()
     for index in range(20_000):  # one item a second: hours of trail
         sent.add(item(index, index))
         assert len(sent) <= MAX_SENT_STATES
@@ -31,14 +31,14 @@ def test_a_long_trail_sent_first_leaves_at_most_the_cap() -> None:
 
 
 def test_a_burst_within_the_window_is_capped_too() -> None:
-    sent = _Sent(cap=100)
+    sent = SentItems(cap=100)
     for index in range(1_000):  # all within one second
         sent.add(item(index, index / 1000))
         assert len(sent) <= 100
 
 
 def test_within_the_bounds_an_unchanged_item_is_not_sent_twice_and_a_change_is() -> None:
-    sent = _Sent(cap=100)
+    sent = SentItems(cap=100)
     for index in range(50):
         assert sent.add(item(index, index))
     assert not sent.add(item(10, 10))  # seen again, unchanged
@@ -47,7 +47,7 @@ def test_within_the_bounds_an_unchanged_item_is_not_sent_twice_and_a_change_is()
 
 
 def test_what_lies_before_the_window_goes_first() -> None:
-    sent = _Sent(cap=8, lookback=timedelta(seconds=60))
+    sent = SentItems(cap=8, lookback=timedelta(seconds=60))
     for index in range(4):
         sent.add(item(index, index))  # long ago
     for index in range(4, 9):
