@@ -6,6 +6,8 @@ A node serves its log over plain HTTP in the C2SP tlog-tiles paths (``/checkpoin
 caller, builds each inclusion proof (and a consistency proof from an older checkpoint) from the
 tiles itself, and verifies every proof against the signed root before returning an evidence
 bundle. A mirror is trusted for nothing: a wrong tile or entry makes a proof fail to verify.
+:class:`VerifiedMirror` is the same for a client that reads many times: it keeps the checkpoint
+it verified (each newer one must be consistent with it) and proves one leaf at a time against it.
 
 ::
 
@@ -21,9 +23,9 @@ import threading
 import urllib.parse
 from collections.abc import Iterable, Sequence
 
-from chain.checkpoint import parse_checkpoint, verify_sealed_checkpoint
+from chain.checkpoint import Checkpoint, parse_checkpoint, verify_sealed_checkpoint
 from chain.consortium import ConsortiumConfig
-from chain.errors import InvalidInputError, NotFoundError, UnavailableError
+from chain.errors import InvalidInputError, NotFoundError, UnavailableError, VerificationError
 from chain.evidence import ConsistencyEvidence, EvidenceBundle, EvidenceEntry
 from chain.hashing import leaf_hash
 from chain.note import parse_note
@@ -39,7 +41,7 @@ from chain.tiles import (
     tile_width,
 )
 
-__all__ = ["MirrorClient", "prove_from_mirror"]
+__all__ = ["MirrorClient", "VerifiedMirror", "prove_from_mirror"]
 
 #: The largest answer read: a full bundle of 256 entries of up to 65,535 bytes each.
 _MAX_BODY = TILE_WIDTH * (2 + 0xFFFF)
@@ -168,10 +170,7 @@ def prove_from_mirror(
             raise InvalidInputError(
                 f"expected a leaf index below {size} (the mirror's sealed tree size), got {index}"
             )
-        entry = client.entry(index, size)
-        proof = inclusion_proof(index, size, reader)
-        verify_inclusion(leaf_hash(entry), index, size, proof, root)
-        entries.append(EvidenceEntry(index, entry, tuple(proof)))
+        entries.append(_proved_leaf(client, reader, index, root))
     consistency = []
     if since is not None:
         older = parse_checkpoint(parse_note(since).text)
@@ -191,3 +190,79 @@ def prove_from_mirror(
         entries=tuple(entries),
         consistency=tuple(consistency),
     )
+
+
+def _proved_leaf(
+    client: MirrorClient, reader: TiledHashReader, index: int, root: bytes
+) -> EvidenceEntry:
+    """Leaf ``index`` (below ``reader.size``) from the mirror, its inclusion proof built from the
+    tiles and verified against ``root``, the root of the tree of ``reader.size`` leaves."""
+    size = reader.size
+    entry = client.entry(index, size)
+    proof = inclusion_proof(index, size, reader)
+    verify_inclusion(leaf_hash(entry), index, size, proof, root)
+    return EvidenceEntry(index, entry, tuple(proof))
+
+
+class VerifiedMirror:
+    """What a client that reads a mirror many times keeps: the latest checkpoint it verified
+    (the quorum's signatures checked against ``config``, the pinned consortium) and proofs of
+    single leaves against it. A newer checkpoint is taken only with a consistency proof from the
+    one held (built from the tiles and verified), so every leaf proved through one
+    ``VerifiedMirror`` is in one append-only history. Not thread-safe: one per client thread.
+
+    Errors: those of :func:`prove_from_mirror`, and :class:`~chain.errors.VerificationError`
+    when the mirror's checkpoint is older than the one held.
+    """
+
+    def __init__(self, client: MirrorClient, config: ConsortiumConfig) -> None:
+        self.client = client
+        self.config = config
+        self._checkpoint: Checkpoint | None = None
+        self._note = b""
+        self._reader = TiledHashReader(0, client.read_tiles)
+
+    @property
+    def checkpoint(self) -> Checkpoint | None:
+        """The checkpoint verified last (None before the first :meth:`refresh`)."""
+        return self._checkpoint
+
+    @property
+    def note(self) -> bytes:
+        """The signed note of :attr:`checkpoint` (empty before the first :meth:`refresh`)."""
+        return self._note
+
+    def refresh(self) -> Checkpoint:
+        """Fetch the mirror's latest checkpoint, verify its signatures and its consistency with
+        the checkpoint held, and hold it from now on."""
+        config = self.config
+        note = self.client.checkpoint()
+        checkpoint = verify_sealed_checkpoint(note, config.verifiers, config.quorum, config.origin)
+        reader = TiledHashReader(checkpoint.size, self.client.read_tiles)
+        held = self._checkpoint
+        if held is not None and held.size > checkpoint.size:
+            raise VerificationError(
+                f"mirror {self.client.base_url} serves a checkpoint of tree size "
+                f"{checkpoint.size}, older than the one verified before ({held.size})"
+            )
+        if held is not None and held.size:
+            proof = consistency_proof(held.size, checkpoint.size, reader)
+            verify_consistency(
+                held.size, checkpoint.size, proof, held.root_hash, checkpoint.root_hash
+            )
+        self._checkpoint, self._note, self._reader = checkpoint, note, reader
+        return checkpoint
+
+    def prove(self, leaf_index: int) -> EvidenceEntry:
+        """Leaf ``leaf_index`` with its inclusion proof, verified against the checkpoint held
+        (refreshed first if there is none yet or the leaf is past it); InvalidInputError if
+        the mirror's latest checkpoint does not cover the leaf either."""
+        held = self._checkpoint
+        if held is None or leaf_index >= held.size:
+            held = self.refresh()
+        if not 0 <= leaf_index < held.size:
+            raise InvalidInputError(
+                f"expected a leaf index below {held.size} (the mirror's sealed tree size), "
+                f"got {leaf_index}"
+            )
+        return _proved_leaf(self.client, self._reader, leaf_index, held.root_hash)

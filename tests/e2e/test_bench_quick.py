@@ -50,6 +50,11 @@ EXPECTED = {
         "read.immudb.per_s",
         "read.ratio.per_s",
         "read.ratio.p99_ms",
+        "read.mirror.per_s",
+        "read.mirror.requests_per_op",
+        "read.mirror_ratio.per_s",
+        "read.mirror_uncached.per_s",
+        "read.mirror_uncached_ratio.per_s",
         "memory.node_rss_per_million",
     },
 }

@@ -24,7 +24,7 @@ from chain.note import Signer, sign
 from chain.proof_build import tree_root
 from chain.tiles import MemoryHashStore, Tile, tile_bytes, tile_path, tiles_touched
 from cli.main import app
-from sdk.mirror import MirrorClient, prove_from_mirror
+from sdk.mirror import MirrorClient, VerifiedMirror, prove_from_mirror
 
 ORIGIN = "test.swiftchain/mirror"
 SIGNERS = [Signer(f"hospital-{c}", Ed25519PrivateKey.generate()) for c in "abc"]
@@ -98,6 +98,49 @@ def test_a_leaf_past_the_checkpoint_and_a_missing_mirror(node: Node) -> None:
     for url in ("ftp://x", "127.0.0.1:8061", "http://h/?q=1"):
         with pytest.raises(InvalidInputError, match="expected a mirror URL"):
             MirrorClient(url)
+
+
+class CountingClient(MirrorClient):
+    """A mirror client that counts its requests by path."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url)
+        self.paths: list[str] = []
+
+    def get(self, path: str) -> bytes:
+        self.paths.append(path)
+        return super().get(path)
+
+
+def test_a_verified_mirror_keeps_its_checkpoint_and_takes_a_newer_one_only_if_consistent(
+    node: Node,
+) -> None:
+    client = CountingClient(node.url)
+    mirror = VerifiedMirror(client, CONFIG)
+    proved = [mirror.prove(i) for i in (3, 257, 289)]
+    assert [p.entry for p in proved] == [node.entries[i] for i in (3, 257, 289)]
+    assert client.paths.count("checkpoint") == 1  # verified once, then held
+    assert mirror.checkpoint is not None and mirror.checkpoint.size == 290
+    node.sealed = (300, _note(node.tree, 300))
+    assert mirror.prove(295).entry == node.entries[295]  # past the held tree: refreshed
+    assert client.paths.count("checkpoint") == 2
+    assert mirror.checkpoint.size == 300 and mirror.note == node.sealed[1].encode()
+
+
+def test_a_verified_mirror_refuses_a_fork_and_a_rollback(node: Node) -> None:
+    mirror = VerifiedMirror(MirrorClient(node.url), CONFIG)
+    mirror.refresh()
+    forked = MemoryHashStore()
+    forked.extend(leaf_hash(b"not entry %d" % i) for i in range(300))
+    node.sealed = (300, _note(forked, 300))
+    with pytest.raises(VerificationError):
+        mirror.prove(295)
+    assert mirror.checkpoint is not None and mirror.checkpoint.size == 290  # still the old one
+    node.sealed = (100, _note(node.tree, 100))
+    with pytest.raises(VerificationError, match="older than the one verified before"):
+        mirror.refresh()
+    with pytest.raises(InvalidInputError, match="expected a leaf index below 100"):
+        VerifiedMirror(MirrorClient(node.url), CONFIG).prove(100)
 
 
 def _closed_port() -> int:
