@@ -185,6 +185,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # http.server's default backlog of 5 made the sixth of clients connecting at once wait for
+    # the kernel's SYN retry (a second); a mirror is meant to be read by many at once.
+    request_queue_size = 128
     block_on_close = False
 
     def __init__(
