@@ -5,6 +5,12 @@ kind, submitter, subject tag), so that the completeness check compares the read 
 the log holds, not with what the services said; it turns the node's cosignature alarms into
 flags; and it assembles evidence bundles from the node's proofs.
 
+The node is one member, so each checkpoint it serves passes the domain's
+:class:`~services.audit.domain.CheckpointGate` first (a quorum of the pinned member keys,
+consistency with the last accepted checkpoint, proved by the node): one that fails is flagged
+once and nothing is indexed past the last accepted checkpoint from it, while the follower keeps
+following for a checkpoint that passes.
+
 How far the index has got is the gauge ``swiftchain.audit.log_indexed_tree_size``, so that
 operators (and ``make demo``, waiting for the audit to catch up) can compare it with the log's
 sealed tree size without reading the service's database.
@@ -15,15 +21,22 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from google.protobuf.message import DecodeError
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 
+from chain.checkpoint import Checkpoint
 from chain.entry import read_body
-from services.audit.domain import AuditBook, LogLeaf, SealedView
+from services.audit.domain import (
+    AuditBook,
+    CheckpointGate,
+    CheckpointRejection,
+    LogLeaf,
+    SealedView,
+)
 from services.platform.chain_client import (
     CALL_TIMEOUT,
     consistency_since,
@@ -39,6 +52,7 @@ _log = logging.getLogger(__name__)
 #: Seconds between two reads of the node's alarms.
 ALARM_POLL = 5.0
 _CONFLICT_KINDS = (pb.ALARM_KIND_COSIGNATURE_CONFLICT, pb.ALARM_KIND_CHECKPOINT_MISMATCH)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: The tree size the log index of this process is complete up to (one follower per process).
 _indexed: dict[str, int] = {}
 
@@ -53,6 +67,10 @@ metrics.get_meter("swiftchain.audit").create_observable_gauge(
     unit="{leaf}",
     description="The tree size up to which the audit service's log index holds every sealed leaf",
 )
+
+
+def _cut_time(checkpoint: Checkpoint) -> datetime:
+    return _EPOCH + timedelta(milliseconds=checkpoint.cut_time_ms)
 
 
 def _leaf(raw: bytes, leaf_index: int, sealed_tree_size: int) -> LogLeaf | None:
@@ -80,14 +98,23 @@ class LogFollower:
         chain: grpc.Channel,
         book: AuditBook,
         position: int,
+        gate: CheckpointGate,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
+        """Follow from ``position`` (the tree size the index is complete up to); ``gate`` holds
+        the last checkpoint accepted before (see ``AuditStore.log_checkpoint``)."""
         self._chain = chain_service_pb2_grpc.ChainServiceStub(chain)
         self._book = book
         self._position = position
         _indexed["tree_size"] = position
+        self._gate = gate
         self._note = ""
         self._cut_time = datetime.min.replace(tzinfo=UTC)
+        accepted = gate.accepted
+        if accepted is not None and accepted.checkpoint.size == position:
+            self._note = accepted.note
+            self._cut_time = _cut_time(accepted.checkpoint)
+        self._node = ""
         self._clock = clock
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -124,29 +151,62 @@ class LogFollower:
         for message in call:
             self._index_to(message.checkpoint)
 
-    def _index_to(self, checkpoint: pb.SealedCheckpoint) -> None:
+    def _index_to(self, sealed: pb.SealedCheckpoint) -> None:
+        """Index up to ``sealed`` if it passes the gate; flag it (once) if it does not."""
         with self._lock:
-            size = checkpoint.tree_size
-            start = self._position
-            while start < size:
-                page = self._chain.GetEntries(
-                    pb.GetEntriesRequest(start=start, end=size), timeout=30
-                )
-                if not page.entries:
-                    raise RuntimeError(f"the chain node served no entries from {start} of {size}")
-                leaves = [
-                    leaf
-                    for offset, raw in enumerate(page.entries)
-                    if (leaf := _leaf(raw, start + offset, size)) is not None
-                ]
-                start += len(page.entries)
-                indexed = min(start, size)
-                self._book.index_leaves(leaves, indexed)
-                _indexed["tree_size"] = indexed
-            if size >= self._position:
-                self._position = size
-                self._note = checkpoint.note
-                self._cut_time = checkpoint.cut_time.ToDatetime(tzinfo=UTC)
+            if sealed.tree_size < self._position:
+                return  # the node is behind the index: nothing to index
+            checked = self._gate.check(sealed.note, sealed.tree_size, self._prove)
+            if isinstance(checked, CheckpointRejection):
+                self._refuse(checked)
+                return
+            if checked.size < self._position:
+                return
+            self._index_leaves(checked.size)
+            if self._gate.accept(sealed.note, checked):
+                # After its leaves: a restart mid-way checks the next one against the last.
+                self._book.checkpoint_accepted(sealed.note)
+            self._position = checked.size
+            self._note = sealed.note
+            self._cut_time = _cut_time(checked)
+
+    def _index_leaves(self, size: int) -> None:
+        """Index the leaves from the position up to ``size``, page by page."""
+        start = self._position
+        while start < size:
+            page = self._chain.GetEntries(pb.GetEntriesRequest(start=start, end=size), timeout=30)
+            if not page.entries:
+                raise RuntimeError(f"the chain node served no entries from {start} of {size}")
+            leaves = [
+                leaf
+                for offset, raw in enumerate(page.entries)
+                if (leaf := _leaf(raw, start + offset, size)) is not None
+            ]
+            start += len(page.entries)
+            indexed = min(start, size)
+            self._book.index_leaves(leaves, indexed)
+            _indexed["tree_size"] = indexed
+
+    def _prove(self, first: int, second: int) -> Sequence[bytes]:
+        """The node's consistency proof from tree size ``first`` to ``second``."""
+        response = self._chain.GetConsistencyProof(
+            pb.GetConsistencyProofRequest(first_size=first, second_size=second),
+            timeout=CALL_TIMEOUT,
+        )
+        return tuple(response.proof)
+
+    def _refuse(self, rejection: CheckpointRejection) -> None:
+        if not self._node:
+            self._node = self._chain.GetNodeStatus(
+                pb.GetNodeStatusRequest(), timeout=CALL_TIMEOUT
+            ).node
+        if self._book.checkpoint_rejected(self._node, rejection, self._clock()):
+            _log.warning(
+                "refused the checkpoint of tree size %d from chain node %s: %s",
+                rejection.tree_size,
+                self._node,
+                rejection.reason,
+            )
 
     def sync(self) -> SealedView:
         """Index up to the node's latest sealed checkpoint and return it."""

@@ -4,7 +4,8 @@ Three loops feed the book: a Kafka consumer of every event topic (group ``audit`
 offsets are committed only after its items are written, so a crash replays and never loses; a
 record it cannot use is set aside in the ``poison_records`` collection, and the database away
 is waited out),
-the log follower (sealed leaves from a chain node, and its alarms), and the consent check of
+the log follower (sealed leaves from a chain node, under checkpoints it checked, and the node's
+alarms), and the consent check of
 PERMIT decisions and records once the events of other topics had time to arrive.
 """
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from services.audit.domain import AuditBook, AuditPolicy
+from services.audit.domain import AuditBook, AuditPolicy, CheckpointGate
 from services.audit.domain.events import accept_event
 from services.audit.log_follower import LogFollower
 from services.audit.servicer import AuditServicer
@@ -67,7 +68,7 @@ def main() -> None:
     settings = AuditSettings()
     configure_process(settings)
     files = ConsortiumFiles(settings.consortium_dir)
-    files.load()
+    consortium = files.load()
     mongo.connect(settings.mongo_uri, settings.database, alias=ALIAS)
     poison.use_store(MongoPoisonStore(ALIAS))
     store = AuditMongoStore()
@@ -83,7 +84,10 @@ def main() -> None:
     )
     book.load(_now())
     chain = open_channel(settings.chain_node, settings.tls_dir)
-    follower = LogFollower(chain, book, store.log_position(), clock=_now)
+    # Every checkpoint the node serves is checked against the consortium's pinned member keys
+    # and the last checkpoint accepted, stored so that a restart keeps it.
+    gate = CheckpointGate(consortium, store.log_checkpoint())
+    follower = LogFollower(chain, book, store.log_position(), gate, clock=_now)
     book.attach_log(follower)
     consumer = make_consumer(
         settings.kafka_bootstrap, settings.process_name, settings.consumer_group, EVENT_TOPICS

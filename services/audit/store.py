@@ -4,7 +4,8 @@
   an entry is an upsert of the fields it knows, so an event read twice writes the same values
   again and a trail never holds an entry twice.
 * ``leaves``: the log index, one document per sealed leaf (``_id`` = entry id), read from a
-  chain node; ``position`` holds the tree size it is complete up to.
+  chain node; ``position`` holds the tree size it is complete up to and the signed note of the
+  last checkpoint the log follower accepted.
 * ``directives``: consent directive versions as the consent events announced them
   (``_id`` = ``<directive id>/<version>``), for the consent check of PERMIT decisions.
 * ``patients``: subject tag (hex) -> subject id, from identity events.
@@ -40,7 +41,8 @@ from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.common.v1 import common_pb2
 
 ALIAS = "audit"
-#: The ``_id`` of the ``position`` document: the tree size the log index is complete up to.
+#: The ``_id`` of the ``position`` document: the tree size the log index is complete up to
+#: (``tree_size``) and the last checkpoint the log follower accepted (``checkpoint``).
 POSITION_ID = "log"
 
 
@@ -256,6 +258,17 @@ class AuditMongoStore:
         """Remember the tree size the log index is complete up to."""
         _collection("position").update_one(
             {"_id": POSITION_ID}, {"$set": {"tree_size": tree_size}}, upsert=True
+        )
+
+    def log_checkpoint(self) -> str:
+        """The signed note of the last checkpoint the log follower accepted ('' for none)."""
+        doc = _collection("position").find_one({"_id": POSITION_ID})
+        return str(doc.get("checkpoint", "")) if doc else ""
+
+    def store_log_checkpoint(self, note: str) -> None:
+        """Remember the last checkpoint the log follower accepted."""
+        _collection("position").update_one(
+            {"_id": POSITION_ID}, {"$set": {"checkpoint": note}}, upsert=True
         )
 
     # --- directives and patients ----------------------------------------------------------

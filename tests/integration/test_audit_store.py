@@ -1,9 +1,9 @@
 """The audit store (services/audit/store.py) alone on the real FerretDB: the read model's upserts
 and their idempotence, trail queries (patient tag, organization, kind, time range) in
 (time, entry id) order, paged by a range condition strictly after a position, flags raised,
-merged, reviewed and paged the same way, the log index and its position, directives and
-patients; and the audit book on top of it, applying one batch of events twice and paging while
-items arrive."""
+merged, reviewed and paged the same way, the log index, its position and the last accepted
+checkpoint, directives and patients; and the audit book on top of it, applying one batch of
+events twice and paging while items arrive."""
 
 from __future__ import annotations
 
@@ -360,6 +360,17 @@ def test_the_log_position_starts_at_zero_and_moves(store: AuditMongoStore) -> No
     assert store.log_position() == 12
     store.store_log_position(40)
     assert store.log_position() == 40
+    assert len(documents("position")) == 1
+
+
+def test_the_last_accepted_checkpoint_is_kept_beside_the_position(store: AuditMongoStore) -> None:
+    assert store.log_checkpoint() == ""
+    store.store_log_position(12)
+    store.store_log_checkpoint("origin\n12\n...\n\n\u2014 hospital-a AAAA\n")
+    store.store_log_position(15)
+    assert store.log_checkpoint() == "origin\n12\n...\n\n\u2014 hospital-a AAAA\n"
+    store.store_log_checkpoint("origin\n15\n")
+    assert (store.log_position(), store.log_checkpoint()) == (15, "origin\n15\n")
     assert len(documents("position")) == 1
 
 

@@ -16,10 +16,18 @@ passed in. The modules, by concept:
 * ``trail``: trail queries scoped to the caller, their pages, evidence exports;
 * ``flags``: break-glass, access without consent, denial bursts, alarms, review;
 * ``completeness``: the read model of a patient against the log index;
+* ``checkpoints``: the check of every sealed checkpoint the log follower is served (member
+  signatures, consistency with the last one accepted);
 * ``book``: :class:`AuditBook`, which ties them together under one lock.
 """
 
 from services.audit.domain.book import AuditBook
+from services.audit.domain.checkpoints import (
+    AcceptedCheckpoint,
+    CheckpointGate,
+    CheckpointRejection,
+    ConsistencyProver,
+)
 from services.audit.domain.completeness import Completeness
 from services.audit.domain.events import EventEffects, EventTranslator
 from services.audit.domain.flags import DECISIONS_KEPT, MAX_NOTE_CHARS, Flags
@@ -64,11 +72,15 @@ __all__ = [
     "MAX_EXPORT_ENTRIES",
     "MAX_NOTE_CHARS",
     "PERMIT",
+    "AcceptedCheckpoint",
     "After",
     "AuditBook",
     "AuditPolicy",
     "AuditStore",
+    "CheckpointGate",
+    "CheckpointRejection",
     "Completeness",
+    "ConsistencyProver",
     "DirectiveVersion",
     "EventEffects",
     "EventTranslator",

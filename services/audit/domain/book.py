@@ -1,7 +1,8 @@
 """The audit book: the one object the service's loops and RPCs use. It applies batches of events
-to the read model, indexes the log as the log follower reads it, and answers trails, evidence,
-completeness and flags, holding one lock over everything that changes the read model, the log
-index or the flags' in-memory state."""
+to the read model, indexes the log as the log follower reads it (remembering the last checkpoint
+it accepted and flagging those it refused), and answers trails, evidence, completeness and flags,
+holding one lock over everything that changes the read model, the log index or the flags'
+in-memory state."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from chain.errors import InvalidInputError
+from services.audit.domain.checkpoints import CheckpointRejection
 from services.audit.domain.completeness import Completeness, compare, incomplete_trail_flag
 from services.audit.domain.events import EventTranslator
 from services.audit.domain.flags import Flags
@@ -46,6 +48,8 @@ class AuditBook:
         self._lock = threading.Lock()
         self._flags = Flags(store, self._policy)
         self._trails = Trails(store, self._translator)
+        #: The bad-checkpoint flags raised by this process (each is raised once).
+        self._checkpoint_flags: set[str] = set()
 
     def attach_log(self, log: LogReader) -> None:
         """The chain node the book reads the log from (set once at start)."""
@@ -123,6 +127,22 @@ class AuditBook:
                     only_existing=True,
                 )
             self._store.store_log_position(tree_size)
+
+    def checkpoint_accepted(self, note: str) -> None:
+        """Remember the last checkpoint the log follower accepted (its signed note)."""
+        with self._lock:
+            self._store.store_log_checkpoint(note)
+
+    def checkpoint_rejected(self, node: str, rejection: CheckpointRejection, now: datetime) -> bool:
+        """A checkpoint ``node`` served failed the log follower's check: raise its flag, once
+        (see :meth:`CheckpointRejection.flag_id`); whether it was raised now."""
+        with self._lock:
+            raised = rejection.flag_id(node)
+            if raised in self._checkpoint_flags:
+                return False
+            self._flags.raise_flag(rejection.flag(node, now))
+            self._checkpoint_flags.add(raised)
+            return True
 
     def on_alarm(
         self,

@@ -55,6 +55,13 @@ class AuditStore(Protocol):
     def store_log_position(self, tree_size: int) -> None:
         """Remember that the log index is complete up to ``tree_size``."""
 
+    def log_checkpoint(self) -> str:
+        """The signed note of the last checkpoint the log follower accepted ('' for none)."""
+
+    def store_log_checkpoint(self, note: str) -> None:
+        """Remember the last checkpoint the log follower accepted (its whole signed note), so
+        that the next one is checked for consistency with it after a restart too."""
+
     def put_directive(self, version: DirectiveVersion) -> None:
         """Remember a directive version (idempotent)."""
 

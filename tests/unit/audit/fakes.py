@@ -1,21 +1,29 @@
 """Shared pieces of the audit unit tests: the AuditStore protocol in memory (with the semantics
 of services/audit/store.py: upserts of fields, ``$addToSet`` merges, the (time, id) order and
-pages that start strictly after a position), a LogReader that serves a fixed view, and builders
+pages that start strictly after a position), a LogReader that serves a fixed view, builders
 of the events the audit reads (made with services/platform/events.py ``envelope()``, as the
-services make them)."""
+services make them), and a chain node serving a real Merkle tree and checkpoints signed by a
+test consortium's member keys (or others)."""
 
 from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.message import Message
 
+from chain.checkpoint import Checkpoint
+from chain.consortium import ConsortiumConfig, Member
+from chain.hashing import leaf_hash
+from chain.note import Signer, sign
+from chain.proof_build import consistency_proof, tree_root
 from chain.tags import subject_tag
+from chain.tiles import MemoryHashStore
 from services.audit.domain import (
     KIND_ACCESS,
     After,
@@ -31,6 +39,7 @@ from services.audit.domain import (
 )
 from services.platform.events import envelope
 from swiftchain.audit.v1 import audit_service_pb2 as apb
+from swiftchain.chain.v1 import chain_service_pb2 as pb
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2
 
@@ -76,6 +85,8 @@ class FakeAuditStore:
         self.items_doc: dict[str, dict[str, Any]] = {}
         self.leaves: dict[str, LogLeaf] = {}
         self.position = 0
+        #: The signed note of the last checkpoint the log follower accepted.
+        self.checkpoint = ""
         self.directives: dict[tuple[str, int], DirectiveVersion] = {}
         self.patient_names: dict[bytes, str] = {}
         self.flag_records: dict[str, FlagRecord] = {}
@@ -89,6 +100,7 @@ class FakeAuditStore:
                 "items": self.items_doc,
                 "leaves": self.leaves,
                 "position": self.position,
+                "checkpoint": self.checkpoint,
                 "directives": self.directives,
                 "patients": self.patient_names,
                 "flags": self.flag_records,
@@ -175,6 +187,12 @@ class FakeAuditStore:
 
     def store_log_position(self, tree_size: int) -> None:
         self.position = tree_size
+
+    def log_checkpoint(self) -> str:
+        return self.checkpoint
+
+    def store_log_checkpoint(self, note: str) -> None:
+        self.checkpoint = note
 
     # --- directives and patients ----------------------------------------------------------
 
@@ -387,3 +405,94 @@ def patient_registered(subject_id: str) -> events_pb2.EventEnvelope:
         events_pb2.PatientRegistered(subject_id=subject_id, registered_by=HOSPITAL),
         producer="identity",
     )
+
+
+# --- a chain node's log, signed by the consortium -----------------------------------------
+
+ORIGIN = "test.swiftchain/audit"
+#: The members' note keys, and a key the consortium does not pin that claims a member's name.
+MEMBER_SIGNERS = [Signer(f"hospital-{c}", Ed25519PrivateKey.generate()) for c in "abc"]
+IMPOSTOR = Signer("hospital-b", Ed25519PrivateKey.generate())
+CONSORTIUM = ConsortiumConfig(
+    origin=ORIGIN,
+    quorum=2,
+    members=tuple(Member(s.name, s.verifier().vkey) for s in MEMBER_SIGNERS),
+    genesis_keys=(),
+)
+NODE_NAME = "hospital-c"
+
+
+class FakeChainNode:
+    """A chain node's ChainService as the log follower calls it, over a real Merkle tree of
+    ``entries``: sealed checkpoints signed by whom a test says, GetEntries in pages of at most
+    ``page``, consistency proofs from the node's own tree (which :meth:`fork` rewrites)."""
+
+    def __init__(self, entries: list[bytes], page: int = 1000) -> None:
+        self.entries = list(entries)
+        self.page = page
+        self.sealed: list[pb.SealedCheckpoint] = []
+        self.proofs_asked: list[tuple[int, int]] = []
+        self.served_from: list[int] = []
+        self._tree = self._hashes()
+
+    def _hashes(self) -> MemoryHashStore:
+        tree = MemoryHashStore()
+        tree.extend(leaf_hash(entry) for entry in self.entries)
+        return tree
+
+    def fork(self, leaf_index: int, entry: bytes) -> None:
+        """Rewrite history: the leaf at ``leaf_index`` is now ``entry``."""
+        self.entries[leaf_index] = entry
+        self._tree = self._hashes()
+
+    def seal(
+        self,
+        size: int,
+        signers: Sequence[Signer] = tuple(MEMBER_SIGNERS[:2]),
+        *,
+        origin: str = ORIGIN,
+    ) -> pb.SealedCheckpoint:
+        """Seal a checkpoint of ``size`` leaves signed by ``signers`` and serve it."""
+        cut_ms = int(NOW.timestamp() * 1000) + size
+        text = Checkpoint(
+            origin, size, tree_root(size, self._tree), len(self.sealed) + 1, bytes(32), cut_ms
+        ).to_text()
+        sealed = pb.SealedCheckpoint(note=sign(text, signers).decode(), tree_size=size)
+        sealed.cut_time.FromMilliseconds(cut_ms)
+        self.sealed.append(sealed)
+        return sealed
+
+    def GetEntries(self, request: pb.GetEntriesRequest, timeout: float) -> pb.GetEntriesResponse:
+        end = min(request.end, request.start + self.page)
+        return pb.GetEntriesResponse(start=request.start, entries=self.entries[request.start : end])
+
+    def WatchCheckpoints(
+        self, request: pb.WatchCheckpointsRequest
+    ) -> Iterator[pb.WatchCheckpointsResponse]:
+        self.served_from.append(request.from_tree_size)
+        return iter(
+            [
+                pb.WatchCheckpointsResponse(checkpoint=sealed)
+                for sealed in self.sealed
+                if sealed.tree_size >= request.from_tree_size
+            ]
+        )
+
+    def GetCheckpoint(
+        self, request: pb.GetCheckpointRequest, timeout: float
+    ) -> pb.GetCheckpointResponse:
+        return pb.GetCheckpointResponse(checkpoint=self.sealed[-1])
+
+    def GetConsistencyProof(
+        self, request: pb.GetConsistencyProofRequest, timeout: float
+    ) -> pb.GetConsistencyProofResponse:
+        self.proofs_asked.append((request.first_size, request.second_size))
+        proof = consistency_proof(request.first_size, request.second_size, self._tree)
+        return pb.GetConsistencyProofResponse(
+            first_size=request.first_size, second_size=request.second_size, proof=proof
+        )
+
+    def GetNodeStatus(
+        self, request: pb.GetNodeStatusRequest, timeout: float
+    ) -> pb.GetNodeStatusResponse:
+        return pb.GetNodeStatusResponse(node=NODE_NAME)

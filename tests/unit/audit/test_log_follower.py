@@ -1,7 +1,9 @@
-"""The log follower's gauge of how far the audit service's log index has got
-(services/audit/log_follower.py), and the reading of it that ``make demo`` and the end-to-end
-tests wait on (devstack/parties.py): the backlog of the audit is learnt from its metrics, not
-from its database."""
+"""The log follower (services/audit/log_follower.py): its check of every sealed checkpoint it
+follows (a quorum of the consortium's pinned member keys, consistency with the last accepted
+checkpoint, kept across restarts; a failure is flagged once and nothing is indexed past it), its
+gauge of how far the audit service's log index has got, and the reading of that gauge that
+``make demo`` and the end-to-end tests wait on (devstack/parties.py): the backlog of the audit
+is learnt from its metrics, not from its database."""
 
 from __future__ import annotations
 
@@ -14,16 +16,37 @@ from unittest import mock
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
+from chain.note import Signer
 from devstack.parties import AUDIT_INDEXED_GAUGE, StackParties
 from devstack.process import free_port
 from devstack.stack import StackPorts
 from services.audit import log_follower
-from services.audit.domain import AuditBook, SealedView
+from services.audit.domain import (
+    AuditBook,
+    CheckpointGate,
+    CheckpointRejection,
+    ConsistencyProver,
+    FlagRecord,
+    SealedView,
+)
 from services.audit.log_follower import LogFollower
+from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.chain.v1 import chain_service_pb2 as pb
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
-from tests.unit.audit.fakes import HOSPITAL, NOW, TAG_KEY, FakeAuditStore, FakeLogReader, tag
+from tests.unit.audit.fakes import (
+    CONSORTIUM,
+    HOSPITAL,
+    IMPOSTOR,
+    MEMBER_SIGNERS,
+    NODE_NAME,
+    NOW,
+    TAG_KEY,
+    FakeAuditStore,
+    FakeChainNode,
+    FakeLogReader,
+    tag,
+)
 
 
 def raw_entry(entry_id: str) -> bytes:
@@ -37,44 +60,194 @@ def raw_entry(entry_id: str) -> bytes:
     return entry_pb2.ChainEntry(body=body.SerializeToString()).SerializeToString()
 
 
-class FakeChain:
-    """A chain node's GetEntries, at most ``page`` entries a call."""
-
-    def __init__(self, entries: list[bytes], page: int) -> None:
-        self.entries = entries
-        self.page = page
-
-    def GetEntries(self, request: pb.GetEntriesRequest, timeout: float) -> pb.GetEntriesResponse:
-        end = min(request.end, request.start + self.page)
-        return pb.GetEntriesResponse(entries=self.entries[request.start : end])
-
-
 def indexed() -> list[float]:
     return [o.value for o in log_follower._observe_indexed(mock.Mock())]
 
 
-def test_the_gauge_follows_the_log_index_page_by_page() -> None:
-    store = FakeAuditStore()
+def following(
+    node: FakeChainNode, store: FakeAuditStore | None = None
+) -> tuple[LogFollower, FakeAuditStore]:
+    """A log follower of ``node`` started as the service starts it: from the store's position
+    and last accepted checkpoint (a fresh store unless one is given, as after a restart)."""
+    store = store or FakeAuditStore()
     book = AuditBook(store, TAG_KEY)
     book.attach_log(FakeLogReader(SealedView(0, "", NOW)))
-    follower = LogFollower(mock.MagicMock(), book, position=2)
+    gate = CheckpointGate(CONSORTIUM, store.log_checkpoint())
+    follower = LogFollower(mock.MagicMock(), book, store.log_position(), gate, clock=lambda: NOW)
+    follower._chain = node  # type: ignore[assignment]
+    return follower, store
+
+
+def entries(count: int) -> list[bytes]:
+    return [raw_entry(f"e-{n}") for n in range(count)]
+
+
+def test_the_gauge_follows_the_log_index_page_by_page() -> None:
+    store = FakeAuditStore()
+    store.position = 2
+    node = FakeChainNode(entries(7), page=2)
+    follower, _ = following(node, store)
     assert indexed() == [2]  # what the store held at start
-    chain = FakeChain([raw_entry(f"e-{n}") for n in range(7)], page=2)
     seen: list[float] = []
+    book = follower._book
     real_index = book.index_leaves
 
     def index_and_look(*args: object, **kwargs: object) -> None:
         real_index(*args, **kwargs)  # type: ignore[arg-type]
         seen.extend(indexed())
 
-    follower._chain = chain  # type: ignore[assignment]
     with mock.patch.object(book, "index_leaves", index_and_look):
-        follower._index_to(pb.SealedCheckpoint(tree_size=7))
+        follower._index_to(node.seal(7))
     # While a page is stored the gauge still tells the page before: it never runs ahead of
     # the store, and moves with every page of a long catch-up, not only at its end.
     assert seen == [2, 4, 6]
     assert indexed() == [7] and store.position == 7
     assert sorted(store.leaves) == [f"e-{n}" for n in range(2, 7)]
+
+
+# --- the check of every checkpoint followed -------------------------------------------------
+
+
+def node_prover(node: FakeChainNode) -> ConsistencyProver:
+    return lambda first, second: (
+        node.GetConsistencyProof(
+            pb.GetConsistencyProofRequest(first_size=first, second_size=second), timeout=1
+        ).proof
+    )
+
+
+def bad_checkpoint_flags(store: FakeAuditStore) -> list[FlagRecord]:
+    return [f for f in store.flag_records.values() if f.kind == apb.FLAG_KIND_BAD_CHECKPOINT]
+
+
+def test_a_good_sequence_is_indexed_and_each_checkpoint_proved_consistent() -> None:
+    node = FakeChainNode(entries(8))
+    for size in (3, 5, 8):
+        node.seal(size)
+    follower, store = following(node)
+    follower._follow_once()
+    assert store.position == 8
+    assert sorted(store.leaves) == [f"e-{n}" for n in range(8)]
+    assert store.leaves["e-4"].sealed_tree_size == 5
+    assert node.proofs_asked == [(3, 5), (5, 8)]  # the first is believed on its signatures
+    assert store.checkpoint == node.sealed[-1].note
+    assert store.flag_records == {}
+    view = follower.sync()
+    assert (view.tree_size, view.note) == (8, node.sealed[-1].note)
+
+
+@pytest.mark.parametrize(
+    ("signers", "reason"),
+    [
+        (
+            [MEMBER_SIGNERS[0], IMPOSTOR],
+            "expected a quorum of 2 member signatures, got 1 (by hospital-a); signatures by "
+            "keys the consortium does not pin count for nothing: "
+            f"hospital-b+{IMPOSTOR.key_hash:08x}",
+        ),
+        ([MEMBER_SIGNERS[0]], "expected a quorum of 2 member signatures, got 1 (by hospital-a)."),
+    ],
+    ids=["a foreign signature", "below quorum"],
+)
+def test_a_checkpoint_without_a_quorum_of_member_keys_is_flagged_once_and_not_indexed(
+    signers: list[Signer], reason: str
+) -> None:
+    node = FakeChainNode(entries(8))
+    node.seal(3)
+    node.seal(5, signers)
+    follower, store = following(node)
+    follower._follow_once()
+    assert store.position == 3 and sorted(store.leaves) == ["e-0", "e-1", "e-2"]
+    assert store.checkpoint == node.sealed[0].note
+    [flag] = bad_checkpoint_flags(store)
+    assert flag.organization_id == NODE_NAME
+    assert flag.summary.startswith(
+        f"chain node {NODE_NAME} served a sealed checkpoint of tree size 5 that the audit "
+        "service refused: "
+    )
+    assert reason in flag.summary
+    assert "last accepted checkpoint (tree size 3)" in flag.summary
+    # The follower keeps following: the node serves the bad checkpoint again, nothing moves and
+    # no second flag is raised; a good checkpoint after it is indexed.
+    follower._follow_once()
+    assert node.served_from == [1, 4]
+    assert store.position == 3 and len(store.flag_records) == 1
+    node.seal(8)
+    follower._follow_once()
+    assert store.position == 8 and len(store.leaves) == 8
+    assert node.proofs_asked[-1] == (3, 8)
+    assert len(store.flag_records) == 1
+
+
+def test_a_forked_tree_is_flagged_once_and_nothing_past_the_fork_is_indexed() -> None:
+    node = FakeChainNode(entries(9))
+    node.seal(4)
+    follower, store = following(node)
+    follower._follow_once()
+    assert store.position == 4
+    # The node rewrites leaf 2 and has a quorum sign the new tree: signatures pass, the
+    # consistency proof (from the node's own tree) does not lead from the accepted root.
+    node.fork(2, raw_entry("e-rewritten"))
+    node.seal(6)
+    node.seal(9)
+    follower._follow_once()
+    follower._follow_once()
+    assert store.position == 4 and sorted(store.leaves) == [f"e-{n}" for n in range(4)]
+    assert store.checkpoint == node.sealed[0].note
+    [flag] = bad_checkpoint_flags(store)
+    assert "checkpoint of tree size 6" in flag.summary
+    assert "not consistent with tree size 4, the last checkpoint the audit service accepted" in (
+        flag.summary
+    )
+    assert len(store.flag_records) == 1  # neither the 9 nor the retries raised another
+
+
+def test_a_bad_latest_checkpoint_leaves_the_view_at_the_last_accepted_one() -> None:
+    node = FakeChainNode(entries(5))
+    node.seal(3)
+    node.seal(5, [MEMBER_SIGNERS[2]])
+    follower, store = following(node)
+    follower._follow_once()
+    view = follower.sync()
+    assert (view.tree_size, view.note) == (3, node.sealed[0].note)
+    assert len(bad_checkpoint_flags(store)) == 1
+
+
+def test_a_restart_keeps_the_last_accepted_checkpoint() -> None:
+    node = FakeChainNode(entries(9))
+    node.seal(4)
+    before, store = following(node)
+    before._follow_once()
+    accepted = store.checkpoint
+    assert accepted == node.sealed[0].note
+    # After a restart the follower starts from the store: its view is the accepted checkpoint
+    # without asking the node again...
+    after, _ = following(node, store)
+    view = after.sync()
+    assert (view.tree_size, view.note) == (4, accepted)
+    # ... and a fork served after the restart is caught against it, though a checkpoint seen
+    # first would be believed on its signatures alone.
+    node.fork(1, raw_entry("e-rewritten"))
+    forked = node.seal(6)
+    fresh = CheckpointGate(CONSORTIUM).check(forked.note, 6, node_prover(node))
+    assert not isinstance(fresh, CheckpointRejection)
+    after._follow_once()
+    assert store.position == 4 and store.checkpoint == accepted
+    [flag] = bad_checkpoint_flags(store)
+    assert "not consistent with tree size 4" in flag.summary
+
+
+def test_after_a_restart_the_next_checkpoint_is_proved_from_the_stored_one() -> None:
+    node = FakeChainNode(entries(9))
+    node.seal(4)
+    before, store = following(node)
+    before._follow_once()
+    node.seal(9)
+    after, _ = following(node, store)
+    after._follow_once()
+    assert node.proofs_asked == [(4, 9)]
+    assert store.position == 9 and store.checkpoint == node.sealed[-1].note
+    assert store.flag_records == {}
 
 
 @pytest.fixture

@@ -57,6 +57,13 @@ class _FlagKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FlagKind.Val
     """A chain node reported a member signing two different checkpoints for one tree size, or
     one that differs from what the node computed.
     """
+    FLAG_KIND_BAD_CHECKPOINT: _FlagKind.ValueType  # 7
+    """The chain node the audit service follows served a sealed checkpoint that failed the
+    audit's own check: fewer than a quorum of valid signatures by the consortium's pinned member
+    keys, a signature by a member key that does not verify, another origin, or a tree that is
+    not consistent with the last checkpoint the audit service accepted (a fork). Nothing past
+    the last accepted checkpoint is indexed from it.
+    """
 
 class FlagKind(_FlagKind, metaclass=_FlagKindEnumTypeWrapper):
     """What a flag is about."""
@@ -81,6 +88,13 @@ FLAG_KIND_SEAL_DEADLINE_MISSED: FlagKind.ValueType  # 5
 FLAG_KIND_COSIGNATURE_CONFLICT: FlagKind.ValueType  # 6
 """A chain node reported a member signing two different checkpoints for one tree size, or
 one that differs from what the node computed.
+"""
+FLAG_KIND_BAD_CHECKPOINT: FlagKind.ValueType  # 7
+"""The chain node the audit service follows served a sealed checkpoint that failed the
+audit's own check: fewer than a quorum of valid signatures by the consortium's pinned member
+keys, a signature by a member key that does not verify, another origin, or a tree that is
+not consistent with the last checkpoint the audit service accepted (a fork). Nothing past
+the last accepted checkpoint is indexed from it.
 """
 Global___FlagKind: _TypeAlias = FlagKind  # noqa: Y015
 
