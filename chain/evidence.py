@@ -10,7 +10,8 @@ Three layers, each with its own kind of failure:
   with a garbled signature line is a failed check, like a note with a wrong signature.
 * :func:`verify_bundle` (:mod:`chain.evidence_verify`) runs every check and returns a
   :class:`VerificationReport`, never raising for anything the bundle says (only for bad
-  arguments, such as a 31-byte salt).
+  arguments, such as a 31-byte salt). :func:`verify_against_consortium` is the same with the
+  keys, quorum and origin pinned to a consortium file, as every verifier should run it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from chain.evidence_verify import (
     EntrySummary,
     VerificationReport,
     commitment,
+    verify_against_consortium,
     verify_bundle,
 )
 
@@ -48,5 +50,6 @@ __all__ = [
     "bundle_to_json",
     "commitment",
     "parse_bundle",
+    "verify_against_consortium",
     "verify_bundle",
 ]

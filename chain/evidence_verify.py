@@ -21,6 +21,7 @@ from typing import Any, Final, Literal
 from google.protobuf.message import DecodeError
 
 from chain.checkpoint import Checkpoint, parse_checkpoint
+from chain.consortium import ConsortiumConfig
 from chain.errors import InvalidInputError, SwiftchainError
 from chain.evidence_bundle import (
     ConsistencyEvidence,
@@ -49,6 +50,7 @@ __all__ = [
     "EntrySummary",
     "VerificationReport",
     "commitment",
+    "verify_against_consortium",
     "verify_bundle",
 ]
 
@@ -256,13 +258,14 @@ def _check_note(
     unknown = len(note.unverified_signatures)
     extra = f"; {_plural(unknown, 'signature')} by unknown keys ignored" if unknown else ""
     if count < quorum:
+        foreign = _foreign_keys(note, keys) if keys_source == "trusted" and unknown else ""
         return (
             Check(
                 name,
                 False,
                 f"{what} has {_plural(count, 'valid member signature')}"
                 f"{' (' + ', '.join(signers) + ')' if signers else ''}, quorum is {quorum}; "
-                f"{source}{extra}",
+                f"{source}{extra}{foreign}",
             ),
             signers,
         )
@@ -274,6 +277,17 @@ def _check_note(
             f"({', '.join(signers)}), quorum {quorum}; {source}{extra}",
         ),
         signers,
+    )
+
+
+def _foreign_keys(note: Note, keys: Sequence[Verifier]) -> str:
+    """Which keys the note's unknown signatures name, against the pinned ones: a bundle
+    re-signed with keys of someone else's making shows up here."""
+    pinned = ", ".join(f"{k.name}+{k.key_hash:08x}" for k in keys)
+    got = ", ".join(sig.key_id for sig in note.unverified_signatures)
+    return (
+        f" (expected signatures by the pinned consortium's keys {pinned}, got signatures by "
+        f"{got}: keys the consortium does not hold)"
     )
 
 
@@ -483,4 +497,28 @@ def verify_bundle(
         cut_time_ms=None if checkpoint is None else checkpoint.cut_time_ms,
         signers=signers,
         entries=summaries,
+    )
+
+
+def verify_against_consortium(
+    bundle: EvidenceBundle,
+    consortium: ConsortiumConfig,
+    *,
+    document: bytes | None = None,
+    salt: bytes | None = None,
+) -> VerificationReport:
+    """:func:`verify_bundle` with the member keys, quorum and origin pinned to ``consortium``
+    (the consortium file the verifier holds), never the bundle's own: a bundle re-signed with
+    keys of someone else's making fails ``checkpoint.signatures``."""
+    if not isinstance(consortium, ConsortiumConfig):
+        raise InvalidInputError(
+            f"expected the pinned consortium as a ConsortiumConfig, got {type(consortium).__name__}"
+        )
+    return verify_bundle(
+        bundle,
+        trusted_verifiers=consortium.verifiers,
+        trusted_quorum=consortium.quorum,
+        trusted_origin=consortium.origin,
+        document=document,
+        salt=salt,
     )

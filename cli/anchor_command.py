@@ -17,8 +17,9 @@ from typing import Annotated, Any, Final
 import grpc
 import typer
 
-from chain.errors import VerificationError
+from chain.errors import SwiftchainError, VerificationError
 from cli import identity_files as files
+from cli import pinned_consortium
 from cli.common import (
     EXIT_UNREADABLE,
     UnreadableInputError,
@@ -58,12 +59,15 @@ HELP = help_text(
     "one of the record; later versions are chained to the previous version's commitment.",
     "Writes FILE.anchor.json (mode 0600): the entry id, the commitment and its SALT, which is "
     "secret, must be kept with the document and is what later proves it. With --wait, also "
-    "waits for the sealed receipt, checks it offline and writes it to FILE.receipt.json for "
-    "`swiftchain verify`.",
-    "Exit status: 0 anchored, 1 refused or unreachable (the message says why), 2 unreadable input.",
+    "waits for the sealed receipt, checks it offline against the pinned consortium "
+    "(--consortium FILE, or the file pinned with `swiftchain config pin`) and writes it to "
+    "FILE.receipt.json for `swiftchain verify`.",
+    "Exit status: 0 anchored, 1 refused or unreachable (the message says why), 2 unreadable "
+    "input or no consortium pinned.",
 )
 
 EPILOG = examples(
+    "swiftchain config pin consortium.json",
     "swiftchain anchor obs-1.json --org hospital-a/ --record obs-1 --subject pt-77 --wait",
     "swiftchain anchor obs-1.json --org hospital-a/ --record obs-1 --subject pt-77 "
     "--action correct --reason entered-in-error",
@@ -225,6 +229,16 @@ def anchor(
             show_default=False,
         ),
     ] = None,
+    consortium: Annotated[
+        Path | None,
+        typer.Option(
+            "--consortium",
+            metavar="FILE",
+            help="The swiftchain-consortium/v1 file receipts are checked against. Default: the "
+            "file pinned with `swiftchain config pin`.",
+            show_default=False,
+        ),
+    ] = None,
     anchoring: Annotated[
         str,
         typer.Option(
@@ -264,13 +278,19 @@ def anchor(
         signing_key = files.load_ed25519(org / files.SIGNING_KEY_FILE)
         key = _tag_key(tag_key or default_tag_key())
         raw, form = document_bytes(document, exact=exact_bytes)
-    except (UnreadableInputError, OSError, ValueError) as exc:
+        pinned = pinned_consortium.resolve(consortium, "to check receipts against")
+    except (UnreadableInputError, SwiftchainError, OSError, ValueError) as exc:
         fail(str(exc), EXIT_UNREADABLE)
     anchor_file = out or document.with_name(document.name + ".anchor.json")
     try:
         with open_channel(anchoring, org) as channel:
             client = HospitalClient(
-                channel, hospital.organization_id, hospital.key_id, signing_key, key
+                channel,
+                hospital.organization_id,
+                hospital.key_id,
+                signing_key,
+                key,
+                consortium=pinned.config,
             )
             chosen, previous = _previous(client, record_id, version)
             draft = client.record_version(
@@ -300,7 +320,11 @@ def anchor(
                     fail(f"entry {promise.entry_id} was not sealed (see GetReceipt for why)")
                 receipt_file = document.with_name(document.name + ".receipt.json")
                 write_output(receipt_file, bundle.encode(), "receipt")
-                console.print(f"sealed; receipt verified and written to {receipt_file}")
+                console.print(
+                    f"sealed; receipt verified against {pinned.describe()} and written to "
+                    f"{receipt_file}",
+                    soft_wrap=True,
+                )
     except grpc.RpcError as error:
         fail(rpc_error_message(anchoring, error).replace("node ", "anchoring ", 1))
     except VerificationError as exc:

@@ -229,7 +229,9 @@ def trail(
         "Write an evidence bundle (swiftchain-evidence/v1) for a trail, or for named entries: "
         "one sealed checkpoint, every entry's bytes and inclusion proof, and with "
         "--since-checkpoint a consistency proof from a checkpoint you already hold. Check it "
-        "offline with `swiftchain verify FILE`. Entries not yet sealed are listed, not exported.",
+        "offline with `swiftchain verify FILE --consortium CONSORTIUM` (or with the consortium "
+        "file pinned by `swiftchain config pin`). Entries not yet sealed are listed, not "
+        "exported.",
         examples(
             "swiftchain audit export --patient pt-abc --out evidence.json",
             "swiftchain audit export --entry-id 7f0c... --since-checkpoint old.note --out e.json",
@@ -292,7 +294,11 @@ def export(
     ):
         if ids:
             console.print(f"{len(ids)} {label}: {', '.join(ids)}", soft_wrap=True)
-    console.print(f"check it offline: swiftchain verify {out}", soft_wrap=True)
+    console.print(
+        f"check it offline against the consortium file you hold: swiftchain verify {out} "
+        "--consortium CONSORTIUM (or pin it once: swiftchain config pin CONSORTIUM)",
+        soft_wrap=True,
+    )
 
 
 @contextmanager

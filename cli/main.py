@@ -2,9 +2,9 @@
 
 Commands live in their own modules and are registered here: ``verify`` (offline), the
 ``chain`` and ``node`` groups (talk to a chain node), ``identity`` (organizations, keys,
-certificates, patient devices) and ``anchor`` (a hospital anchors a document version). The
-``consent`` and ``audit`` groups are added the same way: a module with a ``typer.Typer``
-and one ``app.add_typer`` line below.
+certificates, patient devices), ``anchor`` (a hospital anchors a document version) and
+``config`` (the pinned consortium file). The ``consent`` and ``audit`` groups are added the
+same way: a module with a ``typer.Typer`` and one ``app.add_typer`` line below.
 
 Run it as ``swiftchain``, ``python -m cli`` or ``python -m cli.main``.
 """
@@ -20,6 +20,7 @@ from cli import (
     anchor_command,
     audit_commands,
     chain_commands,
+    config_commands,
     consent_commands,
     identity_commands,
     node_commands,
@@ -47,6 +48,7 @@ app.add_typer(node_commands.app, name="node")
 app.add_typer(identity_commands.app, name="identity")
 app.add_typer(consent_commands.app, name="consent")
 app.add_typer(audit_commands.app, name="audit")
+app.add_typer(config_commands.app, name="config")
 app.command("anchor", help=anchor_command.HELP, epilog=anchor_command.EPILOG, no_args_is_help=True)(
     anchor_command.anchor
 )

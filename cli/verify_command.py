@@ -5,16 +5,23 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Final
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from chain.consortium import parse_consortium
-from chain.errors import InvalidInputError
-from chain.evidence import SALT_SIZE, VerificationReport, parse_bundle, verify_bundle
+from chain.errors import InvalidInputError, PreconditionError, SwiftchainError
+from chain.evidence import (
+    SALT_SIZE,
+    EvidenceBundle,
+    VerificationReport,
+    parse_bundle,
+    verify_against_consortium,
+    verify_bundle,
+)
+from cli import pinned_consortium
 from cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -36,14 +43,19 @@ HELP = help_text(
     "to the checkpoint root, that every consistency proof leads from its older (itself "
     "quorum-signed) checkpoint to this one, and, with --document and --salt, that "
     "HMAC-SHA256(salt, document) is the commitment of one of the entries.",
-    "Pin the consortium with --consortium: without it the member keys and quorum are the "
-    "bundle's own, which proves only that the bundle is consistent with itself.",
+    "The member keys, quorum and origin are those of a consortium file you hold: --consortium "
+    "FILE, or the file pinned once with `swiftchain config pin FILE`. Never the bundle's own: "
+    "anyone can sign a bundle with keys of their own making and list those keys in it. "
+    "--trust-bundle-keys checks a bundle against its own keys anyway, with a warning; that "
+    "proves only that the bundle is consistent with itself.",
     "Exit status: 0 if everything holds, 1 if any check fails, 2 if the input cannot be read "
-    "(missing file, not JSON, not a swiftchain-evidence/v1 bundle, a malformed option).",
+    "(missing file, not JSON, not a swiftchain-evidence/v1 bundle, a malformed option) or no "
+    "consortium is pinned.",
 )
 
 EPILOG = examples(
     "swiftchain verify receipt.json --consortium consortium.json",
+    "swiftchain config pin consortium.json && swiftchain verify receipt.json",
     "swiftchain verify receipt.json --document scan.pdf --salt $(cat scan.salt.hex)",
     "swiftchain verify receipt.json --document obs.json --canonical-json --salt $(cat obs.salt)",
     "swiftchain verify receipt.json --json | jq .ok",
@@ -78,8 +90,19 @@ def _time(ms: int | None) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def render_report(report: VerificationReport, console: Console, *, source: str) -> None:
-    """The report for people: what the bundle says, then one row per check, then the verdict."""
+TRUST_BUNDLE_KEYS_WARNING: Final = (
+    "WARNING: --trust-bundle-keys: the member keys and quorum are the bundle's own, not a "
+    "consortium's you pinned; anyone can sign a bundle with keys of their own making, so a pass "
+    "proves only that the bundle is consistent with itself. Pin the consortium with "
+    "--consortium FILE or `swiftchain config pin FILE`."
+)
+
+
+def render_report(
+    report: VerificationReport, console: Console, *, source: str, pinned: str | None = None
+) -> None:
+    """The report for people: what the bundle says, then one row per check, then the verdict.
+    ``pinned`` says where trusted member keys came from (e.g. the consortium file)."""
     console.print(Text(f"Evidence bundle {source}", style="bold"))
     facts = Table.grid(padding=(0, 2))
     facts.add_column(style="dim")
@@ -97,9 +120,9 @@ def render_report(report: VerificationReport, console: Console, *, source: str) 
         facts.add_row("checkpoint", Text("unreadable", style="red"))
     facts.add_row("signed by", Text(", ".join(report.signers) or "no valid member signature"))
     keys = (
-        "trusted (--consortium)"
+        f"pinned: {pinned or 'the trusted consortium'}"
         if report.keys_source == "trusted"
-        else "from the bundle itself — not pinned; pass --consortium to pin them"
+        else "from the bundle itself — NOT pinned"
     )
     facts.add_row(
         "member keys", Text(keys, style="" if report.keys_source == "trusted" else "yellow")
@@ -193,10 +216,18 @@ def verify(
         typer.Option(
             "--consortium",
             metavar="FILE",
-            help="A swiftchain-consortium/v1 file: pin the member keys, quorum and origin "
-            "to it instead of trusting the bundle's own.",
+            help="A swiftchain-consortium/v1 file: the member keys, quorum and origin the "
+            "bundle must match. Default: the file pinned with `swiftchain config pin`.",
         ),
     ] = None,
+    trust_bundle_keys: Annotated[
+        bool,
+        typer.Option(
+            "--trust-bundle-keys",
+            help="With no consortium pinned: check the bundle against the keys it carries "
+            "(prints a warning; proves only that the bundle is consistent with itself).",
+        ),
+    ] = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON (for scripts).")
     ] = False,
@@ -213,7 +244,6 @@ def verify(
 
     doc_bytes: bytes | None = None
     salt_bytes: bytes | None = None
-    trusted: dict[str, Any] = {}
     try:
         if (document is None) != (salt is None):
             raise UnreadableInputError(
@@ -224,26 +254,72 @@ def verify(
             doc_bytes = read_input(document, "document")
             if canonical_json_document:
                 doc_bytes = _canonical(doc_bytes, document)
-        if consortium is not None:
-            try:
-                config = parse_consortium(read_input(consortium, "consortium file"))
-            except InvalidInputError as exc:
-                raise UnreadableInputError(f"{consortium}: {exc}") from None
-            trusted = {
-                "trusted_verifiers": [m.verifier_key for m in config.members],
-                "trusted_quorum": config.quorum,
-                "trusted_origin": config.origin,
-            }
+        pinned = _pinned_consortium(consortium, trust_bundle_keys)
     except UnreadableInputError as exc:
         raise _unreadable(str(exc), json_output) from None
 
     try:
-        report = verify_bundle(parsed, document=doc_bytes, salt=salt_bytes, **trusted)
+        report = _verify(parsed, pinned, doc_bytes, salt_bytes)
     except InvalidInputError as exc:
         raise _unreadable(str(exc), json_output) from None
 
+    if pinned is None:
+        stderr().print(Text(TRUST_BUNDLE_KEYS_WARNING, style="bold yellow"), soft_wrap=True)
     if json_output:
-        typer.echo(json.dumps({"bundle": source, **report.to_dict()}, indent=2))
+        output = {
+            "bundle": source,
+            "consortium": None if pinned is None else pinned.to_dict(),
+            **report.to_dict(),
+        }
+        typer.echo(json.dumps(output, indent=2))
     else:
-        render_report(report, stdout(), source=source)
+        described = None if pinned is None else pinned.describe()
+        render_report(report, stdout(), source=source, pinned=described)
+    # --trust-bundle-keys only chooses the keys: the verdict is the report's, so a bundle that
+    # fails its own checks still exits 1.
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
+
+
+def _pinned_consortium(
+    option: Path | None, trust_bundle_keys: bool
+) -> pinned_consortium.PinnedConsortium | None:
+    """The consortium to check against, or ``None`` for the bundle's own keys (only with
+    ``--trust-bundle-keys`` and nothing pinned); UnreadableInputError (exit 2) otherwise."""
+    if option is not None and trust_bundle_keys:
+        raise UnreadableInputError(
+            "expected --consortium FILE or --trust-bundle-keys, got both: a pinned consortium "
+            "is what the bundle's keys are checked against"
+        )
+    try:
+        pinned = pinned_consortium.resolve(option, "to check the bundle against")
+    except PreconditionError as exc:
+        if trust_bundle_keys:
+            return None
+        raise UnreadableInputError(
+            f"{exc}; --trust-bundle-keys checks the bundle against its own keys instead, which "
+            "proves only that it is consistent with itself"
+        ) from None
+    except SwiftchainError as exc:
+        raise UnreadableInputError(str(exc)) from None
+    if trust_bundle_keys:
+        # A pin outranks the flag, so the flag can never pass a bundle the pin fails.
+        stderr().print(
+            Text(
+                "swiftchain: --trust-bundle-keys ignored: the bundle is checked against the "
+                f"pinned consortium file {pinned.describe()}",
+                style="yellow",
+            ),
+            soft_wrap=True,
+        )
+    return pinned
+
+
+def _verify(
+    bundle: EvidenceBundle,
+    pinned: pinned_consortium.PinnedConsortium | None,
+    document: bytes | None,
+    salt: bytes | None,
+) -> VerificationReport:
+    if pinned is None:
+        return verify_bundle(bundle, document=document, salt=salt)
+    return verify_against_consortium(bundle, pinned.config, document=document, salt=salt)

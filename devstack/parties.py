@@ -213,7 +213,8 @@ class StackParties:
         return principal
 
     def hospital_client(self, hospital: Principal, key_id: str | None = None) -> HospitalClient:
-        """The anchoring SDK client of ``hospital`` (its first key unless ``key_id``)."""
+        """The anchoring SDK client of ``hospital`` (its first key unless ``key_id``), checking
+        receipts against the stack's consortium file."""
         assert hospital.signing_key is not None, f"{hospital.label} holds no signing key"
         return HospitalClient(
             self.channel(hospital, "anchoring"),
@@ -221,6 +222,7 @@ class StackParties:
             key_id or hospital.key_id,
             hospital.signing_key,
             self.consortium.load_tag_key(),
+            consortium=self.consortium.load(),
         )
 
     def login(self, patient: Principal) -> str:

@@ -1,9 +1,16 @@
 """Anchoring for hospitals: build and sign RECORD entries, send them, wait for receipts, verify.
 
-    client = HospitalClient(channel, "hospital-a", "hospital-a#1", signing_key, tag_key)
+    consortium = parse_consortium(Path("consortium.json").read_bytes())   # the file you hold
+    client = HospitalClient(
+        channel, "hospital-a", "hospital-a#1", signing_key, tag_key, consortium=consortium
+    )
     version = client.record_version("rec-1", 1, fhir_resource, subject_id="pt-…")
     promise = client.anchor([version])[0]
     receipt = client.receipt(promise.entry_id, wait=True)   # an evidence bundle, verified
+
+Receipts are verified against the consortium the hospital pins (its own copy of the consortium
+file), never against the keys a receipt carries: the service, or anyone between, could sign a
+receipt with keys of its own making and list those.
 
 The hospital keeps, per version, the document and ``version.commitment.salt`` (secret): they are
 what later proves the version (``verify``) and what erasure deletes. A batch of versions is
@@ -21,9 +28,10 @@ import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from chain.consortium import ConsortiumConfig
 from chain.entry import EntrySigner, new_entry_id
-from chain.errors import VerificationError
-from chain.evidence import parse_bundle, verify_bundle
+from chain.errors import InvalidInputError, VerificationError
+from chain.evidence import parse_bundle, verify_against_consortium
 from chain.tags import record_tag, subject_tag
 from sdk.commitments import Commitment, canonical_json, commit
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
@@ -96,8 +104,36 @@ class RecordVersionDraft:
         )
 
 
+def check_receipt(bundle_json: str, entry_id: str, consortium: ConsortiumConfig) -> None:
+    """Check a receipt offline: an evidence bundle that verifies against ``consortium`` (the
+    pinned one, never the keys the bundle carries) and proves entry ``entry_id``;
+    :class:`VerificationError` saying what failed otherwise."""
+    try:
+        bundle = parse_bundle(bundle_json)
+    except InvalidInputError as exc:
+        raise VerificationError(
+            f"the receipt for entry {entry_id} is not an evidence bundle: {exc}"
+        ) from None
+    report = verify_against_consortium(bundle, consortium)
+    if not report.ok:
+        failed = "; ".join(f"{c.name}: {c.message}" for c in report.failures)
+        raise VerificationError(
+            f"the receipt for entry {entry_id} does not verify against the pinned consortium "
+            f"{consortium.origin!r}: {failed}"
+        )
+    proved = [e.entry_id for e in report.entries]
+    if entry_id not in proved:
+        raise VerificationError(
+            f"expected the receipt to prove entry {entry_id}, got a receipt for {proved}"
+        )
+
+
 class HospitalClient:
-    """A hospital's handle on the anchoring service (an mTLS channel as the hospital)."""
+    """A hospital's handle on the anchoring service (an mTLS channel as the hospital).
+
+    ``consortium`` is the pinned consortium (the hospital's own copy of the consortium file,
+    parsed with :func:`chain.consortium.parse_consortium`): receipts are checked against its
+    member keys, quorum and origin."""
 
     def __init__(
         self,
@@ -106,8 +142,16 @@ class HospitalClient:
         key_id: str,
         signing_key: Ed25519PrivateKey,
         tag_key: bytes,
+        *,
+        consortium: ConsortiumConfig,
     ) -> None:
+        if not isinstance(consortium, ConsortiumConfig):
+            raise InvalidInputError(
+                "expected the pinned consortium as a ConsortiumConfig, got "
+                f"{type(consortium).__name__}"
+            )
         self.organization_id = organization_id
+        self.consortium = consortium
         self.channel = channel
         self._stub = anchoring_service_pb2_grpc.AnchoringServiceStub(channel)
         self._signer = EntrySigner(key_id, signing_key)
@@ -188,16 +232,15 @@ class HospitalClient:
         return self._stub.AnchorRecord(request, timeout=timeout).receipt
 
     def receipt(self, entry_id: str, *, wait: bool = True, timeout: float = 35.0) -> str:
-        """The entry's evidence bundle (JSON), checked offline here; VerificationError if the
-        service's evidence does not verify, '' if the entry is not sealed (yet)."""
+        """The entry's evidence bundle (JSON), checked offline here against the pinned
+        consortium; VerificationError if it does not verify or proves another entry, '' if the
+        entry is not sealed (yet)."""
         response = self._stub.GetReceipt(
             pb.GetReceiptRequest(entry_id=entry_id, wait=wait), timeout=timeout
         )
         if not response.evidence.json:
             return ""
-        report = verify_bundle(parse_bundle(response.evidence.json))
-        if not report.ok:
-            raise VerificationError(f"the receipt for entry {entry_id} does not verify")
+        check_receipt(response.evidence.json, entry_id, self.consortium)
         return response.evidence.json
 
     def provenance(self, record_id: str, timeout: float = 10.0) -> pb.GetProvenanceResponse:

@@ -135,6 +135,8 @@ def test_anchor_retry_conflict_and_a_receipt_that_verifies_offline(
         [
             "verify",
             str(receipt),
+            "--consortium",
+            str(platform.consortium.config_path),
             "--document",
             str(document_file),
             "--salt",
@@ -374,6 +376,8 @@ def anchor_cli(platform: Platform, hospital: Principal, *args: str) -> Result:
             SUBJECT,
             "--tag-key",
             str(ConsortiumFiles(platform.stack.root / "consortium").tag_key_path),
+            "--consortium",
+            str(ConsortiumFiles(platform.stack.root / "consortium").config_path),
             "--anchoring",
             platform.target("anchoring"),
         ],
@@ -404,7 +408,9 @@ def test_swiftchain_anchor_anchors_chains_versions_and_writes_a_receipt_that_ver
     )  # fmt: skip
     assert proven.exit_code == 0, proven.output
     # The file's own bytes are not what was committed (it is committed canonicalized).
-    raw = verify_cli(receipt, "--document", str(document), "--salt", salt)
+    raw = verify_cli(
+        receipt, "--consortium", str(consortium), "--document", str(document), "--salt", salt
+    )
     assert raw.exit_code == 1, raw.output
 
     # Without --version the next one is anchored, chained to the previous commitment (the

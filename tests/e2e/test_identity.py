@@ -334,7 +334,7 @@ def test_a_revoked_key_signs_nothing_after_its_revocation_and_what_it_signed_bef
         tls,
     )
     assert proved.exit_code == 0, proved.output
-    verified = cli("verify", str(bundle))
+    verified = cli("verify", str(bundle), "--consortium", str(platform.consortium.config_path))
     assert verified.exit_code == 0, verified.output
 
 

@@ -1,6 +1,6 @@
 """The evidence CLI against three real chain nodes (DESIGN §3.5): ``swiftchain chain
 checkpoint`` / ``chain prove`` fetch a bundle from a running node, ``swiftchain verify`` accepts
-it offline and rejects every tampered copy."""
+it offline against the pinned consortium file and rejects every tampered copy."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def cluster(
     cluster = ChainCluster(tmp_path, kafka_bootstrap, mongo_uri)
     # The CLI reaches the nodes over mTLS as the cluster's consortium admin.
     monkeypatch.setenv("SWIFTCHAIN_TLS_DIR", str(cluster.tls_dir))
+    # Nothing pinned but what a test pins, whatever the machine's own config says.
+    monkeypatch.setenv("SWIFTCHAIN_CONFIG_DIR", str(tmp_path / "swiftchain-config"))
     yield cluster
     cluster.stop_all()
 
@@ -173,19 +175,23 @@ def test_prove_then_verify_and_reject_tampered_copies(
     assert len(parsed.entries) == 2
     assert parsed.consistency[0].from_checkpoint == early.read_text(encoding="utf-8")
 
-    # verify: the bundle's own keys, then pinned to the consortium file.
+    # verify: nothing pinned is refused; pinned to the consortium file it holds.
+    consortium = str(cluster.files.config_path)
     code, report = verify_json(bundle)
+    assert code == 2, report
+    assert "expected a pinned consortium file" in report["error"]
+    code, report = verify_json(bundle, "--consortium", consortium)
     assert code == 0, report
-    assert report["keys_source"] == "bundle"
+    assert report["keys_source"] == "trusted"
     assert report["checkpoint"]["tree_size"] > early_size
     assert [e["entry_id"] for e in report["entries"]] == [
         entry_id(body),
         entry_id(early_bodies[3]),
     ]
     assert "consistency[0].proof" in {c["name"] for c in report["checks"]}
-    code, report = verify_json(bundle, "--consortium", str(cluster.files.config_path))
-    assert code == 0, report
-    assert report["keys_source"] == "trusted"
+    assert cli("config", "pin", consortium).exit_code == 0
+    code, report = verify_json(bundle)
+    assert (code, report["consortium"]["pinned_by"]) == (0, "swiftchain config pin"), report
 
     # The commitment, with the document and its salt.
     doc_file = tmp_path / "record.json"
@@ -199,7 +205,7 @@ def test_prove_then_verify_and_reject_tampered_copies(
 
     # The human report, through the real module entry point.
     completed = subprocess.run(
-        [sys.executable, "-m", "cli", "verify", str(bundle)],
+        [sys.executable, "-m", "cli", "verify", str(bundle), "--consortium", consortium],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -216,12 +222,12 @@ def test_prove_then_verify_and_reject_tampered_copies(
         tamper(document_copy)
         path = tmp_path / f"{name}.json"
         path.write_text(json.dumps(document_copy, ensure_ascii=False), encoding="utf-8")
-        code, report = verify_json(path, "--consortium", str(cluster.files.config_path))
+        code, report = verify_json(path, "--consortium", consortium)
         assert code == 1, (name, report)
         failures = {c["name"]: c["message"] for c in report["checks"] if not c["ok"]}
         assert check in failures, (name, failures)
         assert fragment in failures[check], (name, failures[check])
-        human = cli("verify", str(path))
+        human = cli("verify", str(path), "--consortium", consortium)
         assert human.exit_code == 1
         assert "NOT VERIFIED" in human.stdout
 

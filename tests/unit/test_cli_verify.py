@@ -1,6 +1,7 @@
-"""``swiftchain verify``: exit 0 when everything holds, 1 when a check fails, 2 for unreadable
-input, never a traceback; plus the --help of every command and the input errors of the commands
-that talk to a node (which fail before, or instead of, reaching one)."""
+"""``swiftchain verify``: exit 0 when everything holds against the pinned consortium, 1 when a
+check fails, 2 for unreadable input or no pinned consortium, never a traceback; plus the --help
+of every command and the input errors of the commands that talk to a node (which fail before, or
+instead of, reaching one)."""
 
 from __future__ import annotations
 
@@ -83,6 +84,13 @@ def write(tmp_path: Path, document: dict[str, Any], name: str = "bundle.json") -
     return path
 
 
+@pytest.fixture(autouse=True)
+def no_pinned_consortium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty CLI config folder: nothing pinned, whatever the machine's own config says."""
+    monkeypatch.setenv("SWIFTCHAIN_CONFIG_DIR", str(tmp_path / "swiftchain-config"))
+    monkeypatch.setenv("COLUMNS", "400")  # a report row on one line, whatever the path
+
+
 def run(*args: str, stdin: str | None = None) -> Result:
     result = CliRunner().invoke(app, list(args), input=stdin)
     assert "Traceback" not in result.output
@@ -93,6 +101,19 @@ def run(*args: str, stdin: str | None = None) -> Result:
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
     return write(tmp_path, make_bundle())
+
+
+@pytest.fixture
+def consortium(tmp_path: Path) -> Path:
+    return consortium_file(tmp_path)
+
+
+@pytest.fixture
+def resigned(tmp_path: Path) -> Path:
+    """The genuine bundle re-signed with keys someone else made under the members' names, and
+    listing those keys: consistent with itself, not with the consortium."""
+    forgers = [Signer(s.name, Ed25519PrivateKey.generate()) for s in SIGNERS[:2]]
+    return write(tmp_path, make_bundle(forgers), "resigned.json")
 
 
 @pytest.fixture
@@ -107,22 +128,29 @@ def tampered(tmp_path: Path) -> Path:
 # ------------------------------------------------------------------------------- exit 0 / 1
 
 
-def test_valid_bundle_exits_0_and_says_what_it_checked(bundle: Path) -> None:
-    result = run("verify", str(bundle))
+def test_valid_bundle_exits_0_and_says_what_it_checked(bundle: Path, consortium: Path) -> None:
+    result = run("verify", str(bundle), "--consortium", str(consortium))
     assert result.exit_code == 0, result.output
     for fragment in ("checkpoint.signatures", "checkpoint.origin", "entries[0].inclusion"):
         assert fragment in result.output
     assert "VERIFIED: all 3 checks hold" in result.output
-    assert "not pinned" in result.output
+    assert f"pinned: {consortium} (--consortium)" in result.output
+    assert "WARNING" not in result.stderr
 
 
-def test_json_report_for_scripts(bundle: Path) -> None:
-    result = run("verify", str(bundle), "--json")
+def test_json_report_for_scripts(bundle: Path, consortium: Path) -> None:
+    result = run("verify", str(bundle), "--json", "--consortium", str(consortium))
     assert result.exit_code == 0
     report = json.loads(result.stdout)
     assert report["ok"] is True
     assert report["bundle"] == str(bundle)
-    assert report["keys_source"] == "bundle"
+    assert report["keys_source"] == "trusted"
+    assert report["consortium"] == {
+        "path": str(consortium),
+        "sha256": hashlib.sha256(consortium.read_bytes()).hexdigest(),
+        "pinned_by": "--consortium",
+        "origin": ORIGIN,
+    }
     assert [c["name"] for c in report["checks"]] == [
         "checkpoint.signatures",
         "checkpoint.origin",
@@ -130,58 +158,125 @@ def test_json_report_for_scripts(bundle: Path) -> None:
     ]
 
 
-def test_failed_check_exits_1(tampered: Path) -> None:
-    result = run("verify", str(tampered))
+def test_failed_check_exits_1(tampered: Path, consortium: Path) -> None:
+    result = run("verify", str(tampered), "--consortium", str(consortium))
     assert result.exit_code == 1, result.output
     assert "FAIL" in result.output
     assert "NOT VERIFIED: 1 of 3 checks failed" in result.output
 
 
-def test_failed_check_in_json(tampered: Path) -> None:
-    result = run("verify", str(tampered), "--json")
+def test_failed_check_in_json(tampered: Path, consortium: Path) -> None:
+    result = run("verify", str(tampered), "--json", "--consortium", str(consortium))
     assert result.exit_code == 1
     report = json.loads(result.stdout)
     assert report["ok"] is False
     assert [c["name"] for c in report["checks"] if not c["ok"]] == ["entries[0].inclusion"]
 
 
-def test_pinned_consortium(tmp_path: Path, bundle: Path) -> None:
-    consortium = consortium_file(tmp_path)
-    result = run("verify", str(bundle), "--consortium", str(consortium), "--json")
-    assert result.exit_code == 0
-    assert json.loads(result.stdout)["keys_source"] == "trusted"
-    forgers = [Signer(s.name, Ed25519PrivateKey.generate()) for s in SIGNERS[:2]]
-    forged = write(tmp_path, make_bundle(forgers), "forged.json")
-    assert run("verify", str(forged)).exit_code == 0, "consistent with its own keys"
-    result = run("verify", str(forged), "--consortium", str(consortium), "--json")
-    assert result.exit_code == 1
+# ------------------------------------------------------------------------------- pinning
+
+
+def test_a_bundle_resigned_with_foreign_keys_fails_pinned_with_exit_1(
+    resigned: Path, consortium: Path
+) -> None:
+    result = run("verify", str(resigned), "--consortium", str(consortium), "--json")
+    assert result.exit_code == 1, result.output
     failed = [c for c in json.loads(result.stdout)["checks"] if not c["ok"]]
     assert [c["name"] for c in failed] == ["checkpoint.signatures"]
+    message = failed[0]["message"]
+    assert "has 0 valid member signatures, quorum is 2" in message
+    pinned = ", ".join(f"{s.name}+{s.key_hash:08x}" for s in SIGNERS)
+    assert f"expected signatures by the pinned consortium's keys {pinned}, got signatures by " in (
+        message
+    )
+    human = run("verify", str(resigned), "--consortium", str(consortium))
+    assert human.exit_code == 1
+    assert "NOT VERIFIED" in human.output
 
 
-def test_one_signature_exits_1(tmp_path: Path) -> None:
+def test_no_pinned_consortium_exits_2_and_says_what_to_do(resigned: Path, bundle: Path) -> None:
+    for path in (resigned, bundle):  # the genuine bundle too: nothing to check it against
+        result = run("verify", str(path))
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(
+            "swiftchain: expected a pinned consortium file to check the bundle against, got none: "
+            "pass --consortium FILE, or pin one once with `swiftchain config pin FILE`"
+        ), result.stderr
+        assert "VERIFIED" not in result.output
+    result = run("verify", str(resigned), "--json")
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["ok"] is False
+
+
+def test_trust_bundle_keys_warns_and_passes_only_what_holds(bundle: Path, tampered: Path) -> None:
+    genuine = run("verify", str(bundle), "--trust-bundle-keys")
+    assert genuine.exit_code == 0, genuine.output
+    assert genuine.stderr.startswith("WARNING: --trust-bundle-keys: the member keys and quorum")
+    assert "from the bundle itself — NOT pinned" in genuine.output
+    report = json.loads(run("verify", str(bundle), "--trust-bundle-keys", "--json").stdout)
+    assert (report["ok"], report["keys_source"], report["consortium"]) == (True, "bundle", None)
+
+    failing = run("verify", str(tampered), "--trust-bundle-keys")
+    assert failing.exit_code == 1, failing.output
+    assert "WARNING: --trust-bundle-keys" in failing.stderr
+    assert "NOT VERIFIED: 1 of 3 checks failed" in failing.output
+    one_signature = write(tampered.parent, make_bundle(SIGNERS[:1]) | {"quorum": 2}, "one.json")
+    assert run("verify", str(one_signature), "--trust-bundle-keys").exit_code == 1
+
+
+def test_trust_bundle_keys_cannot_override_a_pin(
+    resigned: Path, consortium: Path, bundle: Path
+) -> None:
+    both = run("verify", str(resigned), "--consortium", str(consortium), "--trust-bundle-keys")
+    assert both.exit_code == 2
+    assert "expected --consortium FILE or --trust-bundle-keys, got both" in both.stderr
+    assert run("config", "pin", str(consortium)).exit_code == 0
+    result = run("verify", str(resigned), "--trust-bundle-keys")
+    assert result.exit_code == 1, result.output
+    assert "--trust-bundle-keys ignored" in result.stderr
+    assert run("verify", str(bundle), "--trust-bundle-keys").exit_code == 0
+
+
+def test_the_consortium_pinned_in_the_config(
+    resigned: Path, consortium: Path, bundle: Path
+) -> None:
+    assert run("config", "pin", str(consortium)).exit_code == 0
+    genuine = run("verify", str(bundle))
+    assert genuine.exit_code == 0, genuine.output
+    assert f"pinned: {consortium.resolve()} (swiftchain config pin)" in genuine.output
+    assert run("verify", str(resigned)).exit_code == 1
+    consortium.write_text(consortium.read_text() + "\n")  # the pinned file changes
+    changed = run("verify", str(bundle))
+    assert changed.exit_code == 2
+    assert f"expected the pinned consortium file {consortium.resolve()} to have SHA-256 " in (
+        changed.stderr
+    )
+
+
+def test_one_signature_exits_1(tmp_path: Path, consortium: Path) -> None:
     path = write(tmp_path, make_bundle(SIGNERS[:1]) | {"quorum": 2})
-    result = run("verify", str(path))
+    result = run("verify", str(path), "--consortium", str(consortium))
     assert result.exit_code == 1
     assert "quorum is 2" in result.output
 
 
-def test_document_and_salt(tmp_path: Path, bundle: Path) -> None:
+def test_document_and_salt(tmp_path: Path, bundle: Path, consortium: Path) -> None:
     document = tmp_path / "record.json"
     document.write_bytes(DOCUMENT)
-    ok = run("verify", str(bundle), "--document", str(document), "--salt", SALT.hex())
+    pin = ("--consortium", str(consortium))
+    ok = run("verify", str(bundle), "--document", str(document), "--salt", SALT.hex(), *pin)
     assert ok.exit_code == 0, ok.output
     assert "commitment" in ok.output
     document.write_bytes(DOCUMENT + b"\n")
-    changed = run("verify", str(bundle), "--document", str(document), "--salt", SALT.hex())
+    changed = run("verify", str(bundle), "--document", str(document), "--salt", SALT.hex(), *pin)
     assert changed.exit_code == 1
     document.write_bytes(DOCUMENT)
-    wrong_salt = run("verify", str(bundle), "--document", str(document), "--salt", "00" * 32)
+    wrong_salt = run("verify", str(bundle), "--document", str(document), "--salt", "00" * 32, *pin)
     assert wrong_salt.exit_code == 1
 
 
-def test_bundle_from_standard_input(bundle: Path) -> None:
-    result = run("verify", "-", "--json", stdin=bundle.read_text())
+def test_bundle_from_standard_input(bundle: Path, consortium: Path) -> None:
+    result = run("verify", "-", "--json", "--consortium", str(consortium), stdin=bundle.read_text())
     assert result.exit_code == 0
     assert json.loads(result.stdout)["bundle"] == "standard input"
 
@@ -212,6 +307,8 @@ def _unreadable_cases(tmp_path: Path, bundle: Path) -> list[tuple[list[str], str
             "cannot read document",
         ),
         ([str(bundle), "--consortium", str(bad_consortium)], "consortium config: expected"),
+        ([str(bundle), "--consortium", str(tmp_path / "nope")], "cannot read consortium file"),
+        ([str(bundle)], "expected a pinned consortium file to check the bundle against"),
     ]
 
 
@@ -241,7 +338,9 @@ def test_usage_errors_exit_2() -> None:
 
 
 @pytest.mark.parametrize("module", ["cli", "cli.main"])
-def test_python_dash_m(module: str, tmp_path: Path, bundle: Path, tampered: Path) -> None:
+def test_python_dash_m(
+    module: str, tmp_path: Path, bundle: Path, tampered: Path, consortium: Path
+) -> None:
     def code(*args: str) -> int:
         completed = subprocess.run(
             [sys.executable, "-m", module, "verify", *args],
@@ -254,9 +353,11 @@ def test_python_dash_m(module: str, tmp_path: Path, bundle: Path, tampered: Path
         assert "Traceback" not in completed.stderr
         return completed.returncode
 
-    assert code(str(bundle)) == 0
-    assert code(str(tampered)) == 1
-    assert code(str(tmp_path / "missing.json")) == 2
+    pin = ("--consortium", str(consortium))
+    assert code(str(bundle), *pin) == 0
+    assert code(str(tampered), *pin) == 1
+    assert code(str(bundle)) == 2  # nothing pinned (the config folder is empty)
+    assert code(str(tmp_path / "missing.json"), *pin) == 2
 
 
 # ------------------------------------------------------------------------------- help
@@ -264,7 +365,15 @@ def test_python_dash_m(module: str, tmp_path: Path, bundle: Path, tampered: Path
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["verify"], ["chain"], ["chain", "prove"], ["chain", "checkpoint"], ["node", "status"]],
+    [
+        [],
+        ["verify"],
+        ["chain"],
+        ["chain", "prove"],
+        ["chain", "checkpoint"],
+        ["node", "status"],
+        ["config", "pin"],
+    ],
     ids=lambda c: " ".join(c) or "swiftchain",
 )
 def test_help_explains_with_an_example(command: list[str]) -> None:

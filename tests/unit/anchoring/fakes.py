@@ -120,8 +120,21 @@ class NoChannel:
     unary_stream = stream_unary = stream_stream = unary_unary
 
 
+#: The consortium the SDK clients here pin (they ask for no receipt).
+CONSORTIUM = ConsortiumConfig(
+    origin="test", quorum=1, members=(Member("node-a", generate_key("node-a")[1]),), genesis_keys=()
+)
+
+
 def sdk(owner: str = "hospital-a", key: Ed25519PrivateKey = HOSPITAL_KEY) -> HospitalClient:
-    return HospitalClient(NoChannel(), owner, f"{owner}#1", key, TAG_KEY)  # type: ignore[arg-type]
+    return HospitalClient(
+        NoChannel(),  # type: ignore[arg-type]
+        owner,
+        f"{owner}#1",
+        key,
+        TAG_KEY,
+        consortium=CONSORTIUM,
+    )
 
 
 def request(message: pb.AnchorRecordRequest) -> AnchorRequest:

@@ -19,6 +19,7 @@ from services.platform import fhir_vocabulary as fv
 from services.platform.caller import Caller, Role
 from swiftchain.anchoring.v1 import anchoring_service_pb2 as pb
 from tests.unit.anchoring.fakes import (
+    CONSORTIUM,
     NOW,
     OTHER_KEY,
     SUBJECT,
@@ -112,6 +113,7 @@ def test_an_entry_of_another_hospital_or_by_its_key_is_not_the_callers(
         "hospital-b#1",
         OTHER_KEY,
         TAG_KEY,
+        consortium=CONSORTIUM,
     )
     [signed] = borrowed.sign(drafts(1))
     [outcome] = anchoring.anchor("hospital-a", [request(signed)], NOW)

@@ -12,12 +12,14 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chain.checkpoint import GENESIS_PREVIOUS_HASH, Checkpoint
+from chain.consortium import ConsortiumConfig, Member
 from chain.errors import InvalidInputError
 from chain.evidence import (
     FORMAT,
@@ -29,6 +31,7 @@ from chain.evidence import (
     bundle_to_json,
     commitment,
     parse_bundle,
+    verify_against_consortium,
     verify_bundle,
 )
 from chain.hashing import leaf_hash
@@ -384,6 +387,35 @@ def test_forged_consortium_passes_only_its_own_keys_not_the_trusted_ones() -> No
     assert failing(report) == {"checkpoint.signatures", "consistency[0].checkpoint"}
     assert "quorum is 2" in report.check("checkpoint.signatures").message
     assert "2 signatures by unknown keys ignored" in report.check("checkpoint.signatures").message
+
+
+def test_pinned_to_a_consortium_a_re_signed_bundle_says_whose_keys_signed_it() -> None:
+    forgers = [Signer(f"hospital-{c}", Ed25519PrivateKey.generate()) for c in "ab"]
+    forged = make_bundle(
+        signers=forgers, old_signers=forgers, verifiers=[s.verifier().vkey for s in forgers]
+    )
+    pinned = ConsortiumConfig(
+        origin=ORIGIN,
+        quorum=QUORUM,
+        members=tuple(Member(s.name, s.verifier().vkey) for s in SIGNERS),
+        genesis_keys=(),
+    )
+    assert verify_against_consortium(parse_bundle(json.dumps(make_bundle())), pinned).ok
+    report = verify_against_consortium(parse_bundle(json.dumps(forged)), pinned)
+    assert (report.keys_source, report.quorum_source) == ("trusted", "trusted")
+    assert failing(report) == {"checkpoint.signatures", "consistency[0].checkpoint"}
+    expected = ", ".join(f"{s.name}+{s.key_hash:08x}" for s in SIGNERS)
+    got = ", ".join(f"{s.name}+{s.key_hash:08x}" for s in forgers)
+    assert (
+        f"(expected signatures by the pinned consortium's keys {expected}, got signatures by "
+        f"{got}: keys the consortium does not hold)"
+    ) in report.check("checkpoint.signatures").message
+    other_log = verify_against_consortium(
+        parse_bundle(json.dumps(make_bundle())), replace(pinned, origin="other.example/log")
+    )
+    assert failing(other_log) == {"checkpoint.origin", "consistency[0].checkpoint"}
+    with pytest.raises(InvalidInputError, match="expected the pinned consortium as a Consortium"):
+        verify_against_consortium(parse_bundle(json.dumps(make_bundle())), VKEYS)  # type: ignore[arg-type]
 
 
 def test_bundle_origin_that_differs_from_the_checkpoint_fails() -> None:
