@@ -70,6 +70,7 @@ class FlagKindChoice(StrEnum):
     incomplete_trail = "incomplete-trail"
     seal_deadline_missed = "seal-deadline-missed"
     cosignature_conflict = "cosignature-conflict"
+    bad_checkpoint = "bad-checkpoint"
 
 
 class FlagStatusChoice(StrEnum):
