@@ -10,7 +10,7 @@ from swiftchain.audit.v1 import audit_service_pb2 as pb
 def test_every_flag_kind_has_a_cli_choice() -> None:
     kinds = {
         name.removeprefix("FLAG_KIND_").lower().replace("_", "-")
-        for name in pb.FlagKind.keys()
+        for name in (value.name for value in pb.FlagKind.DESCRIPTOR.values)
         if name != "FLAG_KIND_UNSPECIFIED"
     }
     assert kinds == {choice.value for choice in FlagKindChoice}
