@@ -3,17 +3,36 @@
 Clients (the SDK, the CLI, the patient app) build these bytes and the services check them, so
 both sides take them from here. Every message starts with a context line naming what it is, so
 a signature made for one purpose can never be replayed as another.
+
+A request that changes keys (adding or revoking a patient's device, rotating or revoking an
+organization's signing key) is signed by a key its owner already holds, over its context line
+and then each field of the request as a 4-byte big-endian length and the field's bytes: strings
+in UTF-8, integers fixed-width big-endian (a reason is its enum number as a signed 32-bit
+integer, the request time whole microseconds since the Unix epoch as a signed 64-bit one). The
+request time and a random nonce are among the fields, so that the service can refuse an old or
+a repeated request.
 """
 
 from __future__ import annotations
 
+import struct
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 __all__ = [
     "DELEGATION_PREFIX",
+    "DEVICE_ADD_CONTEXT",
+    "DEVICE_REVOKE_CONTEXT",
     "DIRECTIVE_PREFIX",
+    "ORGANIZATION_KEY_REVOKE_CONTEXT",
+    "ORGANIZATION_KEY_ROTATE_CONTEXT",
     "POSSESSION_CONTEXT",
+    "device_add_message",
+    "device_revoke_message",
+    "organization_key_revoke_message",
+    "organization_key_rotate_message",
     "possession_message",
+    "request_time_micros",
 ]
 
 #: A patient signs ``DIRECTIVE_PREFIX || ConsentDirective bytes``.
@@ -22,8 +41,123 @@ DIRECTIVE_PREFIX: Final = b"swiftchain/directive/v1\n"
 DELEGATION_PREFIX: Final = b"swiftchain/delegation/v1\n"
 #: A key holder proves possession by signing ``POSSESSION_CONTEXT || owner || 0x00 || key``.
 POSSESSION_CONTEXT: Final = b"swiftchain/key-possession/v1\n"
+#: An active device of a patient signs this, then the fields, to add another device.
+DEVICE_ADD_CONTEXT: Final = b"swiftchain/patient-device-add/v1\n"
+#: An active device of a patient signs this, then the fields, to revoke a device.
+DEVICE_REVOKE_CONTEXT: Final = b"swiftchain/patient-device-revoke/v1\n"
+#: An organization's active signing key signs this, then the fields, to rotate a key.
+ORGANIZATION_KEY_ROTATE_CONTEXT: Final = b"swiftchain/organization-key-rotate/v1\n"
+#: An organization's active signing key signs this, then the fields, to revoke a key.
+ORGANIZATION_KEY_REVOKE_CONTEXT: Final = b"swiftchain/organization-key-revoke/v1\n"
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def possession_message(owner: str, public_key: bytes) -> bytes:
     """The bytes a key holder signs to prove it holds ``public_key`` for ``owner``."""
     return POSSESSION_CONTEXT + owner.encode() + b"\x00" + public_key
+
+
+def request_time_micros(request_time: datetime) -> int:
+    """``request_time`` (timezone-aware) as whole microseconds since the Unix epoch: the form
+    a signed request's time takes in its signed bytes."""
+    if request_time.tzinfo is None:
+        raise ValueError("expected a timezone-aware request time, got a naive one")
+    return (request_time - _EPOCH) // timedelta(microseconds=1)
+
+
+def _fields(context: bytes, *parts: bytes) -> bytes:
+    return context + b"".join(struct.pack(">I", len(part)) + part for part in parts)
+
+
+def _signed_request(
+    context: bytes,
+    owner: str,
+    fields: tuple[bytes, ...],
+    signer_key_id: str,
+    request_time: datetime,
+    nonce: bytes,
+) -> bytes:
+    return _fields(
+        context,
+        owner.encode(),
+        *fields,
+        signer_key_id.encode(),
+        struct.pack(">q", request_time_micros(request_time)),
+        nonce,
+    )
+
+
+def device_add_message(
+    subject_id: str,
+    public_key: bytes,
+    label: str,
+    signer_key_id: str,
+    request_time: datetime,
+    nonce: bytes,
+) -> bytes:
+    """The bytes an active device ``signer_key_id`` of patient ``subject_id`` signs to add the
+    device key ``public_key`` labelled ``label``."""
+    return _signed_request(
+        DEVICE_ADD_CONTEXT,
+        subject_id,
+        (public_key, label.encode()),
+        signer_key_id,
+        request_time,
+        nonce,
+    )
+
+
+def device_revoke_message(
+    subject_id: str,
+    key_id: str,
+    signer_key_id: str,
+    request_time: datetime,
+    nonce: bytes,
+) -> bytes:
+    """The bytes an active device ``signer_key_id`` of patient ``subject_id`` signs to revoke
+    the device key ``key_id`` (which may be itself)."""
+    return _signed_request(
+        DEVICE_REVOKE_CONTEXT, subject_id, (key_id.encode(),), signer_key_id, request_time, nonce
+    )
+
+
+def organization_key_rotate_message(
+    organization_id: str,
+    replaces_key_id: str,
+    new_public_key: bytes,
+    reason: int,
+    signer_key_id: str,
+    request_time: datetime,
+    nonce: bytes,
+) -> bytes:
+    """The bytes the active signing key ``signer_key_id`` of ``organization_id`` signs to
+    replace ``replaces_key_id`` with ``new_public_key`` (``reason``: a ``KeyReason`` number)."""
+    return _signed_request(
+        ORGANIZATION_KEY_ROTATE_CONTEXT,
+        organization_id,
+        (replaces_key_id.encode(), new_public_key, struct.pack(">i", reason)),
+        signer_key_id,
+        request_time,
+        nonce,
+    )
+
+
+def organization_key_revoke_message(
+    organization_id: str,
+    key_id: str,
+    reason: int,
+    signer_key_id: str,
+    request_time: datetime,
+    nonce: bytes,
+) -> bytes:
+    """The bytes the active signing key ``signer_key_id`` of ``organization_id`` signs to
+    revoke its key ``key_id`` (``reason``: a ``KeyReason`` number)."""
+    return _signed_request(
+        ORGANIZATION_KEY_REVOKE_CONTEXT,
+        organization_id,
+        (key_id.encode(), struct.pack(">i", reason)),
+        signer_key_id,
+        request_time,
+        nonce,
+    )

@@ -4,6 +4,10 @@ Organization commands speak mTLS to the identity service's main port as the cons
 (or as the organization itself, for its own keys and certificate): ``--tls-dir``. Patient
 commands speak TLS without a client certificate to its public port, logging in with a device
 key: ``--public``.
+
+Changing keys takes more than who you are: ``rotate-key`` and ``revoke-key`` sign the request
+with the organization's active signing key (its folder's ``signing-key.pem``), ``add-device`` and
+``revoke-device`` with the device of ``--device-dir`` (sdk/identity.py builds the requests).
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ from cli import identity_files as files
 from cli.common import check_target, examples, fail, help_text, stdout
 from cli.grpc_client import CALL_TIMEOUT, TlsDirOption, open_channel, open_public_channel
 from cli.grpc_client import rpc_error_message as _rpc_error_message
+from sdk.consent import PatientDevice
+from sdk.identity import (
+    OrganizationSigningKey,
+    add_device_request,
+    revoke_device_request,
+)
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.identity.v1 import identity_pb2, identity_service_pb2_grpc
@@ -219,10 +229,24 @@ def show(
     stdout().print(table)
 
 
+def _signing_key(folder: Path) -> OrganizationSigningKey:
+    try:
+        return OrganizationSigningKey.from_folder(folder)
+    except (OSError, ValueError, KeyError) as error:
+        fail(
+            f"{folder} holds no organization signing key (organization.json and "
+            f"signing-key.pem): {error}; a key change must be signed by the organization's "
+            "active key",
+            2,
+        )
+
+
 @app.command(
     "rotate-key",
     help=help_text(
         "Replace an organization's active signing key with a new one.",
+        "The request is signed by the active key in the folder (signing-key.pem, its id in "
+        "organization.json): a client certificate alone, or the admin alone, rotates nothing. "
         "Writes the new key to the folder's signing-key.pem and keeps the old one as "
         "signing-key.<old key id>.pem (entries it signed before the rotation stay valid).",
     ),
@@ -241,41 +265,44 @@ def rotate_key(
     reason_value = _choice(
         reason, {k: _KEY_REASONS[k] for k in ("routine", "compromise", "superseded")}, "reason"
     )
+    current = _signing_key(out)
+    if current.organization_id != organization_id:
+        fail(f"{out} is the folder of {current.organization_id}, not of {organization_id}", 2)
     signing = files.NewSigningKey.for_owner(organization_id)
     with _identity(identity, tls_dir) as stub:
-        organization = stub.GetOrganization(
-            pb.GetOrganizationRequest(organization_id=organization_id), timeout=CALL_TIMEOUT
-        ).organization
-        active = [k for k in organization.keys if k.status == identity_pb2.KEY_STATUS_ACTIVE]
-        if not active:
-            fail(f"{organization_id} has no ACTIVE key to rotate (a new key may still be pending)")
         rotated = stub.RotateOrganizationKey(
-            pb.RotateOrganizationKeyRequest(
-                organization_id=organization_id,
-                replaces_key_id=active[-1].key_id,
-                new_public_key=signing.public_key,
-                proof_of_possession=signing.proof,
-                reason=reason_value,  # type: ignore[arg-type]
-            ),
+            current.rotate_request(signing.private_key, reason_value),  # type: ignore[arg-type]
             timeout=CALL_TIMEOUT,
         )
-    current = out / files.SIGNING_KEY_FILE
-    if current.exists():
-        current.rename(out / f"signing-key.{active[-1].key_id.replace('#', '-')}.pem")
-    files.write_secret(current, files.private_pem(signing.private_key))
+    current_file = out / files.SIGNING_KEY_FILE
+    current_file.rename(out / f"signing-key.{current.key_id.replace('#', '-')}.pem")
+    files.write_secret(current_file, files.private_pem(signing.private_key))
     files.write_json(
         out / files.ORGANIZATION_FILE,
         {"organization_id": organization_id, "key_id": rotated.key.key_id},
     )
     stdout().print(
-        f"{active[-1].key_id} -> {rotated.key.key_id}: KEY entry {rotated.key_entry_id} (pending)"
+        f"{current.key_id} -> {rotated.key.key_id}: KEY entry {rotated.key_entry_id} (pending)"
     )
 
 
-@app.command("revoke-key", help="Revoke an organization's signing key.", no_args_is_help=True)
+@app.command(
+    "revoke-key",
+    help=help_text(
+        "Revoke an organization's signing key.",
+        "The request is signed by the active key in --org-dir (which may be the key revoked). "
+        "Once the organization's only key is revoked, nothing can sign for it: recovery of a "
+        "lost key is by a consortium vote, which does not exist yet.",
+    ),
+    no_args_is_help=True,
+)
 def revoke_key(
     organization_id: Annotated[str, typer.Argument(help="The organization.")],
     key_id: Annotated[str, typer.Argument(help="The key to revoke, e.g. hospital-a#1.")],
+    org_dir: Annotated[
+        Path,
+        typer.Option("--org-dir", help="The organization's folder; its signing key signs."),
+    ],
     reason: Annotated[
         str, typer.Option("--reason", help="compromise, superseded or cessation.")
     ] = "compromise",
@@ -286,13 +313,12 @@ def revoke_key(
     reason_value = _choice(
         reason, {k: _KEY_REASONS[k] for k in ("compromise", "superseded", "cessation")}, "reason"
     )
+    signer = _signing_key(org_dir)
+    if signer.organization_id != organization_id:
+        fail(f"{org_dir} is the folder of {signer.organization_id}, not of {organization_id}", 2)
     with _identity(identity, tls_dir) as stub:
         revoked = stub.RevokeOrganizationKey(
-            pb.RevokeOrganizationKeyRequest(
-                organization_id=organization_id,
-                key_id=key_id,
-                reason=reason_value,  # type: ignore[arg-type]
-            ),
+            signer.revoke_request(key_id, reason_value),  # type: ignore[arg-type]
             timeout=CALL_TIMEOUT,
         )
     stdout().print(f"{key_id} revoked by KEY entry {revoked.key_entry_id} (pending)")
@@ -376,6 +402,13 @@ def _device(folder: Path) -> tuple[str, str]:
         fail(f"{folder} is not a device folder: {error}", 2)
 
 
+def _signing_device(folder: Path) -> PatientDevice:
+    try:
+        return PatientDevice.from_folder(folder)
+    except (OSError, ValueError, KeyError) as error:
+        fail(f"{folder} is not a device folder: {error}", 2)
+
+
 def login_token(stub: identity_service_pb2_grpc.IdentityServiceStub, folder: Path) -> str:
     """Log in with the device in ``folder`` (challenge, signature) and return the token."""
     subject_id, key_id = _device(folder)
@@ -405,7 +438,10 @@ def login(device_dir: DeviceDirOption, public: PublicOption = DEFAULT_PUBLIC) ->
 
 @app.command(
     "add-device",
-    help="Add a new device key to the patient of --device-dir (logging in with that device).",
+    help=help_text(
+        "Add a new device key to the patient of --device-dir.",
+        "Logs in with that device and signs the request with it: the token alone adds nothing.",
+    ),
     no_args_is_help=True,
 )
 def add_device(
@@ -417,17 +453,13 @@ def add_device(
     public: PublicOption = DEFAULT_PUBLIC,
 ) -> None:
     """Add a device (see ``help`` above)."""
-    subject_id, _ = _device(device_dir)
+    signer = _signing_device(device_dir)
+    subject_id = signer.subject_id
     device = files.NewSigningKey.for_owner(subject_id)
     with _public(public, device_dir / files.CA_FILE) as stub:
         token = login_token(stub, device_dir)
         added = stub.AddPatientDevice(
-            pb.AddPatientDeviceRequest(
-                subject_id=subject_id,
-                public_key=device.public_key,
-                proof_of_possession=device.proof,
-                label=label,
-            ),
+            add_device_request(signer, device.private_key, label),
             metadata=(("authorization", f"Bearer {token}"),),
             timeout=CALL_TIMEOUT,
         )
@@ -438,7 +470,11 @@ def add_device(
 
 @app.command(
     "revoke-device",
-    help="Revoke one of the patient's device keys (logging in with the device of --device-dir).",
+    help=help_text(
+        "Revoke one of the patient's device keys.",
+        "Logs in with the device of --device-dir and signs the request with it (it may revoke "
+        "itself): the token alone revokes nothing.",
+    ),
     no_args_is_help=True,
 )
 def revoke_device(
@@ -447,11 +483,11 @@ def revoke_device(
     public: PublicOption = DEFAULT_PUBLIC,
 ) -> None:
     """Revoke a device (see ``help`` above)."""
-    subject_id, _ = _device(device_dir)
+    signer = _signing_device(device_dir)
     with _public(public, device_dir / files.CA_FILE) as stub:
         token = login_token(stub, device_dir)
         revoked = stub.RevokePatientDevice(
-            pb.RevokePatientDeviceRequest(subject_id=subject_id, key_id=key_id),
+            revoke_device_request(signer, key_id),
             metadata=(("authorization", f"Bearer {token}"),),
             timeout=CALL_TIMEOUT,
         )

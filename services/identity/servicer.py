@@ -24,8 +24,9 @@ from services.identity.domain.patients import (
     PatientDirectory,
     PractitionerDirectory,
 )
+from services.identity.domain.request_signatures import RequestSignature
 from services.platform.caller import current_caller
-from services.platform.convert import timestamp
+from services.platform.convert import aware, timestamp
 from services.platform.fields import checked
 from services.platform.revocations import RevocationList
 from swiftchain.identity.v1 import identity_pb2, identity_service_pb2_grpc
@@ -50,6 +51,27 @@ def key_message(key: OrganizationKey) -> identity_pb2.OrganizationKey:
     if key.end_time is not None:
         message.end_time.CopyFrom(timestamp(key.end_time))
     return message
+
+
+SignedRequest = (
+    pb.AddPatientDeviceRequest
+    | pb.RevokePatientDeviceRequest
+    | pb.RotateOrganizationKeyRequest
+    | pb.RevokeOrganizationKeyRequest
+)
+
+
+def request_signature(request: SignedRequest) -> RequestSignature | None:
+    """The domain's form of a request's ``request_signature``; None when it is unset."""
+    if not request.HasField("request_signature"):
+        return None
+    signed = request.request_signature
+    return RequestSignature(
+        key_id=signed.key_id,
+        request_time=aware(signed.request_time) if signed.HasField("request_time") else None,
+        nonce=signed.nonce,
+        signature=signed.signature,
+    )
 
 
 def organization_message(organization: Organization) -> identity_pb2.Organization:
@@ -151,6 +173,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             request.public_key,
             request.proof_of_possession,
             request.label,
+            request_signature(request),
             self.clock(),
         )
         self.outbox_written()
@@ -159,7 +182,9 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     def RevokePatientDevice(
         self, request: pb.RevokePatientDeviceRequest, context: grpc.ServicerContext
     ) -> pb.RevokePatientDeviceResponse:
-        device = self.patients.revoke_device(request.subject_id, request.key_id, self.clock())
+        device = self.patients.revoke_device(
+            request.subject_id, request.key_id, request_signature(request), self.clock()
+        )
         self.outbox_written()
         self._revocations.revoke_device(device.key_id)
         return pb.RevokePatientDeviceResponse(device=device_message(device))
@@ -229,6 +254,7 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
             request.new_public_key,
             request.proof_of_possession,
             request.reason,
+            request_signature(request),
             self.clock(),
         )
         self.outbox_written()
@@ -238,7 +264,11 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         self, request: pb.RevokeOrganizationKeyRequest, context: grpc.ServicerContext
     ) -> pb.RevokeOrganizationKeyResponse:
         key, entry_id = self.organizations.revoke_key(
-            request.organization_id, request.key_id, request.reason, self.clock()
+            request.organization_id,
+            request.key_id,
+            request.reason,
+            request_signature(request),
+            self.clock(),
         )
         self.outbox_written()
         return pb.RevokeOrganizationKeyResponse(key=key_message(key), key_entry_id=entry_id)

@@ -21,6 +21,8 @@ from chain.entry import EntrySigner, new_entry_id
 from chain.sequencer import entry_record
 from cli import identity_files as files
 from cli.main import app
+from sdk.consent import PatientDevice
+from sdk.identity import OrganizationSigningKey, add_device_request, revoke_device_request
 from services.platform.caller import Role
 from services.platform.tls import TOKEN_SIGNING_FILE
 from services.platform.tokens import TokenIssuer, load_token_issuer
@@ -137,21 +139,31 @@ def test_a_replayed_login_answer_is_refused(platform: Platform) -> None:
 def test_revoking_a_device_ends_its_tokens_everywhere(platform: Platform, tmp_path: Path) -> None:
     patient = platform.register_patient("revocation patient", platform.hospital)
     assert patient.device_dir is not None
-    first_device = files.read_json(patient.device_dir / files.DEVICE_FILE)["key_id"]
+    phone = PatientDevice.from_folder(patient.device_dir)
+    first_device = phone.key_id
     second = files.NewSigningKey.for_owner(patient.id)
     stub = platform.identity(platform.parties["anonymous"])
+    # The bearer token alone adds nothing (issue #25): the request must be device-signed.
+    code, details = code_of(
+        lambda: stub.AddPatientDevice(
+            pb.AddPatientDeviceRequest(
+                subject_id=patient.id,
+                public_key=second.public_key,
+                proof_of_possession=second.proof,
+                label="tablet",
+            ),
+            metadata=platform.bearer(patient),
+            timeout=10,
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "got none" in details, details
     added = stub.AddPatientDevice(
-        pb.AddPatientDeviceRequest(
-            subject_id=patient.id,
-            public_key=second.public_key,
-            proof_of_possession=second.proof,
-            label="tablet",
-        ),
+        add_device_request(phone, second.private_key, "tablet"),
         metadata=platform.bearer(patient),
         timeout=10,
     )
     revoked = stub.RevokePatientDevice(
-        pb.RevokePatientDeviceRequest(subject_id=patient.id, key_id=first_device),
+        revoke_device_request(phone, first_device),
         metadata=platform.bearer(patient),
         timeout=10,
     )
@@ -282,13 +294,21 @@ def test_a_revoked_key_signs_nothing_after_its_revocation_and_what_it_signed_bef
     before_index = status(before_id).leaf_index  # type: ignore[union-attr]
 
     identity = platform.identity(hospital)
+    # Its certificate alone revokes nothing (issue #25); its signing key signs the request.
+    code, details = code_of(
+        lambda: identity.RevokeOrganizationKey(
+            pb.RevokeOrganizationKeyRequest(
+                organization_id=hospital.id,
+                key_id=key_id,
+                reason=entry_pb2.KEY_REASON_KEY_COMPROMISE,
+            ),
+            timeout=10,
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED and "consortium vote" in details, details
+    holder = OrganizationSigningKey(hospital.id, key_id, hospital.signing_key)
     revoked = identity.RevokeOrganizationKey(
-        pb.RevokeOrganizationKeyRequest(
-            organization_id=hospital.id,
-            key_id=key_id,
-            reason=entry_pb2.KEY_REASON_KEY_COMPROMISE,
-        ),
-        timeout=10,
+        holder.revoke_request(key_id, entry_pb2.KEY_REASON_KEY_COMPROMISE), timeout=10
     )
 
     def revoked_at() -> int | None:
@@ -474,3 +494,46 @@ def test_the_identity_commands_register_an_organization_and_a_patient_device(
     assert revoked.exit_code == 0 and "revoked" in revoked.output, revoked.output
     login = cli("identity", "login", "--device-dir", str(new_device), "--public", public)
     assert login.exit_code == 0 and login.output.count(".") == 2, login.output
+
+    # The hospital rotates its key with the CLI, which signs with the folder's active key.
+    platform.wait_key_active(platform.admin, "hospital-q", "hospital-q#1")
+    rotated = cli(
+        "identity",
+        "rotate-key",
+        "hospital-q",
+        "--out",
+        str(folder),
+        "--identity",
+        identity,
+        "--tls-dir",
+        str(folder),
+    )
+    assert rotated.exit_code == 0 and "hospital-q#1 -> hospital-q#2" in rotated.output, (
+        rotated.output
+    )
+    assert files.read_json(folder / files.ORGANIZATION_FILE)["key_id"] == "hospital-q#2"
+    assert (folder / "signing-key.hospital-q-1.pem").exists()
+    # The old key signs nothing any more: revoking the new key with it is refused.
+    (folder / "old").mkdir()
+    (folder / "old" / files.SIGNING_KEY_FILE).write_bytes(
+        (folder / "signing-key.hospital-q-1.pem").read_bytes()
+    )
+    files.write_json(
+        folder / "old" / files.ORGANIZATION_FILE,
+        {"organization_id": "hospital-q", "key_id": "hospital-q#1"},
+    )
+    refused = cli(
+        "identity",
+        "revoke-key",
+        "hospital-q",
+        "hospital-q#2",
+        "--org-dir",
+        str(folder / "old"),
+        "--identity",
+        identity,
+        "--tls-dir",
+        str(folder),
+    )
+    assert refused.exit_code != 0 and "which is ended by KEY entry" in refused.output, (
+        refused.output
+    )

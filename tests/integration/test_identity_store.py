@@ -17,11 +17,12 @@ from kafka import KafkaConsumer, TopicPartition
 
 from chain.consortium import GenesisKey
 from chain.entry import EntrySigner
-from chain.errors import ConflictError
-from chain.signed_messages import possession_message
+from chain.errors import ConflictError, PermissionDeniedError
+from chain.signed_messages import device_add_message, possession_message
 from services.identity.domain.certificates import CertificateRecord
 from services.identity.domain.organizations import OrganizationRegistry
-from services.identity.domain.patients import Challenge, Registration
+from services.identity.domain.patients import Challenge, PatientDirectory, Registration
+from services.identity.domain.request_signatures import RequestSignature
 from services.identity.store import ALIAS
 from services.identity.store.certificates import CertificateDoc, CertificateStore
 from services.identity.store.organizations import OrganizationDoc, OrganizationStore
@@ -30,6 +31,7 @@ from services.platform import mongo
 from services.platform.events import decode, envelope
 from services.platform.kafka import kafka_client_options, make_producer
 from services.platform.outbox import OutboxRelay
+from services.platform.tokens import TokenIssuer
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2
 from swiftchain.identity.v1 import identity_pb2
@@ -102,6 +104,44 @@ def test_a_second_create_of_the_same_id_is_refused_and_a_stale_update_conflicts(
     assert current is not None
     assert current.keys[0].status == identity_pb2.KEY_STATUS_ACTIVE
     assert store.entries_awaiting_log() == []
+
+
+def test_request_nonces_are_stored_with_their_owner_and_refuse_a_replay(database: str) -> None:
+    organizations = OrganizationStore()
+    register(registry(organizations), "hospital-a")
+    organization = organizations.get("hospital-a")
+    assert organization is not None and organization.request_nonces == {}
+    organization.request_nonces = {b"\x01" * 32: NOW}
+    organizations.update(organization, [], [])
+    stored = organizations.get("hospital-a")
+    assert stored is not None and stored.request_nonces == {b"\x01" * 32: NOW}
+
+    patients = PatientStore()
+    token_key = Ed25519PrivateKey.generate()
+    directory = PatientDirectory(
+        patients, TokenIssuer(token_key, issuer="swiftchain-identity", audience="swiftchain")
+    )
+    phone = Ed25519PrivateKey.generate()
+    request_id = str(uuid.uuid4())
+    patient, _ = directory.register(
+        "hospital-a",
+        "mrn-1",
+        raw(phone),
+        phone.sign(possession_message(request_id, raw(phone))),
+        "phone",
+        request_id,
+        NOW,
+    )
+    tablet = Ed25519PrivateKey.generate()
+    nonce, signer = b"\x02" * 32, patient.devices[0].key_id
+    message = device_add_message(patient.subject_id, raw(tablet), "tablet", signer, NOW, nonce)
+    signed = RequestSignature(signer, NOW, nonce, phone.sign(message))
+    proof = tablet.sign(possession_message(patient.subject_id, raw(tablet)))
+    directory.add_device(patient.subject_id, raw(tablet), proof, "tablet", signed, NOW)
+    stored_patient = patients.get(patient.subject_id)
+    assert stored_patient is not None and stored_patient.request_nonces == {nonce: NOW}
+    with pytest.raises(PermissionDeniedError, match="used already"):
+        directory.add_device(patient.subject_id, raw(tablet), proof, "tablet", signed, NOW)
 
 
 def test_listing_filters_by_role_and_pages_by_id(database: str) -> None:

@@ -6,6 +6,13 @@ sequenced, and from then on "was key K valid at log position p" has a provable a
 valid for entries after its REGISTER or ROTATE entry and before the entry that ended it
 (:meth:`OrganizationKey.valid_at`). Entries and events are written with the organization in one
 document write (the store's outbox), so an accepted change is never lost.
+
+Only the holder of an organization's active signing key rotates or revokes its keys: the
+request carries a signature by that key (:mod:`services.identity.domain.request_signatures`),
+and the KEY entry's registration record keeps it. A client certificate does not suffice (the
+admin can issue the organization a fresh one), and neither the admin nor the registrar can
+change a member's key alone. A member that lost its key is to recover by a consortium vote,
+which does not exist yet.
 """
 
 from __future__ import annotations
@@ -24,10 +31,24 @@ from chain.errors import (
     AlreadyExistsError,
     InvalidInputError,
     NotFoundError,
+    PermissionDeniedError,
     PreconditionError,
+)
+from chain.signed_messages import (
+    organization_key_revoke_message,
+    organization_key_rotate_message,
+    request_time_micros,
 )
 from chain.tags import salted_commitment
 from services.identity.domain.keys import check_possession
+from services.identity.domain.request_signatures import (
+    RequestSignature,
+    check_fresh,
+    check_shape,
+    check_signature,
+    remember_nonce,
+    require_signature,
+)
 from services.platform import paging
 from services.platform.convert import timestamp
 from services.platform.events import envelope
@@ -71,6 +92,12 @@ def allowed_kinds(role: common_pb2.OrganizationRole.ValueType) -> tuple[KindValu
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
+#: What a refused key change says about a lost key.
+LOST_KEY_RECOVERY = (
+    "neither a client certificate nor the consortium admin can change an organization's keys "
+    "without that key's signature; recovery of a lost key is by a consortium vote, which does "
+    "not exist yet"
+)
 
 
 def check_organization_id(organization_id: str) -> None:
@@ -135,6 +162,8 @@ class Organization:
     keys: list[OrganizationKey] = field(default_factory=list)
     #: Optimistic-concurrency version, bumped by every store update.
     version: int = 0
+    #: Nonces of the key-signed requests accepted lately, with their request times.
+    request_nonces: dict[bytes, datetime] = field(default_factory=dict)
 
     def key(self, key_id: str) -> OrganizationKey:
         """The key ``key_id`` of this organization; NotFoundError if it has none such."""
@@ -292,42 +321,75 @@ class OrganizationRegistry:
         new_public_key: bytes,
         proof_of_possession: bytes,
         reason: ReasonValue,
+        signed: RequestSignature | None,
         now: datetime,
     ) -> tuple[OrganizationKey, str]:
-        """Replace an ACTIVE key with a new one; returns the new (PENDING) key and the entry id."""
+        """Replace an ACTIVE key with a new one, on a request signed by the organization's
+        active signing key; returns the new (PENDING) key and the entry id."""
         if reason not in _ROTATION_REASONS:
             raise InvalidInputError(
                 "expected a rotation reason (ROUTINE_ROTATION, KEY_COMPROMISE or SUPERSEDED), "
                 f"got {_reason_name(reason)}"
             )
-        check_possession(organization_id, new_public_key, proof_of_possession)
         organization = self.get(organization_id)
+        signed = require_signature(signed, _active_signer(organization), LOST_KEY_RECOVERY)
+        request_time = check_shape(signed)
+        check_possession(organization_id, new_public_key, proof_of_possession)
+        message = organization_key_rotate_message(
+            organization_id,
+            replaces_key_id,
+            new_public_key,
+            reason,
+            signed.key_id,
+            request_time,
+            signed.nonce,
+        )
+        _check_key_signed(organization, signed, message, now)
         old = self._active_key(organization, replaces_key_id)
         if any(k.public_key == new_public_key for k in organization.keys):
             raise InvalidInputError(
                 "expected a new public key, got one this organization has registered before"
             )
         key, entry, event = self._new_key(
-            organization, new_public_key, entry_pb2.KEY_ACTION_ROTATE, old.key_id, reason, now
+            organization,
+            new_public_key,
+            entry_pb2.KEY_ACTION_ROTATE,
+            old.key_id,
+            reason,
+            now,
+            signed,
         )
         old.end_entry_id = entry.entry_id
         old.end_action = entry_pb2.KEY_ACTION_ROTATE
         old.end_time = now
         organization.keys.append(key)
         organization.update_time = now
+        organization.request_nonces = remember_nonce(organization.request_nonces, signed, now)
         self._store.update(organization, [entry], [event])
         return key, entry.entry_id
 
     def revoke_key(
-        self, organization_id: str, key_id: str, reason: ReasonValue, now: datetime
+        self,
+        organization_id: str,
+        key_id: str,
+        reason: ReasonValue,
+        signed: RequestSignature | None,
+        now: datetime,
     ) -> tuple[OrganizationKey, str]:
-        """Revoke an ACTIVE key; returns the key and the KEY entry id."""
+        """Revoke an ACTIVE key, on a request signed by the organization's active signing key
+        (the key itself may sign); returns the key and the KEY entry id."""
         if reason not in _REVOCATION_REASONS:
             raise InvalidInputError(
                 "expected a revocation reason (KEY_COMPROMISE, SUPERSEDED or "
                 f"CESSATION_OF_OPERATION), got {_reason_name(reason)}"
             )
         organization = self.get(organization_id)
+        signed = require_signature(signed, _active_signer(organization), LOST_KEY_RECOVERY)
+        request_time = check_shape(signed)
+        message = organization_key_revoke_message(
+            organization_id, key_id, reason, signed.key_id, request_time, signed.nonce
+        )
+        _check_key_signed(organization, signed, message, now)
         key = self._active_key(organization, key_id)
         detail = entry_pb2.KeyDetail(
             action=entry_pb2.KEY_ACTION_REVOKE,
@@ -337,11 +399,12 @@ class OrganizationRegistry:
             key_id=key_id,
             reason=reason,
         )
-        entry = self._sign(detail, now)
+        entry = self._sign(detail, now, signed)
         key.end_entry_id = entry.entry_id
         key.end_action = entry_pb2.KEY_ACTION_REVOKE
         key.end_time = now
         organization.update_time = now
+        organization.request_nonces = remember_nonce(organization.request_nonces, signed, now)
         event = envelope(
             events_pb2.KeyRevoked(
                 owner_id=organization_id, key_id=key_id, reason=reason, entry_id=entry.entry_id
@@ -490,6 +553,7 @@ class OrganizationRegistry:
         replaces_key_id: str,
         reason: ReasonValue,
         now: datetime,
+        authorization: RequestSignature | None = None,
     ) -> tuple[OrganizationKey, KeyEntry, events_pb2.EventEnvelope]:
         key_id = f"{organization.organization_id}#{len(organization.keys) + 1}"
         detail = entry_pb2.KeyDetail(
@@ -503,7 +567,7 @@ class OrganizationRegistry:
             reason=reason,
             allowed_kinds=list(allowed_kinds(organization.role)),
         )
-        entry = self._sign(detail, now)
+        entry = self._sign(detail, now, authorization)
         key = OrganizationKey(
             key_id=key_id,
             public_key=public_key,
@@ -534,24 +598,35 @@ class OrganizationRegistry:
         event = envelope(payload, producer=PRODUCER, subject=organization.organization_id, now=now)
         return key, entry, event
 
-    def _sign(self, detail: entry_pb2.KeyDetail, now: datetime) -> KeyEntry:
-        """A registrar-signed KEY entry whose commitment covers a salted registration record."""
+    def _sign(
+        self,
+        detail: entry_pb2.KeyDetail,
+        now: datetime,
+        authorization: RequestSignature | None = None,
+    ) -> KeyEntry:
+        """A registrar-signed KEY entry whose commitment covers a salted registration record;
+        the record keeps the owner's signature that authorized the change, when there was one,
+        so that the change can be shown to be the owner's and not the registrar's alone."""
         entry_id = new_entry_id()
-        record = json.dumps(
-            {
-                "format": "swiftchain-key-record/v1",
-                "entry_id": entry_id,
-                "action": entry_pb2.KeyAction.Name(detail.action),
-                "owner_id": detail.owner_id,
-                "key_id": detail.key_id,
-                "public_key": base64.b64encode(detail.public_key).decode(),
-                "replaces_key_id": detail.replaces_key_id,
-                "reason": entry_pb2.KeyReason.Name(detail.reason),
-                "time": now.isoformat(),
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-        ).encode()
+        fields: dict[str, object] = {
+            "format": "swiftchain-key-record/v1",
+            "entry_id": entry_id,
+            "action": entry_pb2.KeyAction.Name(detail.action),
+            "owner_id": detail.owner_id,
+            "key_id": detail.key_id,
+            "public_key": base64.b64encode(detail.public_key).decode(),
+            "replaces_key_id": detail.replaces_key_id,
+            "reason": entry_pb2.KeyReason.Name(detail.reason),
+            "time": now.isoformat(),
+        }
+        if authorization is not None and authorization.request_time is not None:
+            fields["authorization"] = {
+                "key_id": authorization.key_id,
+                "request_time_micros": request_time_micros(authorization.request_time),
+                "nonce": base64.b64encode(authorization.nonce).decode(),
+                "signature": base64.b64encode(authorization.signature).decode(),
+            }
+        record = json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
         salt, commitment = salted_commitment(record)
         body = entry_pb2.EntryBody(
             entry_id=entry_id,
@@ -564,6 +639,47 @@ class OrganizationRegistry:
         return KeyEntry(
             entry_id, self._registrar.sign_entry(body.SerializeToString()), record, salt
         )
+
+
+def _is_active(key: OrganizationKey) -> bool:
+    return not key.end_entry_id and key.status == identity_pb2.KEY_STATUS_ACTIVE
+
+
+def _active_signer(organization: Organization) -> str:
+    """Who signs an organization's key changes, in words, naming its active keys."""
+    active = [k.key_id for k in organization.keys if _is_active(k)]
+    return (
+        f"organization {organization.organization_id!r}'s active signing key ("
+        + (", ".join(active) if active else "it has none")
+        + ")"
+    )
+
+
+def _check_key_signed(
+    organization: Organization, signed: RequestSignature, message: bytes, now: datetime
+) -> None:
+    """PermissionDeniedError unless an ACTIVE key of ``organization`` signed ``message``
+    lately, with a nonce not seen before."""
+    signer = next((k for k in organization.keys if k.key_id == signed.key_id), None)
+    if signer is None:
+        raise PermissionDeniedError(
+            f"expected a signature by {_active_signer(organization)}, got one by "
+            f"{signed.key_id!r}, which is not a key of {organization.organization_id!r}; "
+            + LOST_KEY_RECOVERY
+        )
+    if not _is_active(signer):
+        state = (
+            f"ended by KEY entry {signer.end_entry_id}; {LOST_KEY_RECOVERY}"
+            if signer.end_entry_id
+            else f"PENDING: its KEY entry {signer.register_entry_id} is not on the log yet; "
+            "sign again once it is ACTIVE"
+        )
+        raise PermissionDeniedError(
+            f"expected a signature by {_active_signer(organization)}, got one by key "
+            f"{signed.key_id!r}, which is {state}"
+        )
+    check_fresh(signed, organization.request_nonces, now)
+    check_signature(signer.public_key, signed, message, "signing key")
 
 
 def _status_at(key: OrganizationKey, log_index: int) -> identity_pb2.KeyStatus.ValueType:

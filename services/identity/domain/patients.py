@@ -5,6 +5,11 @@ person is kept but the registering organization's own opaque reference. A device
 signing a single-use challenge (``"swiftchain/login/v1\\n" || challenge_id || "\\n" || nonce``)
 and gets a bearer token naming its subject and device; revoking the device ends its tokens
 everywhere (the ``PatientDeviceRevoked`` event feeds every server's revocation list).
+
+The token says who calls, but does not by itself add or revoke a device: that also takes a
+signature over the request by one of the patient's active devices
+(:mod:`services.identity.domain.request_signatures`), so a stolen token cannot let a thief's
+device in or lock the patient's out.
 """
 
 from __future__ import annotations
@@ -24,10 +29,20 @@ from chain.errors import (
     AlreadyExistsError,
     InvalidInputError,
     NotFoundError,
+    PermissionDeniedError,
     UnauthenticatedError,
 )
+from chain.signed_messages import device_add_message, device_revoke_message
 from services.identity.domain.keys import check_possession, check_public_key
 from services.identity.domain.organizations import PRODUCER
+from services.identity.domain.request_signatures import (
+    RequestSignature,
+    check_fresh,
+    check_shape,
+    check_signature,
+    remember_nonce,
+    require_signature,
+)
 from services.platform.events import envelope
 from services.platform.tokens import IssuedToken, TokenIssuer
 from swiftchain.events.v1 import events_pb2
@@ -37,6 +52,7 @@ CHALLENGE_LIFETIME = timedelta(seconds=60)
 NONCE_SIZE = 32
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SUBJECT = re.compile(r"pt-[A-Za-z0-9_-]{22}")
+_ACTIVE_DEVICE = "one of the patient's active devices"
 
 
 def new_subject_id() -> str:
@@ -81,6 +97,8 @@ class Patient:
     references: dict[str, str] = field(default_factory=dict)
     devices: list[Device] = field(default_factory=list)
     version: int = 0
+    #: Nonces of the device-signed requests accepted lately, with their request times.
+    request_nonces: dict[bytes, datetime] = field(default_factory=dict)
 
     def device(self, key_id: str) -> Device:
         """The device ``key_id``; NotFoundError if the patient has none such."""
@@ -236,26 +254,52 @@ class PatientDirectory:
         return self._as_seen_by(patient, registered_by), True
 
     def add_device(
-        self, subject_id: str, public_key: bytes, proof: bytes, label: str, now: datetime
+        self,
+        subject_id: str,
+        public_key: bytes,
+        proof: bytes,
+        label: str,
+        signed: RequestSignature | None,
+        now: datetime,
     ) -> Device:
-        """Add a device key to a patient (proof of possession over the subject id)."""
+        """Add a device key to a patient (proof of possession over the subject id), on a
+        request signed by one of the patient's active devices."""
         _check_subject(subject_id)
         _check_label(label)
+        signed = require_signature(signed, _ACTIVE_DEVICE)
+        request_time = check_shape(signed)
         check_possession(subject_id, public_key, proof)
         patient = self._patient(subject_id)
+        message = device_add_message(
+            subject_id, public_key, label, signed.key_id, request_time, signed.nonce
+        )
+        self._check_device_signed(patient, signed, message, now)
         if any(d.public_key == public_key for d in patient.devices):
             raise AlreadyExistsError("this public key is registered for the patient already")
         device = Device(new_device_key_id(), public_key, label, now)
         patient.devices.append(device)
+        patient.request_nonces = remember_nonce(patient.request_nonces, signed, now)
         self._store.update(patient, [self._device_added(patient, device, now)])
         return device
 
-    def revoke_device(self, subject_id: str, key_id: str, now: datetime) -> Device:
-        """Revoke a device key; revoking a revoked one changes nothing."""
+    def revoke_device(
+        self, subject_id: str, key_id: str, signed: RequestSignature | None, now: datetime
+    ) -> Device:
+        """Revoke a device key, on a request signed by one of the patient's active devices
+        (the device itself may sign); revoking a revoked one changes nothing but uses up the
+        request's nonce."""
         _check_subject(subject_id)
+        signed = require_signature(signed, _ACTIVE_DEVICE)
+        request_time = check_shape(signed)
         patient = self._patient(subject_id)
+        message = device_revoke_message(
+            subject_id, key_id, signed.key_id, request_time, signed.nonce
+        )
+        self._check_device_signed(patient, signed, message, now)
         device = patient.device(key_id)
+        patient.request_nonces = remember_nonce(patient.request_nonces, signed, now)
         if not device.active:
+            self._store.update(patient, [])
             return device
         device.revoke_time = now
         event = events_pb2.PatientDeviceRevoked(subject_id=subject_id, key_id=key_id)
@@ -263,6 +307,26 @@ class PatientDirectory:
             patient, [envelope(event, producer=PRODUCER, subject=subject_id, now=now)]
         )
         return device
+
+    @staticmethod
+    def _check_device_signed(
+        patient: Patient, signed: RequestSignature, message: bytes, now: datetime
+    ) -> None:
+        """PermissionDeniedError unless an active device of ``patient`` signed ``message``
+        lately, with a nonce not seen before."""
+        signer = next((d for d in patient.devices if d.key_id == signed.key_id), None)
+        if signer is None:
+            raise PermissionDeniedError(
+                f"expected a signature by {_ACTIVE_DEVICE}, got one by {signed.key_id!r}, "
+                f"which is not a device of patient {patient.subject_id}"
+            )
+        if not signer.active:
+            raise PermissionDeniedError(
+                f"expected a signature by {_ACTIVE_DEVICE}, got one by device "
+                f"{signed.key_id!r}, which was revoked; sign with an active device"
+            )
+        check_fresh(signed, patient.request_nonces, now)
+        check_signature(signer.public_key, signed, message, "device key")
 
     def begin_login(self, subject_id: str, device_key_id: str, now: datetime) -> Challenge:
         """A fresh single-use challenge for an active device of the patient."""
@@ -344,6 +408,7 @@ class PatientDirectory:
             {organization_id: own} if own else {},
             patient.devices,
             patient.version,
+            patient.request_nonces,
         )
 
 

@@ -2,9 +2,10 @@
 
 One document per organization (``_id`` = organization id) holds its keys, the signed KEY
 entries not yet handed to Kafka (``entries_to_submit``), the ids of entries not yet seen on the
-log (``awaiting_log``), the salted key records behind each entry's commitment, and the outbox of
-its events: every change is one atomic document write, guarded by a version number because
-FerretDB has no transactions.
+log (``awaiting_log``), the salted key records behind each entry's commitment, the nonces of
+the key-signed requests accepted lately (``request_nonces``) and the outbox of its events: every
+change is one atomic document write, guarded by a version number because FerretDB has no
+transactions.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import mongoengine as me
 from chain.errors import ConflictError
 from services.identity.domain.organizations import KeyEntry, Organization, OrganizationKey
 from services.identity.store import ALIAS
+from services.identity.store.nonces import RequestNonceDoc, nonce_docs, nonces_of
 from services.platform.mongo import as_utc
 from services.platform.outbox import OutboxDocument, document_lock, outbox_update
 from swiftchain.events.v1 import events_pb2
@@ -64,6 +66,7 @@ class OrganizationDoc(OutboxDocument):
     create_time = me.DateTimeField(required=True)
     update_time = me.DateTimeField(required=True)
     version = me.IntField(default=0)
+    request_nonces = me.EmbeddedDocumentListField(RequestNonceDoc)
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -114,6 +117,7 @@ def _from_doc(doc: OrganizationDoc) -> Organization:
         status=doc.status,
         keys=[_key_from_doc(k) for k in doc.keys],
         version=doc.version,
+        request_nonces=nonces_of(doc.request_nonces),
     )
 
 
@@ -158,6 +162,7 @@ class OrganizationStore:
             create_time=organization.create_time,
             update_time=organization.update_time,
             version=0,
+            request_nonces=nonce_docs(organization.request_nonces),
         )
         doc.add_events(events)
         try:
@@ -181,6 +186,7 @@ class OrganizationStore:
             "set__awaiting_log": _awaiting(organization),
             "set__awaits_log": bool(_awaiting(organization)),
             "set__update_time": organization.update_time,
+            "set__request_nonces": nonce_docs(organization.request_nonces),
             "inc__version": 1,
             **outbox_update(events),
         }

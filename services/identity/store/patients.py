@@ -24,6 +24,7 @@ from services.identity.domain.patients import (
     Registration,
 )
 from services.identity.store import ALIAS
+from services.identity.store.nonces import RequestNonceDoc, nonce_docs, nonces_of
 from services.platform.mongo import as_utc
 from services.platform.outbox import OutboxDocument, document_lock, outbox_update
 from swiftchain.events.v1 import events_pb2
@@ -50,6 +51,7 @@ class PatientDoc(OutboxDocument):
     devices = me.EmbeddedDocumentListField(DeviceDoc)
     create_time = me.DateTimeField(required=True)
     version = me.IntField(default=0)
+    request_nonces = me.EmbeddedDocumentListField(RequestNonceDoc)
 
 
 class RegistrationDoc(me.Document):
@@ -120,6 +122,7 @@ def _patient(doc: PatientDoc) -> Patient:
             for d in doc.devices
         ],
         version=doc.version,
+        request_nonces=nonces_of(doc.request_nonces),
     )
 
 
@@ -152,6 +155,7 @@ class PatientStore:
             references=dict(patient.references),
             devices=[_device_doc(d) for d in patient.devices],
             create_time=patient.create_time,
+            request_nonces=nonce_docs(patient.request_nonces),
         )
         doc.add_events(events)
         try:
@@ -161,11 +165,13 @@ class PatientStore:
         return True
 
     def update(self, patient: Patient, events: Sequence[events_pb2.EventEnvelope]) -> None:
-        """Write the devices and references if nobody changed the patient since it was read."""
+        """Write the devices, references and recent request nonces if nobody changed the
+        patient since it was read."""
         with document_lock(PatientDoc._get_collection_name(), patient.subject_id):
             updated = PatientDoc.objects(id=patient.subject_id, version=patient.version).update_one(
                 set__devices=[_device_doc(d) for d in patient.devices],
                 set__references=dict(patient.references),
+                set__request_nonces=nonce_docs(patient.request_nonces),
                 inc__version=1,
                 **outbox_update(events),
             )

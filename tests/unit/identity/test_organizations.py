@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import json
+import secrets
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -17,15 +20,20 @@ from chain.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
-    PreconditionError,
+    PermissionDeniedError,
 )
-from chain.signed_messages import possession_message
+from chain.signed_messages import (
+    organization_key_revoke_message,
+    organization_key_rotate_message,
+    possession_message,
+)
 from chain.validation import EntryValidator, KeyRegistry
 from services.identity.domain.organizations import (
     KeyEntry,
     Organization,
     OrganizationRegistry,
 )
+from services.identity.domain.request_signatures import RequestSignature
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2
@@ -118,6 +126,49 @@ def register_hospital(
     return key, organization, entry_id
 
 
+ROUTINE = entry_pb2.KEY_REASON_ROUTINE_ROTATION
+COMPROMISE = entry_pb2.KEY_REASON_KEY_COMPROMISE
+
+
+def rotate_signed(
+    signer: Ed25519PrivateKey,
+    signer_id: str,
+    replaces: str,
+    new_public: bytes,
+    reason: int = ROUTINE,
+    *,
+    organization_id: str = "hospital-a",
+    at: datetime = NOW,
+) -> RequestSignature:
+    """A signature by ``signer`` (as ``signer_id``) over a rotation request."""
+    nonce = secrets.token_bytes(32)
+    message = organization_key_rotate_message(
+        organization_id, replaces, new_public, reason, signer_id, at, nonce
+    )
+    return RequestSignature(signer_id, at, nonce, signer.sign(message))
+
+
+def revoke_signed(
+    signer: Ed25519PrivateKey,
+    signer_id: str,
+    key_id: str,
+    reason: int = COMPROMISE,
+    *,
+    organization_id: str = "hospital-a",
+    at: datetime = NOW,
+) -> RequestSignature:
+    """A signature by ``signer`` (as ``signer_id``) over a revocation request."""
+    nonce = secrets.token_bytes(32)
+    message = organization_key_revoke_message(organization_id, key_id, reason, signer_id, at, nonce)
+    return RequestSignature(signer_id, at, nonce, signer.sign(message))
+
+
+def new_key(organization_id: str = "hospital-a") -> tuple[Ed25519PrivateKey, bytes, bytes]:
+    """A fresh key: private, public, proof of possession for ``organization_id``."""
+    key = Ed25519PrivateKey.generate()
+    return key, raw(key), key.sign(possession_message(organization_id, raw(key)))
+
+
 def test_registering_a_hospital_signs_a_key_entry_that_a_node_accepts(
     registry: OrganizationRegistry, store: FakeStore, registrar: Ed25519PrivateKey
 ) -> None:
@@ -204,13 +255,15 @@ def test_a_proof_for_another_organization_is_refused(registry: OrganizationRegis
 def test_a_key_is_valid_between_its_entry_and_the_entry_that_ends_it(
     registry: OrganizationRegistry,
 ) -> None:
-    _, organization, register_id = register_hospital(registry)
+    signer, organization, register_id = register_hospital(registry)
     key_id = organization.keys[0].key_id
-    with pytest.raises(PreconditionError, match="KEY_STATUS_PENDING"):
-        registry.revoke_key("hospital-a", key_id, entry_pb2.KEY_REASON_KEY_COMPROMISE, NOW)
+    with pytest.raises(PermissionDeniedError, match="which is PENDING"):
+        registry.revoke_key(
+            "hospital-a", key_id, COMPROMISE, revoke_signed(signer, key_id, key_id), NOW
+        )
     assert registry.record_sequenced(register_id, 4)
     key, revoke_id = registry.revoke_key(
-        "hospital-a", key_id, entry_pb2.KEY_REASON_KEY_COMPROMISE, NOW
+        "hospital-a", key_id, COMPROMISE, revoke_signed(signer, key_id, key_id), NOW
     )
     assert key.status == identity_pb2.KEY_STATUS_ACTIVE and key.end_entry_id == revoke_id
     assert registry.record_sequenced(revoke_id, 9)
@@ -225,17 +278,24 @@ def test_a_key_is_valid_between_its_entry_and_the_entry_that_ends_it(
     assert registry.resolve_key(key_id, 12).status == identity_pb2.KEY_STATUS_REVOKED
     now = registry.resolve_key(key_id, None)
     assert (now.valid, now.registered_at_log_index, now.ended_at_log_index) == (False, 4, 9)
-    with pytest.raises(PreconditionError, match="expected key 'hospital-a#1' to be ACTIVE"):
-        registry.revoke_key("hospital-a", key_id, entry_pb2.KEY_REASON_KEY_COMPROMISE, NOW)
+    with pytest.raises(PermissionDeniedError, match="'hospital-a#1', which is ended by"):
+        registry.revoke_key(
+            "hospital-a", key_id, COMPROMISE, revoke_signed(signer, key_id, key_id), NOW
+        )
 
 
 def test_rotation_hands_over_at_one_position(registry: OrganizationRegistry) -> None:
-    _, _organization, register_id = register_hospital(registry)
+    signer, _organization, register_id = register_hospital(registry)
     registry.record_sequenced(register_id, 0)
-    new = Ed25519PrivateKey.generate()
-    proof = new.sign(possession_message("hospital-a", raw(new)))
+    _, public, proof = new_key()
     key, rotate_id = registry.rotate_key(
-        "hospital-a", "hospital-a#1", raw(new), proof, entry_pb2.KEY_REASON_ROUTINE_ROTATION, NOW
+        "hospital-a",
+        "hospital-a#1",
+        public,
+        proof,
+        ROUTINE,
+        rotate_signed(signer, "hospital-a#1", "hospital-a#1", public),
+        NOW,
     )
     assert key.key_id == "hospital-a#2" and key.status == identity_pb2.KEY_STATUS_PENDING
     registry.record_sequenced(rotate_id, 7)
@@ -249,13 +309,27 @@ def test_rotation_refuses_a_reused_key_and_a_wrong_reason(registry: Organization
     key, _, register_id = register_hospital(registry)
     registry.record_sequenced(register_id, 0)
     proof = key.sign(possession_message("hospital-a", raw(key)))
+    superseded = entry_pb2.KEY_REASON_SUPERSEDED
     with pytest.raises(InvalidInputError, match="registered before"):
         registry.rotate_key(
-            "hospital-a", "hospital-a#1", raw(key), proof, entry_pb2.KEY_REASON_SUPERSEDED, NOW
+            "hospital-a",
+            "hospital-a#1",
+            raw(key),
+            proof,
+            superseded,
+            rotate_signed(key, "hospital-a#1", "hospital-a#1", raw(key), superseded),
+            NOW,
         )
+    new_key_reason = entry_pb2.KEY_REASON_NEW_KEY
     with pytest.raises(InvalidInputError, match="expected a rotation reason"):
         registry.rotate_key(
-            "hospital-a", "hospital-a#1", raw(key), proof, entry_pb2.KEY_REASON_NEW_KEY, NOW
+            "hospital-a",
+            "hospital-a#1",
+            raw(key),
+            proof,
+            new_key_reason,
+            rotate_signed(key, "hospital-a#1", "hospital-a#1", raw(key), new_key_reason),
+            NOW,
         )
 
 
@@ -315,3 +389,140 @@ def test_a_regulator_key_is_registered_to_sign_nothing_on_the_log(
     )
     assert (unkeyed.keys, no_entry) == ([], "")
     assert entry_id
+
+
+# --- only the holder of the active key changes an organization's keys (issue #25) ----------
+
+
+@pytest.fixture
+def active_hospital(
+    registry: OrganizationRegistry,
+) -> Ed25519PrivateKey:
+    """hospital-a with its first key ACTIVE (its KEY entry at position 0); that key."""
+    signer, _, register_id = register_hospital(registry)
+    registry.record_sequenced(register_id, 0)
+    return signer
+
+
+def test_a_certificate_or_the_admin_alone_cannot_rotate_or_revoke_a_key(
+    registry: OrganizationRegistry, store: FakeStore, active_hospital: Ed25519PrivateKey
+) -> None:
+    _, public, proof = new_key()
+    entries = len(store.entries)
+    expected = (
+        "expected a signature by organization 'hospital-a''s active signing key \\(hospital-a#1\\) "
+        "over the request, got none; .* recovery of a lost key is by a consortium vote, which "
+        "does not exist yet"
+    )
+    with pytest.raises(PermissionDeniedError, match=expected):
+        registry.rotate_key("hospital-a", "hospital-a#1", public, proof, ROUTINE, None, NOW)
+    with pytest.raises(PermissionDeniedError, match=expected):
+        registry.revoke_key("hospital-a", "hospital-a#1", COMPROMISE, None, NOW)
+    assert len(store.entries) == entries
+    assert registry.get("hospital-a").keys[0].end_entry_id == ""
+
+
+def test_the_registrar_or_another_member_cannot_sign_for_a_member(
+    registry: OrganizationRegistry,
+    store: FakeStore,
+    registrar: Ed25519PrivateKey,
+    active_hospital: Ed25519PrivateKey,
+) -> None:
+    other, _, other_entry = register_hospital(registry, "hospital-b")
+    registry.record_sequenced(other_entry, 1)
+    _, public, proof = new_key()
+    entries = len(store.entries)
+    for signer, signer_id in ((registrar, "registrar"), (other, "hospital-b#1")):
+        signed = rotate_signed(signer, signer_id, "hospital-a#1", public)
+        with pytest.raises(PermissionDeniedError, match="which is not a key of 'hospital-a'"):
+            registry.rotate_key("hospital-a", "hospital-a#1", public, proof, ROUTINE, signed, NOW)
+    # Whoever got a fresh certificate for hospital-a still lacks its key: a key of its own
+    # making, named as hospital-a's, does not verify.
+    attacker, _, _ = new_key()
+    forged = rotate_signed(attacker, "hospital-a#1", "hospital-a#1", public)
+    with pytest.raises(PermissionDeniedError, match="does not verify with signing key"):
+        registry.rotate_key("hospital-a", "hospital-a#1", public, proof, ROUTINE, forged, NOW)
+    assert len(store.entries) == entries
+
+
+def test_a_rotated_key_signs_no_further_change(
+    registry: OrganizationRegistry, active_hospital: Ed25519PrivateKey
+) -> None:
+    _, public, proof = new_key()
+    key, rotate_id = registry.rotate_key(
+        "hospital-a",
+        "hospital-a#1",
+        public,
+        proof,
+        ROUTINE,
+        rotate_signed(active_hospital, "hospital-a#1", "hospital-a#1", public),
+        NOW,
+    )
+    registry.record_sequenced(rotate_id, 3)
+    old_signs = revoke_signed(active_hospital, "hospital-a#1", key.key_id)
+    with pytest.raises(PermissionDeniedError, match=f"which is ended by KEY entry {rotate_id}"):
+        registry.revoke_key("hospital-a", key.key_id, COMPROMISE, old_signs, NOW)
+
+
+def test_a_signature_over_another_request_does_not_verify(
+    registry: OrganizationRegistry, active_hospital: Ed25519PrivateKey
+) -> None:
+    _, public, proof = new_key()
+    _, other_public, _ = new_key()
+    for wrong in (
+        rotate_signed(active_hospital, "hospital-a#1", "hospital-a#1", other_public),
+        rotate_signed(
+            active_hospital, "hospital-a#1", "hospital-a#1", public, entry_pb2.KEY_REASON_SUPERSEDED
+        ),
+        revoke_signed(active_hospital, "hospital-a#1", "hospital-a#1", ROUTINE),
+    ):
+        with pytest.raises(PermissionDeniedError, match="over another request"):
+            registry.rotate_key("hospital-a", "hospital-a#1", public, proof, ROUTINE, wrong, NOW)
+    for_another_organization = revoke_signed(
+        active_hospital, "hospital-a#1", "hospital-a#1", organization_id="hospital-b"
+    )
+    with pytest.raises(PermissionDeniedError, match="over another request"):
+        registry.revoke_key("hospital-a", "hospital-a#1", COMPROMISE, for_another_organization, NOW)
+
+
+def test_a_replayed_or_stale_key_change_is_refused(
+    registry: OrganizationRegistry, store: FakeStore, active_hospital: Ed25519PrivateKey
+) -> None:
+    _, public, proof = new_key()
+    stale = rotate_signed(
+        active_hospital, "hospital-a#1", "hospital-a#1", public, at=NOW - timedelta(minutes=6)
+    )
+    with pytest.raises(PermissionDeniedError, match="signed within the last 5 minutes"):
+        registry.rotate_key("hospital-a", "hospital-a#1", public, proof, ROUTINE, stale, NOW)
+    request = rotate_signed(active_hospital, "hospital-a#1", "hospital-a#1", public)
+    registry.rotate_key("hospital-a", "hospital-a#1", public, proof, ROUTINE, request, NOW)
+    assert set(registry.get("hospital-a").request_nonces) == {request.nonce}
+    entries = len(store.entries)
+    # The replay is refused (here first because its signer is no longer active; the nonce,
+    # kept with the organization, refuses it as well) and writes nothing.
+    with pytest.raises(PermissionDeniedError, match="'hospital-a#1', which is ended by"):
+        registry.rotate_key("hospital-a", "hospital-a#1", public, proof, ROUTINE, request, NOW)
+    assert len(store.entries) == entries
+
+
+def test_the_key_record_keeps_the_owners_signature_that_authorized_the_change(
+    registry: OrganizationRegistry, store: FakeStore, active_hospital: Ed25519PrivateKey
+) -> None:
+    _, public, proof = new_key()
+    request = rotate_signed(active_hospital, "hospital-a#1", "hospital-a#1", public)
+    registry.rotate_key("hospital-a", "hospital-a#1", public, proof, ROUTINE, request, NOW)
+    record = json.loads(store.entries[-1].record)
+    authorization = record["authorization"]
+    assert authorization["key_id"] == "hospital-a#1"
+    nonce = base64.b64decode(authorization["nonce"])
+    message = organization_key_rotate_message(
+        record["owner_id"],
+        record["replaces_key_id"],
+        base64.b64decode(record["public_key"]),
+        entry_pb2.KeyReason.Value(record["reason"]),
+        authorization["key_id"],
+        datetime.fromtimestamp(0, UTC)
+        + timedelta(microseconds=authorization["request_time_micros"]),
+        nonce,
+    )
+    active_hospital.public_key().verify(base64.b64decode(authorization["signature"]), message)

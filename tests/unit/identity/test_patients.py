@@ -4,9 +4,12 @@ store with the same guarantees as the real one."""
 from __future__ import annotations
 
 import copy
+import dataclasses
+import secrets
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -17,9 +20,10 @@ from chain.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    PermissionDeniedError,
     UnauthenticatedError,
 )
-from chain.signed_messages import possession_message
+from chain.signed_messages import device_add_message, device_revoke_message, possession_message
 from services.identity.domain.patients import (
     Challenge,
     Patient,
@@ -29,6 +33,7 @@ from services.identity.domain.patients import (
     Registration,
     login_message,
 )
+from services.identity.domain.request_signatures import RequestSignature
 from services.platform.tokens import TokenIssuer, TokenVerifier
 from swiftchain.events.v1 import events_pb2
 
@@ -111,6 +116,68 @@ def register(
     )
     assert created
     return patient, device
+
+
+def signed(
+    key: Ed25519PrivateKey,
+    key_id: str,
+    message: Callable[[str, datetime, bytes], bytes],
+    *,
+    at: datetime = NOW,
+    nonce: bytes | None = None,
+) -> RequestSignature:
+    """A request signature by ``key`` (as ``key_id``) over ``message(key_id, at, nonce)``."""
+    nonce = nonce or secrets.token_bytes(32)
+    return RequestSignature(key_id, at, nonce, key.sign(message(key_id, at, nonce)))
+
+
+def add_signed(
+    patient: Patient,
+    signer: Ed25519PrivateKey,
+    public_key: bytes,
+    label: str,
+    *,
+    signer_id: str = "",
+    at: datetime = NOW,
+) -> RequestSignature:
+    """The signature by ``signer`` (the patient's first device unless told) to add a key."""
+    return signed(
+        signer,
+        signer_id or patient.devices[0].key_id,
+        lambda kid, time, nonce: device_add_message(
+            patient.subject_id, public_key, label, kid, time, nonce
+        ),
+        at=at,
+    )
+
+
+def revoke_signed(
+    patient: Patient, signer: Ed25519PrivateKey, key_id: str, *, signer_id: str = ""
+) -> RequestSignature:
+    """The signature by ``signer`` (the patient's first device unless told) to revoke a key."""
+    return signed(
+        signer,
+        signer_id or patient.devices[0].key_id,
+        lambda kid, time, nonce: device_revoke_message(
+            patient.subject_id, key_id, kid, time, nonce
+        ),
+    )
+
+
+def add_second_device(
+    directory: PatientDirectory, patient: Patient, first: Ed25519PrivateKey
+) -> tuple[Ed25519PrivateKey, str]:
+    """Add a second device to ``patient``, signed by its first; the new key and its id."""
+    second = Ed25519PrivateKey.generate()
+    added = directory.add_device(
+        patient.subject_id,
+        raw(second),
+        second.sign(possession_message(patient.subject_id, raw(second))),
+        "tablet",
+        add_signed(patient, first, raw(second), "tablet"),
+        NOW,
+    )
+    return second, added.key_id
 
 
 def login(directory: PatientDirectory, patient: Patient, device: Ed25519PrivateKey) -> str:
@@ -228,25 +295,31 @@ def test_an_expired_challenge_is_refused(directory: PatientDirectory) -> None:
 def test_a_revoked_device_cannot_log_in_and_others_still_can(
     directory: PatientDirectory, store: FakeStore
 ) -> None:
-    patient, _ = register(directory)
-    second = Ed25519PrivateKey.generate()
-    added = directory.add_device(
+    patient, first = register(directory)
+    second, second_id = add_second_device(directory, patient, first)
+    first_id = patient.devices[0].key_id
+    revoked = directory.revoke_device(
         patient.subject_id,
-        raw(second),
-        second.sign(possession_message(patient.subject_id, raw(second))),
-        "tablet",
+        first_id,
+        revoke_signed(patient, second, first_id, signer_id=second_id),
         NOW,
     )
-    revoked = directory.revoke_device(patient.subject_id, patient.devices[0].key_id, NOW)
     assert not revoked.active
     assert store.events[-1].type == "swiftchain.events.v1.PatientDeviceRevoked"
     with pytest.raises(UnauthenticatedError, match="was revoked"):
-        directory.begin_login(patient.subject_id, patient.devices[0].key_id, NOW)
-    challenge = directory.begin_login(patient.subject_id, added.key_id, NOW)
+        directory.begin_login(patient.subject_id, first_id, NOW)
+    challenge = directory.begin_login(patient.subject_id, second_id, NOW)
     signature = second.sign(login_message(challenge.challenge_id, challenge.nonce))
     assert directory.complete_login(challenge.challenge_id, signature, NOW).token
-    again = directory.revoke_device(patient.subject_id, patient.devices[0].key_id, NOW)
-    assert again.revoke_time == NOW  # revoking twice changes nothing
+    events = len(store.events)
+    later = NOW + timedelta(minutes=1)
+    again = directory.revoke_device(
+        patient.subject_id,
+        first_id,
+        revoke_signed(patient, second, first_id, signer_id=second_id),
+        later,
+    )
+    assert again.revoke_time == NOW and len(store.events) == events  # twice changes nothing
 
 
 def test_unknown_subjects_and_devices_are_not_found(directory: PatientDirectory) -> None:
@@ -263,7 +336,160 @@ def test_a_device_key_cannot_be_added_twice(directory: PatientDirectory) -> None
     patient, device = register(directory)
     proof = device.sign(possession_message(patient.subject_id, raw(device)))
     with pytest.raises(AlreadyExistsError, match="registered for the patient already"):
-        directory.add_device(patient.subject_id, raw(device), proof, "phone", NOW)
+        directory.add_device(
+            patient.subject_id,
+            raw(device),
+            proof,
+            "phone",
+            add_signed(patient, device, raw(device), "phone"),
+            NOW,
+        )
+
+
+# --- adding and revoking devices takes a signature by an active device (issue #25) ---------
+
+NO_DEVICE_SIGNATURE = (
+    "expected a signature by one of the patient's active devices over the request, got none"
+)
+
+
+def new_device(subject_id: str) -> tuple[Ed25519PrivateKey, bytes, bytes]:
+    """A thief's (or a new) device: key, public key, proof of possession for ``subject_id``."""
+    key = Ed25519PrivateKey.generate()
+    return key, raw(key), key.sign(possession_message(subject_id, raw(key)))
+
+
+def test_a_bearer_token_alone_neither_adds_nor_revokes_a_device(
+    directory: PatientDirectory, store: FakeStore
+) -> None:
+    patient, _ = register(directory)
+    _, public, proof = new_device(patient.subject_id)
+    before = copy.deepcopy(store.patients)
+    with pytest.raises(PermissionDeniedError, match=NO_DEVICE_SIGNATURE):
+        directory.add_device(patient.subject_id, public, proof, "thief", None, NOW)
+    empty = RequestSignature(patient.devices[0].key_id, NOW, secrets.token_bytes(32), b"")
+    with pytest.raises(PermissionDeniedError, match=NO_DEVICE_SIGNATURE):
+        directory.add_device(patient.subject_id, public, proof, "thief", empty, NOW)
+    with pytest.raises(PermissionDeniedError, match=NO_DEVICE_SIGNATURE):
+        directory.revoke_device(patient.subject_id, patient.devices[0].key_id, None, NOW)
+    assert store.patients == before
+
+
+def test_a_device_of_someone_else_or_a_key_the_patient_lacks_cannot_sign(
+    directory: PatientDirectory, store: FakeStore
+) -> None:
+    patient, _ = register(directory)
+    other, other_device = register(directory, reference="mrn-8")
+    thief, public, proof = new_device(patient.subject_id)
+    by_other = add_signed(patient, other_device, public, "thief", signer_id=other.devices[0].key_id)
+    with pytest.raises(PermissionDeniedError, match="which is not a device of patient"):
+        directory.add_device(patient.subject_id, public, proof, "thief", by_other, NOW)
+    # The patient's device id, but the thief's own key behind the signature.
+    impostor = add_signed(patient, thief, public, "thief")
+    with pytest.raises(PermissionDeniedError, match="does not verify with device key"):
+        directory.add_device(patient.subject_id, public, proof, "thief", impostor, NOW)
+    assert len(store.patients[patient.subject_id].devices) == 1
+
+
+def test_a_revoked_device_cannot_add_or_revoke_devices(directory: PatientDirectory) -> None:
+    patient, first = register(directory)
+    second, second_id = add_second_device(directory, patient, first)
+    first_id = patient.devices[0].key_id
+    directory.revoke_device(
+        patient.subject_id,
+        first_id,
+        revoke_signed(patient, second, first_id, signer_id=second_id),
+        NOW,
+    )
+    _, public, proof = new_device(patient.subject_id)
+    with pytest.raises(PermissionDeniedError, match=f"device '{first_id}', which was revoked"):
+        directory.add_device(
+            patient.subject_id, public, proof, "x", add_signed(patient, first, public, "x"), NOW
+        )
+    with pytest.raises(PermissionDeniedError, match="which was revoked"):
+        directory.revoke_device(
+            patient.subject_id, second_id, revoke_signed(patient, first, second_id), NOW
+        )
+    assert directory.begin_login(patient.subject_id, second_id, NOW)  # still active
+
+
+def test_a_signature_over_another_request_does_not_verify(
+    directory: PatientDirectory, store: FakeStore
+) -> None:
+    patient, first = register(directory)
+    _, second_id = add_second_device(directory, patient, first)
+    _, public, proof = new_device(patient.subject_id)
+    _, other_public, _ = new_device(patient.subject_id)
+    for wrong in (
+        add_signed(patient, first, other_public, "tablet"),  # another key
+        add_signed(patient, first, public, "other label"),  # another label
+    ):
+        with pytest.raises(PermissionDeniedError, match="over another request"):
+            directory.add_device(patient.subject_id, public, proof, "tablet", wrong, NOW)
+    # Signed to revoke the second device, sent to revoke the first.
+    first_id = patient.devices[0].key_id
+    for_second = revoke_signed(patient, first, second_id)
+    with pytest.raises(PermissionDeniedError, match="over another request"):
+        directory.revoke_device(patient.subject_id, first_id, for_second, NOW)
+    # A revocation's signature is no addition's: the context line differs.
+    as_revoke = signed(
+        first,
+        first_id,
+        lambda kid, time, nonce: device_revoke_message(
+            patient.subject_id, second_id, kid, time, nonce
+        ),
+    )
+    with pytest.raises(PermissionDeniedError, match="over another request"):
+        directory.add_device(patient.subject_id, public, proof, "tablet", as_revoke, NOW)
+    assert all(d.active for d in store.patients[patient.subject_id].devices)
+
+
+def test_a_replayed_or_stale_signed_request_is_refused(
+    directory: PatientDirectory, store: FakeStore
+) -> None:
+    patient, first = register(directory)
+    _, second_id = add_second_device(directory, patient, first)
+    request = revoke_signed(patient, first, second_id)
+    directory.revoke_device(patient.subject_id, second_id, request, NOW)
+    with pytest.raises(PermissionDeniedError, match="used already"):
+        directory.revoke_device(patient.subject_id, second_id, request, NOW + timedelta(seconds=5))
+    _, public, proof = new_device(patient.subject_id)
+    stale = add_signed(patient, first, public, "x", at=NOW - timedelta(minutes=6))
+    with pytest.raises(PermissionDeniedError, match="signed within the last 5 minutes"):
+        directory.add_device(patient.subject_id, public, proof, "x", stale, NOW)
+    ahead = add_signed(patient, first, public, "x", at=NOW + timedelta(minutes=2))
+    with pytest.raises(PermissionDeniedError, match="ahead of the service's clock"):
+        directory.add_device(patient.subject_id, public, proof, "x", ahead, NOW)
+    # Nonces are kept only as long as their requests could be accepted.
+    directory.add_device(
+        patient.subject_id,
+        public,
+        proof,
+        "x",
+        add_signed(patient, first, public, "x", at=NOW + timedelta(minutes=10)),
+        NOW + timedelta(minutes=10),
+    )
+    assert len(store.patients[patient.subject_id].request_nonces) == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"signature": b"\x01" * 63}, "expected a 64-byte Ed25519 request signature, got 63"),
+        ({"nonce": b"\x01" * 8}, "expected a request nonce of 16 to 64 random bytes, got 8"),
+        ({"request_time": None}, "expected the request time the signature covers"),
+        ({"key_id": ""}, "expected the id of the key that signed the request"),
+    ],
+)
+def test_a_malformed_request_signature_says_what_is_wrong(
+    directory: PatientDirectory, change: dict[str, Any], message: str
+) -> None:
+    patient, first = register(directory)
+    _, public, proof = new_device(patient.subject_id)
+    good = add_signed(patient, first, public, "x")
+    bad = dataclasses.replace(good, **change)
+    with pytest.raises(InvalidInputError, match=message):
+        directory.add_device(patient.subject_id, public, proof, "x", bad, NOW)
 
 
 def test_practitioners_are_idempotent_on_their_reference(store: FakeStore) -> None:

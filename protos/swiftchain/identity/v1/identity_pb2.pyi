@@ -435,3 +435,56 @@ class PatientDevice(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PatientDevice: _TypeAlias = PatientDevice  # noqa: Y015
+
+@_typing.final
+class RequestSignature(_message.Message):
+    """A signature over one request that changes keys, by a key its owner already holds: one of the
+    patient's ACTIVE device keys (AddPatientDevice, RevokePatientDevice) or the organization's
+    ACTIVE signing key (RotateOrganizationKey, RevokeOrganizationKey). A bearer token or a client
+    certificate says who calls; this says that the holder of the key wants the change, so a
+    stolen token, a reissued certificate or the admin alone changes no keys. Without it the call
+    fails with PERMISSION_DENIED, as it does for a signature by any other key, over another
+    request, too old, or with a nonce used before.
+
+    The signed bytes are the request's context line, then each field as a 4-byte big-endian
+    length and the field's bytes (strings in UTF-8; a reason as its enum number, signed 32-bit
+    big-endian): the owner (subject id or organization id), the request's own fields as each
+    request lists them, `key_id`, `request_time` as whole microseconds since the Unix epoch
+    (signed 64-bit big-endian) and `nonce`. chain/signed_messages.py builds them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """The id of the key that signed: a device key id of the patient (e.g. "dev-…") or a signing
+    key id of the organization (e.g. "hospital-a#1"). It must be ACTIVE.
+    """
+    nonce: _builtins.bytes
+    """16 to 64 random bytes, fresh for each request: a nonce the owner used before is refused."""
+    signature: _builtins.bytes
+    """The 64-byte Ed25519 signature by `key_id` over the bytes described above."""
+    @_builtins.property
+    def request_time(self) -> _timestamp_pb2.Timestamp:
+        """When the client made the request. Refused if more than 5 minutes before, or more than 1
+        minute after, the service's clock. Nanoseconds below a microsecond are not signed.
+        """
+
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        request_time: _timestamp_pb2.Timestamp | None = ...,
+        nonce: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_time", b"request_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "nonce", b"nonce", "request_time", b"request_time", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestSignature: _TypeAlias = RequestSignature  # noqa: Y015

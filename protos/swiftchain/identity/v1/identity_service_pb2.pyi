@@ -244,6 +244,7 @@ class RotateOrganizationKeyRequest(_message.Message):
     NEW_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     PROOF_OF_POSSESSION_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_SIGNATURE_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """The organization whose key rotates. A non-admin caller may only name itself."""
     replaces_key_id: _builtins.str
@@ -256,6 +257,16 @@ class RotateOrganizationKeyRequest(_message.Message):
     """
     reason: _entry_pb2.KeyReason.ValueType
     """Why; ROUTINE_ROTATION, KEY_COMPROMISE or SUPERSEDED."""
+    @_builtins.property
+    def request_signature(self) -> _identity_pb2.RequestSignature:
+        """The signature by the organization's ACTIVE signing key that authorizes the rotation, over
+        "swiftchain/organization-key-rotate/v1\\n" and the fields organization_id,
+        replaces_key_id, new_public_key, reason, then its key_id, request_time and nonce (see
+        RequestSignature). Required: without it the call fails with PERMISSION_DENIED. A
+        member that lost its key cannot rotate it here; recovery is to be by a consortium vote,
+        which does not exist yet.
+        """
+
     def __init__(
         self,
         *,
@@ -264,10 +275,11 @@ class RotateOrganizationKeyRequest(_message.Message):
         new_public_key: _builtins.bytes = ...,
         proof_of_possession: _builtins.bytes = ...,
         reason: _entry_pb2.KeyReason.ValueType = ...,
+        request_signature: _identity_pb2.RequestSignature | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_signature", b"request_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_public_key", b"new_public_key", "organization_id", b"organization_id", "proof_of_possession", b"proof_of_possession", "reason", b"reason", "replaces_key_id", b"replaces_key_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_public_key", b"new_public_key", "organization_id", b"organization_id", "proof_of_possession", b"proof_of_possession", "reason", b"reason", "replaces_key_id", b"replaces_key_id", "request_signature", b"request_signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -310,22 +322,32 @@ class RevokeOrganizationKeyRequest(_message.Message):
     ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_SIGNATURE_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """The organization whose key is revoked. A non-admin caller may only name itself."""
     key_id: _builtins.str
     """The key to revoke; must be ACTIVE."""
     reason: _entry_pb2.KeyReason.ValueType
     """Why; KEY_COMPROMISE, SUPERSEDED or CESSATION_OF_OPERATION."""
+    @_builtins.property
+    def request_signature(self) -> _identity_pb2.RequestSignature:
+        """The signature by the organization's ACTIVE signing key (which may be `key_id` itself) that
+        authorizes the revocation, over "swiftchain/organization-key-revoke/v1\\n" and the fields
+        organization_id, key_id, reason, then its key_id, request_time and nonce (see
+        RequestSignature). Required: without it the call fails with PERMISSION_DENIED.
+        """
+
     def __init__(
         self,
         *,
         organization_id: _builtins.str = ...,
         key_id: _builtins.str = ...,
         reason: _entry_pb2.KeyReason.ValueType = ...,
+        request_signature: _identity_pb2.RequestSignature | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_signature", b"request_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "organization_id", b"organization_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "organization_id", b"organization_id", "reason", b"reason", "request_signature", b"request_signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -500,6 +522,7 @@ class AddPatientDeviceRequest(_message.Message):
     PUBLIC_KEY_FIELD_NUMBER: _builtins.int
     PROOF_OF_POSSESSION_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
+    REQUEST_SIGNATURE_FIELD_NUMBER: _builtins.int
     subject_id: _builtins.str
     """The patient; must be the token's subject."""
     public_key: _builtins.bytes
@@ -510,6 +533,14 @@ class AddPatientDeviceRequest(_message.Message):
     """
     label: _builtins.str
     """A label for the device, at most 64 characters."""
+    @_builtins.property
+    def request_signature(self) -> _identity_pb2.RequestSignature:
+        """The signature by one of the patient's ACTIVE devices that authorizes the addition, over
+        "swiftchain/patient-device-add/v1\\n" and the fields subject_id, public_key, label, then
+        its key_id, request_time and nonce (see RequestSignature). Required: with the bearer token
+        alone the call fails with PERMISSION_DENIED.
+        """
+
     def __init__(
         self,
         *,
@@ -517,10 +548,11 @@ class AddPatientDeviceRequest(_message.Message):
         public_key: _builtins.bytes = ...,
         proof_of_possession: _builtins.bytes = ...,
         label: _builtins.str = ...,
+        request_signature: _identity_pb2.RequestSignature | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_signature", b"request_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "proof_of_possession", b"proof_of_possession", "public_key", b"public_key", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "proof_of_possession", b"proof_of_possession", "public_key", b"public_key", "request_signature", b"request_signature", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -558,19 +590,29 @@ class RevokePatientDeviceRequest(_message.Message):
 
     SUBJECT_ID_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_SIGNATURE_FIELD_NUMBER: _builtins.int
     subject_id: _builtins.str
     """The patient; must be the token's subject."""
     key_id: _builtins.str
     """The device key to revoke."""
+    @_builtins.property
+    def request_signature(self) -> _identity_pb2.RequestSignature:
+        """The signature by one of the patient's ACTIVE devices (which may be `key_id` itself) that
+        authorizes the revocation, over "swiftchain/patient-device-revoke/v1\\n" and the fields
+        subject_id, key_id, then its key_id, request_time and nonce (see RequestSignature).
+        Required: with the bearer token alone the call fails with PERMISSION_DENIED.
+        """
+
     def __init__(
         self,
         *,
         subject_id: _builtins.str = ...,
         key_id: _builtins.str = ...,
+        request_signature: _identity_pb2.RequestSignature | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_signature", b"request_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "subject_id", b"subject_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "request_signature", b"request_signature", "subject_id", b"subject_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

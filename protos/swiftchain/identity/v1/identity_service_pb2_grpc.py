@@ -141,7 +141,9 @@ class IdentityServiceServicer:
 
     def RotateOrganizationKey(self, request, context):
         """Replaces an organization's signing key with a new one (a KEY entry with action ROTATE).
-        Callers: the organization itself; admin.
+        Callers: the organization itself; admin, relaying it. Either way the request must be signed
+        by the organization's ACTIVE signing key (`request_signature`): a certificate alone, or the
+        admin alone, rotates nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,7 +151,8 @@ class IdentityServiceServicer:
 
     def RevokeOrganizationKey(self, request, context):
         """Revokes an organization's signing key (a KEY entry with action REVOKE).
-        Callers: the organization itself; admin.
+        Callers: the organization itself; admin, relaying it. Either way the request must be signed
+        by the organization's ACTIVE signing key (`request_signature`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -170,14 +173,16 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddPatientDevice(self, request, context):
-        """Adds a device key to the calling patient. Callers: the patient.
+        """Adds a device key to the calling patient. Callers: the patient, with the request signed
+        by one of its ACTIVE devices (`request_signature`); the bearer token alone adds nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RevokePatientDevice(self, request, context):
-        """Revokes one of the calling patient's device keys. Callers: the patient.
+        """Revokes one of the calling patient's device keys. Callers: the patient, with the request
+        signed by one of its ACTIVE devices (`request_signature`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -49,20 +49,27 @@ class IdentityServiceStub:
     """Revokes a certificate by serial number. Callers: admin."""
     RotateOrganizationKey: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RotateOrganizationKeyRequest, _identity_service_pb2.RotateOrganizationKeyResponse]
     """Replaces an organization's signing key with a new one (a KEY entry with action ROTATE).
-    Callers: the organization itself; admin.
+    Callers: the organization itself; admin, relaying it. Either way the request must be signed
+    by the organization's ACTIVE signing key (`request_signature`): a certificate alone, or the
+    admin alone, rotates nothing.
     """
     RevokeOrganizationKey: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RevokeOrganizationKeyRequest, _identity_service_pb2.RevokeOrganizationKeyResponse]
     """Revokes an organization's signing key (a KEY entry with action REVOKE).
-    Callers: the organization itself; admin.
+    Callers: the organization itself; admin, relaying it. Either way the request must be signed
+    by the organization's ACTIVE signing key (`request_signature`).
     """
     RegisterPractitioner: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RegisterPractitionerRequest, _identity_service_pb2.RegisterPractitionerResponse]
     """Registers a practitioner of a hospital. Callers: the hospital it belongs to."""
     RegisterPatient: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RegisterPatientRequest, _identity_service_pb2.RegisterPatientResponse]
     """Registers a patient, giving it a random subject id. Callers: hospital, app."""
     AddPatientDevice: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.AddPatientDeviceRequest, _identity_service_pb2.AddPatientDeviceResponse]
-    """Adds a device key to the calling patient. Callers: the patient."""
+    """Adds a device key to the calling patient. Callers: the patient, with the request signed
+    by one of its ACTIVE devices (`request_signature`); the bearer token alone adds nothing.
+    """
     RevokePatientDevice: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RevokePatientDeviceRequest, _identity_service_pb2.RevokePatientDeviceResponse]
-    """Revokes one of the calling patient's device keys. Callers: the patient."""
+    """Revokes one of the calling patient's device keys. Callers: the patient, with the request
+    signed by one of its ACTIVE devices (`request_signature`).
+    """
     BeginLogin: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.BeginLoginRequest, _identity_service_pb2.BeginLoginResponse]
     """Starts a patient login: returns a challenge for a device key to sign. Callers: anonymous."""
     CompleteLogin: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.CompleteLoginRequest, _identity_service_pb2.CompleteLoginResponse]
@@ -99,20 +106,27 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """Revokes a certificate by serial number. Callers: admin."""
     RotateOrganizationKey: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RotateOrganizationKeyRequest, _identity_service_pb2.RotateOrganizationKeyResponse]  # type: ignore[assignment]
     """Replaces an organization's signing key with a new one (a KEY entry with action ROTATE).
-    Callers: the organization itself; admin.
+    Callers: the organization itself; admin, relaying it. Either way the request must be signed
+    by the organization's ACTIVE signing key (`request_signature`): a certificate alone, or the
+    admin alone, rotates nothing.
     """
     RevokeOrganizationKey: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RevokeOrganizationKeyRequest, _identity_service_pb2.RevokeOrganizationKeyResponse]  # type: ignore[assignment]
     """Revokes an organization's signing key (a KEY entry with action REVOKE).
-    Callers: the organization itself; admin.
+    Callers: the organization itself; admin, relaying it. Either way the request must be signed
+    by the organization's ACTIVE signing key (`request_signature`).
     """
     RegisterPractitioner: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RegisterPractitionerRequest, _identity_service_pb2.RegisterPractitionerResponse]  # type: ignore[assignment]
     """Registers a practitioner of a hospital. Callers: the hospital it belongs to."""
     RegisterPatient: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RegisterPatientRequest, _identity_service_pb2.RegisterPatientResponse]  # type: ignore[assignment]
     """Registers a patient, giving it a random subject id. Callers: hospital, app."""
     AddPatientDevice: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.AddPatientDeviceRequest, _identity_service_pb2.AddPatientDeviceResponse]  # type: ignore[assignment]
-    """Adds a device key to the calling patient. Callers: the patient."""
+    """Adds a device key to the calling patient. Callers: the patient, with the request signed
+    by one of its ACTIVE devices (`request_signature`); the bearer token alone adds nothing.
+    """
     RevokePatientDevice: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RevokePatientDeviceRequest, _identity_service_pb2.RevokePatientDeviceResponse]  # type: ignore[assignment]
-    """Revokes one of the calling patient's device keys. Callers: the patient."""
+    """Revokes one of the calling patient's device keys. Callers: the patient, with the request
+    signed by one of its ACTIVE devices (`request_signature`).
+    """
     BeginLogin: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.BeginLoginRequest, _identity_service_pb2.BeginLoginResponse]  # type: ignore[assignment]
     """Starts a patient login: returns a challenge for a device key to sign. Callers: anonymous."""
     CompleteLogin: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.CompleteLoginRequest, _identity_service_pb2.CompleteLoginResponse]  # type: ignore[assignment]
@@ -170,7 +184,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.RotateOrganizationKeyResponse, _abc.Awaitable[_identity_service_pb2.RotateOrganizationKeyResponse]]:
         """Replaces an organization's signing key with a new one (a KEY entry with action ROTATE).
-        Callers: the organization itself; admin.
+        Callers: the organization itself; admin, relaying it. Either way the request must be signed
+        by the organization's ACTIVE signing key (`request_signature`): a certificate alone, or the
+        admin alone, rotates nothing.
         """
 
     @_abc_1.abstractmethod
@@ -180,7 +196,8 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.RevokeOrganizationKeyResponse, _abc.Awaitable[_identity_service_pb2.RevokeOrganizationKeyResponse]]:
         """Revokes an organization's signing key (a KEY entry with action REVOKE).
-        Callers: the organization itself; admin.
+        Callers: the organization itself; admin, relaying it. Either way the request must be signed
+        by the organization's ACTIVE signing key (`request_signature`).
         """
 
     @_abc_1.abstractmethod
@@ -205,7 +222,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_service_pb2.AddPatientDeviceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.AddPatientDeviceResponse, _abc.Awaitable[_identity_service_pb2.AddPatientDeviceResponse]]:
-        """Adds a device key to the calling patient. Callers: the patient."""
+        """Adds a device key to the calling patient. Callers: the patient, with the request signed
+        by one of its ACTIVE devices (`request_signature`); the bearer token alone adds nothing.
+        """
 
     @_abc_1.abstractmethod
     def RevokePatientDevice(
@@ -213,7 +232,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_service_pb2.RevokePatientDeviceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.RevokePatientDeviceResponse, _abc.Awaitable[_identity_service_pb2.RevokePatientDeviceResponse]]:
-        """Revokes one of the calling patient's device keys. Callers: the patient."""
+        """Revokes one of the calling patient's device keys. Callers: the patient, with the request
+        signed by one of its ACTIVE devices (`request_signature`).
+        """
 
     @_abc_1.abstractmethod
     def BeginLogin(
