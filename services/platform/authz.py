@@ -66,6 +66,10 @@ _TRAIL_OWNERS = {
     Role.PATIENT: "filter.patient_subject_id",
     Role.HOSPITAL: "filter.organization_id",
 }
+_DEVICE_SIGNED = "the request is signed by an active device key of the patient"
+_ORG_KEY_SIGNED = (
+    "the request is signed by the organization's active signing key (the admin only relays it)"
+)
 _PATIENT_SIGNED = (
     "the directive is signed by a device key of the calling patient (or of a delegate acting "
     "within its delegation)"
@@ -82,14 +86,22 @@ RULES: Mapping[str, Rule] = MappingProxyType(
         _I + "RegisterOrganization": _rule(Role.ADMIN),
         _I + "IssueCertificate": _rule(Role.ADMIN, *_ORGANIZATIONS, owners=_ORG_SELF),
         _I + "RevokeCertificate": _rule(Role.ADMIN),
-        _I + "RotateOrganizationKey": _rule(Role.ADMIN, *_ORGANIZATIONS, owners=_ORG_SELF),
-        _I + "RevokeOrganizationKey": _rule(Role.ADMIN, *_ORGANIZATIONS, owners=_ORG_SELF),
+        _I + "RotateOrganizationKey": _rule(
+            Role.ADMIN, *_ORGANIZATIONS, owners=_ORG_SELF, service_rule=_ORG_KEY_SIGNED
+        ),
+        _I + "RevokeOrganizationKey": _rule(
+            Role.ADMIN, *_ORGANIZATIONS, owners=_ORG_SELF, service_rule=_ORG_KEY_SIGNED
+        ),
         _I + "RegisterPractitioner": _rule(
             Role.HOSPITAL, owners=_own("organization_id", Role.HOSPITAL)
         ),
         _I + "RegisterPatient": _rule(Role.HOSPITAL, Role.APP),
-        _I + "AddPatientDevice": _rule(Role.PATIENT, owners=_own("subject_id", Role.PATIENT)),
-        _I + "RevokePatientDevice": _rule(Role.PATIENT, owners=_own("subject_id", Role.PATIENT)),
+        _I + "AddPatientDevice": _rule(
+            Role.PATIENT, owners=_own("subject_id", Role.PATIENT), service_rule=_DEVICE_SIGNED
+        ),
+        _I + "RevokePatientDevice": _rule(
+            Role.PATIENT, owners=_own("subject_id", Role.PATIENT), service_rule=_DEVICE_SIGNED
+        ),
         _I + "BeginLogin": _rule(*EVERYONE),
         _I + "CompleteLogin": _rule(*EVERYONE),
         _I + "GetOrganization": _rule(*ANY),
