@@ -331,10 +331,10 @@ class OrganizationRegistry:
                 "expected a rotation reason (ROUTINE_ROTATION, KEY_COMPROMISE or SUPERSEDED), "
                 f"got {_reason_name(reason)}"
             )
+        check_possession(organization_id, new_public_key, proof_of_possession)
         organization = self.get(organization_id)
         signed = require_signature(signed, _active_signer(organization), LOST_KEY_RECOVERY)
         request_time = check_shape(signed)
-        check_possession(organization_id, new_public_key, proof_of_possession)
         message = organization_key_rotate_message(
             organization_id,
             replaces_key_id,
@@ -383,6 +383,8 @@ class OrganizationRegistry:
                 "expected a revocation reason (KEY_COMPROMISE, SUPERSEDED or "
                 f"CESSATION_OF_OPERATION), got {_reason_name(reason)}"
             )
+        if not key_id:
+            raise InvalidInputError("expected the id of the key to revoke, got none")
         organization = self.get(organization_id)
         signed = require_signature(signed, _active_signer(organization), LOST_KEY_RECOVERY)
         request_time = check_shape(signed)

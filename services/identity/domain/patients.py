@@ -266,9 +266,9 @@ class PatientDirectory:
         request signed by one of the patient's active devices."""
         _check_subject(subject_id)
         _check_label(label)
+        check_possession(subject_id, public_key, proof)
         signed = require_signature(signed, _ACTIVE_DEVICE)
         request_time = check_shape(signed)
-        check_possession(subject_id, public_key, proof)
         patient = self._patient(subject_id)
         message = device_add_message(
             subject_id, public_key, label, signed.key_id, request_time, signed.nonce
@@ -289,6 +289,8 @@ class PatientDirectory:
         (the device itself may sign); revoking a revoked one changes nothing but uses up the
         request's nonce."""
         _check_subject(subject_id)
+        if not key_id:
+            raise InvalidInputError("expected the id of the device key to revoke, got none")
         signed = require_signature(signed, _ACTIVE_DEVICE)
         request_time = check_shape(signed)
         patient = self._patient(subject_id)

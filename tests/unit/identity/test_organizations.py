@@ -422,6 +422,15 @@ def test_a_certificate_or_the_admin_alone_cannot_rotate_or_revoke_a_key(
     assert registry.get("hospital-a").keys[0].end_entry_id == ""
 
 
+def test_a_malformed_key_change_is_invalid_before_its_missing_signature_is_refused(
+    registry: OrganizationRegistry, active_hospital: Ed25519PrivateKey
+) -> None:
+    with pytest.raises(InvalidInputError, match="expected a 32-byte Ed25519 public key"):
+        registry.rotate_key("hospital-a", "hospital-a#1", b"", b"", ROUTINE, None, NOW)
+    with pytest.raises(InvalidInputError, match="expected the id of the key to revoke"):
+        registry.revoke_key("hospital-a", "", COMPROMISE, None, NOW)
+
+
 def test_the_registrar_or_another_member_cannot_sign_for_a_member(
     registry: OrganizationRegistry,
     store: FakeStore,

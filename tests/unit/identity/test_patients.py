@@ -375,6 +375,18 @@ def test_a_bearer_token_alone_neither_adds_nor_revokes_a_device(
     assert store.patients == before
 
 
+def test_a_malformed_request_is_invalid_before_its_missing_signature_is_refused(
+    directory: PatientDirectory,
+) -> None:
+    # The authorization matrix tells an admitted caller from a refused one by the status: an
+    # empty request from the patient itself must not look like a refusal.
+    patient, _ = register(directory)
+    with pytest.raises(InvalidInputError, match="expected a 32-byte Ed25519 public key"):
+        directory.add_device(patient.subject_id, b"", b"", "", None, NOW)
+    with pytest.raises(InvalidInputError, match="expected the id of the device key to revoke"):
+        directory.revoke_device(patient.subject_id, "", None, NOW)
+
+
 def test_a_device_of_someone_else_or_a_key_the_patient_lacks_cannot_sign(
     directory: PatientDirectory, store: FakeStore
 ) -> None:
