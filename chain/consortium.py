@@ -4,6 +4,11 @@ It is a JSON document (``swiftchain-consortium/v1``) holding the log's origin, t
 their signed-note verifier keys, the quorum, the block-cutting parameters (which must be equal on
 every node for the cuts to be deterministic) and the genesis keys that may sign before any KEY
 entry exists (the registrar's). It holds no secret.
+
+It is also the consortium's genesis: every founding member (every member it lists) signs its
+canonical bytes (:meth:`ConsortiumConfig.genesis_body`: the document without the signatures) with
+its node key, and the signatures travel in the document as ``founder_signatures``. Parsing checks
+only their form; :mod:`chain.genesis` checks them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 from chain.entry import (
     KINDS_BY_NAME,
     PUBLIC_KEY_SIZE,
+    SIGNATURE_SIZE,
     SMALL_ORDER_KEY_MESSAGE,
     is_key_id,
     is_small_order_public_key,
@@ -88,6 +94,25 @@ class GenesisKey:
 
 
 @dataclass(frozen=True)
+class FounderSignature:
+    """A founding member's signature of the genesis (see :mod:`chain.genesis`)."""
+
+    #: The founder's member name.
+    name: str
+    #: The raw 64-byte Ed25519 signature by the founder's node key.
+    signature: bytes
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise InvalidInputError("consortium config founder signature: expected a name, got ''")
+        if len(self.signature) != SIGNATURE_SIZE:
+            raise InvalidInputError(
+                f"consortium config founder signature by {self.name!r}: expected "
+                f"{SIGNATURE_SIZE} bytes, got {len(self.signature)}"
+            )
+
+
+@dataclass(frozen=True)
 class ConsortiumConfig:
     """Everything public that a node or an offline verifier needs to agree on."""
 
@@ -97,6 +122,8 @@ class ConsortiumConfig:
     genesis_keys: tuple[GenesisKey, ...]
     batch_max: int = 500
     batch_timeout_ms: int = 200
+    #: The founders' signatures of :meth:`genesis_body`, not part of what they sign.
+    founder_signatures: tuple[FounderSignature, ...] = ()
 
     def __post_init__(self) -> None:
         # The origin is the first line of every checkpoint, which allows no control character.
@@ -119,6 +146,9 @@ class ConsortiumConfig:
         key_ids = [k.key_id for k in self.genesis_keys]
         if len(set(key_ids)) != len(key_ids):
             raise InvalidInputError(f"expected distinct genesis key ids, got {key_ids}")
+        signers = [s.name for s in self.founder_signatures]
+        if len(set(signers)) != len(signers):
+            raise InvalidInputError(f"expected one founder signature per founder, got {signers}")
 
     @property
     def verifiers(self) -> list[Verifier]:
@@ -134,9 +164,8 @@ class ConsortiumConfig:
             f"expected one of the members {[m.name for m in self.members]}, got {name!r}"
         )
 
-    def to_json(self) -> str:
-        """The config as pretty JSON (keys sorted, so equal configs give equal bytes)."""
-        document = {
+    def _body(self) -> dict[str, Any]:
+        return {
             "format": FORMAT,
             "origin": self.origin,
             "quorum": self.quorum,
@@ -153,6 +182,22 @@ class ConsortiumConfig:
                 for k in self.genesis_keys
             ],
         }
+
+    def genesis_body(self) -> bytes:
+        """The canonical bytes the founders sign: the document without ``founder_signatures``
+        as compact JSON, keys sorted, ASCII only (every other character escaped as ``\\uXXXX``).
+        Every value is a string, an integer or a list or object of them, so equal configs give
+        equal bytes on any JSON encoder that sorts keys this way."""
+        text = json.dumps(self._body(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        return text.encode("ascii")
+
+    def to_json(self) -> str:
+        """The config as pretty JSON (keys sorted, so equal configs give equal bytes)."""
+        document = self._body()
+        document["founder_signatures"] = [
+            {"name": s.name, "signature": base64.b64encode(s.signature).decode()}
+            for s in self.founder_signatures
+        ]
         return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
@@ -191,10 +236,45 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 _TOP_FIELDS = frozenset(
-    ("format", "origin", "quorum", "batch_max", "batch_timeout_ms", "members", "genesis_keys")
+    (
+        "format",
+        "origin",
+        "quorum",
+        "batch_max",
+        "batch_timeout_ms",
+        "members",
+        "genesis_keys",
+        "founder_signatures",
+    )
 )
 _MEMBER_FIELDS = frozenset(("name", "verifier_key"))
 _GENESIS_FIELDS = frozenset(("key_id", "owner_id", "allowed_kinds", "public_key"))
+_SIGNATURE_FIELDS = frozenset(("name", "signature"))
+
+
+def _base64_field(document: dict[str, Any], name: str, where: str) -> bytes:
+    raw = _field(document, name, str, where)
+    try:
+        return base64.b64decode(raw, validate=True)
+    except binascii.Error as error:
+        raise InvalidInputError(f"{where}: expected base64 {name}, got {raw!r}") from error
+
+
+def _founder_signatures(document: dict[str, Any], where: str) -> tuple[FounderSignature, ...]:
+    """The ``founder_signatures`` of a document, none if the field is absent (a genesis not
+    signed yet)."""
+    if "founder_signatures" not in document:
+        return ()
+    signatures = []
+    for value in _field(document, "founder_signatures", list, where):
+        s = _object(value, _SIGNATURE_FIELDS, f"{where} founder signature")
+        signatures.append(
+            FounderSignature(
+                name=_field(s, "name", str, f"{where} founder signature"),
+                signature=_base64_field(s, "signature", f"{where} founder signature"),
+            )
+        )
+    return tuple(signatures)
 
 
 def parse_consortium(text: str | bytes) -> ConsortiumConfig:
@@ -223,13 +303,7 @@ def parse_consortium(text: str | bytes) -> ConsortiumConfig:
     genesis: list[GenesisKey] = []
     for value in _field(document, "genesis_keys", list, where):
         k = _object(value, _GENESIS_FIELDS, f"{where} genesis key")
-        raw = _field(k, "public_key", str, f"{where} genesis key")
-        try:
-            public_key = base64.b64decode(raw, validate=True)
-        except binascii.Error as error:
-            raise InvalidInputError(
-                f"{where} genesis key: expected base64 public_key, got {raw!r}"
-            ) from error
+        public_key = _base64_field(k, "public_key", f"{where} genesis key")
         kinds = _field(k, "allowed_kinds", list, f"{where} genesis key")
         for kind in kinds:
             if not isinstance(kind, str):
@@ -254,6 +328,7 @@ def parse_consortium(text: str | bytes) -> ConsortiumConfig:
         quorum=_field(document, "quorum", int, where),
         members=tuple(members),
         genesis_keys=tuple(genesis),
+        founder_signatures=_founder_signatures(document, where),
         **optional,
     )
 

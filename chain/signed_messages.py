@@ -11,6 +11,12 @@ in UTF-8, integers fixed-width big-endian (a reason is its enum number as a sign
 integer, the request time whole microseconds since the Unix epoch as a signed 64-bit one). The
 request time and a random nonce are among the fields, so that the service can refuse an old or
 a repeated request.
+
+The consortium's genesis is signed by every founding member's node key over its context line
+and then the genesis's canonical bytes (:func:`chain.consortium.ConsortiumConfig.genesis_body`);
+a key card (a member's or a genesis service key's public key, shared for the genesis) is signed
+by the key it shows, over its context line and its fields encoded as a request's are, so that
+whoever assembles the genesis knows each card's key is held by the card's holder.
 """
 
 from __future__ import annotations
@@ -22,13 +28,19 @@ from typing import Final
 __all__ = [
     "DELEGATION_PREFIX",
     "DEVICE_ADD_CONTEXT",
+    "DEVICE_ENROLL_CONTEXT",
     "DEVICE_REVOKE_CONTEXT",
     "DIRECTIVE_PREFIX",
+    "GENESIS_CONTEXT",
+    "KEY_CARD_CONTEXT",
     "ORGANIZATION_KEY_REVOKE_CONTEXT",
     "ORGANIZATION_KEY_ROTATE_CONTEXT",
     "POSSESSION_CONTEXT",
     "device_add_message",
     "device_revoke_message",
+    "enrollment_message",
+    "genesis_message",
+    "key_card_message",
     "organization_key_revoke_message",
     "organization_key_rotate_message",
     "possession_message",
@@ -41,6 +53,9 @@ DIRECTIVE_PREFIX: Final = b"swiftchain/directive/v1\n"
 DELEGATION_PREFIX: Final = b"swiftchain/delegation/v1\n"
 #: A key holder proves possession by signing ``POSSESSION_CONTEXT || owner || 0x00 || key``.
 POSSESSION_CONTEXT: Final = b"swiftchain/key-possession/v1\n"
+#: A patient's first device signs this, then the enrollment code's digest and its own public
+#: key, to enroll with a one-time code (chain/enrollment_codes.py).
+DEVICE_ENROLL_CONTEXT: Final = b"swiftchain/patient-device-enroll/v1\n"
 #: An active device of a patient signs this, then the fields, to add another device.
 DEVICE_ADD_CONTEXT: Final = b"swiftchain/patient-device-add/v1\n"
 #: An active device of a patient signs this, then the fields, to revoke a device.
@@ -50,12 +65,24 @@ ORGANIZATION_KEY_ROTATE_CONTEXT: Final = b"swiftchain/organization-key-rotate/v1
 #: An organization's active signing key signs this, then the fields, to revoke a key.
 ORGANIZATION_KEY_REVOKE_CONTEXT: Final = b"swiftchain/organization-key-revoke/v1\n"
 
+#: Each founding member's node key signs this, then the genesis's canonical bytes.
+GENESIS_CONTEXT: Final = b"swiftchain/consortium-genesis/v1\n"
+#: A key card's key signs this, then the card's fields, to show its holder holds it.
+KEY_CARD_CONTEXT: Final = b"swiftchain/consortium-key-card/v1\n"
+
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def possession_message(owner: str, public_key: bytes) -> bytes:
     """The bytes a key holder signs to prove it holds ``public_key`` for ``owner``."""
     return POSSESSION_CONTEXT + owner.encode() + b"\x00" + public_key
+
+
+def enrollment_message(code_digest: bytes, public_key: bytes) -> bytes:
+    """The bytes a patient's new device signs with its key ``public_key`` to enroll with the
+    one-time code whose digest is ``code_digest``: its proof of possession, bound to that code
+    (the subject id is not known to the device before it enrolls)."""
+    return _fields(DEVICE_ENROLL_CONTEXT, code_digest, public_key)
 
 
 def request_time_micros(request_time: datetime) -> int:
@@ -161,3 +188,15 @@ def organization_key_revoke_message(
         request_time,
         nonce,
     )
+
+
+def genesis_message(genesis_body: bytes) -> bytes:
+    """The bytes every founder signs for a genesis whose canonical bytes are ``genesis_body``."""
+    return GENESIS_CONTEXT + genesis_body
+
+
+def key_card_message(role: str, holder: str, key_id: str, public_key: bytes) -> bytes:
+    """The bytes the key ``public_key`` signs on a key card: its ``role`` in the genesis
+    (``member``, ``registrar``, ``consent``), its ``holder`` (a member's name, or the service
+    that holds it) and its ``key_id``."""
+    return _fields(KEY_CARD_CONTEXT, role.encode(), holder.encode(), key_id.encode(), public_key)

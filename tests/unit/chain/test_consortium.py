@@ -121,7 +121,8 @@ DOCUMENT_ERRORS: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
         "unknown top-level field",
         _set("batch_maxx", 10),
         "consortium config: expected only the fields ['batch_max', 'batch_timeout_ms', "
-        "'format', 'genesis_keys', 'members', 'origin', 'quorum'], got unknown ['batch_maxx']",
+        "'format', 'founder_signatures', 'genesis_keys', 'members', 'origin', 'quorum'], "
+        "got unknown ['batch_maxx']",
     ),
     (
         "origin missing",
