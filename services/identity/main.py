@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from pydantic import Field
 
 from chain.entry import EntrySigner
 from services.identity.domain.certificates import CertificateAuthority
 from services.identity.domain.organizations import OrganizationRegistry
-from services.identity.domain.patients import PatientDirectory, PractitionerDirectory
+from services.identity.domain.patients import (
+    ENROLLMENT_CODE_LIFETIME,
+    PatientDirectory,
+    PractitionerDirectory,
+)
 from services.identity.log_sync import KeyLogSync
 from services.identity.servicer import IdentityServicer
 from services.identity.store import ALIAS
@@ -49,6 +55,12 @@ class IdentitySettings(ProcessSettings):
     chain_node: str = "127.0.0.1:50061"
     ordering_topic: str = ORDERING_TOPIC
     events_topic: str = IDENTITY_EVENTS_TOPIC
+    #: How long a patient's enrollment code is good for (``SWIFTCHAIN_ENROLLMENT_CODE_LIFETIME``,
+    #: seconds or ISO 8601, e.g. ``PT30M``); at most a day, since the code is the credential
+    #: that makes a device the patient's.
+    enrollment_code_lifetime: timedelta = Field(
+        default=ENROLLMENT_CODE_LIFETIME, gt=timedelta(0), le=timedelta(days=1)
+    )
 
 
 def _now() -> datetime:
@@ -84,7 +96,9 @@ def main() -> None:
         audience=settings.token_audience,
     )
     patient_store = PatientStore()
-    patients = PatientDirectory(patient_store, tokens)
+    patients = PatientDirectory(
+        patient_store, tokens, enrollment_code_lifetime=settings.enrollment_code_lifetime
+    )
     practitioners = PractitionerDirectory(patient_store)
 
     relay = OutboxRelay(
@@ -105,8 +119,12 @@ def main() -> None:
         while not stop.wait(60):
             try:
                 patient_store.sweep_challenges(_now())
-            except Exception:  # the database away: expired challenges wait for the next sweep
-                _log.warning("sweeping login challenges failed; will retry", exc_info=True)
+                patient_store.sweep_enrollment_codes(_now())
+            except Exception:  # the database away: expired records wait for the next sweep
+                _log.warning(
+                    "sweeping login challenges and enrollment codes failed; will retry",
+                    exc_info=True,
+                )
 
     workers = [
         start_supervised("outbox", relay.run, stop),

@@ -153,17 +153,29 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
     def RegisterPatient(
         self, request: pb.RegisterPatientRequest, context: grpc.ServicerContext
     ) -> pb.RegisterPatientResponse:
-        patient, created = self.patients.register(
-            current_caller().id,
-            request.hospital_reference,
-            request.device_public_key,
-            request.device_proof_of_possession,
-            request.device_label,
-            request.request_id,
+        registered = self.patients.register(
+            current_caller().id, request.hospital_reference, request.request_id, self.clock()
+        )
+        self.outbox_written()
+        return pb.RegisterPatientResponse(
+            patient=patient_message(registered.patient),
+            created=registered.created,
+            enrollment_code=str(registered.code),
+            enrollment_code_expire_time=timestamp(registered.code_expire_time),
+        )
+
+    def EnrollDevice(
+        self, request: pb.EnrollDeviceRequest, context: grpc.ServicerContext
+    ) -> pb.EnrollDeviceResponse:
+        subject_id, device = self.patients.enroll(
+            request.enrollment_code,
+            request.public_key,
+            request.proof_of_possession,
+            request.label,
             self.clock(),
         )
         self.outbox_written()
-        return pb.RegisterPatientResponse(patient=patient_message(patient), created=created)
+        return pb.EnrollDeviceResponse(subject_id=subject_id, device=device_message(device))
 
     def AddPatientDevice(
         self, request: pb.AddPatientDeviceRequest, context: grpc.ServicerContext

@@ -96,6 +96,12 @@ RULES: Mapping[str, Rule] = MappingProxyType(
             Role.HOSPITAL, owners=_own("organization_id", Role.HOSPITAL)
         ),
         _I + "RegisterPatient": _rule(Role.HOSPITAL, Role.APP),
+        # The one-time enrollment code is the credential: a patient's device has no other yet.
+        _I + "EnrollDevice": _rule(
+            *EVERYONE,
+            service_rule="the enrollment code is unexpired, unused and the patient's latest, and "
+            "the new key's proof of possession is bound to it",
+        ),
         _I + "AddPatientDevice": _rule(
             Role.PATIENT, owners=_own("subject_id", Role.PATIENT), service_rule=_DEVICE_SIGNED
         ),

@@ -1,5 +1,5 @@
-"""The identity stores for organizations and certificates, and the outbox relay, on the real
-FerretDB and Kafka."""
+"""The identity stores for organizations, certificates and patients (with their enrollment
+codes), and the outbox relay, on the real FerretDB and Kafka."""
 
 from __future__ import annotations
 
@@ -16,12 +16,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from kafka import KafkaConsumer, TopicPartition
 
 from chain.consortium import GenesisKey
+from chain.enrollment_codes import parse_enrollment_code
 from chain.entry import EntrySigner
-from chain.errors import ConflictError, PermissionDeniedError
-from chain.signed_messages import device_add_message, possession_message
+from chain.errors import ConflictError, PermissionDeniedError, UnauthenticatedError
+from chain.signed_messages import device_add_message, enrollment_message, possession_message
 from services.identity.domain.certificates import CertificateRecord
 from services.identity.domain.organizations import OrganizationRegistry
-from services.identity.domain.patients import Challenge, PatientDirectory, Registration
+from services.identity.domain.patients import (
+    Challenge,
+    Device,
+    Patient,
+    PatientDirectory,
+    Registration,
+)
 from services.identity.domain.request_signatures import RequestSignature
 from services.identity.store import ALIAS
 from services.identity.store.certificates import CertificateDoc, CertificateStore
@@ -57,6 +64,19 @@ def registry(store: OrganizationStore) -> OrganizationRegistry:
     registrar = Ed25519PrivateKey.generate()
     genesis = GenesisKey("registrar", "identity", ("KEY",), raw(registrar))
     return OrganizationRegistry(store, EntrySigner("registrar", registrar), [genesis])
+
+
+def patient_directory(store: PatientStore) -> PatientDirectory:
+    token_key = Ed25519PrivateKey.generate()
+    return PatientDirectory(
+        store, TokenIssuer(token_key, issuer="swiftchain-identity", audience="swiftchain")
+    )
+
+
+def enroll(directory: PatientDirectory, code: str, device: Ed25519PrivateKey) -> Device:
+    digest = parse_enrollment_code(code).digest
+    proof = device.sign(enrollment_message(digest, raw(device)))
+    return directory.enroll(code, raw(device), proof, "phone", NOW)[1]
 
 
 def register(registry: OrganizationRegistry, name: str) -> str:
@@ -117,23 +137,13 @@ def test_request_nonces_are_stored_with_their_owner_and_refuse_a_replay(database
     assert stored is not None and stored.request_nonces == {b"\x01" * 32: NOW}
 
     patients = PatientStore()
-    token_key = Ed25519PrivateKey.generate()
-    directory = PatientDirectory(
-        patients, TokenIssuer(token_key, issuer="swiftchain-identity", audience="swiftchain")
-    )
+    directory = patient_directory(patients)
     phone = Ed25519PrivateKey.generate()
-    request_id = str(uuid.uuid4())
-    patient, _ = directory.register(
-        "hospital-a",
-        "mrn-1",
-        raw(phone),
-        phone.sign(possession_message(request_id, raw(phone))),
-        "phone",
-        request_id,
-        NOW,
-    )
+    registered = directory.register("hospital-a", "mrn-1", str(uuid.uuid4()), NOW)
+    patient = registered.patient
+    signer = enroll(directory, str(registered.code), phone).key_id
     tablet = Ed25519PrivateKey.generate()
-    nonce, signer = b"\x02" * 32, patient.devices[0].key_id
+    nonce = b"\x02" * 32
     message = device_add_message(patient.subject_id, raw(tablet), "tablet", signer, NOW, nonce)
     signed = RequestSignature(signer, NOW, nonce, phone.sign(message))
     proof = tablet.sign(possession_message(patient.subject_id, raw(tablet)))
@@ -224,9 +234,42 @@ def test_a_challenge_is_used_up_once_even_by_concurrent_answers(database: str) -
     assert store.sweep_challenges(NOW + timedelta(minutes=2)) == 1
 
 
+def test_an_enrollment_code_is_kept_as_its_digest_and_enrolls_one_device_under_a_race(
+    database: str,
+) -> None:
+    store = PatientStore()
+    directory = patient_directory(store)
+    registered = directory.register("hospital-a", "mrn-9", str(uuid.uuid4()), NOW)
+    code = str(registered.code)
+    subject_id = registered.patient.subject_id
+    assert store.enrollment_subject(registered.code.digest) == subject_id
+    stored = store.get(subject_id)
+    assert stored is not None and stored.enrollment is not None
+    assert stored.enrollment.code_digest == registered.code.digest
+    assert stored.enrollment.expire_time == registered.code_expire_time
+    # Eight devices (one the registrar's, say) race with the one code: one enrolls.
+    devices = [Ed25519PrivateKey.generate() for _ in range(8)]
+
+    def attempt(device: Ed25519PrivateKey) -> Device | str:
+        try:
+            return enroll(directory, code, device)
+        except (ConflictError, UnauthenticatedError) as error:
+            return type(error).__name__
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(attempt, devices))
+    enrolled = [o for o in outcomes if isinstance(o, Device)]
+    assert len(enrolled) == 1, outcomes
+    final: Patient | None = store.get(subject_id)
+    assert final is not None and final.devices == enrolled and final.enrollment is None
+    assert store.sweep_enrollment_codes(registered.code_expire_time) == 0
+    assert store.sweep_enrollment_codes(registered.code_expire_time + timedelta(seconds=1)) == 1
+    assert store.enrollment_subject(registered.code.digest) is None
+
+
 def test_concurrent_registrations_of_one_reference_claim_one_subject(database: str) -> None:
     store = PatientStore()
-    claims = [Registration("ref\x00hospital-a\x00mrn-1", "f1", f"pt-{i:022d}") for i in range(8)]
+    claims = [Registration("ref\x00hospital-a\x00mrn-1", f"pt-{i:022d}") for i in range(8)]
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(store.claim_registration, claims))
     assert len({r.subject_id for r in results}) == 1

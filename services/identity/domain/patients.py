@@ -1,7 +1,13 @@
 """Patients, their device keys, and challenge-response login to short-lived tokens.
 
 A patient is a random subject id and the Ed25519 keys of its devices; nothing else about the
-person is kept but the registering organization's own opaque reference. A device logs in by
+person is kept but the registering organization's own opaque reference. Registering a patient
+gives the registrar a one-time enrollment code (:mod:`chain.enrollment_codes`), never a key: the
+patient's device generates its key and enrolls it with the code and a proof of possession bound
+to the code, so no key of the patient ever exists outside the patient's device. A code is kept
+only as its digest, is good once, for :data:`ENROLLMENT_CODE_LIFETIME` unless configured
+otherwise, and only for a patient's first device: once one is enrolled, more devices are added
+by a request an active device signs, and the registrar gets no code again. A device logs in by
 signing a single-use challenge (``"swiftchain/login/v1\\n" || challenge_id || "\\n" || nonce``)
 and gets a bearer token naming its subject and device; revoking the device ends its tokens
 everywhere (the ``PatientDeviceRevoked`` event feeds every server's revocation list).
@@ -14,7 +20,6 @@ device in or lock the patient's out.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import uuid
@@ -25,14 +30,17 @@ from typing import Protocol
 
 from cryptography.exceptions import InvalidSignature
 
+from chain.enrollment_codes import EnrollmentCode, new_enrollment_code, parse_enrollment_code
+from chain.entry import SIGNATURE_SIZE
 from chain.errors import (
     AlreadyExistsError,
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
+    PreconditionError,
     UnauthenticatedError,
 )
-from chain.signed_messages import device_add_message, device_revoke_message
+from chain.signed_messages import device_add_message, device_revoke_message, enrollment_message
 from services.identity.domain.keys import check_possession, check_public_key
 from services.identity.domain.organizations import PRODUCER
 from services.identity.domain.request_signatures import (
@@ -49,6 +57,12 @@ from swiftchain.events.v1 import events_pb2
 
 LOGIN_CONTEXT = b"swiftchain/login/v1\n"
 CHALLENGE_LIFETIME = timedelta(seconds=60)
+#: How long an enrollment code is good for by default. Enrollment happens at the registrar's
+#: desk or in the app within minutes; a patient who misses it is given a new code (registering
+#: the patient again voids the old one), and the shorter a code lives, the shorter the time in
+#: which a code that leaked (a photo of the screen, a printout left behind) lets someone else
+#: enroll as the patient.
+ENROLLMENT_CODE_LIFETIME = timedelta(hours=1)
 NONCE_SIZE = 32
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SUBJECT = re.compile(r"pt-[A-Za-z0-9_-]{22}")
@@ -86,6 +100,14 @@ class Device:
         return self.revoke_time is None
 
 
+@dataclass(frozen=True)
+class PendingEnrollment:
+    """The enrollment code a patient's first device may enroll with: its digest and expiry."""
+
+    code_digest: bytes
+    expire_time: datetime
+
+
 @dataclass
 class Patient:
     """A patient: a random subject id and its devices."""
@@ -99,6 +121,8 @@ class Patient:
     version: int = 0
     #: Nonces of the device-signed requests accepted lately, with their request times.
     request_nonces: dict[bytes, datetime] = field(default_factory=dict)
+    #: The code its first device may enroll with; None once one has enrolled.
+    enrollment: PendingEnrollment | None = None
 
     def device(self, key_id: str) -> Device:
         """The device ``key_id``; NotFoundError if the patient has none such."""
@@ -110,12 +134,22 @@ class Patient:
 
 @dataclass(frozen=True)
 class Registration:
-    """The idempotency record of one RegisterPatient: its key, the request's fingerprint and
-    the subject id it created."""
+    """The idempotency record of one RegisterPatient: its key (which holds every detail of the
+    request) and the subject id it created."""
 
     key: str
-    fingerprint: str
     subject_id: str
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A registration's outcome: the patient, whether it was created now, and the enrollment
+    code to show the patient, once (the service keeps only its digest)."""
+
+    patient: Patient
+    created: bool
+    code: EnrollmentCode
+    code_expire_time: datetime
 
 
 @dataclass(frozen=True)
@@ -150,6 +184,14 @@ class PatientStore(Protocol):
     def consume_challenge(self, challenge_id: str) -> Challenge | None:
         """Mark the challenge used and return it, atomically; None if unknown or used."""
 
+    def add_enrollment_code(
+        self, code_digest: bytes, subject_id: str, expire_time: datetime
+    ) -> None:
+        """Record which patient the code with ``code_digest`` enrolls a device for."""
+
+    def enrollment_subject(self, code_digest: bytes) -> str | None:
+        """The subject id the code with ``code_digest`` was issued for; None if unknown."""
+
 
 def _check_label(label: str) -> None:
     if len(label) > 64:
@@ -174,23 +216,20 @@ class PatientDirectory:
         tokens: TokenIssuer,
         *,
         challenge_lifetime: timedelta = CHALLENGE_LIFETIME,
+        enrollment_code_lifetime: timedelta = ENROLLMENT_CODE_LIFETIME,
     ) -> None:
         self._store = store
         self._tokens = tokens
         self._challenge_lifetime = challenge_lifetime
+        self._enrollment_code_lifetime = enrollment_code_lifetime
 
     def register(
-        self,
-        registered_by: str,
-        hospital_reference: str,
-        device_public_key: bytes,
-        device_proof: bytes,
-        device_label: str,
-        request_id: str,
-        now: datetime,
-    ) -> tuple[Patient, bool]:
+        self, registered_by: str, hospital_reference: str, request_id: str, now: datetime
+    ) -> Registered:
         """Register a patient for ``registered_by`` (idempotent on its reference when given,
-        else on ``request_id``); returns the patient and whether it was created now."""
+        else on ``request_id``) and issue an enrollment code for its first device. Repeating
+        the registration before a device has enrolled issues a new code and voids the old one;
+        after that it is refused, since more devices need a signature by an active one."""
         if not _UUID.fullmatch(request_id):
             raise InvalidInputError(
                 f"expected a request id as a lower-case UUID, got {request_id!r}"
@@ -199,59 +238,134 @@ class PatientDirectory:
             raise InvalidInputError(
                 f"expected a hospital reference of 1-128 characters, got {len(hospital_reference)}"
             )
-        _check_label(device_label)
-        if device_public_key:
-            check_possession(request_id, device_public_key, device_proof)
-        elif device_proof or device_label:
-            raise InvalidInputError("expected a device public key with its proof and label")
         key = (
             f"ref\x00{registered_by}\x00{hospital_reference}"
             if hospital_reference
             else f"req\x00{registered_by}\x00{request_id}"
         )
-        fingerprint = hashlib.sha256(
-            b"\x00".join(
-                [
-                    registered_by.encode(),
-                    hospital_reference.encode(),
-                    device_public_key,
-                    device_label.encode(),
-                ]
-            )
-        ).hexdigest()
-        claimed = self._store.claim_registration(Registration(key, fingerprint, new_subject_id()))
-        if claimed.fingerprint != fingerprint:
-            raise AlreadyExistsError(
-                "a patient is registered already under this "
-                + ("hospital reference" if hospital_reference else "request id")
-                + " with different details"
-            )
+        claimed = self._store.claim_registration(Registration(key, new_subject_id()))
         existing = self._store.get(claimed.subject_id)
         if existing is not None:
-            return self._as_seen_by(existing, registered_by), False
+            return self._issue_code_again(existing, registered_by, now)
         patient = Patient(claimed.subject_id, registered_by, now)
         if hospital_reference:
             patient.references[registered_by] = hospital_reference
-        events = [
-            envelope(
-                events_pb2.PatientRegistered(
-                    subject_id=patient.subject_id, registered_by=registered_by
-                ),
-                producer=PRODUCER,
-                subject=patient.subject_id,
-                now=now,
-            )
-        ]
-        if device_public_key:
-            device = Device(new_device_key_id(), device_public_key, device_label, now)
-            patient.devices.append(device)
-            events.append(self._device_added(patient, device, now))
-        if not self._store.create(patient, events):
-            # A concurrent identical request created it first: report that one.
+        code = self._new_code(patient, now)
+        registered = envelope(
+            events_pb2.PatientRegistered(
+                subject_id=patient.subject_id, registered_by=registered_by
+            ),
+            producer=PRODUCER,
+            subject=patient.subject_id,
+            now=now,
+        )
+        if not self._store.create(patient, [registered]):
+            # A concurrent identical request created it first: this one's code is for that one.
             stored = self._store.get(claimed.subject_id)
             assert stored is not None
-            return self._as_seen_by(stored, registered_by), False
-        return self._as_seen_by(patient, registered_by), True
+            return self._issue_code_again(stored, registered_by, now)
+        return self._registered(patient, registered_by, True, code)
+
+    def _issue_code_again(self, patient: Patient, registered_by: str, now: datetime) -> Registered:
+        """A new code for a registered patient that has no device yet (the old code is void);
+        PreconditionError once it has one."""
+        if any(d.active for d in patient.devices):
+            raise PreconditionError(
+                f"patient {patient.subject_id} has enrolled a device already: an enrollment "
+                "code is for a patient's first device only; another device is added by a "
+                "request signed by one of the patient's active devices "
+                "(swiftchain identity add-device)"
+            )
+        if patient.devices:
+            raise PreconditionError(
+                f"patient {patient.subject_id}'s devices are all revoked: a registrar cannot "
+                "give it a new first device, as that would let the registrar act as the "
+                "patient; recovery of a patient's lost devices does not exist yet"
+            )
+        code = self._new_code(patient, now)
+        self._store.update(patient, [])
+        return self._registered(patient, registered_by, False, code)
+
+    def _new_code(self, patient: Patient, now: datetime) -> EnrollmentCode:
+        """A fresh code for ``patient``, recorded by its digest and set as its pending one."""
+        code = new_enrollment_code()
+        pending = PendingEnrollment(code.digest, now + self._enrollment_code_lifetime)
+        self._store.add_enrollment_code(
+            pending.code_digest, patient.subject_id, pending.expire_time
+        )
+        patient.enrollment = pending
+        return code
+
+    def _registered(
+        self, patient: Patient, registered_by: str, created: bool, code: EnrollmentCode
+    ) -> Registered:
+        assert patient.enrollment is not None  # _new_code set it
+        return Registered(
+            self._as_seen_by(patient, registered_by),
+            created,
+            code,
+            patient.enrollment.expire_time,
+        )
+
+    def enroll(
+        self, code_text: str, public_key: bytes, proof: bytes, label: str, now: datetime
+    ) -> tuple[str, Device]:
+        """Enroll the device key ``public_key`` as the first device of the patient that the
+        one-time code ``code_text`` was issued for, with ``proof`` (the key's signature over
+        :func:`chain.signed_messages.enrollment_message`). Returns the subject id and the
+        device. The code is used up; a malformed request uses up nothing, and the same key
+        enrolling with the same code again gets its device back."""
+        code = parse_enrollment_code(code_text)
+        _check_label(label)
+        key = check_public_key(public_key)
+        if len(proof) != SIGNATURE_SIZE:
+            raise InvalidInputError(
+                f"expected a 64-byte Ed25519 proof of possession, got {len(proof)} bytes"
+            )
+        try:
+            key.verify(proof, enrollment_message(code.digest, public_key))
+        except InvalidSignature:
+            raise InvalidInputError(
+                "expected a proof of possession signed by the new key over "
+                "'swiftchain/patient-device-enroll/v1\\n', the code's digest and the key, got a "
+                "signature that does not verify"
+            ) from None
+        subject_id = self._store.enrollment_subject(code.digest)
+        if subject_id is None:
+            raise UnauthenticatedError(
+                "this enrollment code is unknown or expired: check it, or ask the registrar "
+                "for a new one"
+            )
+        patient = self._patient(subject_id)
+        if patient.devices and patient.devices[0].public_key == public_key:
+            # This key enrolled with this code already: a retry whose first answer was lost.
+            return patient.subject_id, patient.devices[0]
+        self._check_pending(patient, code, now)
+        device = Device(new_device_key_id(), public_key, label, now)
+        patient.devices.append(device)
+        patient.enrollment = None
+        self._store.update(patient, [self._device_added(patient, device, now)])
+        return patient.subject_id, device
+
+    @staticmethod
+    def _check_pending(patient: Patient, code: EnrollmentCode, now: datetime) -> None:
+        """UnauthenticatedError unless ``code`` is ``patient``'s pending code, still good."""
+        pending = patient.enrollment
+        if patient.devices:
+            raise UnauthenticatedError(
+                "this enrollment code was used already: if not by this device, someone else "
+                "enrolled with it; tell the registrar"
+            )
+        if pending is None or pending.code_digest != code.digest:
+            raise UnauthenticatedError(
+                "this enrollment code was replaced by a newer one: use the last code the "
+                "registrar gave"
+            )
+        if now >= pending.expire_time:
+            raise UnauthenticatedError(
+                f"this enrollment code expired at {pending.expire_time.isoformat()}; ask the "
+                "registrar for a new one"
+            )
 
     def add_device(
         self,
@@ -411,6 +525,7 @@ class PatientDirectory:
             patient.devices,
             patient.version,
             patient.request_nonces,
+            patient.enrollment,
         )
 
 

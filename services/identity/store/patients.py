@@ -1,10 +1,13 @@
-"""Patients, registrations, login challenges and practitioners in Mongo.
+"""Patients, registrations, enrollment codes, login challenges and practitioners in Mongo.
 
 Uniqueness without transactions comes from ``_id``s: a registration's ``_id`` is its
 idempotency key (organization + reference, or organization + request id), a practitioner's is
 organization + display_ref, so a concurrent duplicate insert fails with a duplicate key and the
 record on file wins. A challenge is used up by one conditional update (``used`` false -> true).
-Expiry is a field checked on read, not a TTL index (FerretDB v1 has none).
+An enrollment code is known by its digest only (the ``_id`` of the record naming its patient);
+it is used up with the patient's own versioned write that adds the first device and clears the
+patient's pending code, so two enrollments with one code cannot both succeed. Expiry is a field
+checked on read, not a TTL index (FerretDB v1 has none); sweeps delete what expired.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from services.identity.domain.patients import (
     Challenge,
     Device,
     Patient,
+    PendingEnrollment,
     Practitioner,
     Registration,
 )
@@ -40,6 +44,13 @@ class DeviceDoc(me.EmbeddedDocument):
     revoke_time = me.DateTimeField(null=True)
 
 
+class PendingEnrollmentDoc(me.EmbeddedDocument):
+    """The digest and expiry of the code a patient's first device may enroll with."""
+
+    code_digest = me.BinaryField(required=True)
+    expire_time = me.DateTimeField(required=True)
+
+
 class PatientDoc(OutboxDocument):
     """A patient, ``_id`` = subject id."""
 
@@ -52,6 +63,7 @@ class PatientDoc(OutboxDocument):
     create_time = me.DateTimeField(required=True)
     version = me.IntField(default=0)
     request_nonces = me.EmbeddedDocumentListField(RequestNonceDoc)
+    enrollment = me.EmbeddedDocumentField(PendingEnrollmentDoc, null=True)
 
 
 class RegistrationDoc(me.Document):
@@ -60,8 +72,17 @@ class RegistrationDoc(me.Document):
     meta: ClassVar[dict[str, Any]] = {"collection": "patient_registrations", "db_alias": ALIAS}
 
     id = me.StringField(primary_key=True)
-    fingerprint = me.StringField(required=True)
     subject_id = me.StringField(required=True)
+
+
+class EnrollmentCodeDoc(me.Document):
+    """An enrollment code, ``_id`` = the hex of its digest, and the patient it is for."""
+
+    meta: ClassVar[dict[str, Any]] = {"collection": "enrollment_codes", "db_alias": ALIAS}
+
+    id = me.StringField(primary_key=True)
+    subject_id = me.StringField(required=True)
+    expire_time = me.DateTimeField(required=True)
 
 
 class ChallengeDoc(me.Document):
@@ -105,6 +126,18 @@ def _device_doc(device: Device) -> DeviceDoc:
     )
 
 
+def _enrollment_doc(pending: PendingEnrollment | None) -> PendingEnrollmentDoc | None:
+    if pending is None:
+        return None
+    return PendingEnrollmentDoc(code_digest=pending.code_digest, expire_time=pending.expire_time)
+
+
+def _enrollment(doc: PendingEnrollmentDoc | None) -> PendingEnrollment | None:
+    if doc is None:
+        return None
+    return PendingEnrollment(bytes(doc.code_digest), as_utc(doc.expire_time))
+
+
 def _patient(doc: PatientDoc) -> Patient:
     return Patient(
         subject_id=doc.id,
@@ -123,6 +156,7 @@ def _patient(doc: PatientDoc) -> Patient:
         ],
         version=doc.version,
         request_nonces=nonces_of(doc.request_nonces),
+        enrollment=_enrollment(doc.enrollment),
     )
 
 
@@ -132,14 +166,12 @@ class PatientStore:
     def claim_registration(self, registration: Registration) -> Registration:
         """Record ``registration`` unless its key is taken; return the one on record."""
         try:
-            RegistrationDoc(
-                id=registration.key,
-                fingerprint=registration.fingerprint,
-                subject_id=registration.subject_id,
-            ).save(force_insert=True)
+            RegistrationDoc(id=registration.key, subject_id=registration.subject_id).save(
+                force_insert=True
+            )
         except me.NotUniqueError:
             doc = RegistrationDoc.objects(id=registration.key).first()
-            return Registration(doc.id, doc.fingerprint, doc.subject_id)
+            return Registration(doc.id, doc.subject_id)
         return registration
 
     def get(self, subject_id: str) -> Patient | None:
@@ -156,6 +188,7 @@ class PatientStore:
             devices=[_device_doc(d) for d in patient.devices],
             create_time=patient.create_time,
             request_nonces=nonce_docs(patient.request_nonces),
+            enrollment=_enrollment_doc(patient.enrollment),
         )
         doc.add_events(events)
         try:
@@ -165,13 +198,14 @@ class PatientStore:
         return True
 
     def update(self, patient: Patient, events: Sequence[events_pb2.EventEnvelope]) -> None:
-        """Write the devices, references and recent request nonces if nobody changed the
-        patient since it was read."""
+        """Write the devices, references, recent request nonces and pending enrollment code if
+        nobody changed the patient since it was read."""
         with document_lock(PatientDoc._get_collection_name(), patient.subject_id):
             updated = PatientDoc.objects(id=patient.subject_id, version=patient.version).update_one(
                 set__devices=[_device_doc(d) for d in patient.devices],
                 set__references=dict(patient.references),
                 set__request_nonces=nonce_docs(patient.request_nonces),
+                set__enrollment=_enrollment_doc(patient.enrollment),
                 inc__version=1,
                 **outbox_update(events),
             )
@@ -208,6 +242,23 @@ class PatientStore:
     def sweep_challenges(self, now: datetime) -> int:
         """Delete challenges that expired (no TTL index on FerretDB); how many."""
         return int(ChallengeDoc.objects(expire_time__lt=now).delete())
+
+    def add_enrollment_code(
+        self, code_digest: bytes, subject_id: str, expire_time: datetime
+    ) -> None:
+        """Record which patient the code with ``code_digest`` enrolls a device for."""
+        EnrollmentCodeDoc(
+            id=code_digest.hex(), subject_id=subject_id, expire_time=expire_time
+        ).save(force_insert=True)
+
+    def enrollment_subject(self, code_digest: bytes) -> str | None:
+        """The subject id the code with ``code_digest`` was issued for; None if unknown."""
+        doc = EnrollmentCodeDoc.objects(id=code_digest.hex()).first()
+        return str(doc.subject_id) if doc else None
+
+    def sweep_enrollment_codes(self, now: datetime) -> int:
+        """Delete the records of enrollment codes that expired; how many."""
+        return int(EnrollmentCodeDoc.objects(expire_time__lt=now).delete())
 
     def insert_or_get(
         self, practitioner: Practitioner, events: Sequence[events_pb2.EventEnvelope]

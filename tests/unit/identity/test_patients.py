@@ -1,5 +1,6 @@
-"""Patients, devices, login and practitioners (services/identity/domain/patients.py), on a fake
-store with the same guarantees as the real one."""
+"""Patients, enrollment codes, devices, login and practitioners
+(services/identity/domain/patients.py), on a fake store with the same guarantees as the real
+one."""
 
 from __future__ import annotations
 
@@ -15,21 +16,31 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from chain.enrollment_codes import EnrollmentCode, new_enrollment_code
 from chain.errors import (
     AlreadyExistsError,
     ConflictError,
     InvalidInputError,
     NotFoundError,
     PermissionDeniedError,
+    PreconditionError,
     UnauthenticatedError,
 )
-from chain.signed_messages import device_add_message, device_revoke_message, possession_message
+from chain.signed_messages import (
+    device_add_message,
+    device_revoke_message,
+    enrollment_message,
+    possession_message,
+)
 from services.identity.domain.patients import (
+    ENROLLMENT_CODE_LIFETIME,
     Challenge,
+    Device,
     Patient,
     PatientDirectory,
     Practitioner,
     PractitionerDirectory,
+    Registered,
     Registration,
     login_message,
 )
@@ -48,6 +59,8 @@ class FakeStore:
         self.challenges: dict[str, tuple[Challenge, bool]] = {}
         self.practitioners: dict[tuple[str, str], Practitioner] = {}
         self.events: list[events_pb2.EventEnvelope] = []
+        #: code digest -> (subject id, expire time)
+        self.enrollment_codes: dict[bytes, tuple[str, datetime]] = {}
 
     def claim_registration(self, registration: Registration) -> Registration:
         return self.registrations.setdefault(registration.key, registration)
@@ -80,6 +93,16 @@ class FakeStore:
         self.challenges[challenge_id] = (found[0], True)
         return found[0]
 
+    def add_enrollment_code(
+        self, code_digest: bytes, subject_id: str, expire_time: datetime
+    ) -> None:
+        assert code_digest not in self.enrollment_codes
+        self.enrollment_codes[code_digest] = (subject_id, expire_time)
+
+    def enrollment_subject(self, code_digest: bytes) -> str | None:
+        found = self.enrollment_codes.get(code_digest)
+        return found[0] if found else None
+
     def insert_or_get(
         self, practitioner: Practitioner, events: Sequence[events_pb2.EventEnvelope]
     ) -> Practitioner:
@@ -105,17 +128,39 @@ def directory(store: FakeStore) -> PatientDirectory:
     return PatientDirectory(store, issuer)
 
 
+def registration(
+    directory: PatientDirectory, reference: str = "mrn-7", by: str = "hospital-a"
+) -> Registered:
+    """A new patient, registered by ``by``, with no device yet: the code its device enrolls
+    with."""
+    registered = directory.register(by, reference, str(uuid.uuid4()), NOW)
+    assert registered.created
+    return registered
+
+
+def enroll(
+    directory: PatientDirectory,
+    code: EnrollmentCode | str,
+    device: Ed25519PrivateKey,
+    *,
+    label: str = "phone",
+    at: datetime = NOW,
+) -> tuple[str, Device]:
+    """Enroll ``device`` with ``code``, as the patient's device does."""
+    text = str(code)
+    digest = code.digest if isinstance(code, EnrollmentCode) else b""
+    proof = device.sign(enrollment_message(digest, raw(device)))
+    return directory.enroll(text, raw(device), proof, label, at)
+
+
 def register(
     directory: PatientDirectory, reference: str = "mrn-7", by: str = "hospital-a"
 ) -> tuple[Patient, Ed25519PrivateKey]:
+    """A patient registered by ``by`` whose phone enrolled with its code; the phone's key."""
+    registered = registration(directory, reference, by)
     device = Ed25519PrivateKey.generate()
-    request_id = str(uuid.uuid4())
-    proof = device.sign(possession_message(request_id, raw(device)))
-    patient, created = directory.register(
-        by, reference, raw(device), proof, "phone", request_id, NOW
-    )
-    assert created
-    return patient, device
+    _, enrolled = enroll(directory, registered.code, device)
+    return dataclasses.replace(registered.patient, devices=[enrolled]), device
 
 
 def signed(
@@ -186,68 +231,168 @@ def login(directory: PatientDirectory, patient: Patient, device: Ed25519PrivateK
     return directory.complete_login(challenge.challenge_id, signature, NOW).token
 
 
-def test_a_patient_is_a_random_id_with_a_device_and_only_the_callers_reference(
+def test_a_patient_is_a_random_id_with_only_the_callers_reference_and_a_code_not_a_key(
     directory: PatientDirectory, store: FakeStore
 ) -> None:
-    patient, _ = register(directory)
+    registered = registration(directory)
+    patient = registered.patient
     assert patient.subject_id.startswith("pt-") and len(patient.subject_id) == 25
     assert patient.references == {"hospital-a": "mrn-7"}
-    assert patient.devices[0].label == "phone"
-    assert [e.type.rsplit(".", 1)[-1] for e in store.events] == [
-        "PatientRegistered",
-        "PatientDeviceAdded",
-    ]
+    # The registrar is given a code and no key: the patient has no device until one enrolls.
+    assert patient.devices == [] and store.patients[patient.subject_id].devices == []
+    assert len(str(registered.code)) == 34 and str(registered.code).count("-") == 6
+    assert registered.code_expire_time == NOW + ENROLLMENT_CODE_LIFETIME == NOW + timedelta(hours=1)
+    # The service keeps the code's digest only, never the code.
+    stored = store.patients[patient.subject_id]
+    assert stored.enrollment is not None and stored.enrollment.code_digest == registered.code.digest
+    assert store.enrollment_codes == {
+        registered.code.digest: (patient.subject_id, registered.code_expire_time)
+    }
+    assert registered.code.secret not in repr(store.__dict__).encode()
+    assert [e.type.rsplit(".", 1)[-1] for e in store.events] == ["PatientRegistered"]
+
+
+def test_the_device_enrolls_its_own_key_with_the_code_and_logs_in(
+    directory: PatientDirectory, store: FakeStore
+) -> None:
+    registered = registration(directory)
+    phone = Ed25519PrivateKey.generate()
+    subject_id, device = enroll(directory, registered.code, phone, label="my phone")
+    assert subject_id == registered.patient.subject_id
+    assert (device.public_key, device.label, device.active) == (raw(phone), "my phone", True)
+    stored = store.patients[subject_id]
+    assert stored.devices == [device] and stored.enrollment is None
     added = events_pb2.PatientDeviceAdded()
-    store.events[1].payload.Unpack(added)
-    assert added.public_key == patient.devices[0].public_key
-
-
-def test_registration_is_idempotent_on_the_reference(directory: PatientDirectory) -> None:
-    first, device = register(directory)
-    request_id = str(uuid.uuid4())
-    proof = device.sign(possession_message(request_id, raw(device)))
-    again, created = directory.register(
-        "hospital-a", "mrn-7", raw(device), proof, "phone", request_id, NOW
+    store.events[-1].payload.Unpack(added)
+    assert (added.subject_id, added.key_id, added.public_key) == (
+        subject_id,
+        device.key_id,
+        raw(phone),
     )
-    assert not created and again.subject_id == first.subject_id
-    other = Ed25519PrivateKey.generate()
-    proof = other.sign(possession_message(request_id, raw(other)))
-    with pytest.raises(AlreadyExistsError, match="hospital reference with different details"):
-        directory.register("hospital-a", "mrn-7", raw(other), proof, "phone", request_id, NOW)
-    # Another hospital's same reference is another registration.
-    elsewhere, _ = register(directory, by="hospital-b")
-    assert elsewhere.subject_id != first.subject_id
+    patient = dataclasses.replace(registered.patient, devices=[device])
+    assert login(directory, patient, phone)
+
+
+def test_a_code_enrolls_one_device_once(directory: PatientDirectory, store: FakeStore) -> None:
+    registered = registration(directory)
+    phone = Ed25519PrivateKey.generate()
+    _, device = enroll(directory, registered.code, phone)
+    events = len(store.events)
+    # Whoever else holds the code (the registrar too) comes too late, and is told so.
+    with pytest.raises(UnauthenticatedError, match="used already: if not by this device"):
+        enroll(directory, registered.code, Ed25519PrivateKey.generate())
+    # The phone repeating its own enrollment (its answer lost) gets its device back.
+    assert enroll(directory, registered.code, phone)[1] == device
+    assert store.patients[registered.patient.subject_id].devices == [device]
+    assert len(store.events) == events
+
+
+def test_an_expired_code_is_refused_and_the_lifetime_is_configurable(store: FakeStore) -> None:
+    issuer = TokenIssuer(TOKEN_KEY, issuer="swiftchain-identity", audience="swiftchain")
+    directory = PatientDirectory(store, issuer, enrollment_code_lifetime=timedelta(minutes=10))
+    registered = registration(directory)
+    assert registered.code_expire_time == NOW + timedelta(minutes=10)
+    late = NOW + timedelta(minutes=10)
+    with pytest.raises(UnauthenticatedError, match="expired at 2026-11-24T12:10:00"):
+        enroll(directory, registered.code, Ed25519PrivateKey.generate(), at=late)
+    assert store.patients[registered.patient.subject_id].devices == []
+    phone = Ed25519PrivateKey.generate()
+    just_in_time = late - timedelta(microseconds=1)
+    assert enroll(directory, registered.code, phone, at=just_in_time)[1].public_key == raw(phone)
+
+
+def test_an_unknown_or_malformed_code_is_refused(directory: PatientDirectory) -> None:
+    registration(directory)
+    with pytest.raises(UnauthenticatedError, match="enrollment code is unknown or expired"):
+        enroll(directory, new_enrollment_code(), Ed25519PrivateKey.generate())
+    for text, message in (
+        ("", "expected an enrollment code, got none"),
+        ("ABCD-EFGH", "expected an enrollment code of 28 letters and digits"),
+    ):
+        with pytest.raises(InvalidInputError, match=message):
+            enroll(directory, text, Ed25519PrivateKey.generate())
+
+
+def test_the_proof_must_be_by_the_enrolled_key_over_this_code(
+    directory: PatientDirectory, store: FakeStore
+) -> None:
+    registered = registration(directory)
+    phone, other = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    code = str(registered.code)
+    wrong = {
+        "a proof by another key": other.sign(
+            enrollment_message(registered.code.digest, raw(phone))
+        ),
+        "a proof over another code": phone.sign(
+            enrollment_message(new_enrollment_code().digest, raw(phone))
+        ),
+        "a proof for another owner": phone.sign(possession_message("pt-x", raw(phone))),
+    }
+    for what, proof in wrong.items():
+        with pytest.raises(InvalidInputError, match="signature that does not verify"):
+            directory.enroll(code, raw(phone), proof, "phone", NOW)
+        assert store.patients[registered.patient.subject_id].devices == [], what
+    with pytest.raises(InvalidInputError, match="expected a 64-byte Ed25519 proof"):
+        directory.enroll(code, raw(phone), b"", "phone", NOW)
+    with pytest.raises(InvalidInputError, match="expected a device label of at most 64"):
+        enroll(directory, registered.code, phone, label="l" * 65)
+    # None of that used the code up.
+    assert enroll(directory, registered.code, phone)[1].public_key == raw(phone)
+
+
+def test_registering_again_before_enrollment_gives_a_new_code_and_voids_the_old(
+    directory: PatientDirectory,
+) -> None:
+    first = registration(directory)
+    again = directory.register("hospital-a", "mrn-7", str(uuid.uuid4()), NOW)
+    assert not again.created and again.patient.subject_id == first.patient.subject_id
+    assert again.code != first.code
+    with pytest.raises(UnauthenticatedError, match="replaced by a newer one"):
+        enroll(directory, first.code, Ed25519PrivateKey.generate())
+    subject_id, _ = enroll(directory, again.code, Ed25519PrivateKey.generate())
+    assert subject_id == first.patient.subject_id
+    # Another hospital's same reference is another patient.
+    elsewhere = registration(directory, by="hospital-b")
+    assert elsewhere.patient.subject_id != first.patient.subject_id
+
+
+def test_no_second_code_once_a_device_enrolled_or_for_a_patient_whose_devices_are_revoked(
+    directory: PatientDirectory, store: FakeStore
+) -> None:
+    patient, phone = register(directory)
+    with pytest.raises(
+        PreconditionError,
+        match="has enrolled a device already: an enrollment code is for a patient's first "
+        "device only; another device is added by a request signed by one of the patient's "
+        "active devices",
+    ):
+        directory.register("hospital-a", "mrn-7", str(uuid.uuid4()), NOW)
+    phone_id = patient.devices[0].key_id
+    directory.revoke_device(
+        patient.subject_id, phone_id, revoke_signed(patient, phone, phone_id), NOW
+    )
+    with pytest.raises(PreconditionError, match="recovery of a patient's lost devices"):
+        directory.register("hospital-a", "mrn-7", str(uuid.uuid4()), NOW)
+    assert store.patients[patient.subject_id].enrollment is None
 
 
 @pytest.mark.parametrize(
-    ("reference", "label", "request_id", "message"),
+    ("reference", "request_id", "message"),
     [
-        ("mrn", "phone", "not-a-uuid", "expected a request id as a lower-case UUID"),
-        ("x" * 129, "phone", None, "expected a hospital reference of 1-128 characters"),
-        ("mrn", "l" * 65, None, "expected a device label of at most 64 characters, got 65"),
+        ("mrn", "not-a-uuid", "expected a request id as a lower-case UUID"),
+        ("x" * 129, None, "expected a hospital reference of 1-128 characters"),
     ],
 )
 def test_bad_registrations_say_what_is_wrong_and_write_nothing(
     directory: PatientDirectory,
     store: FakeStore,
     reference: str,
-    label: str,
     request_id: str | None,
     message: str,
 ) -> None:
-    device = Ed25519PrivateKey.generate()
-    request = request_id or str(uuid.uuid4())
-    proof = device.sign(possession_message(request, raw(device)))
     with pytest.raises(InvalidInputError, match=message):
-        directory.register("hospital-a", reference, raw(device), proof, label, request, NOW)
-    assert store.patients == {} and store.registrations == {}
-
-
-def test_a_device_proof_must_be_over_the_request_id(directory: PatientDirectory) -> None:
-    device = Ed25519PrivateKey.generate()
-    proof = device.sign(possession_message("something-else", raw(device)))
-    with pytest.raises(InvalidInputError, match="does not verify"):
-        directory.register("app-1", "", raw(device), proof, "phone", str(uuid.uuid4()), NOW)
+        directory.register("hospital-a", reference, request_id or str(uuid.uuid4()), NOW)
+    assert store.patients == {} and store.registrations == {} and store.enrollment_codes == {}
 
 
 def test_login_gives_a_token_for_the_subject_and_device(directory: PatientDirectory) -> None:

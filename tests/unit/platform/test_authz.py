@@ -75,7 +75,7 @@ def test_owner_fields_are_string_fields_of_unary_requests(method: MethodDescript
         assert descriptor.fields_by_name[parts[-1]].type == FieldDescriptor.TYPE_STRING, path
 
 
-def test_login_is_open_to_anonymous_callers_and_nothing_else_is_except_infrastructure() -> None:
+def test_login_and_enrollment_are_open_to_anonymous_callers_and_else_only_infrastructure() -> None:
     open_rpcs = {m for m, rule in RULES.items() if Role.ANONYMOUS in rule.roles}
     assert open_rpcs == {
         "/grpc.health.v1.Health/Check",
@@ -83,6 +83,7 @@ def test_login_is_open_to_anonymous_callers_and_nothing_else_is_except_infrastru
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
         "/swiftchain.identity.v1.IdentityService/BeginLogin",
         "/swiftchain.identity.v1.IdentityService/CompleteLogin",
+        "/swiftchain.identity.v1.IdentityService/EnrollDevice",
     }
     assert {Role.ANONYMOUS} == EVERYONE - ANY
 

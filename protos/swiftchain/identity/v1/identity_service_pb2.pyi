@@ -3,8 +3,9 @@
 isort:skip_file
 The identity service's gRPC API (DESIGN §4, identity): organizations and their signing keys
 (each change a KEY entry on the log, signed by the identity service as registrar), the
-platform CA for mTLS client certificates, practitioners, patients and their device keys,
-challenge-response login for patients, and key resolution as of a log position.
+platform CA for mTLS client certificates, practitioners, patients and their device keys
+(the first enrolled by the device itself with a one-time code), challenge-response login for
+patients, and key resolution as of a log position.
 """
 
 from collections import abc as _abc
@@ -440,45 +441,31 @@ Global___RegisterPractitionerResponse: _TypeAlias = RegisterPractitionerResponse
 @_typing.final
 class RegisterPatientRequest(_message.Message):
     """Request for RegisterPatient. Idempotent on (caller organization, `hospital_reference`) when a
-    reference is given, else on `request_id`.
+    reference is given, else on `request_id`. Repeating it before the patient's first device has
+    enrolled gives a new enrollment code and voids the previous one; once a device has enrolled,
+    it fails with FAILED_PRECONDITION (another device is added by AddPatientDevice, signed by an
+    active device), and so it does for a patient whose devices are all revoked.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     HOSPITAL_REFERENCE_FIELD_NUMBER: _builtins.int
-    DEVICE_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
-    DEVICE_PROOF_OF_POSSESSION_FIELD_NUMBER: _builtins.int
-    DEVICE_LABEL_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     hospital_reference: _builtins.str
     """The calling organization's opaque reference to the patient, 1 to 128 characters; optional
     for app operators.
     """
-    device_public_key: _builtins.bytes
-    """A first device key (32-byte Ed25519 public key), e.g. when an app registers its user.
-    Optional.
-    """
-    device_proof_of_possession: _builtins.bytes
-    """Proof of possession of `device_public_key`: 64-byte Ed25519 signature over
-    "swiftchain/key-possession/v1\\n" || request_id (UTF-8) || 0x00 || device_public_key
-    (the subject id does not exist yet, so the request id stands for it).
-    """
-    device_label: _builtins.str
-    """A label for the device, at most 64 characters."""
     request_id: _builtins.str
     """A client-generated UUID that makes retries safe."""
     def __init__(
         self,
         *,
         hospital_reference: _builtins.str = ...,
-        device_public_key: _builtins.bytes = ...,
-        device_proof_of_possession: _builtins.bytes = ...,
-        device_label: _builtins.str = ...,
         request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_label", b"device_label", "device_proof_of_possession", b"device_proof_of_possession", "device_public_key", b"device_public_key", "hospital_reference", b"hospital_reference", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hospital_reference", b"hospital_reference", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -492,25 +479,113 @@ class RegisterPatientResponse(_message.Message):
 
     PATIENT_FIELD_NUMBER: _builtins.int
     CREATED_FIELD_NUMBER: _builtins.int
+    ENROLLMENT_CODE_FIELD_NUMBER: _builtins.int
+    ENROLLMENT_CODE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     created: _builtins.bool
     """False when the request matched an existing registration."""
+    enrollment_code: _builtins.str
+    """The one-time enrollment code for the patient's first device: 128 random bits and 12 check
+    bits in Crockford base32, 28 symbols in groups of 4 ("7ZQ4-K9M2-…"). Show it to the patient
+    (as text and as a QR code) and keep no copy: the service keeps only its SHA-256 digest and
+    never shows it again. Single use; void once a newer code is issued.
+    """
     @_builtins.property
     def patient(self) -> _identity_pb2.Patient:
-        """The patient (with only the calling organization's reference)."""
+        """The patient (with only the calling organization's reference; no devices until one
+        enrolls).
+        """
+
+    @_builtins.property
+    def enrollment_code_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When `enrollment_code` expires (by default 1 hour after issue; the identity service's
+        SWIFTCHAIN_ENROLLMENT_CODE_LIFETIME sets it).
+        """
 
     def __init__(
         self,
         *,
         patient: _identity_pb2.Patient | None = ...,
         created: _builtins.bool = ...,
+        enrollment_code: _builtins.str = ...,
+        enrollment_code_expire_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["patient", b"patient"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enrollment_code_expire_time", b"enrollment_code_expire_time", "patient", b"patient"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "patient", b"patient"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "enrollment_code", b"enrollment_code", "enrollment_code_expire_time", b"enrollment_code_expire_time", "patient", b"patient"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterPatientResponse: _TypeAlias = RegisterPatientResponse  # noqa: Y015
+
+@_typing.final
+class EnrollDeviceRequest(_message.Message):
+    """Request for EnrollDevice. A malformed request (a mistyped code, a bad key or proof) fails with
+    INVALID_ARGUMENT and leaves the code usable; an unknown, expired, replaced or used code fails
+    with UNAUTHENTICATED.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENROLLMENT_CODE_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    PROOF_OF_POSSESSION_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    enrollment_code: _builtins.str
+    """The enrollment code from RegisterPatient, as written (case, dashes and spaces do not
+    matter; O reads as 0, I and L as 1).
+    """
+    public_key: _builtins.bytes
+    """The device's new 32-byte Ed25519 public key, generated on the device."""
+    proof_of_possession: _builtins.bytes
+    """64-byte Ed25519 signature by `public_key` over "swiftchain/patient-device-enroll/v1\\n",
+    then the code's digest and `public_key`, each as a 4-byte big-endian length and its bytes.
+    The digest is SHA-256("swiftchain/enrollment-code/v1\\n" || the code's 16 random bytes).
+    """
+    label: _builtins.str
+    """A label for the device, at most 64 characters."""
+    def __init__(
+        self,
+        *,
+        enrollment_code: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+        proof_of_possession: _builtins.bytes = ...,
+        label: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enrollment_code", b"enrollment_code", "label", b"label", "proof_of_possession", b"proof_of_possession", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrollDeviceRequest: _TypeAlias = EnrollDeviceRequest  # noqa: Y015
+
+@_typing.final
+class EnrollDeviceResponse(_message.Message):
+    """Response for EnrollDevice."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    subject_id: _builtins.str
+    """The patient the device now acts for."""
+    @_builtins.property
+    def device(self) -> _identity_pb2.PatientDevice:
+        """The enrolled device, ACTIVE, with its assigned key id."""
+
+    def __init__(
+        self,
+        *,
+        subject_id: _builtins.str = ...,
+        device: _identity_pb2.PatientDevice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "subject_id", b"subject_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrollDeviceResponse: _TypeAlias = EnrollDeviceResponse  # noqa: Y015
 
 @_typing.final
 class AddPatientDeviceRequest(_message.Message):

@@ -70,6 +70,11 @@ class IdentityServiceStub:
                 request_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.RegisterPatientRequest.SerializeToString,
                 response_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.RegisterPatientResponse.FromString,
                 _registered_method=True)
+        self.EnrollDevice = channel.unary_unary(
+                '/swiftchain.identity.v1.IdentityService/EnrollDevice',
+                request_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.EnrollDeviceRequest.SerializeToString,
+                response_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.EnrollDeviceResponse.FromString,
+                _registered_method=True)
         self.AddPatientDevice = channel.unary_unary(
                 '/swiftchain.identity.v1.IdentityService/AddPatientDevice',
                 request_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.AddPatientDeviceRequest.SerializeToString,
@@ -166,7 +171,17 @@ class IdentityServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RegisterPatient(self, request, context):
-        """Registers a patient, giving it a random subject id. Callers: hospital, app.
+        """Registers a patient, giving it a random subject id and a one-time enrollment code for its
+        first device: the registrar is given a code, never a key. Callers: hospital, app.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnrollDevice(self, request, context):
+        """Enrolls a patient's first device with the enrollment code RegisterPatient gave: the device
+        generates its key and proves its possession, bound to the code. Callers: anonymous (the
+        code is the credential); anyone else may relay the call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -270,6 +285,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.RegisterPatient,
                     request_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.RegisterPatientRequest.FromString,
                     response_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.RegisterPatientResponse.SerializeToString,
+            ),
+            'EnrollDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnrollDevice,
+                    request_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.EnrollDeviceRequest.FromString,
+                    response_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.EnrollDeviceResponse.SerializeToString,
             ),
             'AddPatientDevice': grpc.unary_unary_rpc_method_handler(
                     servicer.AddPatientDevice,
@@ -502,6 +522,33 @@ class IdentityService:
             '/swiftchain.identity.v1.IdentityService/RegisterPatient',
             swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.RegisterPatientRequest.SerializeToString,
             swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.RegisterPatientResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnrollDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swiftchain.identity.v1.IdentityService/EnrollDevice',
+            swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.EnrollDeviceRequest.SerializeToString,
+            swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.EnrollDeviceResponse.FromString,
             options,
             channel_credentials,
             insecure,

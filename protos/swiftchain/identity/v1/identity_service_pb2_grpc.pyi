@@ -3,8 +3,9 @@
 isort:skip_file
 The identity service's gRPC API (DESIGN §4, identity): organizations and their signing keys
 (each change a KEY entry on the log, signed by the identity service as registrar), the
-platform CA for mTLS client certificates, practitioners, patients and their device keys,
-challenge-response login for patients, and key resolution as of a log position.
+platform CA for mTLS client certificates, practitioners, patients and their device keys
+(the first enrolled by the device itself with a one-time code), challenge-response login for
+patients, and key resolution as of a log position.
 """
 
 from collections import abc as _abc
@@ -61,7 +62,14 @@ class IdentityServiceStub:
     RegisterPractitioner: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RegisterPractitionerRequest, _identity_service_pb2.RegisterPractitionerResponse]
     """Registers a practitioner of a hospital. Callers: the hospital it belongs to."""
     RegisterPatient: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.RegisterPatientRequest, _identity_service_pb2.RegisterPatientResponse]
-    """Registers a patient, giving it a random subject id. Callers: hospital, app."""
+    """Registers a patient, giving it a random subject id and a one-time enrollment code for its
+    first device: the registrar is given a code, never a key. Callers: hospital, app.
+    """
+    EnrollDevice: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.EnrollDeviceRequest, _identity_service_pb2.EnrollDeviceResponse]
+    """Enrolls a patient's first device with the enrollment code RegisterPatient gave: the device
+    generates its key and proves its possession, bound to the code. Callers: anonymous (the
+    code is the credential); anyone else may relay the call.
+    """
     AddPatientDevice: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.AddPatientDeviceRequest, _identity_service_pb2.AddPatientDeviceResponse]
     """Adds a device key to the calling patient. Callers: the patient, with the request signed
     by one of its ACTIVE devices (`request_signature`); the bearer token alone adds nothing.
@@ -118,7 +126,14 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     RegisterPractitioner: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RegisterPractitionerRequest, _identity_service_pb2.RegisterPractitionerResponse]  # type: ignore[assignment]
     """Registers a practitioner of a hospital. Callers: the hospital it belongs to."""
     RegisterPatient: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RegisterPatientRequest, _identity_service_pb2.RegisterPatientResponse]  # type: ignore[assignment]
-    """Registers a patient, giving it a random subject id. Callers: hospital, app."""
+    """Registers a patient, giving it a random subject id and a one-time enrollment code for its
+    first device: the registrar is given a code, never a key. Callers: hospital, app.
+    """
+    EnrollDevice: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.EnrollDeviceRequest, _identity_service_pb2.EnrollDeviceResponse]  # type: ignore[assignment]
+    """Enrolls a patient's first device with the enrollment code RegisterPatient gave: the device
+    generates its key and proves its possession, bound to the code. Callers: anonymous (the
+    code is the credential); anyone else may relay the call.
+    """
     AddPatientDevice: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.AddPatientDeviceRequest, _identity_service_pb2.AddPatientDeviceResponse]  # type: ignore[assignment]
     """Adds a device key to the calling patient. Callers: the patient, with the request signed
     by one of its ACTIVE devices (`request_signature`); the bearer token alone adds nothing.
@@ -214,7 +229,20 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _identity_service_pb2.RegisterPatientRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_identity_service_pb2.RegisterPatientResponse, _abc.Awaitable[_identity_service_pb2.RegisterPatientResponse]]:
-        """Registers a patient, giving it a random subject id. Callers: hospital, app."""
+        """Registers a patient, giving it a random subject id and a one-time enrollment code for its
+        first device: the registrar is given a code, never a key. Callers: hospital, app.
+        """
+
+    @_abc_1.abstractmethod
+    def EnrollDevice(
+        self,
+        request: _identity_service_pb2.EnrollDeviceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.EnrollDeviceResponse, _abc.Awaitable[_identity_service_pb2.EnrollDeviceResponse]]:
+        """Enrolls a patient's first device with the enrollment code RegisterPatient gave: the device
+        generates its key and proves its possession, bound to the code. Callers: anonymous (the
+        code is the credential); anyone else may relay the call.
+        """
 
     @_abc_1.abstractmethod
     def AddPatientDevice(
