@@ -5,6 +5,10 @@ Organization commands speak mTLS to the identity service's main port as the cons
 commands speak TLS without a client certificate to its public port, logging in with a device
 key: ``--public``.
 
+A patient's keys are born on its device: ``register-patient`` (the hospital or app) prints a
+one-time enrollment code as text and as a QR code, and ``enroll`` (on the patient's device)
+generates the device key there and enrolls it with the code.
+
 Changing keys takes more than who you are: ``rotate-key`` and ``revoke-key`` sign the request
 with the organization's active signing key (its folder's ``signing-key.pem``), ``add-device`` and
 ``revoke-device`` with the device of ``--device-dir`` (sdk/identity.py builds the requests).
@@ -12,25 +16,37 @@ with the organization's active signing key (its folder's ``signing-key.pem``), `
 
 from __future__ import annotations
 
+import io
 import json
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import grpc
+import qrcode
 import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.table import Table
 
+from chain.enrollment_codes import parse_enrollment_code
+from chain.errors import InvalidInputError
 from cli import identity_files as files
 from cli.common import check_target, examples, fail, help_text, stdout
-from cli.grpc_client import CALL_TIMEOUT, TlsDirOption, open_channel, open_public_channel
+from cli.grpc_client import (
+    CALL_TIMEOUT,
+    TlsDirOption,
+    default_tls_dir,
+    open_channel,
+    open_public_channel,
+)
 from cli.grpc_client import rpc_error_message as _rpc_error_message
 from sdk.consent import PatientDevice
 from sdk.identity import (
     OrganizationSigningKey,
     add_device_request,
+    enroll_device,
+    register_patient_request,
     revoke_device_request,
 )
 from swiftchain.chain.v1 import entry_pb2
@@ -351,47 +367,134 @@ def revoke_cert(
 @app.command(
     "register-patient",
     help=help_text(
-        "Register a patient with a first device key, as a hospital or app operator.",
-        "Writes the device folder (device key, subject id, device key id, CA certificate) that "
-        "`login`, `add-device` and `revoke-device` use.",
+        "Register a patient, as a hospital or app operator, and print its one-time enrollment "
+        "code as text and as a QR code.",
+        "You are given a code, never the patient's key: the patient's device generates its key "
+        "and enrolls it with the code (`swiftchain identity enroll` on the device). The code is "
+        "good once, for a short time (an hour unless the service is set otherwise), and is "
+        "shown only now. Registering the same --reference again before the device has enrolled "
+        "gives a new code and voids the old one; once a device has enrolled it is refused.",
     ),
-    no_args_is_help=True,
+    epilog=examples(
+        "swiftchain identity register-patient --reference mrn-7 --tls-dir ./hospital-d",
+    ),
 )
 def register_patient(
-    device_out: Annotated[Path, typer.Option("--device-out", help="Folder for the device files.")],
     reference: Annotated[
         str, typer.Option("--reference", help="Your opaque reference to the patient.")
     ] = "",
-    label: Annotated[str, typer.Option("--label", help="A label for the device.")] = "device",
+    qr: Annotated[
+        bool, typer.Option("--qr/--no-qr", help="Also draw the code as a QR code.")
+    ] = True,
     identity: IdentityOption = DEFAULT_IDENTITY,
     tls_dir: TlsDirOption = None,
 ) -> None:
     """Register a patient (see ``help`` above)."""
-    request_id = str(uuid.uuid4())
-    device = files.NewSigningKey.for_owner(request_id)
     with _identity(identity, tls_dir) as stub:
-        registered = stub.RegisterPatient(
-            pb.RegisterPatientRequest(
-                hospital_reference=reference,
-                device_public_key=device.public_key,
-                device_proof_of_possession=device.proof,
-                device_label=label,
-                request_id=request_id,
-            ),
-            timeout=CALL_TIMEOUT,
+        registered = stub.RegisterPatient(register_patient_request(reference), timeout=CALL_TIMEOUT)
+    code = registered.enrollment_code
+    console = stdout()
+    console.print(
+        f"patient {registered.patient.subject_id}"
+        + (f" (your reference {reference})" if reference else "")
+        + ("" if registered.created else ", registered before: its previous code is void")
+    )
+    console.print(f"enrollment code: {code}")
+    console.print(
+        f"single use, until {registered.enrollment_code_expire_time.ToJsonString()}; shown only now"
+    )
+    # Not wrapped, so that the command can be copied whole.
+    console.print(
+        f"on the patient's device: swiftchain identity enroll --code {code} --device-out DIR",
+        soft_wrap=True,
+    )
+    if qr:
+        typer.echo(qr_text(code), nl=False)
+
+
+def qr_text(text: str) -> str:
+    """``text`` as a QR code drawn with block characters, light on a dark terminal."""
+    code = qrcode.QRCode(border=2, error_correction=qrcode.constants.ERROR_CORRECT_M)
+    code.add_data(text)
+    code.make(fit=True)
+    drawn = io.StringIO()
+    code.print_ascii(out=drawn, invert=True)
+    return drawn.getvalue()
+
+
+def _ca_file(ca: Path | None) -> Path:
+    """The CA certificate that checks the identity service: ``--ca``, else the ``ca.pem`` of
+    the default TLS folder (``$SWIFTCHAIN_TLS_DIR`` or the local stack's)."""
+    if ca is not None:
+        return ca
+    tls_dir = default_tls_dir()
+    if tls_dir is None or not (tls_dir / files.CA_FILE).exists():
+        fail(
+            "expected --ca FILE: the platform CA certificate (ca.pem) that checks the identity "
+            "service, as the registrar hands it out",
+            2,
         )
-    patient = registered.patient
-    _write_device(device_out, patient.subject_id, patient.devices[-1].key_id, device, tls_dir)
-    stdout().print(f"patient {patient.subject_id}, device {patient.devices[-1].key_id}")
+    return tls_dir / files.CA_FILE
 
 
-def _write_device(
-    folder: Path, subject_id: str, key_id: str, device: files.NewSigningKey, tls_dir: Path | None
+@app.command(
+    "enroll",
+    help=help_text(
+        "Enroll this device as a patient's first device, with the code its registrar gave.",
+        "Run it on the patient's device: it generates the device key here, enrolls it with the "
+        "code and a proof of possession bound to the code, and writes the device folder (key, "
+        "subject id, device key id, CA certificate) that `login`, `add-device`, "
+        "`revoke-device` and the consent commands use. The key never leaves the folder. A code "
+        "works once: if it was used already and not by you, someone else enrolled as the "
+        "patient; tell the registrar.",
+    ),
+    epilog=examples(
+        "swiftchain identity enroll --code 7ZQ4-K9M2-XW8D-3HJT-PC5V-R1NB-6YAF --device-out ./phone",
+    ),
+    no_args_is_help=True,
+)
+def enroll(
+    code: Annotated[str, typer.Option("--code", help="The enrollment code, as shown.")],
+    device_out: Annotated[
+        Path, typer.Option("--device-out", help="Folder for the device's key and files.")
+    ],
+    label: Annotated[str, typer.Option("--label", help="A label for the device.")] = "phone",
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca",
+            metavar="FILE",
+            help="The platform CA certificate. Default: ca.pem of $SWIFTCHAIN_TLS_DIR or of the "
+            "local stack.",
+            show_default=False,
+        ),
+    ] = None,
+    public: PublicOption = DEFAULT_PUBLIC,
 ) -> None:
-    files.write_secret(folder / files.DEVICE_KEY_FILE, files.private_pem(device.private_key))
-    files.write_json(folder / files.DEVICE_FILE, {"subject_id": subject_id, "key_id": key_id})
-    if tls_dir is not None and (tls_dir / files.CA_FILE).exists():
-        (folder / files.CA_FILE).write_bytes((tls_dir / files.CA_FILE).read_bytes())
+    """Enroll a device (see ``help`` above)."""
+    key_file = device_out / files.DEVICE_KEY_FILE
+    if (device_out / files.DEVICE_FILE).exists():
+        fail(f"{device_out} holds an enrolled device already; choose another --device-out", 2)
+    try:
+        parse_enrollment_code(code)
+    except InvalidInputError as error:
+        fail(str(error), 2)
+    ca_file = _ca_file(ca)
+    # The key is saved before it is enrolled, and a retry into the same folder enrolls the same
+    # key again, so an enrollment whose answer was lost is finished by running the command again.
+    if key_file.exists():
+        key = files.load_ed25519(key_file)
+    else:
+        key = Ed25519PrivateKey.generate()
+        files.write_secret(key_file, files.private_pem(key))
+    with _public(public, ca_file) as stub:
+        device = enroll_device(stub, code, label, key=key, timeout=CALL_TIMEOUT)
+    files.write_device_folder(device_out, device, ca_file.read_bytes())
+    console = stdout()
+    console.print(
+        f"device {device.key_id} enrolled for patient {device.subject_id}", soft_wrap=True
+    )
+    console.print(f"its key is in {device_out} and nowhere else", soft_wrap=True)
 
 
 def _device(folder: Path) -> tuple[str, str]:
@@ -463,8 +566,11 @@ def add_device(
             metadata=(("authorization", f"Bearer {token}"),),
             timeout=CALL_TIMEOUT,
         )
-    _write_device(new_device_out, subject_id, added.device.key_id, device, None)
-    (new_device_out / files.CA_FILE).write_bytes((device_dir / files.CA_FILE).read_bytes())
+    files.write_device_folder(
+        new_device_out,
+        PatientDevice(subject_id, added.device.key_id, device.private_key),
+        (device_dir / files.CA_FILE).read_bytes(),
+    )
     stdout().print(f"device {added.device.key_id} added to {subject_id}")
 
 

@@ -5,9 +5,10 @@ that ``--tls-dir DIR`` accepts: ``ca.pem`` (the platform CA), ``cert.pem`` and `
 mTLS client certificate and ECDSA P-256 key), plus ``signing-key.pem`` (its Ed25519 key, registered
 on the log; a hospital's signs RECORD entries) and ``organization.json`` (its id and key id).
 
-A device folder (``register-patient`` / ``add-device``) holds ``device-key.pem`` (the Ed25519
-device key), ``device.json`` (subject id and device key id) and ``ca.pem`` to check the
-service's TLS certificate. Private keys are written with mode 0600.
+A device folder (``enroll`` / ``add-device``, made on the patient's device, which generates the
+key there) holds ``device-key.pem`` (the Ed25519 device key), ``device.json`` (subject id and
+device key id) and ``ca.pem`` to check the service's TLS certificate. Private keys are written
+with mode 0600.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
 from chain.signed_messages import possession_message
+from sdk.consent import PatientDevice
 
 SIGNING_KEY_FILE = "signing-key.pem"
 ORGANIZATION_FILE = "organization.json"
@@ -76,6 +78,14 @@ class NewSigningKey:
         key = Ed25519PrivateKey.generate()
         public = raw_public(key)
         return cls(key, public, key.sign(possession_message(owner, public)))
+
+
+def write_device_folder(folder: Path, device: PatientDevice, ca_pem: bytes) -> None:
+    """Write the folder of a patient's device (key, ids, the CA that checks the service), which
+    ``login``, ``add-device``, ``revoke-device`` and the consent commands read."""
+    write_secret(folder / DEVICE_KEY_FILE, private_pem(device.key))
+    write_json(folder / DEVICE_FILE, {"subject_id": device.subject_id, "key_id": device.key_id})
+    (folder / CA_FILE).write_bytes(ca_pem)
 
 
 def new_csr(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, str]:

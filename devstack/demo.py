@@ -1,11 +1,12 @@
 """``make demo``: the whole platform in one narrated scenario, against a running stack.
 
-A consortium of three hospitals and a regulator; a patient with a key on their phone; hospital A
-anchors three versions of a record; the patient grants hospital B treatment access; B is
-permitted and C denied; C breaks the glass; the patient revokes; B is denied; the regulator
-pulls the patient's trail, checks it is complete against the log, reviews the break-glass
-flag, exports the evidence to a file that ``swiftchain verify`` accepts offline, and sees a
-tampered copy rejected.
+A consortium of three hospitals and a regulator; a patient whose phone makes its own key and
+enrolls it with the one-time code hospital A was given (hospital A, holding the code, cannot
+enroll a key of its own after that); hospital A anchors three versions of a record; the patient
+grants hospital B treatment access; B is permitted and C denied; C breaks the glass; the
+patient revokes; B is denied; the regulator pulls the patient's trail, checks it is complete
+against the log, reviews the break-glass flag, exports the evidence to a file that
+``swiftchain verify`` accepts offline, and sees a tampered copy rejected.
 
 Every party is registered afresh through the identity service (ids carry a per-run suffix), so
 the demo can run again and again on the same stack. It uses the stack of ``make up`` when one
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from devstack.parties import Principal, StackParties
 from devstack.paths import REPO_ROOT, run_dir
@@ -36,6 +38,7 @@ from devstack.stack import LocalStack, StackPorts, stack_is_running
 from sdk.anchoring import RecordVersionDraft
 from sdk.audit import enum_word, item_detail, proof_state
 from sdk.consent import PERMIT, PatientDevice, bearer, organization, provision
+from sdk.identity import enrollment_request
 from services.platform.caller import Role
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.audit.v1 import audit_service_pb2_grpc
@@ -189,6 +192,17 @@ class Demo:
             timeout=15,
         )
 
+    def _hospital_enrolls_with(self, hospital: Principal, code: str) -> str:
+        """What the identity service answers ``hospital`` enrolling a key of its own with
+        ``code``: the status and message of its refusal, or "enrolled" if it let it in."""
+        try:
+            self.parties.identity(hospital).EnrollDevice(
+                enrollment_request(code, Ed25519PrivateKey.generate(), "hospital"), timeout=10
+            )
+        except grpc.RpcError as error:
+            return f"{error.code().name}: {error.details()}"
+        return "enrolled"
+
     # --- the scenario ---------------------------------------------------------------------
 
     def run_all(self) -> DemoResult:
@@ -220,15 +234,30 @@ class Demo:
         doctor_b = self._practitioner(hospitals["b"], "dr-b")
         doctor_c = self._practitioner(hospitals["c"], "dr-c")
 
-        step = self._step("A patient with a key on their phone")
-        patient = self.parties.register_patient(f"patient {self.run}", hospitals["a"])
+        step = self._step("A patient enrolls a key made on their phone, with a one-time code")
+        code = self.parties.patient_enrollment_code(f"patient {self.run}", hospitals["a"])
+        self.say(
+            f"    hospital A registered the patient and was given a one-time enrollment code, "
+            f"not a key: {code}"
+        )
+        patient = self.parties.enroll_patient(f"patient {self.run}", code)
         assert patient.device_dir is not None
         device = PatientDevice.from_folder(patient.device_dir)
         result.patient_subject_id = patient.id
         self.principals["patient"] = patient
         self.say(
-            f"    hospital A registered patient {patient.id}; the device key never leaves "
-            f"{patient.device_dir}"
+            f"    the phone made its key and enrolled it with the code: patient {patient.id}, "
+            f"device {device.key_id}; the key never leaves {patient.device_dir}"
+        )
+        refused = self._hospital_enrolls_with(hospitals["a"], code)
+        self.say(
+            f"    hospital A, still holding the code, tries to enroll a key of its own: {refused}"
+        )
+        _expect(
+            step,
+            "hospital A's own enrollment refused with",
+            refused.split(":")[0],
+            "UNAUTHENTICATED",
         )
 
         step = self._step("Hospital A anchors three versions of a record")

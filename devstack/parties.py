@@ -3,8 +3,9 @@
 :class:`StackParties` reaches a stack by its folder (PKI, consortium files) and its ports, and
 registers the parties of a scenario through the identity service itself, as the consortium
 admin: organizations with a signing key and a client certificate issued from a CSR (the folder
-``swiftchain identity register-org --out`` writes), and patients with a device key, logged in on
-the public port. The end-to-end tests (``tests/e2e/platform.py``) and ``make demo`` both use it.
+``swiftchain identity register-org --out`` writes), and patients, for whom the registrar is
+given a one-time code that the patient's phone enrolls its own key with, logged in on the public
+port. The end-to-end tests (``tests/e2e/platform.py``) and ``make demo`` both use it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import functools
 import time
 import urllib.request
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from cli.identity_commands import login_token
 from devstack.pki import ADMIN, Pki
 from devstack.stack import StackPorts
 from sdk.anchoring import HospitalClient
+from sdk.identity import enroll_device, register_patient_request
 from services.platform.caller import Role
 from services.platform.consortium_files import ConsortiumFiles
 from services.platform.kafka import KafkaSecurity
@@ -186,28 +187,24 @@ class StackParties:
         return principal
 
     def register_patient(self, label: str, registrar: Principal) -> Principal:
-        """Register a patient with one device as ``registrar`` and log it in."""
-        request_id = str(uuid.uuid4())
-        device = files.NewSigningKey.for_owner(request_id)
+        """Register a patient as ``registrar``, enroll its phone with the code, log it in."""
+        return self.enroll_patient(label, self.patient_enrollment_code(label, registrar))
+
+    def patient_enrollment_code(self, label: str, registrar: Principal) -> str:
+        """Register a patient as ``registrar`` (a hospital or app): the one-time code it is
+        given for the patient's device, never a key."""
         registered = self.identity(registrar).RegisterPatient(
-            pb.RegisterPatientRequest(
-                hospital_reference=f"ref-{label.replace(' ', '-')}",
-                device_public_key=device.public_key,
-                device_proof_of_possession=device.proof,
-                device_label="phone",
-                request_id=request_id,
-            ),
-            timeout=10,
+            register_patient_request(f"ref-{label.replace(' ', '-')}"), timeout=10
         )
-        subject_id = registered.patient.subject_id
-        folder = self.parties_dir / subject_id
-        files.write_secret(folder / files.DEVICE_KEY_FILE, files.private_pem(device.private_key))
-        files.write_json(
-            folder / files.DEVICE_FILE,
-            {"subject_id": subject_id, "key_id": registered.patient.devices[0].key_id},
-        )
-        (folder / files.CA_FILE).write_bytes(self.pki.ca_pem)
-        principal = Principal(label, Role.PATIENT, subject_id, device_dir=folder)
+        return registered.enrollment_code
+
+    def enroll_patient(self, label: str, code: str) -> Principal:
+        """As the patient's phone: make the device key, enroll it with ``code`` on the public
+        port, keep it in the device folder (as ``swiftchain identity enroll`` does), log in."""
+        device = enroll_device(self.identity(self.anonymous), code, "phone")
+        folder = self.parties_dir / device.subject_id
+        files.write_device_folder(folder, device, self.pki.ca_pem)
+        principal = Principal(label, Role.PATIENT, device.subject_id, device_dir=folder)
         principal.login = functools.partial(self.login, principal)
         assert principal.token, f"{label} could not log in"
         return principal

@@ -1,4 +1,14 @@
-"""Requests that change keys, signed by a key their owner already holds.
+"""A patient's device enrolling its own key, and requests that change keys, signed by a key
+their owner already holds.
+
+A patient's keys are born on the patient's device and never leave it. A hospital or app that
+registers a patient (:func:`register_patient_request`) is given a one-time enrollment code, not a
+key; it shows the code to the patient, and the device generates its key and enrolls it with the
+code (:func:`enroll_device`), so the registrar never holds anything to act as the patient with:
+
+    registered = hospital_stub.RegisterPatient(register_patient_request("mrn-7"))
+    show(registered.enrollment_code)                    # on the registrar's screen, once
+    device = enroll_device(public_stub, code_typed_on_the_phone, "phone")   # on the phone
 
 The identity service adds or revokes a patient's device only on a request signed by one of the
 patient's active devices, and rotates or revokes an organization's signing key only on a
@@ -20,6 +30,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,19 +39,23 @@ from typing import TypeAlias
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from chain.enrollment_codes import parse_enrollment_code
 from chain.signed_messages import (
     device_add_message,
     device_revoke_message,
+    enrollment_message,
     organization_key_revoke_message,
     organization_key_rotate_message,
     possession_message,
 )
 from sdk.consent import PatientDevice
 from swiftchain.chain.v1 import entry_pb2
-from swiftchain.identity.v1 import identity_pb2
+from swiftchain.identity.v1 import identity_pb2, identity_service_pb2_grpc
 from swiftchain.identity.v1 import identity_service_pb2 as pb
 
 NONCE_SIZE = 32
+#: Seconds an enrollment call may take.
+ENROLL_TIMEOUT = 10.0
 ReasonValue: TypeAlias = entry_pb2.KeyReason.ValueType
 
 
@@ -65,6 +80,45 @@ class _Freshness:
         )
         signed.request_time.FromDatetime(self.request_time)
         return signed
+
+
+def register_patient_request(reference: str = "") -> pb.RegisterPatientRequest:
+    """A request to register a patient under the registrar's own opaque ``reference`` (may be
+    empty for an app), with a fresh request id; its response carries the enrollment code."""
+    return pb.RegisterPatientRequest(hospital_reference=reference, request_id=str(uuid.uuid4()))
+
+
+def enrollment_request(code: str, key: Ed25519PrivateKey, label: str) -> pb.EnrollDeviceRequest:
+    """A request to enroll ``key`` as a patient's first device with the one-time ``code``, with
+    the key's proof of possession bound to the code. InvalidInputError (chain/errors.py) if the
+    code is malformed or mistyped: nothing is sent then."""
+    public = _public(key)
+    digest = parse_enrollment_code(code).digest
+    return pb.EnrollDeviceRequest(
+        enrollment_code=code,
+        public_key=public,
+        proof_of_possession=key.sign(enrollment_message(digest, public)),
+        label=label,
+    )
+
+
+def enroll_device(
+    stub: identity_service_pb2_grpc.IdentityServiceStub,
+    code: str,
+    label: str,
+    *,
+    key: Ed25519PrivateKey | None = None,
+    timeout: float = ENROLL_TIMEOUT,
+) -> PatientDevice:
+    """Generate a device key here, on the patient's device (or take ``key``, generated here
+    and already saved), and enroll it with the one-time ``code`` (``stub`` on the identity
+    service's public port; no credential but the code). Returns the device, to keep
+    (``cli/identity_files.py`` writes its folder); the key is in no other hands. grpc.RpcError
+    UNAUTHENTICATED if the code is unknown, expired, replaced or used: a code used by someone
+    else means someone enrolled in the patient's name."""
+    key = key or Ed25519PrivateKey.generate()
+    enrolled = stub.EnrollDevice(enrollment_request(code, key, label), timeout=timeout)
+    return PatientDevice(enrolled.subject_id, enrolled.device.key_id, key)
 
 
 def add_device_request(

@@ -5,6 +5,7 @@ and the ``swiftchain identity`` commands."""
 from __future__ import annotations
 
 import functools
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -460,12 +461,10 @@ def test_the_identity_commands_register_an_organization_and_a_patient_device(
     shown = cli("identity", "show", "hospital-q", "--identity", identity, "--tls-dir", str(folder))
     assert shown.exit_code == 0 and "hospital-q#1" in shown.output, shown.output
 
-    device = tmp_path / "device"
+    # The hospital is given a one-time code; the patient's device makes its key and enrolls.
     patient = cli(
         "identity",
         "register-patient",
-        "--device-out",
-        str(device),
         "--reference",
         "q-77",
         "--identity",
@@ -474,7 +473,23 @@ def test_the_identity_commands_register_an_organization_and_a_patient_device(
         str(folder),
     )
     assert patient.exit_code == 0, patient.output
+    code = re.search(r"^enrollment code: (\S+)$", patient.output, re.MULTILINE)
+    assert code, patient.output
     public = platform.target("identity", public=True)
+    device = tmp_path / "device"
+    enrolled = cli(
+        "identity",
+        "enroll",
+        "--code",
+        code.group(1),
+        "--device-out",
+        str(device),
+        "--public",
+        public,
+        "--ca",
+        str(folder / files.CA_FILE),
+    )
+    assert enrolled.exit_code == 0, enrolled.output
     new_device = tmp_path / "device-2"
     added = cli(
         "identity",

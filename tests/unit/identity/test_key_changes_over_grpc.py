@@ -1,7 +1,10 @@
-"""Key changes over a real gRPC server with the platform's authorization (issue #25): a stolen
-bearer token cannot add or revoke a patient's device, a client certificate alone (even one the
-admin has just issued) cannot rotate or revoke an organization's signing key, and the admin
-cannot do it for a member; requests the SDK signs with the key the owner holds go through.
+"""Key changes over a real gRPC server with the platform's authorization (issue #25): the
+hospital that registers a patient is given a one-time code, not a key, so it cannot log in as
+its patient; a stolen bearer token cannot add or revoke a patient's device, a client
+certificate alone (even one the admin has just issued) cannot rotate or revoke an
+organization's signing key, and the admin cannot do it for a member; requests the SDK signs
+with the key the owner holds go through. The CLI's register-patient and enroll run against the
+same server.
 
 The identity servicer runs on its domain objects over the unit tests' fake stores, behind the
 same interceptor every server runs (mTLS on the main port, bearer tokens on the public port),
@@ -11,7 +14,7 @@ with certificates from a platform CA made for the test.
 from __future__ import annotations
 
 import functools
-import uuid
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,14 +23,23 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner, Result
 
 from chain.consortium import GenesisKey
 from chain.entry import EntrySigner
 from cli import identity_files as files
+from cli.main import app
 from devstack.pki import ADMIN, Pki, ensure_pki
 from devstack.process import free_port
 from sdk.consent import PatientDevice
-from sdk.identity import OrganizationSigningKey, add_device_request, revoke_device_request
+from sdk.identity import (
+    OrganizationSigningKey,
+    add_device_request,
+    enroll_device,
+    enrollment_request,
+    register_patient_request,
+    revoke_device_request,
+)
 from services.identity.domain.certificates import CertificateAuthority, CertificateRecord
 from services.identity.domain.organizations import OrganizationRegistry
 from services.identity.domain.patients import PatientDirectory, PractitionerDirectory
@@ -168,26 +180,13 @@ def refusal(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
 
 
 def _register_patient(identity: Identity, folder: Path) -> PatientDevice:
-    """A patient with one device, registered by the admin-certified hospital-a; its device."""
-    request_id = str(uuid.uuid4())
-    device = files.NewSigningKey.for_owner(request_id)
+    """A patient registered by the admin-certified hospital-a, whose phone enrolled with the
+    code the hospital was given; the phone, its folder written as `enroll` writes it."""
     registered = identity.main(identity.hospital_dir).RegisterPatient(
-        pb.RegisterPatientRequest(
-            device_public_key=device.public_key,
-            device_proof_of_possession=device.proof,
-            device_label="phone",
-            request_id=request_id,
-        ),
-        timeout=TIMEOUT,
+        register_patient_request(), timeout=TIMEOUT
     )
-    files.write_secret(folder / files.DEVICE_KEY_FILE, files.private_pem(device.private_key))
-    files.write_json(
-        folder / files.DEVICE_FILE,
-        {
-            "subject_id": registered.patient.subject_id,
-            "key_id": registered.patient.devices[0].key_id,
-        },
-    )
+    phone = enroll_device(identity.public(), registered.enrollment_code, "phone")
+    files.write_device_folder(folder, phone, identity.pki.ca_pem)
     return PatientDevice.from_folder(folder)
 
 
@@ -204,6 +203,139 @@ def _login(stub: Stub, device: PatientDevice) -> tuple[tuple[str, str], ...]:
         timeout=TIMEOUT,
     ).access_token
     return (("authorization", f"Bearer {token}"),)
+
+
+def test_the_registering_hospital_cannot_log_in_as_the_patient_it_registered(
+    identity: Identity,
+) -> None:
+    # The registrar no longer sends a key of its own making for the patient: the field is gone.
+    assert "device_public_key" not in pb.RegisterPatientRequest.DESCRIPTOR.fields_by_name
+    hospital = identity.main(identity.hospital_dir)
+    registered = hospital.RegisterPatient(register_patient_request("mrn-21"), timeout=TIMEOUT)
+    subject_id = registered.patient.subject_id
+    # What the hospital holds is a code and a patient with no device: nothing logs in.
+    assert registered.enrollment_code and not registered.patient.devices
+    code, details = refusal(
+        lambda: hospital.BeginLogin(
+            pb.BeginLoginRequest(subject_id=subject_id, device_key_id="dev-any"), timeout=TIMEOUT
+        )
+    )
+    assert code == grpc.StatusCode.NOT_FOUND and "has no device key" in details
+    # The patient's phone makes its key and enrolls with the code (anonymously, on the public
+    # port: the code is its credential).
+    phone = enroll_device(identity.public(), registered.enrollment_code, "phone")
+    assert phone.subject_id == subject_id
+    # The hospital, keeping the code, comes too late with a key of its own.
+    own_key = Ed25519PrivateKey.generate()
+    code, details = refusal(
+        lambda: hospital.EnrollDevice(
+            enrollment_request(registered.enrollment_code, own_key, "hospital"), timeout=TIMEOUT
+        )
+    )
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "used already" in details
+    # It gets no second code for the patient, and adds no device: that takes the phone.
+    code, details = refusal(
+        lambda: hospital.RegisterPatient(register_patient_request("mrn-21"), timeout=TIMEOUT)
+    )
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert "signed by one of the patient's active devices" in details
+    intruder = PatientDevice(subject_id, phone.key_id, own_key)
+    code, _ = refusal(
+        lambda: hospital.AddPatientDevice(
+            add_device_request(intruder, own_key, "hospital"), timeout=TIMEOUT
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    # Its own key answers no login challenge for the phone.
+    public = identity.public()
+    code, details = refusal(functools.partial(_login, public, intruder))
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "does not verify" in details
+    devices = identity.patients.patients[subject_id].devices
+    assert [(d.key_id, d.public_key) for d in devices] == [
+        (phone.key_id, files.raw_public(phone.key))
+    ]
+    assert _login(public, phone)
+
+
+def cli(*args: str) -> Result:
+    """Run the swiftchain CLI in process."""
+    return CliRunner().invoke(app, list(args))
+
+
+def test_register_patient_prints_a_code_and_enroll_makes_the_key_on_the_device(
+    identity: Identity, tmp_path: Path
+) -> None:
+    registered = cli(
+        "identity",
+        "register-patient",
+        "--reference",
+        "mrn-cli",
+        "--identity",
+        f"localhost:{identity.server.port}",
+        "--tls-dir",
+        str(identity.hospital_dir),
+    )
+    assert registered.exit_code == 0, registered.output
+    found = re.search(r"^enrollment code: (\S+)$", registered.output, re.MULTILINE)
+    assert found, registered.output
+    enrollment_code = found.group(1)
+    assert f"--code {enrollment_code} --device-out DIR" in registered.output
+    assert "▀" in registered.output or "▄" in registered.output  # the QR code
+    assert "device" not in {p.name for p in tmp_path.iterdir()}  # the registrar wrote no key
+    public = f"localhost:{identity.server.public_port}"
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(identity.pki.ca_pem)
+    phone = tmp_path / "phone"
+    short = cli(
+        "identity",
+        "enroll",
+        "--code",
+        enrollment_code[:-1],
+        "--device-out",
+        str(phone),
+        "--public",
+        public,
+        "--ca",
+        str(ca_file),
+    )
+    assert short.exit_code == 2 and "got 27" in short.output, short.output
+    assert not phone.exists()
+    enrolled = cli(
+        "identity",
+        "enroll",
+        "--code",
+        enrollment_code.lower(),
+        "--device-out",
+        str(phone),
+        "--public",
+        public,
+        "--ca",
+        str(ca_file),
+    )
+    assert enrolled.exit_code == 0, enrolled.output
+    device = PatientDevice.from_folder(phone)
+    assert f"device {device.key_id} enrolled for patient {device.subject_id}" in enrolled.output
+    assert (phone / files.DEVICE_KEY_FILE).stat().st_mode & 0o777 == 0o600
+    assert (phone / files.CA_FILE).read_bytes() == identity.pki.ca_pem
+    stored = identity.patients.patients[device.subject_id]
+    assert stored.references == {"hospital-a": "mrn-cli"}
+    assert [d.public_key for d in stored.devices] == [files.raw_public(device.key)]
+    login = cli("identity", "login", "--device-dir", str(phone), "--public", public)
+    assert login.exit_code == 0 and login.output.count(".") == 2, login.output
+    again = cli(
+        "identity",
+        "enroll",
+        "--code",
+        enrollment_code,
+        "--device-out",
+        str(tmp_path / "other"),
+        "--public",
+        public,
+        "--ca",
+        str(ca_file),
+    )
+    assert again.exit_code == 1 and "UNAUTHENTICATED" in again.output, again.output
+    assert "used already" in again.output
 
 
 def test_a_stolen_token_neither_adds_nor_revokes_a_device(
