@@ -2,9 +2,10 @@
 
 Commands live in their own modules and are registered here: ``verify`` (offline), the
 ``chain`` and ``node`` groups (talk to a chain node), ``identity`` (organizations, keys,
-certificates, patient devices), ``anchor`` (a hospital anchors a document version) and
-``config`` (the pinned consortium file). The ``consent`` and ``audit`` groups are added the
-same way: a module with a ``typer.Typer`` and one ``app.add_typer`` line below.
+certificates, patient devices), ``anchor`` (a hospital anchors a document version),
+``config`` (the pinned consortium file) and ``consortium`` (the genesis ceremony). The
+``consent`` and ``audit`` groups are added the same way: a module with a ``typer.Typer`` and
+one ``app.add_typer`` line below.
 
 Run it as ``swiftchain``, ``python -m cli`` or ``python -m cli.main``.
 """
@@ -22,6 +23,7 @@ from cli import (
     chain_commands,
     config_commands,
     consent_commands,
+    consortium_commands,
     identity_commands,
     node_commands,
     verify_command,
@@ -49,6 +51,7 @@ app.add_typer(identity_commands.app, name="identity")
 app.add_typer(consent_commands.app, name="consent")
 app.add_typer(audit_commands.app, name="audit")
 app.add_typer(config_commands.app, name="config")
+app.add_typer(consortium_commands.app, name="consortium")
 app.command("anchor", help=anchor_command.HELP, epilog=anchor_command.EPILOG, no_args_is_help=True)(
     anchor_command.anchor
 )

@@ -8,14 +8,16 @@ from pathlib import Path
 
 from pydantic import Field
 
-from chain.consortium import parse_consortium
+from chain.consortium import ConsortiumConfig
+from chain.errors import SwiftchainError
+from chain.genesis import genesis_hash, parse_genesis
 from chain.node.kafka_readers import KafkaReaders
 from chain.node.mirror import MirrorServer
 from chain.node.node import ChainNode
 from chain.node.service import ChainServicer
 from chain.node.store import ALIAS, ChainStore
 from chain.node.tile_store import DEFAULT_BUNDLE_CACHE_BYTES, TileStore
-from chain.note import new_signer
+from chain.note import Signer, new_signer
 from services.platform import mongo, poison
 from services.platform.kafka import make_producer
 from services.platform.poison import MongoPoisonStore
@@ -66,11 +68,47 @@ class NodeSettings(ProcessSettings):
         return self.database or "chain_" + self.node_name.replace("-", "_")
 
 
+#: The exit status of a node that refuses its consortium file or its key.
+EXIT_REFUSED = 2
+
+
+class NodeRefusedError(SwiftchainError):
+    """The node will not start: its consortium file is not a genesis every founder signed, or
+    its key is not the one that genesis lists for it."""
+
+
+def load_genesis_and_key(settings: NodeSettings) -> tuple[ConsortiumConfig, Signer]:
+    """The consortium the node starts from and its signing key, both checked: every founder
+    signed the genesis with the key it lists, and the node's key is the one listed for it.
+    Raises :class:`NodeRefusedError` saying what is wrong."""
+    where = f"chain node {settings.node_name}"
+    path = settings.consortium_file
+    try:
+        config = parse_genesis(path.read_bytes())
+        member = config.member(settings.node_name)
+        path = settings.signing_key_file
+        signer = new_signer(path.read_text().strip())
+    except OSError as error:
+        raise NodeRefusedError(f"{where}: cannot read {path}: {error.strerror}") from None
+    except SwiftchainError as error:
+        raise NodeRefusedError(f"{where}: {path}: {error}") from None
+    listed = member.verifier
+    if (signer.name, signer.key_hash) != (listed.name, listed.key_hash):
+        raise NodeRefusedError(
+            f"{where}: expected the key {listed.name}+{listed.key_hash:08x} that the genesis "
+            f"lists for it in {settings.signing_key_file}, got {signer.name}+{signer.key_hash:08x}"
+        )
+    return config, signer
+
+
 def build_node(settings: NodeSettings) -> tuple[ChainNode, TileStore]:
     """Connect the store and Kafka and return a node ready to :meth:`ChainNode.start`, and
-    its log files (for the mirror)."""
-    config = parse_consortium(settings.consortium_file.read_text())
-    signer = new_signer(settings.signing_key_file.read_text().strip())
+    its log files (for the mirror). Raises :class:`NodeRefusedError` before connecting to
+    anything if the consortium file or the key cannot be trusted."""
+    config, signer = load_genesis_and_key(settings)
+    _log.info(
+        "node %s: genesis %s, signed by every founder", signer.name, genesis_hash(config).hex()
+    )
     mongo.connect(settings.mongo_uri, settings.database_name, alias=ALIAS)
     poison.use_store(MongoPoisonStore(ALIAS))
     tiles = TileStore(
@@ -103,10 +141,15 @@ def build_node(settings: NodeSettings) -> tuple[ChainNode, TileStore]:
 
 
 def main() -> None:
-    """Run a node until SIGTERM."""
+    """Run a node until SIGTERM; exit with :data:`EXIT_REFUSED` and say why if the
+    consortium file is not a genesis every founder signed or the key is not the node's."""
     settings = NodeSettings()
     configure_process(settings)
-    node, tiles = build_node(settings)
+    try:
+        node, tiles = build_node(settings)
+    except NodeRefusedError as error:
+        _log.critical("refusing to start: %s", error)
+        raise SystemExit(EXIT_REFUSED) from None
     node.start()
     mirror = None
     if settings.mirror_port:

@@ -1,28 +1,40 @@
-"""Creating a consortium's files: the public config and each member's private keys.
+"""A consortium's files: the public config (the genesis every founder signed) and the private
+keys of the members and services that a folder holds.
 
-Used by ``make up`` on first start and by tests. A real consortium creates each member's key on
-that member's own machine and shares only the verifier keys; this puts them side by side for a
-local stack.
+``make up``, ``k8s/make_material.py`` and tests create one with :func:`create_consortium`, which
+runs the genesis ceremony (:mod:`services.platform.genesis_ceremony`) with one process playing
+every founder and service: each key is made by the same code its holder would run on its own
+machine, and only the public cards go into the genesis. A real consortium runs those steps on
+the members' own machines (``swiftchain consortium keygen`` and ``genesis``) and each folder
+then holds its own holder's keys only.
 """
 
 from __future__ import annotations
 
-import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from chain.consortium import ConsortiumConfig, GenesisKey, Member, parse_consortium
-from chain.note import generate_key
-from chain.tags import TAG_KEY_SIZE
+from chain.consortium import ConsortiumConfig
+from chain.errors import InvalidInputError, VerificationError
+from chain.genesis import parse_genesis
+from services.platform.genesis_ceremony import (
+    CONSENT,
+    REGISTRAR,
+    TAG_KEY_FILE,
+    generate_tag_key,
+    local_ceremony,
+)
 
-REGISTRAR_KEY_ID = "registrar"
-REGISTRAR_OWNER = "identity"
+#: The identity service registers keys with this genesis key.
+REGISTRAR_KEY_ID = REGISTRAR.key_id
+REGISTRAR_OWNER = REGISTRAR.owner_id
 #: The consent service signs CONSENT and ACCESS entries with this genesis key.
-CONSENT_KEY_ID = "consent"
-CONSENT_OWNER = "consent"
+CONSENT_KEY_ID = CONSENT.key_id
+CONSENT_OWNER = CONSENT.owner_id
 
 
 @dataclass(frozen=True)
@@ -43,7 +55,7 @@ class ConsortiumFiles:
     @property
     def tag_key_path(self) -> Path:
         """The consortium tag key (32 random bytes, secret to members and regulators)."""
-        return self.folder / "tag.key"
+        return self.folder / TAG_KEY_FILE
 
     def load_tag_key(self) -> bytes:
         """The consortium tag key."""
@@ -52,21 +64,17 @@ class ConsortiumFiles:
     @property
     def registrar_key_path(self) -> Path:
         """The registrar's Ed25519 private key (PEM), used by the identity service."""
-        return self.folder / "registrar.pem"
+        return self.folder / REGISTRAR.private_key_file
 
     @property
     def consent_key_path(self) -> Path:
         """The consent service's Ed25519 private key (PEM)."""
-        return self.folder / "consent.pem"
+        return self.folder / CONSENT.private_key_file
 
     def load(self) -> ConsortiumConfig:
-        """The config."""
-        return parse_consortium(self.config_path.read_text())
-
-
-def _write_secret(path: Path, data: bytes) -> None:
-    path.touch(mode=0o600, exist_ok=True)
-    path.write_bytes(data)
+        """The config, checked to be a genesis every founder signed
+        (:class:`~chain.errors.VerificationError` if not)."""
+        return parse_genesis(self.config_path.read_bytes())
 
 
 def create_consortium(
@@ -78,54 +86,50 @@ def create_consortium(
     batch_max: int = 500,
     batch_timeout_ms: int = 50,
 ) -> ConsortiumFiles:
-    """Create keys and config in ``folder`` unless a config is there already (then keep it)."""
+    """Run the genesis ceremony in ``folder`` unless a config is there already (then keep it,
+    after checking that every founder signed it)."""
     files = ConsortiumFiles(folder)
     if files.config_path.exists():
-        files.load()
+        _load_existing(files)
         # The tag key is secret to members and regulators, never in the config: a folder that
         # lacks it gets one, so every process of the stack finds the same key.
         if not files.tag_key_path.exists():
-            _write_secret(files.tag_key_path, secrets.token_bytes(TAG_KEY_SIZE))
+            generate_tag_key(folder)
         return files
-    folder.mkdir(parents=True, exist_ok=True)
-    verifier_keys = []
-    for name in members:
-        skey, vkey = generate_key(name)
-        _write_secret(files.node_key_path(name), (skey + "\n").encode())
-        verifier_keys.append(Member(name, vkey))
-    registrar = _new_private_key(files.registrar_key_path)
-    consent = _new_private_key(files.consent_key_path)
-    _write_secret(files.tag_key_path, secrets.token_bytes(TAG_KEY_SIZE))
-    config = ConsortiumConfig(
-        origin=origin,
+    if folder.exists() and any(folder.iterdir()):
+        raise InvalidInputError(
+            f"expected {folder} to hold a consortium.json or nothing, got other files (a "
+            "genesis ceremony that stopped half-way?): remove the folder to run it again"
+        )
+    # The ceremony runs in a folder of its own, renamed into place once the genesis is signed,
+    # so that a ceremony cut short leaves no half-made consortium behind.
+    staging = folder.with_name(folder.name + ".ceremony")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(mode=0o700, parents=True)
+    genesis = local_ceremony(
+        staging,
+        members,
         quorum=quorum,
-        members=tuple(verifier_keys),
-        genesis_keys=(
-            GenesisKey(REGISTRAR_KEY_ID, REGISTRAR_OWNER, ("KEY",), _raw_public(registrar)),
-            GenesisKey(CONSENT_KEY_ID, CONSENT_OWNER, ("CONSENT", "ACCESS"), _raw_public(consent)),
-        ),
+        origin=origin,
         batch_max=batch_max,
         batch_timeout_ms=batch_timeout_ms,
     )
-    files.config_path.write_text(config.to_json())
+    (staging / files.config_path.name).write_text(genesis.to_json())
+    if folder.exists():
+        folder.rmdir()
+    staging.rename(folder)
     return files
 
 
-def _new_private_key(path: Path) -> Ed25519PrivateKey:
-    key = Ed25519PrivateKey.generate()
-    _write_secret(
-        path,
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    return key
-
-
-def _raw_public(key: Ed25519PrivateKey) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+def _load_existing(files: ConsortiumFiles) -> ConsortiumConfig:
+    try:
+        return files.load()
+    except VerificationError as error:
+        raise VerificationError(
+            f"{files.config_path}: {error}. A consortium folder made before founders signed "
+            f"the genesis cannot be used: remove {files.folder} to run the genesis ceremony "
+            "again (every key in it is replaced)"
+        ) from None
 
 
 def _load_private_key(path: Path, what: str) -> Ed25519PrivateKey:
