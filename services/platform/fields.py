@@ -139,7 +139,6 @@ TEXT_RULES: Final[dict[str, Text]] = {
     "page_token": Text(2048, _TOKEN),
     "display_name": Text(200),
     "label": Text(64),
-    "device_label": Text(64),
     "reason_text": Text(1000, multiline=True),
     "justification": Text(1000, multiline=True),
     "note": Text(2000, multiline=True),
@@ -160,10 +159,8 @@ BYTES_LIMITS: Final[dict[str, int]] = {
     "previous_version_commitment": 64,
     "public_key": 64,
     "new_public_key": 64,
-    "device_public_key": 64,
     "signature": 128,
     "proof_of_possession": 128,
-    "device_proof_of_possession": 128,
 }
 _DEFAULT_BYTES = MAX_ENTRY_BYTES
 
