@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from chain.errors import SwiftchainError
+from chain.genesis import genesis_hash
 from devstack.ferretdb import FerretDB
 from devstack.kafka import BrokerTls, KafkaBroker, create_topics, grant, platform_grants
 from devstack.paths import REPO_ROOT, run_dir
@@ -204,6 +206,20 @@ class LocalStack:
         :class:`~devstack.ports.PortsTakenError` first if a port is held by someone else."""
         check_ports(self.ports.named(), say=self._say)
         self.logs.mkdir(parents=True, exist_ok=True)
+        # The genesis ceremony, with this process playing every founder and service (kept from
+        # the first start): first, so that a consortium folder the nodes would refuse stops
+        # the stack before anything runs.
+        files = create_consortium(
+            self.root / "consortium",
+            [name for name, _ in self.ports.nodes],
+            quorum=2,
+            origin=ORIGIN,
+        )
+        genesis = files.load()
+        self._say(
+            f"{'genesis':<10} {genesis_hash(genesis).hex()[:16]}… signed by "
+            f"{', '.join(s.name for s in genesis.founder_signatures)}  ({files.config_path})"
+        )
         self.pki = ensure_pki(
             self.root / "pki",
             [(name, "chain-node") for name, _ in self.ports.nodes]
@@ -226,12 +242,6 @@ class LocalStack:
         )
         self._say(f"{'kafka':<10} {self.kafka.bootstrap}  (log {self.kafka.log_path})")
         self._say(f"{'ferretdb':<10} {self.mongo.uri}  (log {self.mongo.log_path})")
-        files = create_consortium(
-            self.root / "consortium",
-            [name for name, _ in self.ports.nodes],
-            quorum=2,
-            origin=ORIGIN,
-        )
         for name, port in self.ports.nodes:
             env = {
                 "SWIFTCHAIN_NODE_NAME": name,
@@ -374,7 +384,7 @@ def up() -> int:
     except KeyboardInterrupt:
         _say("stopping…")
         return 0
-    except (ProcessError, ToolchainMissing, BootstrapError) as error:
+    except (ProcessError, ToolchainMissing, BootstrapError, SwiftchainError) as error:
         _say(f"swiftchain: {error}")
         return 1
     finally:

@@ -7,8 +7,9 @@ writes, under ``OUT``:
 * ``secrets/<secret name>/<key>``: one folder per Secret the manifests reference, one file per
   key, ready for ``kubectl create secret generic NAME --from-file=OUT/secrets/NAME`` (and the
   platform CA once more as Strimzi's clients CA, which signs the KafkaUsers' certificates);
-* ``configmaps/swiftchain-consortium/consortium.json``: the public consortium config (a
-  ConfigMap, because nothing in it is secret);
+* ``configmaps/swiftchain-consortium/consortium.json``: the public consortium config, the
+  genesis every founder signed (a ConfigMap, because nothing in it is secret; a node refuses
+  to start from one not signed by every founder);
 * ``consortium-admin/``: the consortium admin's client TLS folder, for the ``swiftchain`` CLI
   (``--tls-dir``); it is never uploaded to the cluster;
 * ``consortium/``, ``pki/``, ``mongo/``: the sources the folders above are copied from.
@@ -19,8 +20,13 @@ by default) and copies everything again, so re-run it, then re-create the Secret
 It uses the code ``make up`` uses (``create_consortium``, the platform CA), but the
 certificates name the in-cluster Service DNS names, which the local PKI's do not.
 
-A real consortium creates each member's node key on that member's own machine and shares only
-the verifier key; this puts them side by side, as the local stack does, for one cluster.
+The consortium comes from the genesis ceremony (``services/platform/genesis_ceremony.py``),
+with this process playing every founder and service: each node key, the registrar key and the
+consent key is made by the code its holder runs with ``swiftchain consortium keygen``, the
+genesis is proposed from their public cards and signed by every founder, as ``swiftchain
+consortium genesis`` does. This one cluster runs every member's node, so its Secrets hold
+every member's key; members who keep their own keys run those commands on their own machines
+instead (docs/operations.md).
 """
 
 from __future__ import annotations
