@@ -26,7 +26,7 @@ from chain.errors import (
     SwiftchainError,
     VerificationError,
 )
-from chain.genesis import genesis_hash, genesis_problems
+from chain.genesis import genesis_hash, verify_genesis
 from cli.common import (
     EXIT_FAILED,
     EXIT_UNREADABLE,
@@ -293,7 +293,8 @@ def genesis_verify(
 ) -> None:
     """Verify the genesis (see ``help`` above)."""
     genesis = _read_genesis(genesis_file)
-    problems = genesis_problems(genesis)
-    if problems:
-        fail(f"{genesis_file}: not signed by every founder: " + "; ".join(problems), EXIT_FAILED)
+    try:
+        verify_genesis(genesis)
+    except VerificationError as error:
+        fail(f"{genesis_file}: {error}", EXIT_FAILED)
     stdout().print(Text(f"OK {_summary(genesis)}"), soft_wrap=True)
