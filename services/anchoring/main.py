@@ -116,7 +116,11 @@ def main() -> None:
         reported: set[str] = set()  # entries Kafka refused, reported once each
         while not stop.wait(RESEND_AFTER.total_seconds()):
             try:
-                failures = servicer.resend(lambda: store.unordered(_now() - RESEND_AFTER))
+                failures = servicer.resend(
+                    lambda: store.unordered(
+                        _now() - RESEND_AFTER, leave_out=servicer.chunks_being_ordered()
+                    )
+                )
             except Exception:  # Kafka or the database away: the entries wait in the store
                 _log.warning("resending unordered entries failed; will retry", exc_info=True)
                 continue

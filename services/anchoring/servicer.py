@@ -202,11 +202,19 @@ class AnchoringServicer(anchoring_service_pb2_grpc.AnchoringServiceServicer):
                     self._ordered_meanwhile.update(chunks)
         self._on_write()
 
+    def chunks_being_ordered(self) -> frozenset[str]:
+        """The chunks whose versions are in Kafka's hands now (:meth:`order`): a resend leaves
+        them out, so ``unordered()`` need not even read their versions."""
+        with self._ordering_lock:
+            return frozenset(self._ordering_chunks)
+
     def resend(self, unordered: Callable[[], Sequence[RecordVersion]]) -> list[ResendFailure]:
         """Order again the stored versions that Kafka never acknowledged (a crash, or Kafka
         away), as ``unordered()`` reads them from the store, except those of chunks that are
         being ordered, or were ordered while the store was read: resending those would only put
         duplicates in the ordering topic, which every node must then look up and skip.
+        (``unordered()`` may itself leave out the :meth:`chunks_being_ordered` when it is
+        called: they are among those skipped.)
 
         One chunk (one anchoring call) is sent at a time, and a chunk Kafka refuses is sent
         again entry by entry, so that an entry that cannot be sent (one stored before entries

@@ -16,15 +16,30 @@ v1 does not isolate two updates of one document (see :mod:`services.platform.out
 update of a chunk, with the read it is computed from, holds that chunk's
 :func:`~services.platform.outbox.document_lock`; without it the relay's removal overwrote seals
 recorded meanwhile, and their RecordSealed events were never sent.
+
+A chunk document is a few hundred KB that FerretDB v1 decodes whole on every read, a projection
+and an ``_id`` lookup included (~60-90 ms of its CPU at 1,000 versions). So the store does not
+read one to learn what it wrote itself: it remembers, of the chunks it stored, those not yet
+recorded as ordered (their version ids, for :meth:`VersionStore.set_ordered` and
+:meth:`VersionStore.unordered`) and those not yet recorded as settled (which versions are, for
+:meth:`VersionStore.set_log_state`); a chunk it does not know (a previous process's) is read as
+before. Finding the chunks Kafka never acknowledged, every few seconds, is a filter FerretDB v1
+answers by decoding every chunk document, kept for ever: :meth:`VersionStore.unordered` reads
+the collection only at its first look (what a previous process left) and every
+:data:`UNORDERED_SWEEP_SECONDS` after. What the store remembers is right as long as it is the
+only writer of its chunks, which the chunk locks already assume (each service runs as one
+replica).
 """
 
 from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -192,6 +207,91 @@ def _find_by_ids(
 
 #: Settled versions a store keeps in memory by default (about 1 KB each).
 SETTLED_CACHE_SIZE = 100_000
+#: How often :meth:`VersionStore.unordered` reads every chunk document (in between, only the
+#: chunks this store stored and has not seen ordered).
+UNORDERED_SWEEP_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class _UnorderedChunk:
+    anchored_time: datetime
+    version_ids: tuple[str, ...]
+
+
+class _UnorderedChunks:
+    """The chunks known to be stored with ``ordered`` false, by id: what the store inserted or
+    a sweep found, until the store records one as ordered or deletes it."""
+
+    def __init__(self) -> None:
+        self._chunks: dict[str, _UnorderedChunk] = {}
+        self._lock = threading.Lock()
+        self._sweeps = 0
+        # Chunks forgotten while a sweep reads the collection: what it read of them is stale.
+        self._forgotten: set[str] = set()
+
+    def put(self, chunk_id: str, anchored_time: datetime, version_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._chunks[chunk_id] = _UnorderedChunk(anchored_time, tuple(version_ids))
+
+    def get(self, chunk_id: str) -> _UnorderedChunk | None:
+        with self._lock:
+            return self._chunks.get(chunk_id)
+
+    def forget(self, chunk_id: str) -> None:
+        with self._lock:
+            self._chunks.pop(chunk_id, None)
+            if self._sweeps:
+                self._forgotten.add(chunk_id)
+
+    @contextmanager
+    def sweep(self) -> Iterator[dict[str, _UnorderedChunk]]:
+        """Around a read of every unordered chunk: fill the dict yielded with what was read;
+        the chunks in it are then known, except those forgotten meanwhile."""
+        found: dict[str, _UnorderedChunk] = {}
+        with self._lock:
+            self._sweeps += 1
+        try:
+            yield found
+        finally:
+            with self._lock:
+                for chunk_id, chunk in found.items():
+                    if chunk_id not in self._forgotten:
+                        self._chunks.setdefault(chunk_id, chunk)
+                self._sweeps -= 1
+                if not self._sweeps:
+                    self._forgotten.clear()
+
+    def older_than(self, moment: datetime) -> dict[str, _UnorderedChunk]:
+        with self._lock:
+            return {i: c for i, c in self._chunks.items() if c.anchored_time < moment}
+
+
+@dataclass
+class _Progress:
+    versions: int
+    settled: set[str]
+
+
+class _ChunkProgress:
+    """Of each chunk the store knows and has not recorded as settled: how many versions it
+    holds and the entry ids among them that are sealed or rejected, as stored."""
+
+    def __init__(self) -> None:
+        self._chunks: dict[str, _Progress] = {}
+        self._lock = threading.Lock()
+
+    def put(self, chunk_id: str, versions: int, settled: set[str]) -> None:
+        with self._lock:
+            self._chunks[chunk_id] = _Progress(versions, settled)
+
+    def get(self, chunk_id: str) -> _Progress | None:
+        with self._lock:
+            known = self._chunks.get(chunk_id)
+            return None if known is None else _Progress(known.versions, set(known.settled))
+
+    def forget(self, chunk_id: str) -> None:
+        with self._lock:
+            self._chunks.pop(chunk_id, None)
 
 
 class _SettledVersions:
@@ -230,8 +330,16 @@ class _SettledVersions:
 class VersionStore:
     """The domain's VersionStore on mongoengine/pymongo (connection alias ``anchoring``)."""
 
-    def __init__(self, settled_cache_size: int = SETTLED_CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        settled_cache_size: int = SETTLED_CACHE_SIZE,
+        unordered_sweep_seconds: float = UNORDERED_SWEEP_SECONDS,
+    ) -> None:
         self._settled = _SettledVersions(settled_cache_size)
+        self._unordered = _UnorderedChunks()
+        self._progress = _ChunkProgress()
+        self._sweep_seconds = unordered_sweep_seconds
+        self._next_sweep: float | None = None  # None: the next look reads every chunk
 
     @staticmethod
     def _versions() -> Any:
@@ -277,12 +385,13 @@ class VersionStore:
         chunks: dict[str, list[str]] = {}
         for version in versions:
             chunks.setdefault(version.chunk_id, []).append(version_id(*version.key))
+        anchored_time = versions[0].anchored_time
         ChunkDoc._get_collection().insert_many(
             [
                 {
                     "_id": chunk_id,
                     "version_ids": ids,
-                    "anchored_time": versions[0].anchored_time,
+                    "anchored_time": anchored_time,
                     "ordered": False,
                     "offsets": {},
                     "sealed": {},
@@ -295,6 +404,9 @@ class VersionStore:
                 for chunk_id, ids in chunks.items()
             ]
         )
+        for chunk_id, ids in chunks.items():
+            self._unordered.put(chunk_id, anchored_time, ids)
+            self._progress.put(chunk_id, len(ids), set())
         try:
             self._versions().insert_many([_to_raw(v) for v in versions], ordered=False)
         except BulkWriteError as error:
@@ -325,8 +437,12 @@ class VersionStore:
                     ChunkDoc._get_collection().update_one(
                         {"_id": chunk_id}, {"$set": {"version_ids": mine}}
                     )
+                    self._unordered.put(chunk_id, anchored_time, mine)
+                    self._progress.put(chunk_id, len(mine), set())
                 else:
                     ChunkDoc._get_collection().delete_one({"_id": chunk_id})
+                    self._unordered.forget(chunk_id)
+                    self._progress.forget(chunk_id)
         return self._load(_find_by_ids(self._versions(), duplicates))
 
     def set_ordered(
@@ -346,8 +462,7 @@ class VersionStore:
                 for v, _ in items
             }
             with _chunk_lock(chunk_id):
-                chunk = chunks.find_one({"_id": chunk_id}, {"version_ids": 1})
-                complete = chunk is not None and len(chunk["version_ids"]) <= len(items)
+                complete = len(self._version_ids(chunk_id)) <= len(items)
                 chunks.update_one(
                     {"_id": chunk_id},
                     {
@@ -359,20 +474,52 @@ class VersionStore:
                         "$push": {"outbox": {"$each": [e.SerializeToString() for _, e in items]}},
                     },
                 )
+                if complete:
+                    self._unordered.forget(chunk_id)
             mark_pending(ChunkDoc, chunk_id)
 
-    def unordered(self, older_than: datetime) -> list[RecordVersion]:
-        """Versions of chunks stored before ``older_than`` that Kafka never acknowledged."""
+    def _version_ids(self, chunk_id: str) -> Sequence[str]:
+        """The version ids of a chunk: from memory while it is known unordered (a chunk
+        document is a few hundred KB that FerretDB v1 decodes on every read), else stored
+        (none if it is gone)."""
+        known = self._unordered.get(chunk_id)
+        if known is not None:
+            return known.version_ids
+        chunk = ChunkDoc._get_collection().find_one({"_id": chunk_id}, {"version_ids": 1})
+        return [] if chunk is None else list(chunk["version_ids"])
+
+    def unordered(
+        self, older_than: datetime, leave_out: Collection[str] = ()
+    ) -> list[RecordVersion]:
+        """Versions of chunks stored before ``older_than`` that Kafka never acknowledged,
+        except those of the chunks in ``leave_out`` (being ordered now: their versions are not
+        read). Every chunk document is read at the first call and every
+        :data:`UNORDERED_SWEEP_SECONDS`; in between, only the chunks this store knows unordered
+        are looked at."""
         ids: list[str] = []
-        for chunk in ChunkDoc._get_collection().find(
-            {"ordered": False, "anchored_time": {"$lt": older_than}}, {"version_ids": 1}
-        ):
-            ids.extend(chunk["version_ids"])
+        for chunk_id, chunk in self._unordered_chunks(older_than).items():
+            if chunk_id not in leave_out:
+                ids.extend(chunk.version_ids)
         if not ids:
             return []
         return [
             v for v in self._load(_find_by_ids(self._versions(), ids)) if v.ordering_offset is None
         ]
+
+    def _unordered_chunks(self, older_than: datetime) -> dict[str, _UnorderedChunk]:
+        """The unordered chunks stored before ``older_than``: after reading every chunk
+        document if a sweep is due (see :meth:`unordered`), else as this store knows them."""
+        now = time.monotonic()
+        if self._next_sweep is None or now >= self._next_sweep:
+            with self._unordered.sweep() as found:
+                for chunk in ChunkDoc._get_collection().find(
+                    {"ordered": False}, {"version_ids": 1, "anchored_time": 1}
+                ):
+                    found[chunk["_id"]] = _UnorderedChunk(
+                        as_utc(chunk["anchored_time"]), tuple(chunk["version_ids"])
+                    )
+            self._next_sweep = now + self._sweep_seconds
+        return self._unordered.older_than(older_than)
 
     def by_entry(self, entry_id: str) -> RecordVersion | None:
         """The version anchored by ``entry_id`` (from memory once it is settled)."""
@@ -387,13 +534,22 @@ class VersionStore:
         return found[0] if found else None
 
     def of_record(self, organization_id: str, record_id: str) -> list[RecordVersion]:
-        """Every version of a record, oldest first."""
-        cursor = (
-            self._versions()
-            .find({"organization_id": organization_id, "record_id": record_id})
-            .sort("_id", 1)
-        )
-        return self._load(cursor)
+        """Every version of a record, oldest first. The domain numbers a record's versions
+        from 1 without gaps, so they are read by ``_id``, a batch at a time, up to the first
+        missing one: a filter on the record's fields is one FerretDB v1 answers by decoding
+        every version of every record (seconds, once a hospital has anchored thousands)."""
+        found: list[RecordVersion] = []
+        batch = 8
+        while True:
+            first = len(found) + 1
+            keys = [(organization_id, record_id, n) for n in range(first, first + batch)]
+            stored = self.get_many(keys)
+            for key in keys:
+                version = stored.get(key)
+                if version is None:
+                    return found
+                found.append(version)
+            batch = min(2 * batch, _POINT_READS)
 
     def set_log_state(
         self, versions: Sequence[RecordVersion], events: Sequence[events_pb2.EventEnvelope]
@@ -422,13 +578,12 @@ class VersionStore:
                 if v.deadline_missed:
                     facts[f"missed.{v.entry_id}"] = True
             with _chunk_lock(chunk_id):
-                chunk = chunks.find_one(
-                    {"_id": chunk_id}, {"version_ids": 1, "sealed": 1, "rejected": 1}
-                )
-                if chunk is not None:
-                    settled = {*(chunk.get("sealed") or {}), *(chunk.get("rejected") or {})}
-                    settled |= {k.split(".", 1)[1] for k in facts if not k.startswith("missed.")}
-                    if len(settled) >= len(chunk["version_ids"]):
+                progress = self._progress.get(chunk_id) or self._stored_progress(chunk_id)
+                if progress is not None:
+                    progress.settled |= {
+                        k.split(".", 1)[1] for k in facts if not k.startswith("missed.")
+                    }
+                    if len(progress.settled) >= progress.versions:
                         facts["settled"] = True
                 chunks.update_one(
                     {"_id": chunk_id},
@@ -437,8 +592,24 @@ class VersionStore:
                         "$push": {"outbox": {"$each": events_by_chunk.get(chunk_id, [])}},
                     },
                 )
+                if progress is None or facts.get("settled"):
+                    self._progress.forget(chunk_id)
+                else:
+                    self._progress.put(chunk_id, progress.versions, progress.settled)
             mark_pending(ChunkDoc, chunk_id)
             self._settled.put(members)
+
+    @staticmethod
+    def _stored_progress(chunk_id: str) -> _Progress | None:
+        """A chunk's progress as stored (for a chunk this store did not insert), or None if it
+        is gone."""
+        chunk = ChunkDoc._get_collection().find_one(
+            {"_id": chunk_id}, {"version_ids": 1, "sealed": 1, "rejected": 1}
+        )
+        if chunk is None:
+            return None
+        settled = {*(chunk.get("sealed") or {}), *(chunk.get("rejected") or {})}
+        return _Progress(len(chunk["version_ids"]), settled)
 
     def unsettled(self) -> list[RecordVersion]:
         """Versions neither sealed nor rejected."""
