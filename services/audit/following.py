@@ -21,7 +21,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from services.audit.domain import AuditBook, TrailFilterSpec, TrailRecord
@@ -196,6 +196,4 @@ def read_trail(book: AuditBook, caller: Caller, spec: TrailFilterSpec) -> list[T
 def recent(spec: TrailFilterSpec, since: datetime) -> TrailFilterSpec:
     """``spec`` narrowed to items at or after ``since``."""
     start = since if spec.start_time is None else max(since, spec.start_time)
-    return TrailFilterSpec(
-        spec.patient_subject_id, spec.organization_id, start, spec.end_time, spec.kinds
-    )
+    return replace(spec, start_time=start)

@@ -171,10 +171,10 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
                     break
             while follower is not None and not self._stopping.is_set():
                 handed = await follower.next(_STOP_CHECK)
+                # A look reads from its clock less the look-back; twice that covers any look
+                # whose items were dropped, and anything a look may still hand again.
+                since = self._clock() - 2 * FOLLOW_LOOKBACK
                 if handed.fell_behind:
-                    # A look reads from its clock less the look-back; twice that covers any
-                    # look whose items were dropped.
-                    since = self._clock() - 2 * FOLLOW_LOOKBACK
                     items = await run_blocking(read_trail, self._book, caller, recent(spec, since))
                 elif handed.items:
                     items = await run_blocking(self._book.shown_to, caller, spec, handed.items)
@@ -183,7 +183,7 @@ class AuditServicer(audit_service_pb2_grpc.AuditServiceServicer):
                 for item in items:
                     if sent.add(item):
                         yield pb.StreamTrailResponse(item=trail_item(item))
-                sent.forget_before(self._clock() - 2 * FOLLOW_LOOKBACK)
+                sent.forget_before(since)
         finally:
             if follower is not None:
                 self._changes.unfollow(follower)
