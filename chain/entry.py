@@ -37,6 +37,7 @@ from chain.limits import (
     shown,
     time_in_range,
 )
+from chain.note import new_verifier
 from chain.proof_build import inclusion_proof, tree_root
 from chain.tiles import MemoryHashStore
 from swiftchain.chain.v1 import entry_pb2
@@ -56,6 +57,7 @@ KIND_NAMES: dict[int, str] = {
     common_pb2.ENTRY_KIND_RECORD: "RECORD",
     common_pb2.ENTRY_KIND_CONSENT: "CONSENT",
     common_pb2.ENTRY_KIND_ACCESS: "ACCESS",
+    common_pb2.ENTRY_KIND_MEMBERSHIP: "MEMBERSHIP",
 }
 KINDS_BY_NAME: dict[str, int] = {name: kind for kind, name in KIND_NAMES.items()}
 _DETAIL_FOR_KIND: dict[int, str] = {
@@ -63,7 +65,13 @@ _DETAIL_FOR_KIND: dict[int, str] = {
     common_pb2.ENTRY_KIND_RECORD: "record",
     common_pb2.ENTRY_KIND_CONSENT: "consent",
     common_pb2.ENTRY_KIND_ACCESS: "access",
+    common_pb2.ENTRY_KIND_MEMBERSHIP: "membership",
 }
+# What a key registered on the log may sign: members sign MEMBERSHIP entries with their own
+# member keys, never with a KEY-registered key.
+_KEY_SIGNABLE_KINDS = frozenset(KIND_NAMES) - {common_pb2.ENTRY_KIND_MEMBERSHIP}
+# Entries about parties of the consortium rather than a patient: no subject tag.
+_NO_SUBJECT_KINDS = frozenset((common_pb2.ENTRY_KIND_KEY, common_pb2.ENTRY_KIND_MEMBERSHIP))
 
 # Known values of the body's enums (proto3 enums are open: an unknown number parses as itself).
 # A value added to the proto is a protocol upgrade, like a new field.
@@ -78,6 +86,9 @@ _DIRECTIVE_TYPES = frozenset(entry_pb2.DirectiveType.values()) - {0}
 _DIRECTIVE_STATUSES = frozenset(entry_pb2.DirectiveStatus.values()) - {0}
 _ACCESS_DECISIONS = frozenset(common_pb2.AccessDecision.values()) - {0}
 _REFERENCE_KINDS = frozenset(entry_pb2.ReferenceKind.values()) - {0}
+_MEMBER_ROLES = frozenset(entry_pb2.MemberRole.values()) - {0}
+#: The longest a membership proposal stays open, in log entries.
+MAX_PROPOSAL_LIFETIME = 1 << 40
 # Each access reason implies its decision (common.proto, AccessReason).
 _DECISION_FOR_REASON = {
     common_pb2.ACCESS_REASON_PERMITTED: common_pb2.ACCESS_DECISION_PERMIT,
@@ -327,7 +338,7 @@ class ParsedEntry:
 
     @property
     def kind_name(self) -> str:
-        """KEY, RECORD, CONSENT or ACCESS."""
+        """KEY, RECORD, CONSENT, ACCESS or MEMBERSHIP."""
         return KIND_NAMES[self.kind]
 
 
@@ -442,12 +453,12 @@ def _check_key_detail(body: entry_pb2.EntryBody) -> Message:
     # An empty list is allowed: a key that signs nothing on the log (a regulator's, an app
     # operator's) is registered so that its validity at any position is provable all the same.
     allowed = detail.allowed_kinds
-    if len(allowed) > len(KIND_NAMES):
+    if len(allowed) > len(_KEY_SIGNABLE_KINDS):
         raise InvalidInputError(
-            f"expected at most {len(KIND_NAMES)} allowed entry kinds, got {len(allowed)}"
+            f"expected at most {len(_KEY_SIGNABLE_KINDS)} allowed entry kinds, got {len(allowed)}"
         )
     for kind in allowed:
-        if kind not in KIND_NAMES:
+        if kind not in _KEY_SIGNABLE_KINDS:
             raise InvalidInputError(f"expected known allowed entry kinds, got {kind}")
     if (action == entry_pb2.KEY_ACTION_ROTATE) != bool(replaces):
         raise InvalidInputError("expected replaces_key_id on ROTATE and only on ROTATE")
@@ -562,12 +573,88 @@ def _check_access_detail(body: entry_pb2.EntryBody) -> Message:
     return detail
 
 
+def _no_unknown_fields(message: Message, what: str) -> None:
+    if len(UnknownFieldSet(message)):
+        raise _unknown_fields_error(message, what)
+
+
+def _check_member_key(verifier_key: str, name: str) -> None:
+    """That ``verifier_key`` is a signed-note Ed25519 verifier key named ``name``."""
+    try:
+        verifier = new_verifier(verifier_key)
+    except InvalidInputError as error:
+        raise InvalidInputError(f"expected a member's verifier key, got: {error}") from None
+    if verifier.name != name:
+        raise InvalidInputError(
+            f"expected the verifier key to be named {shown(name)}, got {shown(verifier.name)}"
+        )
+    if is_small_order_public_key(verifier.public_key):
+        raise InvalidInputError(SMALL_ORDER_KEY_MESSAGE)
+
+
+def _check_membership_change(change: entry_pb2.MembershipChange) -> None:
+    _no_unknown_fields(change, "membership change")
+    which = change.WhichOneof("change")
+    if which is None:
+        raise InvalidInputError("expected a membership change, got none")
+    inner: Message = getattr(change, which)
+    _no_unknown_fields(inner, f"membership change {which}")
+    if which == "change_quorum":
+        if change.change_quorum.quorum < 1:
+            raise InvalidInputError("expected a quorum >= 1, got 0")
+        return
+    if which == "admit_member":
+        name = change.admit_member.name
+    elif which == "remove_member":
+        name = change.remove_member.name
+    else:
+        name = change.replace_member_key.name
+    if not _is_party_id(name):
+        raise _bad_party_id("a member name", name)
+    if which == "admit_member":
+        admit = change.admit_member
+        if admit.role not in _MEMBER_ROLES:
+            raise InvalidInputError(f"expected a known member role, got {admit.role}")
+        _check_member_key(admit.verifier_key, name)
+    elif which == "replace_member_key":
+        _check_member_key(change.replace_member_key.verifier_key, name)
+
+
+def _check_membership_detail(body: entry_pb2.EntryBody) -> Message:
+    detail = body.membership
+    action = detail.WhichOneof("action")
+    if action == "proposal":
+        proposal = detail.proposal
+        _no_unknown_fields(proposal, "membership proposal")
+        if not _is_uuid(proposal.proposal_id):
+            raise InvalidInputError(
+                f"expected a proposal id as a lower-case UUID v4, got {shown(proposal.proposal_id)}"
+            )
+        if not 1 <= proposal.lifetime_entries <= MAX_PROPOSAL_LIFETIME:
+            raise InvalidInputError(
+                f"expected a proposal lifetime of 1 to 2^40 entries, "
+                f"got {proposal.lifetime_entries}"
+            )
+        _check_membership_change(proposal.change)
+    elif action == "approval":
+        approval = detail.approval
+        _no_unknown_fields(approval, "membership approval")
+        if not _is_uuid(approval.proposal_id):
+            raise InvalidInputError(
+                f"expected a proposal id as a lower-case UUID v4, got {shown(approval.proposal_id)}"
+            )
+    else:
+        raise InvalidInputError("expected a membership proposal or approval, got neither")
+    return detail
+
+
 # Each checks its detail's own rules and returns the detail message.
 _DETAIL_CHECKS: dict[str, Callable[[entry_pb2.EntryBody], Message]] = {
     "key": _check_key_detail,
     "record": _check_record_detail,
     "consent": _check_consent_detail,
     "access": _check_access_detail,
+    "membership": _check_membership_detail,
 }
 
 
@@ -601,9 +688,11 @@ def _check_body(body: entry_pb2.EntryBody) -> tuple[str, int, str]:
         raise InvalidInputError(f"expected {TIME_RANGE_TEXT}, got seconds {seconds}, nanos {nanos}")
     _exact(body.commitment, HASH_SIZE, "a commitment")
     subject_tag = body.subject_tag
-    if kind == common_pb2.ENTRY_KIND_KEY:
+    if kind in _NO_SUBJECT_KINDS:
         if subject_tag:
-            raise InvalidInputError("expected no subject tag on a KEY entry, got one")
+            raise InvalidInputError(
+                f"expected no subject tag on a {KIND_NAMES[kind]} entry, got one"
+            )
     else:
         _exact(subject_tag, HASH_SIZE, "a subject tag")
     references = body.references
@@ -636,6 +725,19 @@ def _check_body(body: entry_pb2.EntryBody) -> tuple[str, int, str]:
     return entry_id, kind, submitter_id
 
 
+def _check_membership_auth(key_id: str, batch_size: int, submitter_id: str) -> None:
+    """A member signs its votes one by one, under its own name (see ``MembershipDetail``)."""
+    if batch_size:
+        raise InvalidInputError(
+            "expected a single-entry signature on a MEMBERSHIP entry, got batch authentication"
+        )
+    if key_id != submitter_id:
+        raise InvalidInputError(
+            f"expected a MEMBERSHIP entry's key id to be its submitter {shown(submitter_id)}, "
+            f"got {shown(key_id)}"
+        )
+
+
 def parse_entry(raw: bytes) -> ParsedEntry:
     """Parse and check an entry's bytes; raise :class:`InvalidInputError` saying what is wrong
     (:class:`EntryTooLargeError` for more than :data:`chain.limits.MAX_ENTRY_BYTES`)."""
@@ -664,6 +766,8 @@ def parse_entry(raw: bytes) -> ParsedEntry:
     if len(UnknownFieldSet(body)):
         raise _unknown_fields_error(body, "entry body")
     entry_id, kind, submitter_id = _check_body(body)
+    if kind == common_pb2.ENTRY_KIND_MEMBERSHIP:
+        _check_membership_auth(key_id, size, submitter_id)
     return ParsedEntry(
         bytes(raw),
         body_bytes,

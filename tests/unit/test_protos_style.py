@@ -335,4 +335,5 @@ def test_entry_auth_and_detail_are_oneofs() -> None:
         "record",
         "consent",
         "access",
+        "membership",
     ]

@@ -291,7 +291,7 @@ def _with_id(entry_id: str) -> bytes:
 
 
 def test_kind_tables() -> None:
-    assert set(KIND_NAMES.values()) == {"KEY", "RECORD", "CONSENT", "ACCESS"}
+    assert set(KIND_NAMES.values()) == {"KEY", "RECORD", "CONSENT", "ACCESS", "MEMBERSHIP"}
     assert {KINDS_BY_NAME[name]: name for name in KINDS_BY_NAME} == KIND_NAMES
 
 

@@ -16,6 +16,8 @@ deterministic: same log prefix + same consortium config => same verdict on every
  2. `key_id` names a key that the log itself says is valid at this position (KEY entries
     before this one, genesis keys from the consortium config); the key's `allowed_kinds`
     contain `body.kind`; the key's `owner_id` equals `body.submitter_id`.
+    MEMBERSHIP entries are the exception: `key_id` names a node member at this position, and
+    its current verifier key checks the signature (see `MembershipDetail`).
  3. The authentication holds: `signature`, or `batch` (see `BatchAuth`).
  4. The body is well formed: known kind, a `detail` matching the kind, a fresh UUID
     `entry_id` never seen on the log, 32-byte `commitment`, 32-byte `subject_tag` (empty only
@@ -233,6 +235,38 @@ DIRECTIVE_STATUS_REVOKED: DirectiveStatus.ValueType  # 2
 """The directive is revoked from this version on; a revocation is itself a signed version."""
 Global___DirectiveStatus: _TypeAlias = DirectiveStatus  # noqa: Y015
 
+class _MemberRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemberRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemberRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMBER_ROLE_UNSPECIFIED: _MemberRole.ValueType  # 0
+    """Not set; never valid."""
+    MEMBER_ROLE_NODE: _MemberRole.ValueType  # 1
+    """A hospital running a chain node: it cosigns checkpoints and votes on membership. The
+    quorum counts these members only.
+    """
+    MEMBER_ROLE_REGULATOR: _MemberRole.ValueType  # 2
+    """A regulator: listed with its key so verifiers know it; neither cosigns nor votes."""
+    MEMBER_ROLE_WITNESS: _MemberRole.ValueType  # 3
+    """A witness: listed with its key so verifiers know it; neither cosigns nor votes."""
+
+class MemberRole(_MemberRole, metaclass=_MemberRoleEnumTypeWrapper):
+    """The part a member plays in the consortium."""
+
+MEMBER_ROLE_UNSPECIFIED: MemberRole.ValueType  # 0
+"""Not set; never valid."""
+MEMBER_ROLE_NODE: MemberRole.ValueType  # 1
+"""A hospital running a chain node: it cosigns checkpoints and votes on membership. The
+quorum counts these members only.
+"""
+MEMBER_ROLE_REGULATOR: MemberRole.ValueType  # 2
+"""A regulator: listed with its key so verifiers know it; neither cosigns nor votes."""
+MEMBER_ROLE_WITNESS: MemberRole.ValueType  # 3
+"""A witness: listed with its key so verifiers know it; neither cosigns nor votes."""
+Global___MemberRole: _TypeAlias = MemberRole  # noqa: Y015
+
 class _RejectionReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -267,6 +301,20 @@ class _RejectionReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Rejec
     """
     REJECTION_REASON_CLOCK_SKEW: _RejectionReason.ValueType  # 11
     """The body's time is further from the Kafka append time than the consortium allows."""
+    REJECTION_REASON_MEMBERSHIP_NOT_A_MEMBER: _RejectionReason.ValueType  # 12
+    """A MEMBERSHIP entry's signer is not a node member at this position."""
+    REJECTION_REASON_MEMBERSHIP_CONFLICT: _RejectionReason.ValueType  # 13
+    """A MEMBERSHIP proposal reuses a proposal id, or its change does not apply to the member set
+    at this position (a name admitted twice, an unknown member, a quorum out of range).
+    """
+    REJECTION_REASON_MEMBERSHIP_UNKNOWN_PROPOSAL: _RejectionReason.ValueType  # 14
+    """A MEMBERSHIP approval names no proposal on the log."""
+    REJECTION_REASON_MEMBERSHIP_PROPOSAL_EXPIRED: _RejectionReason.ValueType  # 15
+    """A MEMBERSHIP approval comes after its proposal's lifetime."""
+    REJECTION_REASON_MEMBERSHIP_PROPOSAL_CLOSED: _RejectionReason.ValueType  # 16
+    """A MEMBERSHIP approval of a proposal that took effect already."""
+    REJECTION_REASON_MEMBERSHIP_DUPLICATE_APPROVAL: _RejectionReason.ValueType  # 17
+    """A second approval of one proposal by the same member."""
 
 class RejectionReason(_RejectionReason, metaclass=_RejectionReasonEnumTypeWrapper):
     """Why a node rejected an entry. Every node reaches the same reason for the same entry."""
@@ -299,6 +347,20 @@ valid, owner mismatch).
 """
 REJECTION_REASON_CLOCK_SKEW: RejectionReason.ValueType  # 11
 """The body's time is further from the Kafka append time than the consortium allows."""
+REJECTION_REASON_MEMBERSHIP_NOT_A_MEMBER: RejectionReason.ValueType  # 12
+"""A MEMBERSHIP entry's signer is not a node member at this position."""
+REJECTION_REASON_MEMBERSHIP_CONFLICT: RejectionReason.ValueType  # 13
+"""A MEMBERSHIP proposal reuses a proposal id, or its change does not apply to the member set
+at this position (a name admitted twice, an unknown member, a quorum out of range).
+"""
+REJECTION_REASON_MEMBERSHIP_UNKNOWN_PROPOSAL: RejectionReason.ValueType  # 14
+"""A MEMBERSHIP approval names no proposal on the log."""
+REJECTION_REASON_MEMBERSHIP_PROPOSAL_EXPIRED: RejectionReason.ValueType  # 15
+"""A MEMBERSHIP approval comes after its proposal's lifetime."""
+REJECTION_REASON_MEMBERSHIP_PROPOSAL_CLOSED: RejectionReason.ValueType  # 16
+"""A MEMBERSHIP approval of a proposal that took effect already."""
+REJECTION_REASON_MEMBERSHIP_DUPLICATE_APPROVAL: RejectionReason.ValueType  # 17
+"""A second approval of one proposal by the same member."""
 Global___RejectionReason: _TypeAlias = RejectionReason  # noqa: Y015
 
 @_typing.final
@@ -423,6 +485,7 @@ class EntryBody(_message.Message):
     RECORD_FIELD_NUMBER: _builtins.int
     CONSENT_FIELD_NUMBER: _builtins.int
     ACCESS_FIELD_NUMBER: _builtins.int
+    MEMBERSHIP_FIELD_NUMBER: _builtins.int
     entry_id: _builtins.str
     """A fresh random UUID (version 4) as lower-case text; unique on the log for ever. A node
     rejects an entry whose id it has seen before, which also makes resubmission idempotent.
@@ -444,7 +507,8 @@ class EntryBody(_message.Message):
     subject_tag: _builtins.bytes
     """32 bytes: HMAC-SHA256(key = consortium tag key, msg = the patient's subject id as UTF-8).
     Members and regulators can find every entry about one patient; anyone else who mirrors the
-    log cannot. Empty for KEY entries, which are about organizations and services.
+    log cannot. Empty for KEY and MEMBERSHIP entries, which are about organizations, services
+    and members.
     """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
@@ -472,6 +536,10 @@ class EntryBody(_message.Message):
     def access(self) -> Global___AccessDetail:
         """For `ENTRY_KIND_ACCESS`."""
 
+    @_builtins.property
+    def membership(self) -> Global___MembershipDetail:
+        """For `ENTRY_KIND_MEMBERSHIP`."""
+
     def __init__(
         self,
         *,
@@ -486,12 +554,13 @@ class EntryBody(_message.Message):
         record: Global___RecordDetail | None = ...,
         consent: Global___ConsentDetail | None = ...,
         access: Global___AccessDetail | None = ...,
+        membership: Global___MembershipDetail | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "consent", b"consent", "detail", b"detail", "key", b"key", "record", b"record", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "consent", b"consent", "detail", b"detail", "key", b"key", "membership", b"membership", "record", b"record", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "commitment", b"commitment", "consent", b"consent", "detail", b"detail", "entry_id", b"entry_id", "key", b"key", "kind", b"kind", "record", b"record", "references", b"references", "subject_tag", b"subject_tag", "submitter_id", b"submitter_id", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "commitment", b"commitment", "consent", b"consent", "detail", b"detail", "entry_id", b"entry_id", "key", b"key", "kind", b"kind", "membership", b"membership", "record", b"record", "references", b"references", "subject_tag", b"subject_tag", "submitter_id", b"submitter_id", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["key", "record", "consent", "access"]  # noqa: Y015
+    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["key", "record", "consent", "access", "membership"]  # noqa: Y015
     _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_detail) -> _WhichOneofReturnType_detail | None: ...
 
@@ -742,3 +811,262 @@ class AccessDetail(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AccessDetail: _TypeAlias = AccessDetail  # noqa: Y015
+
+@_typing.final
+class AdmitMember(_message.Message):
+    """Admit a new member."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERIFIER_KEY_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The member's name: an organization id (`[a-z0-9][a-z0-9-]{0,62}`) not held by a member at
+    the position where the change takes effect.
+    """
+    verifier_key: _builtins.str
+    """The member's signed-note verifier key (`name+hash+base64(0x01 || 32-byte Ed25519 key)`),
+    named `name`. Its key signs the member's checkpoint cosignatures and MEMBERSHIP entries.
+    """
+    role: Global___MemberRole.ValueType
+    """What the member does."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        verifier_key: _builtins.str = ...,
+        role: Global___MemberRole.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "role", b"role", "verifier_key", b"verifier_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdmitMember: _TypeAlias = AdmitMember  # noqa: Y015
+
+@_typing.final
+class RemoveMember(_message.Message):
+    """Remove a member. The last node members cannot be removed below the quorum: lower the quorum
+    first.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The member's name."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveMember: _TypeAlias = RemoveMember  # noqa: Y015
+
+@_typing.final
+class ChangeQuorum(_message.Message):
+    """Set the number of distinct node members' signatures that seal a checkpoint and that approve
+    a membership change.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    QUORUM_FIELD_NUMBER: _builtins.int
+    quorum: _builtins.int
+    """The new quorum: at least 1 and at most the number of node members."""
+    def __init__(
+        self,
+        *,
+        quorum: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["quorum", b"quorum"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChangeQuorum: _TypeAlias = ChangeQuorum  # noqa: Y015
+
+@_typing.final
+class ReplaceMemberKey(_message.Message):
+    """Replace a member's key: a routine rotation proposed by the member itself, or the recovery of
+    a lost or compromised key, proposed and approved by the other members.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERIFIER_KEY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The member's name."""
+    verifier_key: _builtins.str
+    """The new verifier key, named `name`, different from the member's current one."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        verifier_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "verifier_key", b"verifier_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplaceMemberKey: _TypeAlias = ReplaceMemberKey  # noqa: Y015
+
+@_typing.final
+class MembershipChange(_message.Message):
+    """One change of the member set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADMIT_MEMBER_FIELD_NUMBER: _builtins.int
+    REMOVE_MEMBER_FIELD_NUMBER: _builtins.int
+    CHANGE_QUORUM_FIELD_NUMBER: _builtins.int
+    REPLACE_MEMBER_KEY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def admit_member(self) -> Global___AdmitMember:
+        """Admit a member."""
+
+    @_builtins.property
+    def remove_member(self) -> Global___RemoveMember:
+        """Remove a member."""
+
+    @_builtins.property
+    def change_quorum(self) -> Global___ChangeQuorum:
+        """Change the quorum."""
+
+    @_builtins.property
+    def replace_member_key(self) -> Global___ReplaceMemberKey:
+        """Replace a member's key."""
+
+    def __init__(
+        self,
+        *,
+        admit_member: Global___AdmitMember | None = ...,
+        remove_member: Global___RemoveMember | None = ...,
+        change_quorum: Global___ChangeQuorum | None = ...,
+        replace_member_key: Global___ReplaceMemberKey | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["admit_member", b"admit_member", "change", b"change", "change_quorum", b"change_quorum", "remove_member", b"remove_member", "replace_member_key", b"replace_member_key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admit_member", b"admit_member", "change", b"change", "change_quorum", b"change_quorum", "remove_member", b"remove_member", "replace_member_key", b"replace_member_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["admit_member", "remove_member", "change_quorum", "replace_member_key"]  # noqa: Y015
+    _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
+
+Global___MembershipChange: _TypeAlias = MembershipChange  # noqa: Y015
+
+@_typing.final
+class MembershipProposal(_message.Message):
+    """A proposed change. The proposal counts as its proposer's approval."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    LIFETIME_ENTRIES_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.str
+    """A fresh random UUID (version 4) as lower-case text, never used by an earlier proposal."""
+    lifetime_entries: _builtins.int
+    """How long the proposal stays open, in log entries: approvals at leaf indexes up to the
+    proposal's own leaf index plus this many are counted; later ones are rejected. From 1 to
+    2^40. A log position, not a time, so that every node and every offline verifier decides
+    alike from the log alone.
+    """
+    @_builtins.property
+    def change(self) -> Global___MembershipChange:
+        """What changes."""
+
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.str = ...,
+        change: Global___MembershipChange | None = ...,
+        lifetime_entries: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "lifetime_entries", b"lifetime_entries", "proposal_id", b"proposal_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MembershipProposal: _TypeAlias = MembershipProposal  # noqa: Y015
+
+@_typing.final
+class MembershipApproval(_message.Message):
+    """An approval of an open proposal."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.str
+    """The proposal approved."""
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["proposal_id", b"proposal_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MembershipApproval: _TypeAlias = MembershipApproval  # noqa: Y015
+
+@_typing.final
+class MembershipDetail(_message.Message):
+    """The detail of a MEMBERSHIP entry: a proposal or an approval by one voting member (a node
+    member at this position), signed with that member's own key. `EntryBody.submitter_id` and
+    `ChainEntry.key_id` are both the member's name; `ChainEntry.signature` (never batch
+    authentication) is its Ed25519 signature under the member's current verifier key. The
+    commitment is the member's to choose (e.g. over a written rationale kept off the log).
+
+    The change takes effect at the leaf index of the entry (the proposal itself, or an approval)
+    that brings the approvals by members still voting at that position to the quorum of that
+    position: a checkpoint of a tree larger than that index is sealed and verified against the
+    new member set. A node rejects: a signer that is not a node member at this position
+    (MEMBERSHIP_NOT_A_MEMBER), a proposal id used before or a change that does not apply to the
+    member set here (MEMBERSHIP_CONFLICT), an approval of an unknown proposal
+    (MEMBERSHIP_UNKNOWN_PROPOSAL), of an expired one (MEMBERSHIP_PROPOSAL_EXPIRED), of one that
+    took effect already (MEMBERSHIP_PROPOSAL_CLOSED), or a second approval by the same member
+    (MEMBERSHIP_DUPLICATE_APPROVAL).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_FIELD_NUMBER: _builtins.int
+    APPROVAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def proposal(self) -> Global___MembershipProposal:
+        """A new proposal."""
+
+    @_builtins.property
+    def approval(self) -> Global___MembershipApproval:
+        """An approval of an earlier proposal."""
+
+    def __init__(
+        self,
+        *,
+        proposal: Global___MembershipProposal | None = ...,
+        approval: Global___MembershipApproval | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "proposal", b"proposal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "proposal", b"proposal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_action: _TypeAlias = _typing.Literal["proposal", "approval"]  # noqa: Y015
+    _WhichOneofArgType_action: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_action) -> _WhichOneofReturnType_action | None: ...
+
+Global___MembershipDetail: _TypeAlias = MembershipDetail  # noqa: Y015

@@ -16,6 +16,8 @@ deterministic: same log prefix + same consortium config => same verdict on every
  2. `key_id` names a key that the log itself says is valid at this position (KEY entries
     before this one, genesis keys from the consortium config); the key's `allowed_kinds`
     contain `body.kind`; the key's `owner_id` equals `body.submitter_id`.
+    MEMBERSHIP entries are the exception: `key_id` names a node member at this position, and
+    its current verifier key checks the signature (see `MembershipDetail`).
  3. The authentication holds: `signature`, or `batch` (see `BatchAuth`).
  4. The body is well formed: known kind, a `detail` matching the kind, a fresh UUID
     `entry_id` never seen on the log, 32-byte `commitment`, 32-byte `subject_tag` (empty only

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!swiftchain/common/v1/common.proto\x12\x14swiftchain.common.v1\"\xa9\x01\n\x08ProofRef\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .swiftchain.common.v1.EntryState\x12\x17\n\nleaf_index\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x1d\n\x10sealed_tree_size\x18\x04 \x01(\x04H\x01\x88\x01\x01\x42\r\n\x0b_leaf_indexB\x13\n\x11_sealed_tree_size\"\x1e\n\x0e\x45videnceBundle\x12\x0c\n\x04json\x18\x01 \x01(\t\":\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xc2\x01\n\x10OrganizationRole\x12!\n\x1dORGANIZATION_ROLE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aORGANIZATION_ROLE_HOSPITAL\x10\x01\x12\x1f\n\x1bORGANIZATION_ROLE_REGULATOR\x10\x02\x12\"\n\x1eORGANIZATION_ROLE_APP_OPERATOR\x10\x03\x12&\n\"ORGANIZATION_ROLE_CONSORTIUM_ADMIN\x10\x04*\x81\x01\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45NTRY_KIND_KEY\x10\x01\x12\x15\n\x11\x45NTRY_KIND_RECORD\x10\x02\x12\x16\n\x12\x45NTRY_KIND_CONSENT\x10\x03\x12\x15\n\x11\x45NTRY_KIND_ACCESS\x10\x04*\x8f\x01\n\nEntryState\x12\x1b\n\x17\x45NTRY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NTRY_STATE_PENDING\x10\x01\x12\x19\n\x15\x45NTRY_STATE_SEQUENCED\x10\x02\x12\x16\n\x12\x45NTRY_STATE_SEALED\x10\x03\x12\x18\n\x14\x45NTRY_STATE_REJECTED\x10\x04*\xad\x01\n\x0cRecordAction\x12\x1d\n\x19RECORD_ACTION_UNSPECIFIED\x10\x00\x12\x18\n\x14RECORD_ACTION_CREATE\x10\x01\x12\x17\n\x13RECORD_ACTION_AMEND\x10\x02\x12\x19\n\x15RECORD_ACTION_CORRECT\x10\x03\x12\x17\n\x13RECORD_ACTION_MERGE\x10\x04\x12\x17\n\x13RECORD_ACTION_ERASE\x10\x05*g\n\x0e\x41\x63\x63\x65ssDecision\x12\x1f\n\x1b\x41\x43\x43\x45SS_DECISION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41\x43\x43\x45SS_DECISION_PERMIT\x10\x01\x12\x18\n\x14\x41\x43\x43\x45SS_DECISION_DENY\x10\x02*\xde\x01\n\x0c\x41\x63\x63\x65ssReason\x12\x1d\n\x19\x41\x43\x43\x45SS_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41\x43\x43\x45SS_REASON_PERMITTED\x10\x01\x12\x1c\n\x18\x41\x43\x43\x45SS_REASON_NO_CONSENT\x10\x02\x12\x1f\n\x1b\x41\x43\x43\x45SS_REASON_EXPLICIT_DENY\x10\x03\x12\x19\n\x15\x41\x43\x43\x45SS_REASON_EXPIRED\x10\x04\x12\x19\n\x15\x41\x43\x43\x45SS_REASON_REVOKED\x10\x05\x12\x1d\n\x19\x41\x43\x43\x45SS_REASON_BREAK_GLASS\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!swiftchain/common/v1/common.proto\x12\x14swiftchain.common.v1\"\xa9\x01\n\x08ProofRef\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12/\n\x05state\x18\x02 \x01(\x0e\x32 .swiftchain.common.v1.EntryState\x12\x17\n\nleaf_index\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x1d\n\x10sealed_tree_size\x18\x04 \x01(\x04H\x01\x88\x01\x01\x42\r\n\x0b_leaf_indexB\x13\n\x11_sealed_tree_size\"\x1e\n\x0e\x45videnceBundle\x12\x0c\n\x04json\x18\x01 \x01(\t\":\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xc2\x01\n\x10OrganizationRole\x12!\n\x1dORGANIZATION_ROLE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aORGANIZATION_ROLE_HOSPITAL\x10\x01\x12\x1f\n\x1bORGANIZATION_ROLE_REGULATOR\x10\x02\x12\"\n\x1eORGANIZATION_ROLE_APP_OPERATOR\x10\x03\x12&\n\"ORGANIZATION_ROLE_CONSORTIUM_ADMIN\x10\x04*\x9c\x01\n\tEntryKind\x12\x1a\n\x16\x45NTRY_KIND_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45NTRY_KIND_KEY\x10\x01\x12\x15\n\x11\x45NTRY_KIND_RECORD\x10\x02\x12\x16\n\x12\x45NTRY_KIND_CONSENT\x10\x03\x12\x15\n\x11\x45NTRY_KIND_ACCESS\x10\x04\x12\x19\n\x15\x45NTRY_KIND_MEMBERSHIP\x10\x05*\x8f\x01\n\nEntryState\x12\x1b\n\x17\x45NTRY_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x45NTRY_STATE_PENDING\x10\x01\x12\x19\n\x15\x45NTRY_STATE_SEQUENCED\x10\x02\x12\x16\n\x12\x45NTRY_STATE_SEALED\x10\x03\x12\x18\n\x14\x45NTRY_STATE_REJECTED\x10\x04*\xad\x01\n\x0cRecordAction\x12\x1d\n\x19RECORD_ACTION_UNSPECIFIED\x10\x00\x12\x18\n\x14RECORD_ACTION_CREATE\x10\x01\x12\x17\n\x13RECORD_ACTION_AMEND\x10\x02\x12\x19\n\x15RECORD_ACTION_CORRECT\x10\x03\x12\x17\n\x13RECORD_ACTION_MERGE\x10\x04\x12\x17\n\x13RECORD_ACTION_ERASE\x10\x05*g\n\x0e\x41\x63\x63\x65ssDecision\x12\x1f\n\x1b\x41\x43\x43\x45SS_DECISION_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x41\x43\x43\x45SS_DECISION_PERMIT\x10\x01\x12\x18\n\x14\x41\x43\x43\x45SS_DECISION_DENY\x10\x02*\xde\x01\n\x0c\x41\x63\x63\x65ssReason\x12\x1d\n\x19\x41\x43\x43\x45SS_REASON_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41\x43\x43\x45SS_REASON_PERMITTED\x10\x01\x12\x1c\n\x18\x41\x43\x43\x45SS_REASON_NO_CONSENT\x10\x02\x12\x1f\n\x1b\x41\x43\x43\x45SS_REASON_EXPLICIT_DENY\x10\x03\x12\x19\n\x15\x41\x43\x43\x45SS_REASON_EXPIRED\x10\x04\x12\x19\n\x15\x41\x43\x43\x45SS_REASON_REVOKED\x10\x05\x12\x1d\n\x19\x41\x43\x43\x45SS_REASON_BREAK_GLASS\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORGANIZATIONROLE']._serialized_start=324
   _globals['_ORGANIZATIONROLE']._serialized_end=518
   _globals['_ENTRYKIND']._serialized_start=521
-  _globals['_ENTRYKIND']._serialized_end=650
-  _globals['_ENTRYSTATE']._serialized_start=653
-  _globals['_ENTRYSTATE']._serialized_end=796
-  _globals['_RECORDACTION']._serialized_start=799
-  _globals['_RECORDACTION']._serialized_end=972
-  _globals['_ACCESSDECISION']._serialized_start=974
-  _globals['_ACCESSDECISION']._serialized_end=1077
-  _globals['_ACCESSREASON']._serialized_start=1080
-  _globals['_ACCESSREASON']._serialized_end=1302
+  _globals['_ENTRYKIND']._serialized_end=677
+  _globals['_ENTRYSTATE']._serialized_start=680
+  _globals['_ENTRYSTATE']._serialized_end=823
+  _globals['_RECORDACTION']._serialized_start=826
+  _globals['_RECORDACTION']._serialized_end=999
+  _globals['_ACCESSDECISION']._serialized_start=1001
+  _globals['_ACCESSDECISION']._serialized_end=1104
+  _globals['_ACCESSREASON']._serialized_start=1107
+  _globals['_ACCESSREASON']._serialized_end=1329
   _globals['_PROOFREF']._serialized_start=60
   _globals['_PROOFREF']._serialized_end=229
   _globals['_EVIDENCEBUNDLE']._serialized_start=231

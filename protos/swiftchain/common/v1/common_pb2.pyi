@@ -97,6 +97,11 @@ class _EntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryKind.V
     """
     ENTRY_KIND_ACCESS: _EntryKind.ValueType  # 4
     """An access decision (including break-glass). Signed by the consent service."""
+    ENTRY_KIND_MEMBERSHIP: _EntryKind.ValueType  # 5
+    """A membership proposal or approval (admit or remove a member, change the quorum, replace a
+    member's key). Signed by a voting member's own key; takes effect only when a quorum of the
+    members at that log position approved it (see `swiftchain.chain.v1.MembershipDetail`).
+    """
 
 class EntryKind(_EntryKind, metaclass=_EntryKindEnumTypeWrapper):
     """The kind of a log entry (DESIGN §3.1). It decides which `EntryBody.detail` an entry carries
@@ -115,6 +120,11 @@ consent service; carries the patient's (or delegate's) own signature inside.
 """
 ENTRY_KIND_ACCESS: EntryKind.ValueType  # 4
 """An access decision (including break-glass). Signed by the consent service."""
+ENTRY_KIND_MEMBERSHIP: EntryKind.ValueType  # 5
+"""A membership proposal or approval (admit or remove a member, change the quorum, replace a
+member's key). Signed by a voting member's own key; takes effect only when a quorum of the
+members at that log position approved it (see `swiftchain.chain.v1.MembershipDetail`).
+"""
 Global___EntryKind: _TypeAlias = EntryKind  # noqa: Y015
 
 class _EntryState:
