@@ -28,6 +28,7 @@ from chain.entry import (
     parse_entry,
 )
 from chain.errors import InvalidInputError, VerificationError
+from chain.holder_signatures import holder_message, needs_holder_signature
 from chain.proof_verify import root_from_inclusion_proof
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
@@ -64,6 +65,9 @@ class KeyState:
     public_key: Ed25519PublicKey
     allowed_kinds: frozenset[int]
     valid: bool = True
+    #: The ``KeyOwnerKind`` the key was registered with; None for genesis keys, which the
+    #: consortium config names without one.
+    owner_kind: entry_pb2.KeyOwnerKind.ValueType | None = None
 
 
 class KeyRegistry:
@@ -71,6 +75,8 @@ class KeyRegistry:
 
     def __init__(self, genesis: Iterable[GenesisKey] = ()) -> None:
         self._keys: dict[str, KeyState] = {}
+        #: (signer key id, nonce) of every holder signature on the log: each is good once.
+        self._holder_nonces: set[tuple[str, bytes]] = set()
         for key in genesis:
             self._keys[key.key_id] = KeyState(
                 key_id=key.key_id,
@@ -84,7 +90,15 @@ class KeyRegistry:
         return self._keys.get(key_id)
 
     def check(self, detail: entry_pb2.KeyDetail) -> None:
-        """Raise :class:`VerificationError` if ``detail`` cannot apply at this position."""
+        """Raise :class:`VerificationError` if ``detail`` cannot apply at this position: it
+        contradicts the key state (:meth:`check_state`), or it changes a key with a holder
+        without that holder's valid signature (:meth:`check_holder`)."""
+        self.check_state(detail)
+        self.check_holder(detail)
+
+    def check_state(self, detail: entry_pb2.KeyDetail) -> None:
+        """Raise :class:`VerificationError` if ``detail`` contradicts the keys at this
+        position (a key id reused, a replaced or revoked key not valid or of another owner)."""
         current = self._keys.get(detail.key_id)
         if current is not None and detail.action in (
             entry_pb2.KEY_ACTION_REGISTER,
@@ -103,6 +117,12 @@ class KeyRegistry:
                     f"expected the rotated key to belong to {detail.owner_id!r}, "
                     f"got owner {replaced.owner_id!r}"
                 )
+            if replaced.owner_kind is not None and replaced.owner_kind != detail.owner_kind:
+                raise VerificationError(
+                    "expected the new key's owner kind to be the rotated key's "
+                    f"{entry_pb2.KeyOwnerKind.Name(replaced.owner_kind)}, got "
+                    f"{entry_pb2.KeyOwnerKind.Name(detail.owner_kind)}"
+                )
         if detail.action == entry_pb2.KEY_ACTION_REVOKE:
             if current is None or not current.valid:
                 raise VerificationError(
@@ -114,9 +134,64 @@ class KeyRegistry:
                     f"expected the revoked key to belong to {detail.owner_id!r}, "
                     f"got owner {current.owner_id!r}"
                 )
+            if current.owner_kind is not None and current.owner_kind != detail.owner_kind:
+                raise VerificationError(
+                    "expected the owner kind the revoked key was registered with, "
+                    f"{entry_pb2.KeyOwnerKind.Name(current.owner_kind)}, got "
+                    f"{entry_pb2.KeyOwnerKind.Name(detail.owner_kind)}"
+                )
+
+    def check_holder(self, detail: entry_pb2.KeyDetail) -> None:
+        """Raise :class:`VerificationError` unless ``detail`` carries the holder's consent
+        where the log requires it (:func:`chain.holder_signatures.needs_holder_signature`): a
+        signature by a key of the same owner valid here, over the holder's request for exactly
+        this change (:func:`chain.holder_signatures.holder_message`), with a nonce not used on
+        the log before. So the registrar, which signs every KEY entry, changes no holder's key
+        alone."""
+        has_holder = detail.HasField("holder_signature")
+        if not needs_holder_signature(detail.owner_kind, detail.action):
+            if has_holder:
+                holder_message(detail)  # raises: no holder signs this kind of change
+            return
+        action = entry_pb2.KeyAction.Name(detail.action).removeprefix("KEY_ACTION_")
+        if not has_holder:
+            raise VerificationError(
+                f"expected a {action} of {detail.owner_id!r}'s key to carry a signature by a key "
+                f"of {detail.owner_id!r} valid here (the holder's consent), got none: the "
+                "registrar alone cannot change a member's key"
+            )
+        holder = detail.holder_signature
+        signer = self._keys.get(holder.key_id)
+        if signer is None or not signer.valid or signer.owner_id != detail.owner_id:
+            found = (
+                "an unknown key"
+                if signer is None
+                else "a revoked or rotated key"
+                if not signer.valid
+                else f"a key of {signer.owner_id!r}"
+            )
+            raise VerificationError(
+                f"expected the holder signature by a key of {detail.owner_id!r} valid here, got "
+                f"one by {holder.key_id!r}, {found}"
+            )
+        if (holder.key_id, holder.nonce) in self._holder_nonces:
+            raise VerificationError(
+                f"expected a holder signature with a fresh nonce, got one whose nonce key "
+                f"{holder.key_id!r} used on the log before (a replay)"
+            )
+        try:
+            signer.public_key.verify(holder.signature, holder_message(detail))
+        except InvalidSignature:
+            raise VerificationError(
+                f"expected the holder signature to verify with key {holder.key_id!r} over the "
+                f"{action} request for this change, got one that does not"
+            ) from None
 
     def apply(self, detail: entry_pb2.KeyDetail) -> None:
         """Advance past an accepted KEY entry (checked with :meth:`check` first)."""
+        if detail.HasField("holder_signature"):
+            holder = detail.holder_signature
+            self._holder_nonces.add((holder.key_id, holder.nonce))
         if detail.action == entry_pb2.KEY_ACTION_REVOKE:
             self._keys[detail.key_id].valid = False
             return
@@ -127,6 +202,7 @@ class KeyRegistry:
             owner_id=detail.owner_id,
             public_key=Ed25519PublicKey.from_public_bytes(detail.public_key),
             allowed_kinds=frozenset(detail.allowed_kinds),
+            owner_kind=detail.owner_kind,
         )
 
 

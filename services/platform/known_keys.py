@@ -80,7 +80,9 @@ class KnownKeys:
         with self._lock:
             registry = self._validator.registry
             try:
-                registry.check(detail)
+                # Events carry no holder signature: identity checked it, and the log checks it
+                # again before the key is ever ACTIVE; here only the key state must agree.
+                registry.check_state(detail)
             except VerificationError:
                 return  # a repeat delivered by the outbox, or a change the log refuses too
             registry.apply(detail)

@@ -9,10 +9,11 @@ document write (the store's outbox), so an accepted change is never lost.
 
 Only the holder of an organization's active signing key rotates or revokes its keys: the
 request carries a signature by that key (:mod:`services.identity.domain.request_signatures`),
-and the KEY entry's registration record keeps it. A client certificate does not suffice (the
-admin can issue the organization a fresh one), and neither the admin nor the registrar can
-change a member's key alone. A member that lost its key is to recover by a consortium vote,
-which does not exist yet.
+and the KEY entry carries it on to the log, where every node checks it again
+(:mod:`chain.holder_signatures`); the entry's registration record keeps it too. A client
+certificate does not suffice (the admin can issue the organization a fresh one), and neither
+the admin nor the registrar can change a member's key alone. A member that lost its key is
+to recover by a consortium vote, which does not exist yet.
 """
 
 from __future__ import annotations
@@ -606,9 +607,19 @@ class OrganizationRegistry:
         now: datetime,
         authorization: RequestSignature | None = None,
     ) -> KeyEntry:
-        """A registrar-signed KEY entry whose commitment covers a salted registration record;
-        the record keeps the owner's signature that authorized the change, when there was one,
-        so that the change can be shown to be the owner's and not the registrar's alone."""
+        """A registrar-signed KEY entry whose commitment covers a salted registration record.
+        The owner's signature that authorized the change, when there was one, goes into the
+        entry (``KeyDetail.holder_signature``, which every node checks, so that the registrar
+        alone cannot change the owner's key) and into the record."""
+        if authorization is not None and authorization.request_time is not None:
+            detail.holder_signature.CopyFrom(
+                entry_pb2.HolderSignature(
+                    key_id=authorization.key_id,
+                    request_time_micros=request_time_micros(authorization.request_time),
+                    nonce=authorization.nonce,
+                    signature=authorization.signature,
+                )
+            )
         entry_id = new_entry_id()
         fields: dict[str, object] = {
             "format": "swiftchain-key-record/v1",

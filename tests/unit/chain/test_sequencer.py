@@ -8,9 +8,11 @@ state at the last cut.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -24,6 +26,7 @@ from chain.checkpoint import GENESIS_PREVIOUS_HASH, checkpoint_hash, parse_check
 from chain.consortium import ConsortiumConfig, GenesisKey, Member
 from chain.entry import EntrySigner, parse_entry
 from chain.errors import InvalidInputError
+from chain.holder_signatures import sign_as_holder
 from chain.note import generate_key
 from chain.reference import mth
 from chain.sequencer import (
@@ -102,9 +105,12 @@ def record_body(entry_id: str | None = None, tag: int = 0) -> bytes:
 
 
 def key_entry(action: int, key_id: str, public: bytes = b"") -> bytes:
+    """A KEY entry by the registrar; a REVOKE carries the revoked key's own signature (its
+    holder's consent), since the log takes none on the registrar's word alone."""
     revoke = action == entry_pb2.KEY_ACTION_REVOKE
+    entry_id = IDS()
     body = entry_pb2.EntryBody(
-        entry_id=IDS(),
+        entry_id=entry_id,
         kind=common_pb2.ENTRY_KIND_KEY,
         submitter_id="identity",
         time=Timestamp(seconds=1_767_225_600),
@@ -120,6 +126,10 @@ def key_entry(action: int, key_id: str, public: bytes = b"") -> bytes:
             allowed_kinds=[] if revoke else [common_pb2.ENTRY_KIND_RECORD],
         ),
     )
+    if revoke:
+        holder_key = {H1.key_id: H1_KEY, H2.key_id: H2_KEY}[key_id]
+        nonce = hashlib.sha256(entry_id.encode()).digest()[:16]
+        sign_as_holder(body.key, key_id, holder_key, datetime(2026, 1, 1, tzinfo=UTC), nonce)
     return REGISTRAR.sign_entry(body.SerializeToString())
 
 

@@ -8,8 +8,10 @@ without any cache (a fresh validator each time).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -19,8 +21,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chain.consortium import GenesisKey
-from chain.entry import EntrySigner
+from chain.entry import EntrySigner, parse_entry
 from chain.errors import InvalidInputError, SwiftchainError
+from chain.holder_signatures import sign_as_holder
 from chain.validation import EntryValidator, KeyRegistry
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
@@ -43,6 +46,9 @@ H1_KEY, H2_KEY, OTHER_KEY = private_key(2), private_key(3), private_key(4)
 H1 = EntrySigner("hospital-a/1", H1_KEY)
 H2 = EntrySigner("hospital-a/2", H2_KEY)
 FORGER = EntrySigner("hospital-a/1", OTHER_KEY)  # the right key id, the wrong private key
+#: The private keys of the hospital's key ids, for the holder's signature on its key changes.
+HOLDER_KEYS = {H1.key_id: H1_KEY, H2.key_id: H2_KEY}
+REQUEST_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class Ids:
@@ -80,7 +86,11 @@ def key_entry(
     replaces: str = "",
     kinds: tuple[int, ...] = (common_pb2.ENTRY_KIND_RECORD,),
     signer: EntrySigner = REGISTRAR,
+    holder: str | None = None,
 ) -> bytes:
+    """A KEY entry signed by ``signer`` (the registrar). A ROTATE or REVOKE carries the
+    signature of ``holder`` (a key id of HOLDER_KEYS; by default the rotated or revoked key,
+    when its private key is known), as the holder's consent; ``holder=""`` leaves it out."""
     revoke = action == entry_pb2.KEY_ACTION_REVOKE
     body = entry_pb2.EntryBody(
         entry_id=entry_id,
@@ -100,6 +110,11 @@ def key_entry(
             allowed_kinds=() if revoke else kinds,  # type: ignore[arg-type]
         ),
     )
+    if action != entry_pb2.KEY_ACTION_REGISTER:
+        holder = (replaces or key_id) if holder is None else holder
+        if holder in HOLDER_KEYS:
+            nonce = hashlib.sha256(entry_id.encode()).digest()[:16]
+            sign_as_holder(body.key, holder, HOLDER_KEYS[holder], REQUEST_TIME, nonce)
     return signer.sign_entry(body.SerializeToString())
 
 
@@ -645,3 +660,91 @@ def test_every_tampered_path_position_is_rejected(size: int, data: st.DataObject
     for position in range(length):
         log.reject(tamper(batch[target], flip_path(position)), "batch signature does not verify")
     log.accept(*batch[accepted:])
+
+
+# ------------------------------------------------------------------------------ holder consent
+
+
+def rotate_to_h2(ids: Ids, **holder: str) -> bytes:
+    """hospital-a's key H1 rotated to H2, the holder signature as ``holder`` says."""
+    return key_entry(
+        ids(),
+        entry_pb2.KEY_ACTION_ROTATE,
+        H2.key_id,
+        public=raw_public(H2_KEY),
+        replaces=H1.key_id,
+        **holder,  # type: ignore[arg-type]
+    )
+
+
+def test_the_registrar_alone_cannot_rotate_or_revoke_a_members_key(log: Log, ids: Ids) -> None:
+    message = (
+        "expected a ROTATE of 'hospital-a''s key to carry a signature by a key of 'hospital-a' "
+        "valid here (the holder's consent), got none"
+    )
+    log.reject(rotate_to_h2(ids, holder=""), message)
+    log.reject(
+        key_entry(ids(), entry_pb2.KEY_ACTION_REVOKE, H1.key_id, holder=""),
+        "expected a REVOKE of 'hospital-a''s key to carry a signature",
+    )
+    # The registrar signing the holder's request with a key of its own does not pass either.
+    forged = entry_pb2.EntryBody.FromString(parse_entry(rotate_to_h2(ids, holder="")).body_bytes)
+    sign_as_holder(forged.key, H1.key_id, REGISTRAR_KEY, REQUEST_TIME, bytes(16))
+    log.reject(
+        REGISTRAR.sign_entry(forged.SerializeToString()),
+        "expected the holder signature to verify with key 'hospital-a/1' over the ROTATE "
+        "request for this change, got one that does not",
+    )
+    sign_as_holder(forged.key, "registrar", REGISTRAR_KEY, REQUEST_TIME, bytes(16))
+    log.reject(
+        REGISTRAR.sign_entry(forged.SerializeToString()),
+        "expected the holder signature by a key of 'hospital-a' valid here, got one by "
+        "'registrar', a key of 'identity'",
+    )
+    # None of it changed the key: H1 still signs, and its own consent rotates it.
+    log.accept(H1.sign_entry(record_body(ids())))
+    log.accept(rotate_to_h2(ids))
+    log.reject(H1.sign_entry(record_body(ids())), "rotated away before this position")
+
+
+def revoke_by_h1(ids: Ids, key_id: str, nonce: bytes) -> bytes:
+    """A revocation of hospital-a's ``key_id`` with H1's consent, made with ``nonce``."""
+    body = entry_pb2.EntryBody.FromString(
+        parse_entry(key_entry(ids(), entry_pb2.KEY_ACTION_REVOKE, key_id, holder="")).body_bytes
+    )
+    sign_as_holder(body.key, H1.key_id, H1_KEY, REQUEST_TIME, nonce)
+    return REGISTRAR.sign_entry(body.SerializeToString())
+
+
+def test_a_holder_signature_covers_the_new_key_and_is_good_once(log: Log, ids: Ids) -> None:
+    signed = entry_pb2.EntryBody.FromString(parse_entry(rotate_to_h2(ids)).body_bytes)
+    # The registrar swapping in a key of its own under the holder's signature breaks it.
+    swapped = entry_pb2.EntryBody()
+    swapped.CopyFrom(signed)
+    swapped.key.public_key = raw_public(OTHER_KEY)
+    log.reject(
+        REGISTRAR.sign_entry(swapped.SerializeToString()),
+        "expected the holder signature to verify with key 'hospital-a/1'",
+    )
+    # Another key of the same owner may consent; a (signer, nonce) pair is good once.
+    log.accept(register(ids(), H2, H2_KEY))
+    log.accept(revoke_by_h1(ids, H2.key_id, bytes(16)))
+    log.accept(register(ids(), EntrySigner("hospital-a/3", OTHER_KEY), OTHER_KEY))
+    log.reject(
+        revoke_by_h1(ids, "hospital-a/3", bytes(16)),
+        "expected a holder signature with a fresh nonce, got one whose nonce key "
+        "'hospital-a/1' used on the log before (a replay)",
+    )
+    log.accept(revoke_by_h1(ids, "hospital-a/3", bytes([1]) * 16))
+
+
+def test_a_registration_carries_no_holder_signature(log: Log, ids: Ids) -> None:
+    body = entry_pb2.EntryBody.FromString(parse_entry(register(ids(), H2, H2_KEY)).body_bytes)
+    holder = body.key.holder_signature
+    holder.key_id = H1.key_id
+    holder.nonce = bytes(16)
+    holder.signature = bytes(64)
+    log.reject(
+        REGISTRAR.sign_entry(body.SerializeToString()),
+        "expected no holder signature on a REGISTER of a KEY_OWNER_KIND_ORGANIZATION key, got one",
+    )

@@ -27,7 +27,7 @@ from chain.signed_messages import (
     organization_key_rotate_message,
     possession_message,
 )
-from chain.validation import EntryValidator, KeyRegistry
+from chain.validation import EntryRejectedError, EntryValidator, KeyRegistry
 from services.identity.domain.organizations import (
     KeyEntry,
     Organization,
@@ -535,3 +535,49 @@ def test_the_key_record_keeps_the_owners_signature_that_authorized_the_change(
         nonce,
     )
     active_hospital.public_key().verify(base64.b64decode(authorization["signature"]), message)
+
+
+def test_a_node_accepts_the_owners_key_changes_and_not_the_registrars_alone(
+    registry: OrganizationRegistry, store: FakeStore, registrar: Ed25519PrivateKey
+) -> None:
+    # The identity service forwards the owner's signature into the KEY entry, and a real
+    # validator, fed the same log, accepts the rotation and the revocation; the same entries
+    # with the holder signature stripped (what a registrar alone could sign) are rejected.
+    genesis = GenesisKey("registrar", "identity", ("KEY",), raw(registrar))
+    validator = EntryValidator(KeyRegistry([genesis]))
+    seen: set[str] = set()
+    signer, _, register_id = register_hospital(registry)
+    registry.record_sequenced(register_id, 0)
+    validator.validate(store.entries[0].entry, seen.__contains__)
+    successor, public, proof = new_key()
+    request = rotate_signed(signer, "hospital-a#1", "hospital-a#1", public)
+    _, rotate_id = registry.rotate_key(
+        "hospital-a", "hospital-a#1", public, proof, ROUTINE, request, NOW
+    )
+    rotation = store.entries[-1].entry
+    holder = parse_entry(rotation).body.key.holder_signature
+    assert (holder.key_id, holder.nonce, holder.signature) == (
+        "hospital-a#1",
+        request.nonce,
+        request.signature,
+    )
+    stripped = _without_holder_signature(rotation, registrar)
+    with pytest.raises(EntryRejectedError, match="the registrar alone cannot change") as refused:
+        validator.validate(stripped, seen.__contains__)
+    assert refused.value.reason == "KEY_STATE_CONFLICT"
+    validator.validate(rotation, seen.__contains__)
+    seen.add(rotate_id)
+    registry.record_sequenced(rotate_id, 1)
+    revoke = revoke_signed(successor, "hospital-a#2", "hospital-a#2")
+    registry.revoke_key("hospital-a", "hospital-a#2", COMPROMISE, revoke, NOW)
+    revocation = store.entries[-1].entry
+    with pytest.raises(EntryRejectedError, match="the registrar alone cannot change"):
+        validator.validate(_without_holder_signature(revocation, registrar), seen.__contains__)
+    validator.validate(revocation, seen.__contains__)
+
+
+def _without_holder_signature(raw_entry: bytes, registrar: Ed25519PrivateKey) -> bytes:
+    """``raw_entry`` with its holder signature removed, signed again by the registrar."""
+    body = parse_entry(raw_entry).body
+    body.key.ClearField("holder_signature")
+    return EntrySigner("registrar", registrar).sign_entry(body.SerializeToString())

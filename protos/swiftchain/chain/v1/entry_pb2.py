@@ -26,29 +26,29 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from swiftchain.common.v1 import common_pb2 as swiftchain_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fswiftchain/chain/v1/entry.proto\x12\x13swiftchain.chain.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!swiftchain/common/v1/common.proto\"x\n\nChainEntry\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x13\n\tsignature\x18\x03 \x01(\x0cH\x00\x12/\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32\x1e.swiftchain.chain.v1.BatchAuthH\x00\x42\x06\n\x04\x61uth\"N\n\tBatchAuth\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04path\x18\x03 \x03(\x0c\x12\x16\n\x0eroot_signature\x18\x04 \x01(\x0c\"\x85\x04\n\tEntryBody\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12-\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.swiftchain.common.v1.EntryKind\x12\x14\n\x0csubmitter_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncommitment\x18\x05 \x01(\x0c\x12\x13\n\x0bsubject_tag\x18\x06 \x01(\x0c\x12\x37\n\nreferences\x18\x07 \x03(\x0b\x32#.swiftchain.chain.v1.EntryReference\x12-\n\x03key\x18\n \x01(\x0b\x32\x1e.swiftchain.chain.v1.KeyDetailH\x00\x12\x33\n\x06record\x18\x0b \x01(\x0b\x32!.swiftchain.chain.v1.RecordDetailH\x00\x12\x35\n\x07\x63onsent\x18\x0c \x01(\x0b\x32\".swiftchain.chain.v1.ConsentDetailH\x00\x12\x33\n\x06\x61\x63\x63\x65ss\x18\r \x01(\x0b\x32!.swiftchain.chain.v1.AccessDetailH\x00\x12;\n\nmembership\x18\x0e \x01(\x0b\x32%.swiftchain.chain.v1.MembershipDetailH\x00\x42\x08\n\x06\x64\x65tail\"h\n\x0e\x45ntryReference\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".swiftchain.chain.v1.ReferenceKind\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x12\n\ncommitment\x18\x03 \x01(\x0c\"\xe5\x02\n\tKeyDetail\x12.\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x1e.swiftchain.chain.v1.KeyAction\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x35\n\nowner_kind\x18\x03 \x01(\x0e\x32!.swiftchain.chain.v1.KeyOwnerKind\x12:\n\nowner_role\x18\x04 \x01(\x0e\x32&.swiftchain.common.v1.OrganizationRole\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x12\n\npublic_key\x18\x06 \x01(\x0c\x12\x17\n\x0freplaces_key_id\x18\x07 \x01(\t\x12.\n\x06reason\x18\x08 \x01(\x0e\x32\x1e.swiftchain.chain.v1.KeyReason\x12\x36\n\rallowed_kinds\x18\t \x03(\x0e\x32\x1f.swiftchain.common.v1.EntryKind\"\x90\x01\n\x0cRecordDetail\x12\x12\n\nrecord_tag\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x32\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\".swiftchain.common.v1.RecordAction\x12\x12\n\nauthor_ref\x18\x04 \x01(\t\x12\x13\n\x0breason_code\x18\x05 \x01(\t\"\xda\x01\n\rConsentDetail\x12:\n\x0e\x64irective_type\x18\x01 \x01(\x0e\x32\".swiftchain.chain.v1.DirectiveType\x12\x14\n\x0c\x64irective_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x34\n\x06status\x18\x04 \x01(\x0e\x32$.swiftchain.chain.v1.DirectiveStatus\x12\x16\n\x0esigner_key_tag\x18\x05 \x01(\x0c\x12\x18\n\x10signer_signature\x18\x06 \x01(\x0c\"\xe8\x01\n\x0c\x41\x63\x63\x65ssDetail\x12\x36\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32$.swiftchain.common.v1.AccessDecision\x12\x13\n\x0b\x62reak_glass\x18\x02 \x01(\x08\x12\x14\n\x0crequester_id\x18\x03 \x01(\t\x12\x1d\n\x15\x64\x65\x63iding_directive_id\x18\x04 \x01(\t\x12\"\n\x1a\x64\x65\x63iding_directive_version\x18\x05 \x01(\r\x12\x32\n\x06reason\x18\x06 \x01(\x0e\x32\".swiftchain.common.v1.AccessReason\"`\n\x0b\x41\x64mitMember\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cverifier_key\x18\x02 \x01(\t\x12-\n\x04role\x18\x03 \x01(\x0e\x32\x1f.swiftchain.chain.v1.MemberRole\"\x1c\n\x0cRemoveMember\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1e\n\x0c\x43hangeQuorum\x12\x0e\n\x06quorum\x18\x01 \x01(\r\"6\n\x10ReplaceMemberKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cverifier_key\x18\x02 \x01(\t\"\x93\x02\n\x10MembershipChange\x12\x38\n\x0c\x61\x64mit_member\x18\x01 \x01(\x0b\x32 .swiftchain.chain.v1.AdmitMemberH\x00\x12:\n\rremove_member\x18\x02 \x01(\x0b\x32!.swiftchain.chain.v1.RemoveMemberH\x00\x12:\n\rchange_quorum\x18\x03 \x01(\x0b\x32!.swiftchain.chain.v1.ChangeQuorumH\x00\x12\x43\n\x12replace_member_key\x18\x04 \x01(\x0b\x32%.swiftchain.chain.v1.ReplaceMemberKeyH\x00\x42\x08\n\x06\x63hange\"z\n\x12MembershipProposal\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x35\n\x06\x63hange\x18\x02 \x01(\x0b\x32%.swiftchain.chain.v1.MembershipChange\x12\x18\n\x10lifetime_entries\x18\x03 \x01(\x04\")\n\x12MembershipApproval\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\"\x96\x01\n\x10MembershipDetail\x12;\n\x08proposal\x18\x01 \x01(\x0b\x32\'.swiftchain.chain.v1.MembershipProposalH\x00\x12;\n\x08\x61pproval\x18\x02 \x01(\x0b\x32\'.swiftchain.chain.v1.MembershipApprovalH\x00\x42\x08\n\x06\x61\x63tion*\xd9\x01\n\rReferenceKind\x12\x1e\n\x1aREFERENCE_KIND_UNSPECIFIED\x10\x00\x12#\n\x1fREFERENCE_KIND_PREVIOUS_VERSION\x10\x01\x12#\n\x1fREFERENCE_KIND_DECIDING_CONSENT\x10\x02\x12\x1f\n\x1bREFERENCE_KIND_REPLACED_KEY\x10\x03\x12\x1e\n\x1aREFERENCE_KIND_MERGED_FROM\x10\x04\x12\x1d\n\x19REFERENCE_KIND_DELEGATION\x10\x05*n\n\tKeyAction\x12\x1a\n\x16KEY_ACTION_UNSPECIFIED\x10\x00\x12\x17\n\x13KEY_ACTION_REGISTER\x10\x01\x12\x15\n\x11KEY_ACTION_ROTATE\x10\x02\x12\x15\n\x11KEY_ACTION_REVOKE\x10\x03*k\n\x0cKeyOwnerKind\x12\x1e\n\x1aKEY_OWNER_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bKEY_OWNER_KIND_ORGANIZATION\x10\x01\x12\x1a\n\x16KEY_OWNER_KIND_SERVICE\x10\x02*\xc1\x01\n\tKeyReason\x12\x1a\n\x16KEY_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12KEY_REASON_NEW_KEY\x10\x01\x12\x1f\n\x1bKEY_REASON_ROUTINE_ROTATION\x10\x02\x12\x1d\n\x19KEY_REASON_KEY_COMPROMISE\x10\x03\x12\x19\n\x15KEY_REASON_SUPERSEDED\x10\x04\x12%\n!KEY_REASON_CESSATION_OF_OPERATION\x10\x05*j\n\rDirectiveType\x12\x1e\n\x1a\x44IRECTIVE_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44IRECTIVE_TYPE_CONSENT\x10\x01\x12\x1d\n\x19\x44IRECTIVE_TYPE_DELEGATION\x10\x02*n\n\x0f\x44irectiveStatus\x12 \n\x1c\x44IRECTIVE_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44IRECTIVE_STATUS_ACTIVE\x10\x01\x12\x1c\n\x18\x44IRECTIVE_STATUS_REVOKED\x10\x02*s\n\nMemberRole\x12\x1b\n\x17MEMBER_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10MEMBER_ROLE_NODE\x10\x01\x12\x19\n\x15MEMBER_ROLE_REGULATOR\x10\x02\x12\x17\n\x13MEMBER_ROLE_WITNESS\x10\x03*\xdf\x05\n\x0fRejectionReason\x12 \n\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1aREJECTION_REASON_MALFORMED\x10\x01\x12\x1e\n\x1aREJECTION_REASON_TOO_LARGE\x10\x02\x12 \n\x1cREJECTION_REASON_UNKNOWN_KEY\x10\x03\x12\"\n\x1eREJECTION_REASON_KEY_NOT_VALID\x10\x04\x12$\n REJECTION_REASON_KEY_NOT_ALLOWED\x10\x05\x12\"\n\x1eREJECTION_REASON_BAD_SIGNATURE\x10\x06\x12#\n\x1fREJECTION_REASON_BAD_BATCH_AUTH\x10\x07\x12!\n\x1dREJECTION_REASON_INVALID_BODY\x10\x08\x12\'\n#REJECTION_REASON_DUPLICATE_ENTRY_ID\x10\t\x12\'\n#REJECTION_REASON_KEY_STATE_CONFLICT\x10\n\x12\x1f\n\x1bREJECTION_REASON_CLOCK_SKEW\x10\x0b\x12,\n(REJECTION_REASON_MEMBERSHIP_NOT_A_MEMBER\x10\x0c\x12(\n$REJECTION_REASON_MEMBERSHIP_CONFLICT\x10\r\x12\x30\n,REJECTION_REASON_MEMBERSHIP_UNKNOWN_PROPOSAL\x10\x0e\x12\x30\n,REJECTION_REASON_MEMBERSHIP_PROPOSAL_EXPIRED\x10\x0f\x12/\n+REJECTION_REASON_MEMBERSHIP_PROPOSAL_CLOSED\x10\x10\x12\x32\n.REJECTION_REASON_MEMBERSHIP_DUPLICATE_APPROVAL\x10\x11\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fswiftchain/chain/v1/entry.proto\x12\x13swiftchain.chain.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a!swiftchain/common/v1/common.proto\"x\n\nChainEntry\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x13\n\tsignature\x18\x03 \x01(\x0cH\x00\x12/\n\x05\x62\x61tch\x18\x04 \x01(\x0b\x32\x1e.swiftchain.chain.v1.BatchAuthH\x00\x42\x06\n\x04\x61uth\"N\n\tBatchAuth\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x0c\n\x04path\x18\x03 \x03(\x0c\x12\x16\n\x0eroot_signature\x18\x04 \x01(\x0c\"\x85\x04\n\tEntryBody\x12\x10\n\x08\x65ntry_id\x18\x01 \x01(\t\x12-\n\x04kind\x18\x02 \x01(\x0e\x32\x1f.swiftchain.common.v1.EntryKind\x12\x14\n\x0csubmitter_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncommitment\x18\x05 \x01(\x0c\x12\x13\n\x0bsubject_tag\x18\x06 \x01(\x0c\x12\x37\n\nreferences\x18\x07 \x03(\x0b\x32#.swiftchain.chain.v1.EntryReference\x12-\n\x03key\x18\n \x01(\x0b\x32\x1e.swiftchain.chain.v1.KeyDetailH\x00\x12\x33\n\x06record\x18\x0b \x01(\x0b\x32!.swiftchain.chain.v1.RecordDetailH\x00\x12\x35\n\x07\x63onsent\x18\x0c \x01(\x0b\x32\".swiftchain.chain.v1.ConsentDetailH\x00\x12\x33\n\x06\x61\x63\x63\x65ss\x18\r \x01(\x0b\x32!.swiftchain.chain.v1.AccessDetailH\x00\x12;\n\nmembership\x18\x0e \x01(\x0b\x32%.swiftchain.chain.v1.MembershipDetailH\x00\x42\x08\n\x06\x64\x65tail\"h\n\x0e\x45ntryReference\x12\x30\n\x04kind\x18\x01 \x01(\x0e\x32\".swiftchain.chain.v1.ReferenceKind\x12\x10\n\x08\x65ntry_id\x18\x02 \x01(\t\x12\x12\n\ncommitment\x18\x03 \x01(\x0c\"\xa5\x03\n\tKeyDetail\x12.\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x1e.swiftchain.chain.v1.KeyAction\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x35\n\nowner_kind\x18\x03 \x01(\x0e\x32!.swiftchain.chain.v1.KeyOwnerKind\x12:\n\nowner_role\x18\x04 \x01(\x0e\x32&.swiftchain.common.v1.OrganizationRole\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x12\n\npublic_key\x18\x06 \x01(\x0c\x12\x17\n\x0freplaces_key_id\x18\x07 \x01(\t\x12.\n\x06reason\x18\x08 \x01(\x0e\x32\x1e.swiftchain.chain.v1.KeyReason\x12\x36\n\rallowed_kinds\x18\t \x03(\x0e\x32\x1f.swiftchain.common.v1.EntryKind\x12>\n\x10holder_signature\x18\n \x01(\x0b\x32$.swiftchain.chain.v1.HolderSignature\"`\n\x0fHolderSignature\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x1b\n\x13request_time_micros\x18\x02 \x01(\x03\x12\r\n\x05nonce\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"\x90\x01\n\x0cRecordDetail\x12\x12\n\nrecord_tag\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\x32\n\x06\x61\x63tion\x18\x03 \x01(\x0e\x32\".swiftchain.common.v1.RecordAction\x12\x12\n\nauthor_ref\x18\x04 \x01(\t\x12\x13\n\x0breason_code\x18\x05 \x01(\t\"\xda\x01\n\rConsentDetail\x12:\n\x0e\x64irective_type\x18\x01 \x01(\x0e\x32\".swiftchain.chain.v1.DirectiveType\x12\x14\n\x0c\x64irective_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\r\x12\x34\n\x06status\x18\x04 \x01(\x0e\x32$.swiftchain.chain.v1.DirectiveStatus\x12\x16\n\x0esigner_key_tag\x18\x05 \x01(\x0c\x12\x18\n\x10signer_signature\x18\x06 \x01(\x0c\"\xe8\x01\n\x0c\x41\x63\x63\x65ssDetail\x12\x36\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0e\x32$.swiftchain.common.v1.AccessDecision\x12\x13\n\x0b\x62reak_glass\x18\x02 \x01(\x08\x12\x14\n\x0crequester_id\x18\x03 \x01(\t\x12\x1d\n\x15\x64\x65\x63iding_directive_id\x18\x04 \x01(\t\x12\"\n\x1a\x64\x65\x63iding_directive_version\x18\x05 \x01(\r\x12\x32\n\x06reason\x18\x06 \x01(\x0e\x32\".swiftchain.common.v1.AccessReason\"`\n\x0b\x41\x64mitMember\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cverifier_key\x18\x02 \x01(\t\x12-\n\x04role\x18\x03 \x01(\x0e\x32\x1f.swiftchain.chain.v1.MemberRole\"\x1c\n\x0cRemoveMember\x12\x0c\n\x04name\x18\x01 \x01(\t\"\x1e\n\x0c\x43hangeQuorum\x12\x0e\n\x06quorum\x18\x01 \x01(\r\"6\n\x10ReplaceMemberKey\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x14\n\x0cverifier_key\x18\x02 \x01(\t\"\x93\x02\n\x10MembershipChange\x12\x38\n\x0c\x61\x64mit_member\x18\x01 \x01(\x0b\x32 .swiftchain.chain.v1.AdmitMemberH\x00\x12:\n\rremove_member\x18\x02 \x01(\x0b\x32!.swiftchain.chain.v1.RemoveMemberH\x00\x12:\n\rchange_quorum\x18\x03 \x01(\x0b\x32!.swiftchain.chain.v1.ChangeQuorumH\x00\x12\x43\n\x12replace_member_key\x18\x04 \x01(\x0b\x32%.swiftchain.chain.v1.ReplaceMemberKeyH\x00\x42\x08\n\x06\x63hange\"z\n\x12MembershipProposal\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\x12\x35\n\x06\x63hange\x18\x02 \x01(\x0b\x32%.swiftchain.chain.v1.MembershipChange\x12\x18\n\x10lifetime_entries\x18\x03 \x01(\x04\")\n\x12MembershipApproval\x12\x13\n\x0bproposal_id\x18\x01 \x01(\t\"\x96\x01\n\x10MembershipDetail\x12;\n\x08proposal\x18\x01 \x01(\x0b\x32\'.swiftchain.chain.v1.MembershipProposalH\x00\x12;\n\x08\x61pproval\x18\x02 \x01(\x0b\x32\'.swiftchain.chain.v1.MembershipApprovalH\x00\x42\x08\n\x06\x61\x63tion*\xd9\x01\n\rReferenceKind\x12\x1e\n\x1aREFERENCE_KIND_UNSPECIFIED\x10\x00\x12#\n\x1fREFERENCE_KIND_PREVIOUS_VERSION\x10\x01\x12#\n\x1fREFERENCE_KIND_DECIDING_CONSENT\x10\x02\x12\x1f\n\x1bREFERENCE_KIND_REPLACED_KEY\x10\x03\x12\x1e\n\x1aREFERENCE_KIND_MERGED_FROM\x10\x04\x12\x1d\n\x19REFERENCE_KIND_DELEGATION\x10\x05*n\n\tKeyAction\x12\x1a\n\x16KEY_ACTION_UNSPECIFIED\x10\x00\x12\x17\n\x13KEY_ACTION_REGISTER\x10\x01\x12\x15\n\x11KEY_ACTION_ROTATE\x10\x02\x12\x15\n\x11KEY_ACTION_REVOKE\x10\x03*k\n\x0cKeyOwnerKind\x12\x1e\n\x1aKEY_OWNER_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bKEY_OWNER_KIND_ORGANIZATION\x10\x01\x12\x1a\n\x16KEY_OWNER_KIND_SERVICE\x10\x02*\xc1\x01\n\tKeyReason\x12\x1a\n\x16KEY_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12KEY_REASON_NEW_KEY\x10\x01\x12\x1f\n\x1bKEY_REASON_ROUTINE_ROTATION\x10\x02\x12\x1d\n\x19KEY_REASON_KEY_COMPROMISE\x10\x03\x12\x19\n\x15KEY_REASON_SUPERSEDED\x10\x04\x12%\n!KEY_REASON_CESSATION_OF_OPERATION\x10\x05*j\n\rDirectiveType\x12\x1e\n\x1a\x44IRECTIVE_TYPE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44IRECTIVE_TYPE_CONSENT\x10\x01\x12\x1d\n\x19\x44IRECTIVE_TYPE_DELEGATION\x10\x02*n\n\x0f\x44irectiveStatus\x12 \n\x1c\x44IRECTIVE_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44IRECTIVE_STATUS_ACTIVE\x10\x01\x12\x1c\n\x18\x44IRECTIVE_STATUS_REVOKED\x10\x02*s\n\nMemberRole\x12\x1b\n\x17MEMBER_ROLE_UNSPECIFIED\x10\x00\x12\x14\n\x10MEMBER_ROLE_NODE\x10\x01\x12\x19\n\x15MEMBER_ROLE_REGULATOR\x10\x02\x12\x17\n\x13MEMBER_ROLE_WITNESS\x10\x03*\xdf\x05\n\x0fRejectionReason\x12 \n\x1cREJECTION_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1aREJECTION_REASON_MALFORMED\x10\x01\x12\x1e\n\x1aREJECTION_REASON_TOO_LARGE\x10\x02\x12 \n\x1cREJECTION_REASON_UNKNOWN_KEY\x10\x03\x12\"\n\x1eREJECTION_REASON_KEY_NOT_VALID\x10\x04\x12$\n REJECTION_REASON_KEY_NOT_ALLOWED\x10\x05\x12\"\n\x1eREJECTION_REASON_BAD_SIGNATURE\x10\x06\x12#\n\x1fREJECTION_REASON_BAD_BATCH_AUTH\x10\x07\x12!\n\x1dREJECTION_REASON_INVALID_BODY\x10\x08\x12\'\n#REJECTION_REASON_DUPLICATE_ENTRY_ID\x10\t\x12\'\n#REJECTION_REASON_KEY_STATE_CONFLICT\x10\n\x12\x1f\n\x1bREJECTION_REASON_CLOCK_SKEW\x10\x0b\x12,\n(REJECTION_REASON_MEMBERSHIP_NOT_A_MEMBER\x10\x0c\x12(\n$REJECTION_REASON_MEMBERSHIP_CONFLICT\x10\r\x12\x30\n,REJECTION_REASON_MEMBERSHIP_UNKNOWN_PROPOSAL\x10\x0e\x12\x30\n,REJECTION_REASON_MEMBERSHIP_PROPOSAL_EXPIRED\x10\x0f\x12/\n+REJECTION_REASON_MEMBERSHIP_PROPOSAL_CLOSED\x10\x10\x12\x32\n.REJECTION_REASON_MEMBERSHIP_DUPLICATE_APPROVAL\x10\x11\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'swiftchain.chain.v1.entry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REFERENCEKIND']._serialized_start=2730
-  _globals['_REFERENCEKIND']._serialized_end=2947
-  _globals['_KEYACTION']._serialized_start=2949
-  _globals['_KEYACTION']._serialized_end=3059
-  _globals['_KEYOWNERKIND']._serialized_start=3061
-  _globals['_KEYOWNERKIND']._serialized_end=3168
-  _globals['_KEYREASON']._serialized_start=3171
-  _globals['_KEYREASON']._serialized_end=3364
-  _globals['_DIRECTIVETYPE']._serialized_start=3366
-  _globals['_DIRECTIVETYPE']._serialized_end=3472
-  _globals['_DIRECTIVESTATUS']._serialized_start=3474
-  _globals['_DIRECTIVESTATUS']._serialized_end=3584
-  _globals['_MEMBERROLE']._serialized_start=3586
-  _globals['_MEMBERROLE']._serialized_end=3701
-  _globals['_REJECTIONREASON']._serialized_start=3704
-  _globals['_REJECTIONREASON']._serialized_end=4439
+  _globals['_REFERENCEKIND']._serialized_start=2892
+  _globals['_REFERENCEKIND']._serialized_end=3109
+  _globals['_KEYACTION']._serialized_start=3111
+  _globals['_KEYACTION']._serialized_end=3221
+  _globals['_KEYOWNERKIND']._serialized_start=3223
+  _globals['_KEYOWNERKIND']._serialized_end=3330
+  _globals['_KEYREASON']._serialized_start=3333
+  _globals['_KEYREASON']._serialized_end=3526
+  _globals['_DIRECTIVETYPE']._serialized_start=3528
+  _globals['_DIRECTIVETYPE']._serialized_end=3634
+  _globals['_DIRECTIVESTATUS']._serialized_start=3636
+  _globals['_DIRECTIVESTATUS']._serialized_end=3746
+  _globals['_MEMBERROLE']._serialized_start=3748
+  _globals['_MEMBERROLE']._serialized_end=3863
+  _globals['_REJECTIONREASON']._serialized_start=3866
+  _globals['_REJECTIONREASON']._serialized_end=4601
   _globals['_CHAINENTRY']._serialized_start=124
   _globals['_CHAINENTRY']._serialized_end=244
   _globals['_BATCHAUTH']._serialized_start=246
@@ -58,27 +58,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENTRYREFERENCE']._serialized_start=846
   _globals['_ENTRYREFERENCE']._serialized_end=950
   _globals['_KEYDETAIL']._serialized_start=953
-  _globals['_KEYDETAIL']._serialized_end=1310
-  _globals['_RECORDDETAIL']._serialized_start=1313
-  _globals['_RECORDDETAIL']._serialized_end=1457
-  _globals['_CONSENTDETAIL']._serialized_start=1460
-  _globals['_CONSENTDETAIL']._serialized_end=1678
-  _globals['_ACCESSDETAIL']._serialized_start=1681
-  _globals['_ACCESSDETAIL']._serialized_end=1913
-  _globals['_ADMITMEMBER']._serialized_start=1915
-  _globals['_ADMITMEMBER']._serialized_end=2011
-  _globals['_REMOVEMEMBER']._serialized_start=2013
-  _globals['_REMOVEMEMBER']._serialized_end=2041
-  _globals['_CHANGEQUORUM']._serialized_start=2043
-  _globals['_CHANGEQUORUM']._serialized_end=2073
-  _globals['_REPLACEMEMBERKEY']._serialized_start=2075
-  _globals['_REPLACEMEMBERKEY']._serialized_end=2129
-  _globals['_MEMBERSHIPCHANGE']._serialized_start=2132
-  _globals['_MEMBERSHIPCHANGE']._serialized_end=2407
-  _globals['_MEMBERSHIPPROPOSAL']._serialized_start=2409
-  _globals['_MEMBERSHIPPROPOSAL']._serialized_end=2531
-  _globals['_MEMBERSHIPAPPROVAL']._serialized_start=2533
-  _globals['_MEMBERSHIPAPPROVAL']._serialized_end=2574
-  _globals['_MEMBERSHIPDETAIL']._serialized_start=2577
-  _globals['_MEMBERSHIPDETAIL']._serialized_end=2727
+  _globals['_KEYDETAIL']._serialized_end=1374
+  _globals['_HOLDERSIGNATURE']._serialized_start=1376
+  _globals['_HOLDERSIGNATURE']._serialized_end=1472
+  _globals['_RECORDDETAIL']._serialized_start=1475
+  _globals['_RECORDDETAIL']._serialized_end=1619
+  _globals['_CONSENTDETAIL']._serialized_start=1622
+  _globals['_CONSENTDETAIL']._serialized_end=1840
+  _globals['_ACCESSDETAIL']._serialized_start=1843
+  _globals['_ACCESSDETAIL']._serialized_end=2075
+  _globals['_ADMITMEMBER']._serialized_start=2077
+  _globals['_ADMITMEMBER']._serialized_end=2173
+  _globals['_REMOVEMEMBER']._serialized_start=2175
+  _globals['_REMOVEMEMBER']._serialized_end=2203
+  _globals['_CHANGEQUORUM']._serialized_start=2205
+  _globals['_CHANGEQUORUM']._serialized_end=2235
+  _globals['_REPLACEMEMBERKEY']._serialized_start=2237
+  _globals['_REPLACEMEMBERKEY']._serialized_end=2291
+  _globals['_MEMBERSHIPCHANGE']._serialized_start=2294
+  _globals['_MEMBERSHIPCHANGE']._serialized_end=2569
+  _globals['_MEMBERSHIPPROPOSAL']._serialized_start=2571
+  _globals['_MEMBERSHIPPROPOSAL']._serialized_end=2693
+  _globals['_MEMBERSHIPAPPROVAL']._serialized_start=2695
+  _globals['_MEMBERSHIPAPPROVAL']._serialized_end=2736
+  _globals['_MEMBERSHIPDETAIL']._serialized_start=2739
+  _globals['_MEMBERSHIPDETAIL']._serialized_end=2889
 # @@protoc_insertion_point(module_scope)

@@ -605,8 +605,9 @@ class KeyDetail(_message.Message):
     """The detail of a KEY entry: a key of an organization or service was registered, rotated or
     revoked. Signed by a key whose `allowed_kinds` contain `ENTRY_KIND_KEY` (the registrar).
     A node rejects: REGISTER of a key id already seen; ROTATE whose `replaces_key_id` is not valid
-    at this position or has another owner; REVOKE of a key not valid at this position; a
-    `public_key` that is not 32 bytes.
+    at this position or has another owner or owner kind; REVOKE of a key not valid at this
+    position; a `public_key` that is not 32 bytes; ROTATE or REVOKE of an organization's key
+    without a valid `holder_signature`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -620,6 +621,7 @@ class KeyDetail(_message.Message):
     REPLACES_KEY_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ALLOWED_KINDS_FIELD_NUMBER: _builtins.int
+    HOLDER_SIGNATURE_FIELD_NUMBER: _builtins.int
     action: Global___KeyAction.ValueType
     """What happened."""
     owner_id: _builtins.str
@@ -646,6 +648,16 @@ class KeyDetail(_message.Message):
         registered so that their validity at any log position is provable all the same.
         """
 
+    @_builtins.property
+    def holder_signature(self) -> Global___HolderSignature:
+        """The key holder's consent to this change, so that the registrar, who signs every KEY entry,
+        cannot change a key alone. Required on ROTATE and REVOKE of an organization's key: a
+        signature by a key of the same owner valid at this position over the request the owner
+        made (see `HolderSignature`). A node rejects the entry without it, or when it does not
+        verify, with `REJECTION_REASON_KEY_STATE_CONFLICT`. Unset for service keys and for
+        registering an organization's first key.
+        """
+
     def __init__(
         self,
         *,
@@ -658,14 +670,59 @@ class KeyDetail(_message.Message):
         replaces_key_id: _builtins.str = ...,
         reason: Global___KeyReason.ValueType = ...,
         allowed_kinds: _abc.Iterable[_common_pb2.EntryKind.ValueType] | None = ...,
+        holder_signature: Global___HolderSignature | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["holder_signature", b"holder_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "allowed_kinds", b"allowed_kinds", "key_id", b"key_id", "owner_id", b"owner_id", "owner_kind", b"owner_kind", "owner_role", b"owner_role", "public_key", b"public_key", "reason", b"reason", "replaces_key_id", b"replaces_key_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "allowed_kinds", b"allowed_kinds", "holder_signature", b"holder_signature", "key_id", b"key_id", "owner_id", b"owner_id", "owner_kind", b"owner_kind", "owner_role", b"owner_role", "public_key", b"public_key", "reason", b"reason", "replaces_key_id", b"replaces_key_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___KeyDetail: _TypeAlias = KeyDetail  # noqa: Y015
+
+@_typing.final
+class HolderSignature(_message.Message):
+    """A key holder's signature authorizing a KEY entry. The signed bytes are rebuilt by every node
+    from the KeyDetail and these fields (chain/signed_messages.py), each field as a 4-byte
+    big-endian length and its bytes after a context line:
+     - ROTATE of an organization's key: "swiftchain/organization-key-rotate/v1\\n", then
+       owner_id, replaces_key_id, public_key, reason (int32 big-endian), key_id (the signer),
+       request_time_micros (int64 big-endian), nonce;
+     - REVOKE of an organization's key: "swiftchain/organization-key-revoke/v1\\n", then
+       owner_id, the revoked key_id, reason, key_id (the signer), request_time_micros, nonce.
+    These are the very bytes the organization signed for the identity service, which forwards the
+    signature it checked. A (signer, nonce) pair is good for one KEY entry on the log.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_MICROS_FIELD_NUMBER: _builtins.int
+    NONCE_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """The signing key: a key of the detail's owner, valid at this position."""
+    request_time_micros: _builtins.int
+    """When the holder made the request, in microseconds since the Unix epoch."""
+    nonce: _builtins.bytes
+    """The request's random nonce: 16 to 64 bytes."""
+    signature: _builtins.bytes
+    """64-byte Ed25519 signature by `key_id` over the bytes described above."""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        request_time_micros: _builtins.int = ...,
+        nonce: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "nonce", b"nonce", "request_time_micros", b"request_time_micros", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HolderSignature: _TypeAlias = HolderSignature  # noqa: Y015
 
 @_typing.final
 class RecordDetail(_message.Message):
