@@ -28,6 +28,7 @@ from chain.entry import (
     parse_entry,
 )
 from chain.errors import InvalidInputError, VerificationError
+from chain.membership import MembershipLog, MembershipRejectedError
 from chain.holder_signatures import holder_message, needs_holder_signature
 from chain.proof_verify import root_from_inclusion_proof
 from swiftchain.chain.v1 import entry_pb2
@@ -256,9 +257,17 @@ class EntryValidator:
     """
 
     def __init__(
-        self, registry: KeyRegistry, *, max_batch_size: int = 1 << 20, cache_size: int = 4096
+        self,
+        registry: KeyRegistry,
+        *,
+        max_batch_size: int = 1 << 20,
+        cache_size: int = 4096,
+        membership: MembershipLog | None = None,
     ) -> None:
         self.registry = registry
+        #: The member sets along the log, advanced past every accepted entry; MEMBERSHIP
+        #: entries are valid only against it (``None``: they are all rejected).
+        self.membership = membership
         self._max_batch_size = max_batch_size
         self._batches: OrderedDict[tuple[str, int, bytes], _BatchState] = OrderedDict()
         self._cache_size = cache_size
@@ -271,6 +280,8 @@ class EntryValidator:
 
     def validate_parsed(self, parsed: ParsedEntry, seen: Callable[[str], bool]) -> ParsedEntry:
         """As :meth:`validate`, for an entry parsed already."""
+        if parsed.kind == common_pb2.ENTRY_KIND_MEMBERSHIP:
+            return self._validate_membership(parsed, seen)
         key_id = parsed.key_id
         key = self.registry.get(key_id)
         if key is None:
@@ -319,6 +330,28 @@ class EntryValidator:
             )
         if kind == common_pb2.ENTRY_KIND_KEY:
             self.registry.apply(parsed.body.key)
+        if self.membership is not None:
+            self.membership.position += 1
+        return parsed
+
+    def _validate_membership(self, parsed: ParsedEntry, seen: Callable[[str], bool]) -> ParsedEntry:
+        """A MEMBERSHIP entry is signed by a member's own key, not a KEY-registered one, and
+        valid only as :class:`~chain.membership.MembershipLog` says at this position."""
+        membership = self.membership
+        if membership is None:
+            raise EntryRejectedError(
+                "MEMBERSHIP_NOT_A_MEMBER",
+                "expected no MEMBERSHIP entry here: this validator follows no member set",
+            )
+        try:
+            membership.check(parsed)
+        except MembershipRejectedError as error:
+            raise EntryRejectedError(error.reason, str(error)) from None
+        if seen(parsed.entry_id):
+            raise EntryRejectedError(
+                "DUPLICATE_ENTRY_ID", f"entry id {parsed.entry_id} is on the log already"
+            )
+        membership.apply(parsed)
         return parsed
 
     def _check_batch(self, key: KeyState, parsed: ParsedEntry) -> None:
