@@ -28,8 +28,8 @@ from chain.entry import (
     parse_entry,
 )
 from chain.errors import InvalidInputError, VerificationError
-from chain.membership import MembershipLog, MembershipRejectedError
 from chain.holder_signatures import holder_message, needs_holder_signature
+from chain.membership import MembershipLog, MembershipRejectedError
 from chain.proof_verify import root_from_inclusion_proof
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
