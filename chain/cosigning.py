@@ -4,7 +4,9 @@ Every node signs the checkpoint of each block it computed and publishes the sign
 ``chain.cosignatures.v1`` in a ``Cosignature`` message. :func:`read_cosignature` checks one such
 message against the named member's verifier key. A :class:`CosignatureBook` keeps the verified
 lines by tree size and member, next to the checkpoints this node computed itself, and seals a
-checkpoint once ``quorum`` distinct members signed exactly the text this node computed. What
+checkpoint once ``quorum`` distinct members signed exactly the text this node computed: the
+members and quorum *at that checkpoint's size*, when a :class:`~chain.membership.MembershipLog`
+follows the votes on the log (else the genesis ones). What
 should not have been signed comes back as :class:`~chain.alarms.Alarm` values for the caller to
 store: a line that does not verify (blaming no one: its author is unknown), a member that signed
 another text than ours, a member that signed two texts for one size. Nothing here stores, logs
@@ -19,7 +21,8 @@ from chain.alarms import BAD_COSIGNATURE, CHECKPOINT_MISMATCH, COSIGNATURE_CONFL
 from chain.checkpoint import parse_checkpoint
 from chain.consortium import ConsortiumConfig
 from chain.errors import ConflictError, InvalidInputError
-from chain.note import verify_signature_line
+from chain.membership import MemberSet, MembershipLog
+from chain.note import Verifier, parse_signature_line, verify_signature_line
 from swiftchain.chain.v1 import ordering_pb2
 
 __all__ = [
@@ -68,7 +71,22 @@ class Outcome:
     sealed: SealedCheckpoint | None = None
 
 
-def read_cosignature(value: bytes, config: ConsortiumConfig) -> Cosignature | Alarm:
+def _member_keys(
+    name: str, config: ConsortiumConfig, membership: MembershipLog | None
+) -> list[Verifier]:
+    """The keys ``name`` may have signed with: any it held as a member (which one counts at a
+    size is the seal's business), or its genesis key without a membership log."""
+    if membership is None:
+        return [config.member(name).verifier]
+    keys = membership.verifiers_of(name)
+    if not keys:
+        raise InvalidInputError(f"expected a member of the consortium, got {name!r}")
+    return keys
+
+
+def read_cosignature(
+    value: bytes, config: ConsortiumConfig, membership: MembershipLog | None = None
+) -> Cosignature | Alarm:
     """The cosignature in ``value`` (a ``Cosignature`` message's bytes) if its line verifies
     under the key of the member it names and its text is a checkpoint; else a
     ``BAD_COSIGNATURE`` alarm carrying the text and line it had.
@@ -81,8 +99,8 @@ def read_cosignature(value: bytes, config: ConsortiumConfig) -> Cosignature | Al
     message = ordering_pb2.Cosignature()
     try:
         message.ParseFromString(value)
-        member = config.member(message.node)
-        verify_signature_line(message.checkpoint, message.signature_line, [member.verifier])
+        keys = _member_keys(message.node, config, membership)
+        verify_signature_line(message.checkpoint, message.signature_line, keys)
     except Exception as error:  # anyone can write to the topic: nothing it holds may stop us
         return Alarm(
             BAD_COSIGNATURE,
@@ -99,13 +117,13 @@ def read_cosignature(value: bytes, config: ConsortiumConfig) -> Cosignature | Al
     except Exception as error:
         return Alarm(
             BAD_COSIGNATURE,
-            member.name,
+            message.node,
             message.tree_size,
-            f"{member.name} signed a text that is not a checkpoint: {error}",
+            f"{message.node} signed a text that is not a checkpoint: {error}",
             (message.checkpoint,),
             (message.signature_line,),
         )
-    return Cosignature(member.name, checkpoint.size, message.checkpoint, message.signature_line)
+    return Cosignature(message.node, checkpoint.size, message.checkpoint, message.signature_line)
 
 
 @dataclass(frozen=True)
@@ -119,11 +137,15 @@ class CosignatureBook:
     """The cosignatures read so far and the checkpoints ``node_name`` computed; see the module
     docstring. Not thread-safe: the caller serializes calls. Each alarm is returned once."""
 
-    def __init__(self, config: ConsortiumConfig, node_name: str) -> None:
-        config.member(node_name)
+    def __init__(
+        self, config: ConsortiumConfig, node_name: str, membership: MembershipLog | None = None
+    ) -> None:
+        if membership is None:
+            config.member(node_name)
         self._config = config
         self._node = node_name
-        self._order = {m.name: i for i, m in enumerate(config.members)}
+        self._membership = membership
+        self._genesis = MemberSet.from_consortium(config)
         self._computed: dict[int, _Computed] = {}
         # tree size -> member -> checkpoint text -> signature line, in the order read.
         self._lines: dict[int, dict[str, dict[str, str]]] = {}
@@ -151,7 +173,7 @@ class CosignatureBook:
         """Record a checked cosignature (see :func:`read_cosignature`). The same text signed
         again by the same member changes nothing."""
         member, size = cosignature.member, cosignature.tree_size
-        self._config.member(member)
+        _member_keys(member, self._config, self._membership)
         by_text = self._lines.setdefault(size, {}).setdefault(member, {})
         if cosignature.checkpoint in by_text:
             return Outcome()  # the same line again (a producer retry, or read after a restart)
@@ -225,14 +247,24 @@ class CosignatureBook:
                 else:
                     theirs = Cosignature(member, tree_size, text, line)
                     alarms.append(self._mismatch(member, tree_size, ours.text, theirs))
-        if len(agreeing) < self._config.quorum:
+        members = self._members_at(tree_size)
+        counted = {m: line for m, line in agreeing.items() if _signs_at(members, m, line)}
+        if len(counted) < members.quorum:
             return None
         # Lines in member order, so every node's sealed note has the same bytes.
-        signers = tuple(sorted(agreeing, key=self._order.__getitem__))
-        note = ours.text + "\n" + "".join(agreeing[name].rstrip("\n") + "\n" for name in signers)
+        order = {m.name: i for i, m in enumerate(members.nodes)}
+        signers = tuple(sorted(counted, key=order.__getitem__))
+        note = ours.text + "\n" + "".join(counted[name].rstrip("\n") + "\n" for name in signers)
         sealed = SealedCheckpoint(ours.height, tree_size, ours.text, note, signers, ours.cut_offset)
         self._remember(sealed)
         return sealed
+
+    def _members_at(self, tree_size: int) -> MemberSet:
+        """Who seals a checkpoint of ``tree_size`` leaves: known once this node computed it,
+        since the membership log moves past every entry before the block is persisted."""
+        if self._membership is None:
+            return self._genesis
+        return self._membership.members_at(tree_size)
 
     def _remember(self, sealed: SealedCheckpoint) -> None:
         self._sealed[sealed.tree_size] = sealed
@@ -249,3 +281,15 @@ class CosignatureBook:
             (ours, theirs.checkpoint),
             (theirs.line,),
         )
+
+
+def _signs_at(members: MemberSet, name: str, line: str) -> bool:
+    """True if ``line`` (verified already under one of ``name``'s keys) is by a node member of
+    ``members`` under the key it holds there: a removed member, or a replaced key, no longer
+    counts."""
+    member = members.get(name)
+    return (
+        member is not None
+        and member.votes
+        and parse_signature_line(line).key_hash == member.verifier.key_hash
+    )

@@ -226,6 +226,16 @@ class MembershipLog:
         """Each member set with the first tree size it governs, oldest (the genesis, 0) first."""
         return list(self._sets)
 
+    def verifiers_of(self, name: str) -> list[Verifier]:
+        """Every key ``name`` held as a member, oldest first (none if it never was one): a
+        cosignature line is checked under these before the seal counts it at its size."""
+        keys: list[Verifier] = []
+        for _, members in self._sets:
+            member = members.get(name)
+            if member is not None and member.verifier not in keys:
+                keys.append(member.verifier)
+        return keys
+
     def proposal(self, proposal_id: str) -> Proposal | None:
         """The proposal ``proposal_id``, if one is on the log."""
         return self._proposals.get(proposal_id)

@@ -36,6 +36,7 @@ from chain.alarms import POISON_RECORD, Alarm
 from chain.consortium import ConsortiumConfig
 from chain.cosigning import CosignatureBook, Outcome, SealedCheckpoint, read_cosignature
 from chain.errors import VerificationError
+from chain.membership import MemberSet, MembershipLog
 from chain.node.entry_index import EntryIndex
 from chain.node.entry_spans import EntrySpans
 from chain.node.ordering import OrderingLoop
@@ -61,6 +62,10 @@ _alarms_raised = _meter.create_counter(
 _blocks_sealed = _meter.create_counter(
     "swiftchain.chain.checkpoints_sealed", description="Checkpoints this node sealed"
 )
+
+
+#: The most cosignature lines a node holds back until it sequenced their size.
+MAX_DEFERRED = 10_000
 
 
 class ChainNode:
@@ -100,8 +105,14 @@ class ChainNode:
         self.can_sign = True
         self._lock = threading.Lock()
         self._sealed_changed = threading.Condition(self._lock)
+        #: The member sets along the log: advanced by the sequencing thread, read by the
+        #: cosigning thread for checkpoints this node computed (sizes it moved past already).
+        self.membership = MembershipLog(MemberSet.from_consortium(config))
         # The cosignatures and seals, guarded by _lock (both threads use it, and the readers).
-        self._book = CosignatureBook(config, name)
+        self._book = CosignatureBook(config, name, self.membership)
+        # Cosignature lines for sizes this node has not sequenced yet that did not verify under
+        # the keys it knows: a member admitted, or a key replaced, by votes it has not read.
+        self._deferred: list[tuple[int, bytes, int]] = []
         self._stop = threading.Event()
         self._supervisor = threads
         self._poison = poison
@@ -153,7 +164,9 @@ class ChainNode:
         return retry_transient(operation, stop=self._stop, doing=f"node {self.name}: {doing}")
 
     def _recover(self) -> None:
-        recovery = recover(self._store, self.config, self.name, self.tree, self._index)
+        recovery = recover(
+            self._store, self.config, self.name, self.tree, self._index, self.membership
+        )
         self.can_sign = recovery.can_sign
         for alarm in recovery.alarms:
             self._raise(alarm)
@@ -170,7 +183,7 @@ class ChainNode:
         sequencer = Sequencer(
             self.config,
             self.tree,
-            EntryValidator(recovery.registry),
+            EntryValidator(recovery.registry, membership=self.membership),
             next_height=state.height + 1,
             previous_hash=recovery.previous_hash,
         )
@@ -219,6 +232,15 @@ class ChainNode:
         self._publish_cosignature(checkpoint.height, checkpoint.size, block.text)
         self._entry_spans.persisted(block.cut_offset, checkpoint.size)
         self._apply(outcome)
+        self._retry_deferred(checkpoint.size)
+
+    def _retry_deferred(self, tree_size: int) -> None:
+        """Check again the lines deferred for sizes up to ``tree_size``, now sequenced."""
+        with self._lock:
+            due = [d for d in self._deferred if d[0] <= tree_size]
+            self._deferred = [d for d in self._deferred if d[0] > tree_size]
+        for _, value, offset in due:
+            self._on_cosignature(value, offset)
 
     def _publish_cosignature(self, height: int, tree_size: int, text: str) -> None:
         """Sign a persisted block's checkpoint and send the line to the cosignatures topic.
@@ -280,7 +302,9 @@ class ChainNode:
         self._set_aside(self._cosignatures_topic, record.offset, reason, value)
 
     def _on_cosignature(self, value: bytes, offset: int) -> None:
-        cosignature = read_cosignature(value, self.config)  # verified outside the lock
+        cosignature = read_cosignature(value, self.config, self.membership)  # outside the lock
+        if isinstance(cosignature, Alarm) and self._defer(value, offset):
+            return
         if isinstance(cosignature, Alarm):
             self._keep(self._cosignatures_topic, offset, cosignature.detail, value)
             self._raise(cosignature)
@@ -290,6 +314,16 @@ class ChainNode:
             if outcome.sealed is not None:
                 self._sealed_changed.notify_all()
         self._apply(outcome)
+
+    def _defer(self, value: bytes, offset: int) -> bool:
+        """Keep an unverifiable line for a size this node has not sequenced yet (at most
+        :data:`MAX_DEFERRED` of them); True if kept."""
+        tree_size = ordering_pb2.Cosignature.FromString(value).tree_size
+        with self._lock:
+            if tree_size <= self.tree.size or len(self._deferred) >= MAX_DEFERRED:
+                return False
+            self._deferred.append((tree_size, value, offset))
+        return True
 
     def _apply(self, outcome: Outcome) -> None:
         """Store what an event did: its alarms, then its seal."""

@@ -1,7 +1,8 @@
 """A node's start: rebuild its memory from its store and check the store against itself
 (DESIGN §3.4).
 
-:func:`recover` reads the stored entries into the tree, the key registry and the entry index,
+:func:`recover` reads the stored entries into the tree, the key registry, the member sets and the
+entry index,
 compares every stored tile and every stored checkpoint with the tree recomputed from the
 entries, and says where the node resumes. A disagreement comes back as a ``STORE_MISMATCH``
 alarm: a node with one refuses to sign.
@@ -18,9 +19,10 @@ from chain.alarms import STORE_MISMATCH, Alarm
 from chain.checkpoint import GENESIS_PREVIOUS_HASH, checkpoint_hash, parse_checkpoint
 from chain.consortium import ConsortiumConfig
 from chain.cosigning import SealedCheckpoint
-from chain.entry import read_body
+from chain.entry import parse_entry, read_body
 from chain.errors import PreconditionError, SwiftchainError
 from chain.hashing import leaf_hash
+from chain.membership import MembershipLog
 from chain.node.entry_index import EntryIndex
 from chain.node.ports import NodeState, NodeStore
 from chain.proof_build import tree_root
@@ -68,8 +70,10 @@ def recover(
     node_name: str,
     tree: MemoryHashStore,
     index: EntryIndex,
+    membership: MembershipLog | None = None,
 ) -> Recovery:
-    """Load the stored entries into ``tree`` (empty) and ``index``, and check the store."""
+    """Load the stored entries into ``tree`` (empty), ``index`` and ``membership`` (at the
+    genesis), and check the store."""
     if tree.size != 0:
         raise PreconditionError(f"expected an empty tree to recover into, got {tree.size} leaves")
     state = store.load_state()
@@ -98,6 +102,8 @@ def recover(
             body = read_body(raw)
             if body.kind == common_pb2.ENTRY_KIND_KEY:
                 registry.apply(body.key)
+            elif body.kind == common_pb2.ENTRY_KIND_MEMBERSHIP and membership is not None:
+                membership.replay([(leaf_index, parse_entry(raw))])
             index.add(body.entry_id, leaf_index)
     except (SwiftchainError, DecodeError) as error:
         mismatch(state.tree_size, f"the stored entries stop at leaf {len(leaf_hashes)}: {error}")
@@ -108,6 +114,8 @@ def recover(
                 f"expected {state.tree_size} stored entries, found {len(leaf_hashes)}",
             )
     tree.extend(leaf_hashes)
+    if membership is not None:
+        membership.position = len(leaf_hashes)
     tile_problem = _check_tiles(store, tree)
     if tile_problem is not None:
         mismatch(state.tree_size, tile_problem)

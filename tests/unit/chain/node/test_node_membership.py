@@ -1,0 +1,162 @@
+"""Membership by vote on running nodes (in-memory fakes): a fourth hospital admitted by vote
+starts signing, a checkpoint after the quorum went up needs its signature, a restarted node
+rebuilds the member sets from its store, and after a vote removes it its lines no longer count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from chain.checkpoint import verify_sealed_checkpoint
+from chain.consortium import ConsortiumConfig, Member
+from chain.cosigning import SealedCheckpoint
+from chain.membership import membership_entry
+from chain.node.node import ChainNode
+from chain.node.tile_store import TileStore
+from chain.note import Signer, generate_key, new_signer
+from chain.sequencer import entry_record
+from services.platform.topics import ORDERING_TOPIC
+from swiftchain.chain.v1 import entry_pb2
+from tests.unit.chain.node.fakes import FakeKafka, FakeProducer, FakeReaders, MemoryStore
+from tests.unit.chain.test_sequencer import GENESIS, H1, record_body
+
+ORIGIN = "swiftchain.test/log"
+NAMES = ("hospital-a", "hospital-b", "hospital-c", "hospital-d")
+SIGNERS: dict[str, Signer] = {n: new_signer(generate_key(n)[0]) for n in NAMES}
+CONFIG = ConsortiumConfig(
+    origin=ORIGIN,
+    quorum=2,
+    members=tuple(Member(n, SIGNERS[n].verifier().vkey) for n in NAMES[:3]),
+    genesis_keys=GENESIS,
+    batch_max=4,
+    batch_timeout_ms=50,
+)
+WAIT = 10.0
+TIME = Timestamp(seconds=1_767_225_600)
+
+
+class Votes:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def _id(self) -> str:
+        self.n += 1
+        return f"{self.n:08x}-0000-4000-8000-00000000beef"
+
+    def propose(self, by: str, change: entry_pb2.MembershipChange) -> tuple[str, bytes]:
+        pid = self._id()
+        detail = entry_pb2.MembershipDetail(
+            proposal=entry_pb2.MembershipProposal(
+                proposal_id=pid, change=change, lifetime_entries=1000
+            )
+        )
+        return pid, membership_entry(SIGNERS[by], detail, entry_id=self._id(), time=TIME)
+
+    def approve(self, by: str, pid: str) -> bytes:
+        detail = entry_pb2.MembershipDetail(approval=entry_pb2.MembershipApproval(proposal_id=pid))
+        return membership_entry(SIGNERS[by], detail, entry_id=self._id(), time=TIME)
+
+
+class Cluster:
+    def __init__(self, root: Path) -> None:
+        self.kafka = FakeKafka()
+        self.stores = {n: MemoryStore(TileStore(root / n)) for n in NAMES}
+        self.nodes: dict[str, ChainNode] = {}
+
+    def start(self, name: str) -> ChainNode:
+        node = ChainNode(
+            name=name,
+            config=CONFIG,
+            signer=SIGNERS[name],
+            store=self.stores[name],
+            producer=FakeProducer(self.kafka),
+            readers=FakeReaders(self.kafka),
+        )
+        node.start()
+        self.nodes[name] = node
+        return node
+
+    def stop(self, name: str) -> None:
+        self.nodes.pop(name).stop(timeout=5)
+
+    def order(self, *entries: bytes) -> None:
+        for raw in entries:
+            self.kafka.append(ORDERING_TOPIC, entry_record(raw))
+
+    def records(self, count: int) -> None:
+        self.order(*(H1.sign_entry(record_body()) for _ in range(count)))
+
+    def sealed(self, name: str, size: int) -> SealedCheckpoint:
+        found = self.nodes[name].wait_sealed(lambda s: s.tree_size >= size, WAIT)
+        assert found is not None, f"{name} sealed no checkpoint of {size} leaves in time"
+        assert self.nodes[name].failure is None
+        return found
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    made = Cluster(tmp_path)
+    try:
+        yield made
+    finally:
+        for name in list(made.nodes):
+            made.stop(name)
+
+
+def test_a_fourth_hospital_is_voted_in_signs_is_needed_and_is_voted_out(cluster: Cluster) -> None:
+    for name in NAMES[:3]:
+        cluster.start(name)
+    votes = Votes()
+    admit_d = entry_pb2.MembershipChange(
+        admit_member=entry_pb2.AdmitMember(
+            name="hospital-d",
+            verifier_key=SIGNERS["hospital-d"].verifier().vkey,
+            role=entry_pb2.MEMBER_ROLE_NODE,
+        )
+    )
+    pid, proposal = votes.propose("hospital-a", admit_d)
+    cluster.order(proposal, votes.approve("hospital-b", pid))  # leaves 0, 1
+    raise_q, proposal = votes.propose(
+        "hospital-a", entry_pb2.MembershipChange(change_quorum=entry_pb2.ChangeQuorum(quorum=3))
+    )
+    cluster.order(proposal, votes.approve("hospital-d", raise_q))  # leaves 2, 3: quorum 3 from 4
+    first = cluster.sealed("hospital-a", 4)
+    assert first.tree_size == 4 and len(first.signers) >= 2  # sealed under the genesis rules
+    members = cluster.nodes["hospital-a"].membership.members_at(4)
+    assert [m.name for m in members.members] == list(NAMES) and members.quorum == 3
+
+    # hospital-d starts; with hospital-c away, a checkpoint of size 8 needs d's signature.
+    cluster.stop("hospital-c")
+    cluster.start("hospital-d")
+    cluster.records(4)
+    sealed = cluster.sealed("hospital-a", 8)
+    assert sealed.signers == ("hospital-a", "hospital-b", "hospital-d")
+    verifiers = [SIGNERS[n].verifier() for n in NAMES]
+    verify_sealed_checkpoint(sealed.note.encode(), verifiers, 3, ORIGIN)
+    assert cluster.sealed("hospital-d", 8).note == sealed.note
+
+    # A restarted node rebuilds the member sets from its store and seals alike.
+    cluster.stop("hospital-b")
+    cluster.start("hospital-b")
+    assert cluster.nodes["hospital-b"].membership.members_at(8).quorum == 3
+
+    # Voted out (leaf 10): from size 11 on, d's line no longer counts, so with hospital-c
+    # away the checkpoint of size 12 waits for it although a, b and d signed.
+    remove_d, proposal = votes.propose(
+        "hospital-a",
+        entry_pb2.MembershipChange(remove_member=entry_pb2.RemoveMember(name="hospital-d")),
+    )
+    cluster.order(
+        proposal, votes.approve("hospital-b", remove_d), votes.approve("hospital-c", remove_d)
+    )
+    cluster.records(1)  # leaf 11
+    assert cluster.nodes["hospital-a"].wait_sealed(lambda s: s.tree_size >= 12, 1.0) is None
+    cluster.start("hospital-c")
+    after = cluster.sealed("hospital-a", 12)
+    assert after.tree_size == 12
+    assert after.signers == ("hospital-a", "hospital-b", "hospital-c")
+    assert cluster.nodes["hospital-a"].alarm_count == 0
