@@ -39,6 +39,7 @@ from chain.limits import (
 )
 from chain.note import new_verifier
 from chain.proof_build import inclusion_proof, tree_root
+from chain.tags import patient_key_owner
 from chain.tiles import MemoryHashStore
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
@@ -401,6 +402,33 @@ def _check_auth(entry: entry_pb2.ChainEntry) -> _Auth:
     return key_id, b"", index, size, root_signature, path
 
 
+def _check_patient_key(body: entry_pb2.EntryBody) -> None:
+    """A patient's device key: owned by the patient's tag, signing nothing, never rotated."""
+    detail = body.key
+    if detail.owner_role != common_pb2.ORGANIZATION_ROLE_UNSPECIFIED:
+        raise InvalidInputError(
+            "expected ORGANIZATION_ROLE_UNSPECIFIED for a patient's key, "
+            f"got {common_pb2.OrganizationRole.Name(detail.owner_role)}"
+        )
+    _exact(body.subject_tag, HASH_SIZE, "a subject tag on a patient's KEY entry")
+    owner = patient_key_owner(body.subject_tag)
+    if detail.owner_id != owner:
+        raise InvalidInputError(
+            f"expected the owner id of a patient's key to be {owner!r} (from the subject tag), "
+            f"got {shown(detail.owner_id)}"
+        )
+    if detail.action == entry_pb2.KEY_ACTION_ROTATE:
+        raise InvalidInputError(
+            "expected REGISTER or REVOKE for a patient's device key, got ROTATE: a new device "
+            "is registered and the old one revoked"
+        )
+    if detail.allowed_kinds:
+        raise InvalidInputError(
+            "expected no allowed entry kinds for a patient's device key (it signs nothing on "
+            "the log), got some"
+        )
+
+
 def _check_key_detail(body: entry_pb2.EntryBody) -> Message:
     detail = body.key
     action = detail.action
@@ -424,6 +452,8 @@ def _check_key_detail(body: entry_pb2.EntryBody) -> Message:
                 "expected ORGANIZATION_ROLE_UNSPECIFIED for a service's key, "
                 f"got {common_pb2.OrganizationRole.Name(role)}"
             )
+    elif owner_kind == entry_pb2.KEY_OWNER_KIND_PATIENT:
+        _check_patient_key(body)
     elif role == common_pb2.ORGANIZATION_ROLE_UNSPECIFIED:
         raise InvalidInputError(
             "expected the owner's role for an organization's key, got ORGANIZATION_ROLE_UNSPECIFIED"
@@ -688,7 +718,10 @@ def _check_body(body: entry_pb2.EntryBody) -> tuple[str, int, str]:
         raise InvalidInputError(f"expected {TIME_RANGE_TEXT}, got seconds {seconds}, nanos {nanos}")
     _exact(body.commitment, HASH_SIZE, "a commitment")
     subject_tag = body.subject_tag
-    if kind in _NO_SUBJECT_KINDS:
+    if kind in _NO_SUBJECT_KINDS and not (
+        kind == common_pb2.ENTRY_KIND_KEY
+        and body.key.owner_kind == entry_pb2.KEY_OWNER_KIND_PATIENT
+    ):
         if subject_tag:
             raise InvalidInputError(
                 f"expected no subject tag on a {KIND_NAMES[kind]} entry, got one"

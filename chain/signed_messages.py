@@ -10,7 +10,9 @@ and then each field of the request as a 4-byte big-endian length and the field's
 in UTF-8, integers fixed-width big-endian (a reason is its enum number as a signed 32-bit
 integer, the request time whole microseconds since the Unix epoch as a signed 64-bit one). The
 request time and a random nonce are among the fields, so that the service can refuse an old or
-a repeated request.
+a repeated request. A device's requests name no patient: the device that signs belongs to one
+patient (on the log too, where its KEY entry names the patient's tag), so the signature is good
+for that patient only, and the log can check it from its own fields.
 
 The consortium's genesis is signed by every founding member's node key over its context line
 and then the genesis's canonical bytes (:func:`chain.consortium.ConsortiumConfig.genesis_body`);
@@ -57,9 +59,9 @@ POSSESSION_CONTEXT: Final = b"swiftchain/key-possession/v1\n"
 #: key, to enroll with a one-time code (chain/enrollment_codes.py).
 DEVICE_ENROLL_CONTEXT: Final = b"swiftchain/patient-device-enroll/v1\n"
 #: An active device of a patient signs this, then the fields, to add another device.
-DEVICE_ADD_CONTEXT: Final = b"swiftchain/patient-device-add/v1\n"
+DEVICE_ADD_CONTEXT: Final = b"swiftchain/patient-device-add/v2\n"
 #: An active device of a patient signs this, then the fields, to revoke a device.
-DEVICE_REVOKE_CONTEXT: Final = b"swiftchain/patient-device-revoke/v1\n"
+DEVICE_REVOKE_CONTEXT: Final = b"swiftchain/patient-device-revoke/v2\n"
 #: An organization's active signing key signs this, then the fields, to rotate a key.
 ORGANIZATION_KEY_ROTATE_CONTEXT: Final = b"swiftchain/organization-key-rotate/v1\n"
 #: An organization's active signing key signs this, then the fields, to revoke a key.
@@ -99,7 +101,6 @@ def _fields(context: bytes, *parts: bytes) -> bytes:
 
 def _signed_request(
     context: bytes,
-    owner: str,
     fields: tuple[bytes, ...],
     signer_key_id: str,
     request_time: datetime,
@@ -107,7 +108,6 @@ def _signed_request(
 ) -> bytes:
     return _fields(
         context,
-        owner.encode(),
         *fields,
         signer_key_id.encode(),
         struct.pack(">q", request_time_micros(request_time)),
@@ -116,36 +116,20 @@ def _signed_request(
 
 
 def device_add_message(
-    subject_id: str,
-    public_key: bytes,
-    label: str,
-    signer_key_id: str,
-    request_time: datetime,
-    nonce: bytes,
+    public_key: bytes, signer_key_id: str, request_time: datetime, nonce: bytes
 ) -> bytes:
-    """The bytes an active device ``signer_key_id`` of patient ``subject_id`` signs to add the
-    device key ``public_key`` labelled ``label``."""
-    return _signed_request(
-        DEVICE_ADD_CONTEXT,
-        subject_id,
-        (public_key, label.encode()),
-        signer_key_id,
-        request_time,
-        nonce,
-    )
+    """The bytes an active device ``signer_key_id`` signs to add the device key ``public_key``
+    to its own patient."""
+    return _signed_request(DEVICE_ADD_CONTEXT, (public_key,), signer_key_id, request_time, nonce)
 
 
 def device_revoke_message(
-    subject_id: str,
-    key_id: str,
-    signer_key_id: str,
-    request_time: datetime,
-    nonce: bytes,
+    key_id: str, signer_key_id: str, request_time: datetime, nonce: bytes
 ) -> bytes:
-    """The bytes an active device ``signer_key_id`` of patient ``subject_id`` signs to revoke
-    the device key ``key_id`` (which may be itself)."""
+    """The bytes an active device ``signer_key_id`` signs to revoke its own patient's device
+    key ``key_id`` (which may be itself)."""
     return _signed_request(
-        DEVICE_REVOKE_CONTEXT, subject_id, (key_id.encode(),), signer_key_id, request_time, nonce
+        DEVICE_REVOKE_CONTEXT, (key_id.encode(),), signer_key_id, request_time, nonce
     )
 
 
@@ -162,8 +146,12 @@ def organization_key_rotate_message(
     replace ``replaces_key_id`` with ``new_public_key`` (``reason``: a ``KeyReason`` number)."""
     return _signed_request(
         ORGANIZATION_KEY_ROTATE_CONTEXT,
-        organization_id,
-        (replaces_key_id.encode(), new_public_key, struct.pack(">i", reason)),
+        (
+            organization_id.encode(),
+            replaces_key_id.encode(),
+            new_public_key,
+            struct.pack(">i", reason),
+        ),
         signer_key_id,
         request_time,
         nonce,
@@ -182,8 +170,7 @@ def organization_key_revoke_message(
     revoke its key ``key_id`` (``reason``: a ``KeyReason`` number)."""
     return _signed_request(
         ORGANIZATION_KEY_REVOKE_CONTEXT,
-        organization_id,
-        (key_id.encode(), struct.pack(">i", reason)),
+        (organization_id.encode(), key_id.encode(), struct.pack(">i", reason)),
         signer_key_id,
         request_time,
         nonce,

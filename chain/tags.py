@@ -6,6 +6,7 @@ record; anyone else who mirrors the log cannot link entries to people or records
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -31,6 +32,15 @@ def subject_tag(tag_key: bytes, subject_id: str) -> bytes:
 def record_tag(tag_key: bytes, organization_id: str, record_id: str) -> bytes:
     """``HMAC-SHA256(tag key, organization id || 0x00 || record id)``: a record's tag."""
     return _tag(tag_key, organization_id.encode() + b"\x00" + record_id.encode())
+
+
+def patient_key_owner(subject_tag: bytes) -> str:
+    """The owner id of a patient's device keys on the log: "pt-" and the lower-case unpadded
+    base32 of its subject tag (55 characters, an id of the same form as an organization's), so
+    that the log names the patient only as its entries about consent already do."""
+    if len(subject_tag) != 32:
+        raise InvalidInputError(f"expected a 32-byte subject tag, got {len(subject_tag)} bytes")
+    return "pt-" + base64.b32encode(subject_tag).decode().rstrip("=").lower()
 
 
 def device_key_tag(tag_key: bytes, key_id: str) -> bytes:

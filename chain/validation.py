@@ -28,7 +28,7 @@ from chain.entry import (
     parse_entry,
 )
 from chain.errors import InvalidInputError, VerificationError
-from chain.holder_signatures import holder_message, needs_holder_signature
+from chain.holder_signatures import action_name, holder_message, needs_holder_signature
 from chain.membership import MembershipLog, MembershipRejectedError
 from chain.proof_verify import root_from_inclusion_proof
 from swiftchain.chain.v1 import entry_pb2
@@ -78,6 +78,8 @@ class KeyRegistry:
         self._keys: dict[str, KeyState] = {}
         #: (signer key id, nonce) of every holder signature on the log: each is good once.
         self._holder_nonces: set[tuple[str, bytes]] = set()
+        #: Owners that have had a key on the log: a patient's first device enrolls only once.
+        self._owners: set[str] = set()
         for key in genesis:
             self._keys[key.key_id] = KeyState(
                 key_id=key.key_id,
@@ -147,23 +149,62 @@ class KeyRegistry:
         where the log requires it (:func:`chain.holder_signatures.needs_holder_signature`): a
         signature by a key of the same owner valid here, over the holder's request for exactly
         this change (:func:`chain.holder_signatures.holder_message`), with a nonce not used on
-        the log before. So the registrar, which signs every KEY entry, changes no holder's key
-        alone."""
+        the log before; for a patient's first device key, the key's own proof of possession
+        over its enrollment code's digest. So the registrar, which signs every KEY entry,
+        changes no holder's key alone."""
         has_holder = detail.HasField("holder_signature")
         if not needs_holder_signature(detail.owner_kind, detail.action):
             if has_holder:
                 holder_message(detail)  # raises: no holder signs this kind of change
             return
-        action = entry_pb2.KeyAction.Name(detail.action).removeprefix("KEY_ACTION_")
+        action = action_name(detail.action)
         if not has_holder:
             raise VerificationError(
                 f"expected a {action} of {detail.owner_id!r}'s key to carry a signature by a key "
                 f"of {detail.owner_id!r} valid here (the holder's consent), got none: the "
-                "registrar alone cannot change a member's key"
+                "registrar alone cannot change a holder's key"
             )
         holder = detail.holder_signature
+        first_device = (
+            detail.owner_kind == entry_pb2.KEY_OWNER_KIND_PATIENT
+            and detail.action == entry_pb2.KEY_ACTION_REGISTER
+            and detail.owner_id not in self._owners
+        )
+        signer_key = self._first_device_key(detail) if first_device else self._holder_key(detail)
+        if (holder.key_id, holder.nonce) in self._holder_nonces:
+            raise VerificationError(
+                f"expected a holder signature with a fresh nonce, got one whose nonce key "
+                f"{holder.key_id!r} used on the log before (a replay)"
+            )
+        try:
+            signer_key.verify(holder.signature, holder_message(detail, first_device=first_device))
+        except InvalidSignature:
+            what = "enrollment proof" if first_device else f"{action} request"
+            raise VerificationError(
+                f"expected the holder signature to verify with key {holder.key_id!r} over the "
+                f"{what} for this change, got one that does not"
+            ) from None
+
+    def _first_device_key(self, detail: entry_pb2.KeyDetail) -> Ed25519PublicKey:
+        """The key that signs a patient's first device key's enrollment: that key itself."""
+        if detail.holder_signature.key_id != detail.key_id:
+            raise VerificationError(
+                f"expected the first device key of {detail.owner_id!r} to sign its own "
+                f"enrollment (holder key {detail.key_id!r}), got a signature by "
+                f"{detail.holder_signature.key_id!r}"
+            )
+        return Ed25519PublicKey.from_public_bytes(detail.public_key)
+
+    def _holder_key(self, detail: entry_pb2.KeyDetail) -> Ed25519PublicKey:
+        """The key of the detail's owner, valid here, that signed its holder signature."""
+        holder = detail.holder_signature
         signer = self._keys.get(holder.key_id)
-        if signer is None or not signer.valid or signer.owner_id != detail.owner_id:
+        if (
+            signer is None
+            or not signer.valid
+            or signer.owner_id != detail.owner_id
+            or signer.owner_kind not in (None, detail.owner_kind)
+        ):
             found = (
                 "an unknown key"
                 if signer is None
@@ -171,28 +212,29 @@ class KeyRegistry:
                 if not signer.valid
                 else f"a key of {signer.owner_id!r}"
             )
+            lost = (
+                "; a patient whose devices are all revoked cannot be given a device by the "
+                "registrar (recovery is not built yet)"
+                if detail.owner_kind == entry_pb2.KEY_OWNER_KIND_PATIENT
+                and not any(k.valid for k in self.owned_by(detail.owner_id))
+                else ""
+            )
             raise VerificationError(
                 f"expected the holder signature by a key of {detail.owner_id!r} valid here, got "
-                f"one by {holder.key_id!r}, {found}"
+                f"one by {holder.key_id!r}, {found}{lost}"
             )
-        if (holder.key_id, holder.nonce) in self._holder_nonces:
-            raise VerificationError(
-                f"expected a holder signature with a fresh nonce, got one whose nonce key "
-                f"{holder.key_id!r} used on the log before (a replay)"
-            )
-        try:
-            signer.public_key.verify(holder.signature, holder_message(detail))
-        except InvalidSignature:
-            raise VerificationError(
-                f"expected the holder signature to verify with key {holder.key_id!r} over the "
-                f"{action} request for this change, got one that does not"
-            ) from None
+        return signer.public_key
+
+    def owned_by(self, owner_id: str) -> list[KeyState]:
+        """Every key ``owner_id`` has had on the log (valid or not), in no particular order."""
+        return [key for key in self._keys.values() if key.owner_id == owner_id]
 
     def apply(self, detail: entry_pb2.KeyDetail) -> None:
         """Advance past an accepted KEY entry (checked with :meth:`check` first)."""
         if detail.HasField("holder_signature"):
             holder = detail.holder_signature
             self._holder_nonces.add((holder.key_id, holder.nonce))
+        self._owners.add(detail.owner_id)
         if detail.action == entry_pb2.KEY_ACTION_REVOKE:
             self._keys[detail.key_id].valid = False
             return

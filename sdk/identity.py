@@ -132,9 +132,7 @@ def add_device_request(
     proof of possession and signed by ``device`` (which must be active)."""
     public = _public(new_key)
     fresh = _Freshness.new(now)
-    message = device_add_message(
-        device.subject_id, public, label, device.key_id, fresh.request_time, fresh.nonce
-    )
+    message = device_add_message(public, device.key_id, fresh.request_time, fresh.nonce)
     return pb.AddPatientDeviceRequest(
         subject_id=device.subject_id,
         public_key=public,
@@ -150,9 +148,7 @@ def revoke_device_request(
     """A request to revoke the device ``key_id`` of ``device``'s patient (``device`` itself,
     or another), signed by ``device`` (which must be active)."""
     fresh = _Freshness.new(now)
-    message = device_revoke_message(
-        device.subject_id, key_id, device.key_id, fresh.request_time, fresh.nonce
-    )
+    message = device_revoke_message(key_id, device.key_id, fresh.request_time, fresh.nonce)
     return pb.RevokePatientDeviceRequest(
         subject_id=device.subject_id,
         key_id=key_id,

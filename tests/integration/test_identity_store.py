@@ -144,7 +144,7 @@ def test_request_nonces_are_stored_with_their_owner_and_refuse_a_replay(database
     signer = enroll(directory, str(registered.code), phone).key_id
     tablet = Ed25519PrivateKey.generate()
     nonce = b"\x02" * 32
-    message = device_add_message(patient.subject_id, raw(tablet), "tablet", signer, NOW, nonce)
+    message = device_add_message(raw(tablet), signer, NOW, nonce)
     signed = RequestSignature(signer, NOW, nonce, phone.sign(message))
     proof = tablet.sign(possession_message(patient.subject_id, raw(tablet)))
     directory.add_device(patient.subject_id, raw(tablet), proof, "tablet", signed, NOW)

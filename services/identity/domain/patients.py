@@ -384,9 +384,7 @@ class PatientDirectory:
         signed = require_signature(signed, _ACTIVE_DEVICE)
         request_time = check_shape(signed)
         patient = self._patient(subject_id)
-        message = device_add_message(
-            subject_id, public_key, label, signed.key_id, request_time, signed.nonce
-        )
+        message = device_add_message(public_key, signed.key_id, request_time, signed.nonce)
         self._check_device_signed(patient, signed, message, now)
         if any(d.public_key == public_key for d in patient.devices):
             raise AlreadyExistsError("this public key is registered for the patient already")
@@ -408,9 +406,7 @@ class PatientDirectory:
         signed = require_signature(signed, _ACTIVE_DEVICE)
         request_time = check_shape(signed)
         patient = self._patient(subject_id)
-        message = device_revoke_message(
-            subject_id, key_id, signed.key_id, request_time, signed.nonce
-        )
+        message = device_revoke_message(key_id, signed.key_id, request_time, signed.nonce)
         self._check_device_signed(patient, signed, message, now)
         device = patient.device(key_id)
         patient.request_nonces = remember_nonce(patient.request_nonces, signed, now)

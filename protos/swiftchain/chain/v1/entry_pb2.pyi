@@ -137,9 +137,20 @@ class _KeyOwnerKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KeyOwner
     """A platform service: the registrar (identity) signing KEY entries, the consent service
     signing CONSENT and ACCESS entries.
     """
+    KEY_OWNER_KIND_PATIENT: _KeyOwnerKind.ValueType  # 3
+    """A patient: one of its device keys, which signs nothing on the log (consent directives are
+    signed off the log and submitted by the consent service) but is on it, so that a
+    directive's signature verifies against the log alone. The owner is the patient's subject
+    tag, never its subject id: `owner_id` is "pt-" and the lower-case unpadded RFC 4648
+    base32 of the body's `subject_tag` (55 characters), the role is unspecified, no kinds are
+    allowed, and the key is registered or revoked, never rotated. Every such entry carries a
+    `holder_signature`: the patient's first device proves possession with its enrollment code,
+    later ones are added and any is revoked with the signature of a device of the patient
+    valid at that position, so the registrar cannot add a device to a patient or revoke one.
+    """
 
 class KeyOwnerKind(_KeyOwnerKind, metaclass=_KeyOwnerKindEnumTypeWrapper):
-    """What kind of party owns a key on the log. Patients' device keys are never on the log."""
+    """What kind of party owns a key on the log."""
 
 KEY_OWNER_KIND_UNSPECIFIED: KeyOwnerKind.ValueType  # 0
 """Not set; never valid."""
@@ -148,6 +159,17 @@ KEY_OWNER_KIND_ORGANIZATION: KeyOwnerKind.ValueType  # 1
 KEY_OWNER_KIND_SERVICE: KeyOwnerKind.ValueType  # 2
 """A platform service: the registrar (identity) signing KEY entries, the consent service
 signing CONSENT and ACCESS entries.
+"""
+KEY_OWNER_KIND_PATIENT: KeyOwnerKind.ValueType  # 3
+"""A patient: one of its device keys, which signs nothing on the log (consent directives are
+signed off the log and submitted by the consent service) but is on it, so that a
+directive's signature verifies against the log alone. The owner is the patient's subject
+tag, never its subject id: `owner_id` is "pt-" and the lower-case unpadded RFC 4648
+base32 of the body's `subject_tag` (55 characters), the role is unspecified, no kinds are
+allowed, and the key is registered or revoked, never rotated. Every such entry carries a
+`holder_signature`: the patient's first device proves possession with its enrollment code,
+later ones are added and any is revoked with the signature of a device of the patient
+valid at that position, so the registrar cannot add a device to a patient or revoke one.
 """
 Global___KeyOwnerKind: _TypeAlias = KeyOwnerKind  # noqa: Y015
 
@@ -507,8 +529,8 @@ class EntryBody(_message.Message):
     subject_tag: _builtins.bytes
     """32 bytes: HMAC-SHA256(key = consortium tag key, msg = the patient's subject id as UTF-8).
     Members and regulators can find every entry about one patient; anyone else who mirrors the
-    log cannot. Empty for KEY and MEMBERSHIP entries, which are about organizations, services
-    and members.
+    log cannot. Empty for MEMBERSHIP entries and for KEY entries about organizations and
+    services; on a KEY entry about a patient's device key, the patient's tag (see `KeyDetail`).
     """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
@@ -625,11 +647,13 @@ class KeyDetail(_message.Message):
     action: Global___KeyAction.ValueType
     """What happened."""
     owner_id: _builtins.str
-    """The key's owner: an organization id or a service id (e.g. "identity", "consent")."""
+    """The key's owner: an organization id, a service id (e.g. "identity", "consent"), or for a
+    patient's device key "pt-" and the base32 of the subject tag (see `KEY_OWNER_KIND_PATIENT`).
+    """
     owner_kind: Global___KeyOwnerKind.ValueType
     """What kind of party the owner is."""
     owner_role: _common_pb2.OrganizationRole.ValueType
-    """The owner's organization role; `ORGANIZATION_ROLE_UNSPECIFIED` for services."""
+    """The owner's organization role; `ORGANIZATION_ROLE_UNSPECIFIED` for services and patients."""
     key_id: _builtins.str
     """The key's id: 1 to 128 characters of `[A-Za-z0-9._:#/-]`, assigned by the registrar and
     never reused, even after revocation. For REVOKE, the revoked key.
@@ -651,11 +675,12 @@ class KeyDetail(_message.Message):
     @_builtins.property
     def holder_signature(self) -> Global___HolderSignature:
         """The key holder's consent to this change, so that the registrar, who signs every KEY entry,
-        cannot change a key alone. Required on ROTATE and REVOKE of an organization's key: a
-        signature by a key of the same owner valid at this position over the request the owner
-        made (see `HolderSignature`). A node rejects the entry without it, or when it does not
-        verify, with `REJECTION_REASON_KEY_STATE_CONFLICT`. Unset for service keys and for
-        registering an organization's first key.
+        cannot change a key alone. Required on ROTATE and REVOKE of an organization's key and on
+        every KEY entry about a patient's device key: a signature by a key of the same owner valid
+        at this position over the request the owner made (for a patient's first device, the new
+        key's own proof of possession; see `HolderSignature`). A node rejects the entry without it,
+        or when it does not verify, with `REJECTION_REASON_KEY_STATE_CONFLICT`. Unset for service
+        keys and for registering an organization's key.
         """
 
     def __init__(
@@ -689,7 +714,16 @@ class HolderSignature(_message.Message):
        owner_id, replaces_key_id, public_key, reason (int32 big-endian), key_id (the signer),
        request_time_micros (int64 big-endian), nonce;
      - REVOKE of an organization's key: "swiftchain/organization-key-revoke/v1\\n", then
-       owner_id, the revoked key_id, reason, key_id (the signer), request_time_micros, nonce.
+       owner_id, the revoked key_id, reason, key_id (the signer), request_time_micros, nonce;
+     - REGISTER of a patient's first device key (the owner had no key on the log before):
+       "swiftchain/patient-device-enroll/v1\\n", then nonce (the enrollment code's 32-byte
+       SHA-256 digest) and public_key, signed by the new key itself (`key_id` is the new key's
+       id; `request_time_micros` is 0);
+     - REGISTER of another device key: "swiftchain/patient-device-add/v2\\n", then public_key,
+       key_id (the signer), request_time_micros, nonce;
+     - REVOKE of a device key: "swiftchain/patient-device-revoke/v2\\n", then the revoked
+       key_id, key_id (the signer), request_time_micros, nonce.
+    A device's requests name no patient: the signer's owner on the log is the patient.
     These are the very bytes the organization signed for the identity service, which forwards the
     signature it checked. A (signer, nonce) pair is good for one KEY entry on the log.
     """

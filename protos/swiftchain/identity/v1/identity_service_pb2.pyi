@@ -611,8 +611,9 @@ class AddPatientDeviceRequest(_message.Message):
     @_builtins.property
     def request_signature(self) -> _identity_pb2.RequestSignature:
         """The signature by one of the patient's ACTIVE devices that authorizes the addition, over
-        "swiftchain/patient-device-add/v1\\n" and the fields subject_id, public_key, label, then
-        its key_id, request_time and nonce (see RequestSignature). Required: with the bearer token
+        "swiftchain/patient-device-add/v2\\n" and the fields public_key, then its key_id,
+        request_time and nonce (see RequestSignature); the KEY entry carries it to the log. The
+        signer names the patient, so the signed fields need not. Required: with the bearer token
         alone the call fails with PERMISSION_DENIED.
         """
 
@@ -673,8 +674,9 @@ class RevokePatientDeviceRequest(_message.Message):
     @_builtins.property
     def request_signature(self) -> _identity_pb2.RequestSignature:
         """The signature by one of the patient's ACTIVE devices (which may be `key_id` itself) that
-        authorizes the revocation, over "swiftchain/patient-device-revoke/v1\\n" and the fields
-        subject_id, key_id, then its key_id, request_time and nonce (see RequestSignature).
+        authorizes the revocation, over "swiftchain/patient-device-revoke/v2\\n" and the field
+        key_id, then its key_id, request_time and nonce (see RequestSignature); the KEY entry
+        carries it to the log.
         Required: with the bearer token alone the call fails with PERMISSION_DENIED.
         """
 
