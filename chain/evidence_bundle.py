@@ -11,8 +11,14 @@ entries are in the consortium log::
       "quorum": 2,
       "checkpoint": "<the whole signed note>",
       "entries": [{"leaf_index": 12, "entry": "<base64>", "inclusion_proof": ["<base64>", ...]}],
-      "consistency": [{"from_checkpoint": "<an older signed note>", "proof": ["<base64>", ...]}]
+      "consistency": [{"from_checkpoint": "<an older signed note>", "proof": ["<base64>", ...]}],
+      "membership": [{"leaf_index": 3, "entry": "<base64>", "inclusion_proof": ["<base64>", ...]}]
     }
+
+``membership`` is optional: the MEMBERSHIP entries below the checkpoint's size, each with its
+inclusion proof to the checkpoint, so that a verifier holding only the genesis can follow the
+votes to the members and quorum at the checkpoint's size (:mod:`chain.membership`). A bundle
+without it (every bundle made before votes existed) is checked against the genesis members.
 
 Base64 is standard with padding, and must be canonical (as every encoder writes it).
 
@@ -228,6 +234,9 @@ class EvidenceBundle:
     checkpoint: str
     entries: tuple[EvidenceEntry, ...]
     consistency: tuple[ConsistencyEvidence, ...] = ()
+    #: The MEMBERSHIP entries a verifier needs to go from the genesis to the checkpoint's
+    #: members, in log order.
+    membership: tuple[EvidenceEntry, ...] = ()
 
     def __post_init__(self) -> None:
         _check_text(self.origin, "origin")
@@ -246,10 +255,14 @@ class EvidenceBundle:
         object.__setattr__(
             self, "consistency", _all_of(ConsistencyEvidence, self.consistency, "consistency")
         )
+        object.__setattr__(
+            self, "membership", _all_of(EvidenceEntry, self.membership, "membership")
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        """The bundle as a JSON-ready dict, fields in the order of DESIGN §3.5."""
-        return {
+        """The bundle as a JSON-ready dict, fields in the order of DESIGN §3.5 (``membership``
+        only when there are MEMBERSHIP entries, so older bundles keep their bytes)."""
+        document = {
             "format": FORMAT,
             "origin": self.origin,
             "verifiers": list(self.verifiers),
@@ -258,6 +271,9 @@ class EvidenceBundle:
             "entries": [e.to_dict() for e in self.entries],
             "consistency": [c.to_dict() for c in self.consistency],
         }
+        if self.membership:
+            document["membership"] = [e.to_dict() for e in self.membership]
+        return document
 
     def to_json(self) -> str:
         """The bundle as pretty JSON text (UTF-8, ending in a newline)."""
@@ -284,6 +300,7 @@ def build_bundle(
     checkpoint: str | bytes,
     entries: Iterable[EvidenceEntry],
     consistency: Iterable[ConsistencyEvidence] = (),
+    membership: Iterable[EvidenceEntry] = (),
 ) -> dict[str, Any]:
     """A ``swiftchain-evidence/v1`` bundle as a JSON-ready dict (see :func:`bundle_to_json`).
 
@@ -299,6 +316,7 @@ def build_bundle(
         checkpoint=_note_text(checkpoint, "checkpoint"),
         entries=tuple(entries),
         consistency=tuple(consistency),
+        membership=tuple(membership),
     )
     return bundle.to_dict()
 
@@ -437,6 +455,10 @@ def parse_bundle(text: str | bytes) -> EvidenceBundle:
         _parse_consistency(c, f"consistency[{i}]")
         for i, c in enumerate(_array(_field(document, "consistency"), "consistency"))
     )
+    membership = tuple(
+        _parse_entry(e, f"membership[{i}]")
+        for i, e in enumerate(_array(document.get("membership", []), "membership"))
+    )
     return EvidenceBundle(
         origin=origin,
         verifiers=keys,
@@ -444,4 +466,5 @@ def parse_bundle(text: str | bytes) -> EvidenceBundle:
         checkpoint=checkpoint,
         entries=entries,
         consistency=consistency,
+        membership=membership,
     )

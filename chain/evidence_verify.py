@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 from google.protobuf.message import DecodeError
 
 from chain.checkpoint import Checkpoint, parse_checkpoint
 from chain.consortium import ConsortiumConfig
+from chain.entry import parse_entry
 from chain.errors import InvalidInputError, SwiftchainError
 from chain.evidence_bundle import (
     ConsistencyEvidence,
@@ -32,6 +33,7 @@ from chain.evidence_bundle import (
     _show,
 )
 from chain.hashing import HASH_SIZE, leaf_hash
+from chain.membership import MemberSet, MembershipLog
 from chain.note import (
     Note,
     Verifier,
@@ -406,13 +408,16 @@ def verify_bundle(
     trusted_origin: str | None = None,
     document: bytes | None = None,
     salt: bytes | None = None,
+    membership: MembershipLog | None = None,
 ) -> VerificationReport:
     """Check everything a bundle claims and report each check.
 
     * ``checkpoint.signatures``: the checkpoint note has at least ``quorum`` distinct valid
       member signatures, and every signature line by a member key verifies. The member keys
       are ``trusted_verifiers`` if given (a regulator should pin the consortium's), else the
-      bundle's own ``verifiers``; the quorum ``trusted_quorum`` if given, else the bundle's.
+      bundle's own ``verifiers``; the quorum ``trusted_quorum`` if given, else the bundle's;
+      with ``membership`` (votes followed from a trusted genesis), the node members and quorum
+      at each checkpoint's own size.
     * ``checkpoint.origin``: the note's text is a checkpoint whose origin is the bundle's
       ``origin`` (and ``trusted_origin`` if given).
     * ``entries[i].inclusion``: the inclusion proof leads from the leaf hash of the exact entry
@@ -441,6 +446,7 @@ def verify_bundle(
     keys_source: KeySource = "bundle" if trusted_verifiers is None else "trusted"
     quorum_source: KeySource = "bundle" if trusted_quorum is None else "trusted"
     quorum = bundle.quorum if trusted_quorum is None else trusted_quorum
+    bundle_quorum = quorum
     checks: list[Check] = []
     keys: tuple[Verifier, ...]
     if trusted_verifiers is not None:
@@ -452,13 +458,14 @@ def verify_bundle(
     if trusted_origin is not None:
         origins.append((trusted_origin, "the trusted consortium's origin"))
 
-    sig_check, signers = _check_note(
-        "checkpoint.signatures", "the checkpoint", bundle.checkpoint, keys, quorum, keys_source
-    )
-    checks.append(sig_check)
     origin_check, checkpoint = _check_origin(
         "checkpoint.origin", "the checkpoint", bundle.checkpoint, origins
     )
+    keys_here, quorum = _members_at(checkpoint, membership, keys, quorum)
+    sig_check, signers = _check_note(
+        "checkpoint.signatures", "the checkpoint", bundle.checkpoint, keys_here, quorum, keys_source
+    )
+    checks.append(sig_check)
     checks.append(origin_check)
 
     summaries = tuple(_summarize(i, e) for i, e in enumerate(bundle.entries))
@@ -467,11 +474,17 @@ def verify_bundle(
 
     for i, proof in enumerate(bundle.consistency):
         what = f"older checkpoint {i}"
-        older_sig, _ = _check_note(
-            f"consistency[{i}].checkpoint", what, proof.from_checkpoint, keys, quorum, keys_source
-        )
         older_origin, older = _check_origin(
             f"consistency[{i}].checkpoint", what, proof.from_checkpoint, origins
+        )
+        older_keys, older_quorum = _members_at(older, membership, keys, bundle_quorum)
+        older_sig, _ = _check_note(
+            f"consistency[{i}].checkpoint",
+            what,
+            proof.from_checkpoint,
+            older_keys,
+            older_quorum,
+            keys_source,
         )
         if older_sig.ok and older_origin.ok:
             checks.append(
@@ -500,6 +513,69 @@ def verify_bundle(
     )
 
 
+def _members_at(
+    checkpoint: Checkpoint | None,
+    membership: MembershipLog | None,
+    keys: tuple[Verifier, ...],
+    quorum: int,
+) -> tuple[tuple[Verifier, ...], int]:
+    """The keys and quorum a checkpoint is checked against: those at its size when votes are
+    followed, else the given ones."""
+    if membership is None or checkpoint is None:
+        return keys, quorum
+    members = membership.members_at(checkpoint.size)
+    return tuple(members.verifiers), members.quorum
+
+
+def _bundle_checkpoint(bundle: EvidenceBundle) -> Checkpoint | None:
+    try:
+        return parse_checkpoint(parse_note(bundle.checkpoint.encode("utf-8")).text)
+    except SwiftchainError:
+        return None
+
+
+def _follow_votes(bundle: EvidenceBundle, log: MembershipLog) -> list[Check]:
+    """Replay the bundle's MEMBERSHIP entries into ``log``, each once its inclusion in the
+    checkpoint is proved; one check per entry, and one naming the members it leads to."""
+    if not bundle.membership:
+        return []
+    checkpoint = _bundle_checkpoint(bundle)
+    checks: list[Check] = []
+    for i, item in enumerate(bundle.membership):
+        summary = _summarize(i, item)
+        included = _check_inclusion(i, item, summary, checkpoint)
+        if not included.ok:
+            checks.append(replace(included, name=f"membership[{i}].inclusion"))
+            continue
+        try:
+            parsed = parse_entry(item.entry)
+            if parsed.kind != common_pb2.ENTRY_KIND_MEMBERSHIP:
+                raise InvalidInputError(f"expected a MEMBERSHIP entry, got {parsed.kind_name}")
+            log.replay([(item.leaf_index, parsed)])
+        except SwiftchainError as exc:
+            checks.append(Check(f"membership[{i}].vote", False, f"{summary.label}: {exc}"))
+            continue
+        checks.append(
+            Check(
+                f"membership[{i}].vote",
+                True,
+                f"{summary.label}: in the checkpoint and a valid vote by {parsed.submitter_id}",
+            )
+        )
+    if checkpoint is not None:
+        members = log.members_at(checkpoint.size)
+        names = ", ".join(m.name for m in members.nodes)
+        checks.append(
+            Check(
+                "membership",
+                all(c.ok for c in checks),
+                f"the votes lead from the pinned genesis to the node members {names}, quorum "
+                f"{members.quorum}, at tree size {checkpoint.size}",
+            )
+        )
+    return checks
+
+
 def verify_against_consortium(
     bundle: EvidenceBundle,
     consortium: ConsortiumConfig,
@@ -509,16 +585,26 @@ def verify_against_consortium(
 ) -> VerificationReport:
     """:func:`verify_bundle` with the member keys, quorum and origin pinned to ``consortium``
     (the consortium file the verifier holds), never the bundle's own: a bundle re-signed with
-    keys of someone else's making fails ``checkpoint.signatures``."""
+    keys of someone else's making fails ``checkpoint.signatures``.
+
+    The consortium file is the genesis; the members and quorum at the checkpoint's size follow
+    from it and the bundle's MEMBERSHIP entries, each proved in the checkpoint and replayed as
+    every node did (``membership[i].*`` checks). The bundle must carry every vote below the
+    checkpoint's size: one left out leaves the verifier with an older member set, which a
+    checkpoint sealed under the newer one then fails."""
     if not isinstance(consortium, ConsortiumConfig):
         raise InvalidInputError(
             f"expected the pinned consortium as a ConsortiumConfig, got {type(consortium).__name__}"
         )
-    return verify_bundle(
+    log = MembershipLog(MemberSet.from_consortium(consortium))
+    votes = _follow_votes(bundle, log)
+    report = verify_bundle(
         bundle,
         trusted_verifiers=consortium.verifiers,
         trusted_quorum=consortium.quorum,
         trusted_origin=consortium.origin,
         document=document,
         salt=salt,
+        membership=log,
     )
+    return replace(report, checks=report.checks + tuple(votes)) if votes else report
