@@ -5,7 +5,9 @@ is never lost. A round hands what waits to the platform's :class:`LogWriter` and
 Kafka acknowledged it (a resend after a crash is harmless: the log accepts an entry id once).
 The writer follows sealed checkpoints and reports each entry's leaf index, which turns a
 PENDING key ACTIVE (or an ending key ROTATED or REVOKED) and makes "valid at position p"
-answerable.
+answerable. Patients' device-key entries wait in the patients' store the same way and go to
+the log in the same rounds (their positions are not recorded: a device's state is its own
+record's, and the log answers for the rest).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 
@@ -24,6 +26,16 @@ from services.platform.log_writer import LogWriter, Ordered, Rejected, Sealed
 from services.platform.topics import ORDERING_TOPIC
 
 _log = logging.getLogger(__name__)
+
+
+class EntryOutbox(Protocol):
+    """A store holding signed KEY entries until Kafka acknowledged them."""
+
+    def entries_to_submit(self) -> list[tuple[str, list[bytes]]]:
+        """(owner id, signed entries) not yet acknowledged."""
+
+    def mark_submitted(self, owner_id: str, entries: Sequence[bytes]) -> None:
+        """Forget acknowledged entries."""
 
 
 class KeyLogSync:
@@ -38,8 +50,10 @@ class KeyLogSync:
         ordering_topic: str = ORDERING_TOPIC,
         *,
         interval_seconds: float = 0.2,
+        patients: EntryOutbox | None = None,
     ) -> None:
         self._store = store
+        self._outboxes: list[EntryOutbox] = [store] + ([patients] if patients else [])
         self._registry = registry
         self._writer = LogWriter(
             producer, chain, self, topic=ordering_topic, doing="following KEY entries"
@@ -53,19 +67,21 @@ class KeyLogSync:
 
     def sync_once(self, timeout: float = 10.0) -> None:
         """Hand what waits for Kafka to the log writer."""
-        for organization_id, entries in self._store.entries_to_submit():
-            # The entries were stored by an earlier call, whose trace is gone: the publish
-            # starts a trace of its own, which the nodes' spans join.
-            self._writer.write(
-                entries,
-                on_ordered=partial(self._submitted, organization_id, entries),
-                timeout=timeout,
-            )
+        for outbox in self._outboxes:
+            for owner_id, entries in outbox.entries_to_submit():
+                # The entries were stored by an earlier call, whose trace is gone: the publish
+                # starts a trace of its own, which the nodes' spans join.
+                self._writer.write(
+                    entries,
+                    on_ordered=partial(self._submitted, outbox, owner_id, entries),
+                    timeout=timeout,
+                )
 
+    @staticmethod
     def _submitted(
-        self, organization_id: str, entries: Sequence[bytes], _: Sequence[Ordered]
+        outbox: EntryOutbox, owner_id: str, entries: Sequence[bytes], _: Sequence[Ordered]
     ) -> None:
-        self._store.mark_submitted(organization_id, entries)
+        outbox.mark_submitted(owner_id, entries)
 
     def entries_sealed(self, sealed: Sequence[Sealed]) -> None:
         """The writer's report: KEY entries on the log, at their leaves."""

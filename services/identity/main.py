@@ -11,6 +11,7 @@ from pydantic import Field
 
 from chain.entry import EntrySigner
 from services.identity.domain.certificates import CertificateAuthority
+from services.identity.domain.device_keys import DeviceKeyLog
 from services.identity.domain.organizations import OrganizationRegistry
 from services.identity.domain.patients import (
     ENROLLMENT_CODE_LIFETIME,
@@ -67,6 +68,21 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _device_key_log(files: ConsortiumFiles) -> DeviceKeyLog | None:
+    """What puts patients' device keys on the log, under their subject tags: it needs the
+    consortium tag key. Without it, devices are still checked here but not logged, which is
+    said once at start, since consent signatures then verify only through this service."""
+    if not files.tag_key_path.exists():
+        _log.warning(
+            "no consortium tag key at %s: patients' device keys are not put on the log",
+            files.tag_key_path,
+        )
+        return None
+    return DeviceKeyLog(
+        EntrySigner(REGISTRAR_KEY_ID, load_registrar_key(files)), files.load_tag_key()
+    )
+
+
 def main() -> None:
     """Run the identity service until SIGTERM."""
     settings = IdentitySettings()
@@ -97,7 +113,10 @@ def main() -> None:
     )
     patient_store = PatientStore()
     patients = PatientDirectory(
-        patient_store, tokens, enrollment_code_lifetime=settings.enrollment_code_lifetime
+        patient_store,
+        tokens,
+        enrollment_code_lifetime=settings.enrollment_code_lifetime,
+        device_keys=_device_key_log(files),
     )
     practitioners = PractitionerDirectory(patient_store)
 
@@ -106,7 +125,12 @@ def main() -> None:
     )
     chain_channel = open_channel(settings.chain_node, settings.tls_dir)
     log_sync = KeyLogSync(
-        organization_store, registry, producer, chain_channel, settings.ordering_topic
+        organization_store,
+        registry,
+        producer,
+        chain_channel,
+        settings.ordering_topic,
+        patients=patient_store,
     )
 
     def on_write() -> None:

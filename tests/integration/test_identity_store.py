@@ -17,10 +17,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 from chain.consortium import GenesisKey
 from chain.enrollment_codes import parse_enrollment_code
-from chain.entry import EntrySigner
+from chain.entry import EntrySigner, parse_entry
 from chain.errors import ConflictError, PermissionDeniedError, UnauthenticatedError
 from chain.signed_messages import device_add_message, enrollment_message, possession_message
 from services.identity.domain.certificates import CertificateRecord
+from services.identity.domain.device_keys import DeviceKeyLog
 from services.identity.domain.organizations import OrganizationRegistry
 from services.identity.domain.patients import (
     Challenge,
@@ -33,7 +34,7 @@ from services.identity.domain.request_signatures import RequestSignature
 from services.identity.store import ALIAS
 from services.identity.store.certificates import CertificateDoc, CertificateStore
 from services.identity.store.organizations import OrganizationDoc, OrganizationStore
-from services.identity.store.patients import PatientStore
+from services.identity.store.patients import PatientDoc, PatientStore
 from services.platform import mongo
 from services.platform.events import decode, envelope
 from services.platform.kafka import kafka_client_options, make_producer
@@ -152,6 +153,28 @@ def test_request_nonces_are_stored_with_their_owner_and_refuse_a_replay(database
     assert stored_patient is not None and stored_patient.request_nonces == {nonce: NOW}
     with pytest.raises(PermissionDeniedError, match="used already"):
         directory.add_device(patient.subject_id, raw(tablet), proof, "tablet", signed, NOW)
+
+
+def test_a_patients_device_key_entries_wait_with_the_patient_until_kafka_has_them(
+    database: str,
+) -> None:
+    patients = PatientStore()
+    registrar = EntrySigner("registrar", Ed25519PrivateKey.generate())
+    directory = PatientDirectory(
+        patients,
+        TokenIssuer(Ed25519PrivateKey.generate(), issuer="swiftchain-identity", audience="x"),
+        device_keys=DeviceKeyLog(registrar, bytes(32)),
+    )
+    registered = directory.register("hospital-a", "mrn-2", str(uuid.uuid4()), NOW)
+    assert patients.entries_to_submit() == []
+    device = enroll(directory, str(registered.code), Ed25519PrivateKey.generate())
+    [(subject_id, entries)] = patients.entries_to_submit()
+    assert subject_id == registered.patient.subject_id and len(entries) == 1
+    assert parse_entry(entries[0]).body.key.key_id == device.key_id
+    doc = PatientDoc.objects(id=subject_id).first()
+    assert [r.entry_id for r in doc.key_records] == [parse_entry(entries[0]).entry_id]
+    patients.mark_submitted(subject_id, entries)
+    assert patients.entries_to_submit() == []
 
 
 def test_listing_filters_by_role_and_pages_by_id(database: str) -> None:

@@ -4,6 +4,8 @@ The read model is what the services said on Kafka; the log index is what the log
 sealed leaf's entry id and subject tag, read from a chain node). An entry on the log that the
 read model lacks means an event was lost or not yet consumed; an item the log lacks means a
 service recorded something it never logged. Either way the trail is flagged as incomplete.
+A patient's device keys are KEY entries under its subject tag too, but no trail items (they
+record who holds the patient's keys, not what was done with its data), so they are left out.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import datetime
 
 from services.audit.domain.ports import AuditStore
 from services.audit.domain.records import (
+    KIND_KEY,
     AuditPolicy,
     FlagRecord,
     SealedView,
@@ -40,7 +43,9 @@ class Completeness:
 def compare(store: AuditStore, tag: bytes, view: SealedView, policy: AuditPolicy) -> Completeness:
     """Every entry on the log (up to ``view``) with subject tag ``tag`` against the read model."""
     on_log = {
-        leaf.entry_id for leaf in store.leaves_with_tag(tag) if leaf.leaf_index < view.tree_size
+        leaf.entry_id
+        for leaf in store.leaves_with_tag(tag)
+        if leaf.leaf_index < view.tree_size and leaf.kind != KIND_KEY
     }
     known = store.items(TrailQuery(subject_tag=tag), None, 10**9)
     in_model = {item.entry_id for item in known}

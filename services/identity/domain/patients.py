@@ -15,7 +15,9 @@ everywhere (the ``PatientDeviceRevoked`` event feeds every server's revocation l
 The token says who calls, but does not by itself add or revoke a device: that also takes a
 signature over the request by one of the patient's active devices
 (:mod:`services.identity.domain.request_signatures`), so a stolen token cannot let a thief's
-device in or lock the patient's out.
+device in or lock the patient's out. With a :class:`DeviceKeyLog`, every enrollment, addition and
+revocation is also a KEY entry under the patient's subject tag, written with the change (the
+store's outbox), carrying the device's proof or signature, which every node checks again.
 """
 
 from __future__ import annotations
@@ -41,8 +43,9 @@ from chain.errors import (
     UnauthenticatedError,
 )
 from chain.signed_messages import device_add_message, device_revoke_message, enrollment_message
+from services.identity.domain.device_keys import DeviceKeyLog
 from services.identity.domain.keys import check_possession, check_public_key
-from services.identity.domain.organizations import PRODUCER
+from services.identity.domain.organizations import PRODUCER, KeyEntry
 from services.identity.domain.request_signatures import (
     RequestSignature,
     check_fresh,
@@ -175,8 +178,14 @@ class PatientStore(Protocol):
     def create(self, patient: Patient, events: Sequence[events_pb2.EventEnvelope]) -> bool:
         """Insert with its events in one write; False if the subject id exists."""
 
-    def update(self, patient: Patient, events: Sequence[events_pb2.EventEnvelope]) -> None:
-        """Write if unchanged since read (then bump the version); else ConflictError."""
+    def update(
+        self,
+        patient: Patient,
+        events: Sequence[events_pb2.EventEnvelope],
+        entries: Sequence[KeyEntry] = (),
+    ) -> None:
+        """Write if unchanged since read (then bump the version), with KEY ``entries`` to
+        submit to the log; else ConflictError."""
 
     def add_challenge(self, challenge: Challenge) -> None:
         """Store a new challenge."""
@@ -217,8 +226,10 @@ class PatientDirectory:
         *,
         challenge_lifetime: timedelta = CHALLENGE_LIFETIME,
         enrollment_code_lifetime: timedelta = ENROLLMENT_CODE_LIFETIME,
+        device_keys: DeviceKeyLog | None = None,
     ) -> None:
         self._store = store
+        self._device_keys = device_keys
         self._tokens = tokens
         self._challenge_lifetime = challenge_lifetime
         self._enrollment_code_lifetime = enrollment_code_lifetime
@@ -344,7 +355,16 @@ class PatientDirectory:
         device = Device(new_device_key_id(), public_key, label, now)
         patient.devices.append(device)
         patient.enrollment = None
-        self._store.update(patient, [self._device_added(patient, device, now)])
+        entries = (
+            [
+                self._device_keys.enrolled(
+                    patient.subject_id, device.key_id, public_key, code.digest, proof, now
+                )
+            ]
+            if self._device_keys
+            else []
+        )
+        self._store.update(patient, [self._device_added(patient, device, now)], entries)
         return patient.subject_id, device
 
     @staticmethod
@@ -391,7 +411,12 @@ class PatientDirectory:
         device = Device(new_device_key_id(), public_key, label, now)
         patient.devices.append(device)
         patient.request_nonces = remember_nonce(patient.request_nonces, signed, now)
-        self._store.update(patient, [self._device_added(patient, device, now)])
+        entries = (
+            [self._device_keys.added(subject_id, device.key_id, public_key, signed, now)]
+            if self._device_keys
+            else []
+        )
+        self._store.update(patient, [self._device_added(patient, device, now)], entries)
         return device
 
     def revoke_device(
@@ -415,8 +440,13 @@ class PatientDirectory:
             return device
         device.revoke_time = now
         event = events_pb2.PatientDeviceRevoked(subject_id=subject_id, key_id=key_id)
+        entries = (
+            [self._device_keys.revoked(subject_id, key_id, signed, now)]
+            if self._device_keys
+            else []
+        )
         self._store.update(
-            patient, [envelope(event, producer=PRODUCER, subject=subject_id, now=now)]
+            patient, [envelope(event, producer=PRODUCER, subject=subject_id, now=now)], entries
         )
         return device
 

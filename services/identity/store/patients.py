@@ -8,6 +8,9 @@ An enrollment code is known by its digest only (the ``_id`` of the record naming
 it is used up with the patient's own versioned write that adds the first device and clears the
 patient's pending code, so two enrollments with one code cannot both succeed. Expiry is a field
 checked on read, not a TTL index (FerretDB v1 has none); sweeps delete what expired.
+A patient's KEY entries (its device keys on the log) are written with the change that made
+them, into ``entries_to_submit`` (with their registration records and salts in
+``key_records``), and forgotten once Kafka acknowledged them, as an organization's are.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, ClassVar
 import mongoengine as me
 
 from chain.errors import ConflictError
+from services.identity.domain.organizations import KeyEntry
 from services.identity.domain.patients import (
     Challenge,
     Device,
@@ -29,6 +33,7 @@ from services.identity.domain.patients import (
 )
 from services.identity.store import ALIAS
 from services.identity.store.nonces import RequestNonceDoc, nonce_docs, nonces_of
+from services.identity.store.organizations import KeyRecordDoc
 from services.platform.mongo import as_utc
 from services.platform.outbox import OutboxDocument, document_lock, outbox_update
 from swiftchain.events.v1 import events_pb2
@@ -64,6 +69,11 @@ class PatientDoc(OutboxDocument):
     version = me.IntField(default=0)
     request_nonces = me.EmbeddedDocumentListField(RequestNonceDoc)
     enrollment = me.EmbeddedDocumentField(PendingEnrollmentDoc, null=True)
+    #: The registration records (and salts) of the patient's KEY entries.
+    key_records = me.EmbeddedDocumentListField(KeyRecordDoc)
+    #: Signed KEY entries not yet acknowledged by Kafka, oldest first.
+    entries_to_submit = me.ListField(me.BinaryField())
+    submit_pending = me.BooleanField(default=False)
 
 
 class RegistrationDoc(me.Document):
@@ -197,17 +207,31 @@ class PatientStore:
             return False
         return True
 
-    def update(self, patient: Patient, events: Sequence[events_pb2.EventEnvelope]) -> None:
-        """Write the devices, references, recent request nonces and pending enrollment code if
-        nobody changed the patient since it was read."""
+    def update(
+        self,
+        patient: Patient,
+        events: Sequence[events_pb2.EventEnvelope],
+        entries: Sequence[KeyEntry] = (),
+    ) -> None:
+        """Write the devices, references, recent request nonces and pending enrollment code,
+        with KEY ``entries`` to submit, if nobody changed the patient since it was read."""
+        changes: dict[str, Any] = {
+            "set__devices": [_device_doc(d) for d in patient.devices],
+            "set__references": dict(patient.references),
+            "set__request_nonces": nonce_docs(patient.request_nonces),
+            "set__enrollment": _enrollment_doc(patient.enrollment),
+            "inc__version": 1,
+            **outbox_update(events),
+        }
+        if entries:
+            changes["push_all__key_records"] = [
+                KeyRecordDoc(entry_id=e.entry_id, record=e.record, salt=e.salt) for e in entries
+            ]
+            changes["push_all__entries_to_submit"] = [e.entry for e in entries]
+            changes["set__submit_pending"] = True
         with document_lock(PatientDoc._get_collection_name(), patient.subject_id):
             updated = PatientDoc.objects(id=patient.subject_id, version=patient.version).update_one(
-                set__devices=[_device_doc(d) for d in patient.devices],
-                set__references=dict(patient.references),
-                set__request_nonces=nonce_docs(patient.request_nonces),
-                set__enrollment=_enrollment_doc(patient.enrollment),
-                inc__version=1,
-                **outbox_update(events),
+                **changes
             )
         if not updated:
             raise ConflictError(
@@ -215,6 +239,21 @@ class PatientStore:
                 "retry"
             )
         patient.version += 1
+
+    def entries_to_submit(self) -> list[tuple[str, list[bytes]]]:
+        """(subject id, signed KEY entries) not yet acknowledged by Kafka."""
+        return [
+            (doc.id, [bytes(e) for e in doc.entries_to_submit])
+            for doc in PatientDoc.objects(submit_pending=True).only("id", "entries_to_submit")
+        ]
+
+    def mark_submitted(self, subject_id: str, entries: Sequence[bytes]) -> None:
+        """Forget KEY entries Kafka has acknowledged."""
+        with document_lock(PatientDoc._get_collection_name(), subject_id):
+            PatientDoc.objects(id=subject_id).update_one(pull_all__entries_to_submit=list(entries))
+            PatientDoc.objects(id=subject_id, entries_to_submit__size=0).update_one(
+                set__submit_pending=False
+            )
 
     def add_challenge(self, challenge: Challenge) -> None:
         """Store a new challenge."""

@@ -515,6 +515,14 @@ def test_a_patient_whose_trail_matches_the_log_is_complete(world: World) -> None
     assert world.all_flags() == []
 
 
+def test_a_patients_device_key_entries_are_no_missing_trail_items(world: World) -> None:
+    # A patient's device keys are KEY entries under its tag on the log, with no trail item.
+    world.book.apply_events([record_anchored("e-1")])
+    world.seal([("e-1", tag(PATIENT), KIND_RECORD), ("k-phone", tag(PATIENT), KIND_KEY)], 2)
+    result = world.book.completeness(PATIENT, NOW + timedelta(minutes=6))
+    assert result.complete, result
+
+
 def test_completeness_reports_what_each_side_lacks(world: World) -> None:
     old = NOW - timedelta(minutes=10)
     world.book.apply_events(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
@@ -16,7 +17,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from chain.consortium import GenesisKey
+from chain.device_keys import check_consent_signature
 from chain.enrollment_codes import EnrollmentCode, new_enrollment_code
+from chain.entry import EntrySigner, parse_entry
 from chain.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -27,11 +31,16 @@ from chain.errors import (
     UnauthenticatedError,
 )
 from chain.signed_messages import (
+    DIRECTIVE_PREFIX,
     device_add_message,
     device_revoke_message,
     enrollment_message,
     possession_message,
 )
+from chain.tags import device_key_tag, subject_tag
+from chain.validation import EntryRejectedError, EntryValidator, KeyRegistry
+from services.identity.domain.device_keys import DeviceKeyLog
+from services.identity.domain.organizations import KeyEntry
 from services.identity.domain.patients import (
     ENROLLMENT_CODE_LIFETIME,
     Challenge,
@@ -46,6 +55,7 @@ from services.identity.domain.patients import (
 )
 from services.identity.domain.request_signatures import RequestSignature
 from services.platform.tokens import TokenIssuer, TokenVerifier
+from swiftchain.chain.v1 import entry_pb2
 from swiftchain.events.v1 import events_pb2
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
@@ -59,6 +69,8 @@ class FakeStore:
         self.challenges: dict[str, tuple[Challenge, bool]] = {}
         self.practitioners: dict[tuple[str, str], Practitioner] = {}
         self.events: list[events_pb2.EventEnvelope] = []
+        #: The KEY entries written with the patients' changes, in order.
+        self.entries: list[KeyEntry] = []
         #: code digest -> (subject id, expire time)
         self.enrollment_codes: dict[bytes, tuple[str, datetime]] = {}
 
@@ -76,12 +88,18 @@ class FakeStore:
         self.events.extend(events)
         return True
 
-    def update(self, patient: Patient, events: Sequence[events_pb2.EventEnvelope]) -> None:
+    def update(
+        self,
+        patient: Patient,
+        events: Sequence[events_pb2.EventEnvelope],
+        entries: Sequence[KeyEntry] = (),
+    ) -> None:
         if self.patients[patient.subject_id].version != patient.version:
             raise ConflictError("changed meanwhile")
         patient.version += 1
         self.patients[patient.subject_id] = copy.deepcopy(patient)
         self.events.extend(events)
+        self.entries.extend(entries)
 
     def add_challenge(self, challenge: Challenge) -> None:
         self.challenges[challenge.challenge_id] = (challenge, False)
@@ -651,3 +669,49 @@ def test_practitioners_are_idempotent_on_their_reference(store: FakeStore) -> No
         practitioners.register("hospital-a", "staff-12", "doctor", NOW)
     with pytest.raises(InvalidInputError, match="expected a role code of 1-64 characters"):
         practitioners.register("hospital-a", "staff-13", "", NOW)
+
+
+def test_device_keys_go_to_the_log_with_the_devices_own_signatures(store: FakeStore) -> None:
+    # With the tag key, enrollment, addition and revocation are KEY entries under the patient's
+    # tag that a real validator accepts in order, each with the device's own proof or signature;
+    # the same entries stripped of it (all a registrar alone could sign) are rejected, and a
+    # directive signed by the added device verifies against the log alone.
+    registrar_key = Ed25519PrivateKey.generate()
+    registrar = EntrySigner("registrar", registrar_key)
+    tag_key = bytes(range(32))
+    issuer = TokenIssuer(TOKEN_KEY, issuer="swiftchain-identity", audience="swiftchain")
+    directory = PatientDirectory(store, issuer, device_keys=DeviceKeyLog(registrar, tag_key))
+    patient, phone = register(directory)
+    tablet, tablet_id = add_second_device(directory, patient, phone)
+    phone_id = patient.devices[0].key_id
+    directory.revoke_device(
+        patient.subject_id,
+        phone_id,
+        revoke_signed(patient, tablet, phone_id, signer_id=tablet_id),
+        NOW,
+    )
+    registry = KeyRegistry([GenesisKey("registrar", "identity", ("KEY",), raw(registrar_key))])
+    validator = EntryValidator(registry)
+    on_log: set[str] = set()
+    enrolled, added, revoked = store.entries
+    for entry in (enrolled, added, revoked):
+        body = parse_entry(entry.entry).body
+        assert body.subject_tag == subject_tag(tag_key, patient.subject_id)
+        body.key.ClearField("holder_signature")
+        with pytest.raises(EntryRejectedError, match="registrar alone cannot change"):
+            validator.validate(registrar.sign_entry(body.SerializeToString()), on_log.__contains__)
+        validator.validate(entry.entry, on_log.__contains__)
+        on_log.add(entry.entry_id)
+    # The subject id and the label stay off the log, in the salted record the commitment covers.
+    assert patient.subject_id.encode() not in b"".join(e.entry for e in store.entries)
+    assert json.loads(added.record)["subject_id"] == patient.subject_id
+    directive = b"a directive the tablet signed"
+    consent = entry_pb2.EntryBody(
+        subject_tag=subject_tag(tag_key, patient.subject_id),
+        consent=entry_pb2.ConsentDetail(
+            directive_type=entry_pb2.DIRECTIVE_TYPE_CONSENT,
+            signer_key_tag=device_key_tag(tag_key, tablet_id),
+            signer_signature=tablet.sign(DIRECTIVE_PREFIX + directive),
+        ),
+    )
+    assert check_consent_signature(registry, tag_key, consent, directive).key_id == tablet_id

@@ -55,7 +55,7 @@ DEVELOPMENT_ONLY_FIELDS = frozenset({"spans_file"})
 #: the public config every one of them loads.
 _FILES = ConsortiumFiles(Path())
 CONSORTIUM_FILES = {
-    "identity": {_FILES.registrar_key_path.name},
+    "identity": {_FILES.registrar_key_path.name, _FILES.tag_key_path.name},
     "anchoring": {_FILES.tag_key_path.name},
     "consent": {_FILES.tag_key_path.name, _FILES.consent_key_path.name},
 }
