@@ -35,21 +35,23 @@ from opentelemetry import metrics
 from chain.alarms import POISON_RECORD, Alarm
 from chain.consortium import ConsortiumConfig
 from chain.cosigning import CosignatureBook, Outcome, SealedCheckpoint, read_cosignature
-from chain.errors import VerificationError
-from chain.membership import MemberSet, MembershipLog
+from chain.entry import ParsedEntry, parse_entry
+from chain.errors import InvalidInputError, PreconditionError, VerificationError
+from chain.membership import MemberSet, MembershipLog, MembershipRejectedError
 from chain.node.entry_index import EntryIndex
 from chain.node.entry_spans import EntrySpans
 from chain.node.ordering import OrderingLoop
 from chain.node.ports import IDLE_WAIT_MS, NodeStore, Producer, Readers
 from chain.node.recovery import recover
 from chain.note import Signer, signature_line
-from chain.sequencer import Block, OrderedRecord, Rejection, Sequencer
+from chain.sequencer import Block, OrderedRecord, Rejection, Sequencer, entry_record
 from chain.tiles import MemoryHashStore
 from chain.validation import EntryValidator
 from services.platform.poison import PoisonRecord, PoisonSink, set_aside
 from services.platform.threads import Stopped, ThreadRegistry, retry_transient, start_supervised
 from services.platform.topics import COSIGNATURES_TOPIC, ORDERING_TOPIC
 from swiftchain.chain.v1 import ordering_pb2
+from swiftchain.common.v1 import common_pb2
 
 __all__ = ["ChainNode", "SealedCheckpoint"]
 
@@ -370,6 +372,41 @@ class ChainNode:
         where = f"{topic}/0/{offset}"
         detail = f"set aside {topic} partition 0 offset {offset}: {reason}"
         self._raise(Alarm(POISON_RECORD, "", self.tree.size, detail, source=where))
+
+    # ------------------------------------------------------------------ membership votes
+
+    def submit_membership(self, raw: bytes, action: str) -> ParsedEntry:
+        """Send a member's signed vote (``action``: ``proposal`` or ``approval``) to the
+        ordering topic, once it holds against the member set this node has reached: what the
+        log would reject there is refused (:class:`PreconditionError` naming the rejection
+        reason) instead of ordered. The log still decides at the entry's own position."""
+        parsed = parse_entry(raw)
+        got = (
+            parsed.body.membership.WhichOneof("action")
+            if parsed.kind == common_pb2.ENTRY_KIND_MEMBERSHIP
+            else f"{parsed.kind_name} entry"
+        )
+        if got != action:
+            raise InvalidInputError(f"expected a MEMBERSHIP entry carrying a {action}, got {got}")
+        try:
+            self.membership.check(parsed)
+        except MembershipRejectedError as error:
+            raise PreconditionError(
+                f"the log would reject this {action} at leaf {self.membership.position} "
+                f"({error.reason}): {error}"
+            ) from None
+        value = entry_record(raw)
+        self._retry(
+            lambda: self._producer.send(self._ordering_topic, value), f"submitting a {action}"
+        )
+        self._retry(lambda: self._producer.flush(), f"submitting a {action}")
+        return parsed
+
+    def membership_entries(self, tree_size: int) -> list[tuple[int, bytes]]:
+        """The MEMBERSHIP entries below ``tree_size`` (a persisted size) and their leaf indexes,
+        in log order: what a verifier needs to follow the votes from the genesis."""
+        indexes = [i for i in list(self.membership.entry_indexes) if i < tree_size]
+        return [(i, self._store.read_entries(i, i + 1)[0]) for i in indexes]
 
     # ------------------------------------------------------------------ reads
 

@@ -14,6 +14,7 @@ import grpc.aio
 from chain.checkpoint import parse_checkpoint
 from chain.consortium import consortium_message
 from chain.errors import InvalidInputError, NotFoundError, PreconditionError
+from chain.membership import MemberSet, Proposal
 from chain.node.node import ChainNode, SealedCheckpoint
 from chain.proof_build import consistency_proof, inclusion_proof
 from services.platform.aio import Pulse, run_blocking, wait_budget
@@ -48,6 +49,35 @@ def sealed_message(sealed: SealedCheckpoint) -> pb.SealedCheckpoint:
     )
     message.cut_time.FromMilliseconds(checkpoint.cut_time_ms)
     return message
+
+
+def membership_message(
+    members: MemberSet, proposals: list[Proposal], position: int
+) -> pb.GetMembershipResponse:
+    """The protobuf form of a member set and its open proposals at ``position``."""
+    return pb.GetMembershipResponse(
+        members=[
+            pb.MemberState(
+                name=m.name,
+                verifier_key=m.verifier_key,
+                role=entry_pb2.MemberRole.ValueType(m.role),
+            )
+            for m in members.members
+        ],
+        quorum=members.quorum,
+        position=position,
+        proposals=[
+            pb.OpenProposal(
+                proposal_id=p.proposal_id,
+                proposer=p.proposer,
+                change=p.change,
+                leaf_index=p.leaf_index,
+                last_leaf_index=p.last_index,
+                approvals=p.approvals,
+            )
+            for p in proposals
+        ],
+    )
 
 
 def _waited(seconds: float) -> str:
@@ -165,12 +195,17 @@ class ChainServicer(pb_grpc.ChainServiceServicer):
                 )
             sealed = at
         entry = self._node.store.read_entries(index, index + 1)
+        size, tree = sealed.tree_size, self._node.tree
         return pb.GetInclusionProofResponse(
             leaf_index=index,
             entry=entry[0] if entry else b"",
-            tree_size=sealed.tree_size,
-            proof=inclusion_proof(index, sealed.tree_size, self._node.tree),
+            tree_size=size,
+            proof=inclusion_proof(index, size, tree),
             checkpoint=sealed_message(sealed),
+            membership=[
+                pb.ProvedEntry(leaf_index=i, entry=raw, proof=inclusion_proof(i, size, tree))
+                for i, raw in self._node.membership_entries(size)
+            ],
         )
 
     async def _wait_for_entry(self, entry_id: str, wait: float) -> int | None:
@@ -315,6 +350,29 @@ class ChainServicer(pb_grpc.ChainServiceServicer):
         if latest is not None:
             response.last_sealed.CopyFrom(sealed_message(latest))
         return response
+
+    def ProposeMembership(
+        self, request: pb.ProposeMembershipRequest, context: grpc.ServicerContext
+    ) -> pb.ProposeMembershipResponse:
+        parsed = self._node.submit_membership(request.entry, "proposal")
+        return pb.ProposeMembershipResponse(
+            entry_id=parsed.entry_id, proposal_id=parsed.body.membership.proposal.proposal_id
+        )
+
+    def ApproveMembership(
+        self, request: pb.ApproveMembershipRequest, context: grpc.ServicerContext
+    ) -> pb.ApproveMembershipResponse:
+        parsed = self._node.submit_membership(request.entry, "approval")
+        return pb.ApproveMembershipResponse(
+            entry_id=parsed.entry_id, proposal_id=parsed.body.membership.approval.proposal_id
+        )
+
+    def GetMembership(
+        self, request: pb.GetMembershipRequest, context: grpc.ServicerContext
+    ) -> pb.GetMembershipResponse:
+        membership = self._node.membership
+        position = membership.position
+        return membership_message(membership.current, membership.open_proposals(), position)
 
     def ListAlarms(
         self, request: pb.ListAlarmsRequest, context: grpc.ServicerContext

@@ -67,6 +67,7 @@ _TRAIL_OWNERS = {
     Role.HOSPITAL: "filter.organization_id",
 }
 _DEVICE_SIGNED = "the request is signed by an active device key of the patient"
+_MEMBER_SIGNED = "the entry is signed by a node member's own key at the node's log position"
 _ORG_KEY_SIGNED = (
     "the request is signed by the organization's active signing key (the admin only relays it)"
 )
@@ -194,6 +195,10 @@ RULES: Mapping[str, Rule] = MappingProxyType(
         _CH + "GetConsortium": _rule(*ANY),
         _CH + "GetNodeStatus": _rule(*ANY),
         _CH + "ListAlarms": _rule(*ANY),
+        # membership votes: the entry's signature by a voting member is what authorizes
+        _CH + "ProposeMembership": _rule(*ANY, service_rule=_MEMBER_SIGNED),
+        _CH + "ApproveMembership": _rule(*ANY, service_rule=_MEMBER_SIGNED),
+        _CH + "GetMembership": _rule(*ANY),
     }
 )
 

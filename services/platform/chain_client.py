@@ -31,6 +31,8 @@ class Proved:
     proof: tuple[bytes, ...]
     tree_size: int
     note: str
+    #: The MEMBERSHIP entries below ``tree_size``, proved to the same checkpoint.
+    membership: tuple[EvidenceEntry, ...] = ()
 
 
 def _proved(entry_id: str, response: pb.GetInclusionProofResponse) -> Proved:
@@ -41,6 +43,7 @@ def _proved(entry_id: str, response: pb.GetInclusionProofResponse) -> Proved:
         tuple(response.proof),
         response.checkpoint.tree_size,
         response.checkpoint.note,
+        tuple(EvidenceEntry(m.leaf_index, m.entry, tuple(m.proof)) for m in response.membership),
     )
 
 
@@ -120,4 +123,5 @@ def evidence_bundle(
         checkpoint=proved[0].note,
         entries=tuple(EvidenceEntry(p.leaf_index, p.entry, p.proof) for p in proved),
         consistency=tuple(consistency),
+        membership=proved[0].membership,
     )

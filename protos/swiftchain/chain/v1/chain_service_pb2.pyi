@@ -228,6 +228,38 @@ class GetInclusionProofRequest(_message.Message):
 Global___GetInclusionProofRequest: _TypeAlias = GetInclusionProofRequest  # noqa: Y015
 
 @_typing.final
+class ProvedEntry(_message.Message):
+    """One entry with its inclusion proof to a checkpoint."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
+    leaf_index: _builtins.int
+    """The entry's leaf index."""
+    entry: _builtins.bytes
+    """The entry's exact bytes (a serialized `ChainEntry`)."""
+    @_builtins.property
+    def proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """The RFC 9162 inclusion proof to the checkpoint's root, leaf side first; 32-byte hashes."""
+
+    def __init__(
+        self,
+        *,
+        leaf_index: _builtins.int = ...,
+        entry: _builtins.bytes = ...,
+        proof: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "leaf_index", b"leaf_index", "proof", b"proof"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProvedEntry: _TypeAlias = ProvedEntry  # noqa: Y015
+
+@_typing.final
 class GetInclusionProofResponse(_message.Message):
     """Response for GetInclusionProof."""
 
@@ -238,6 +270,7 @@ class GetInclusionProofResponse(_message.Message):
     TREE_SIZE_FIELD_NUMBER: _builtins.int
     PROOF_FIELD_NUMBER: _builtins.int
     CHECKPOINT_FIELD_NUMBER: _builtins.int
+    MEMBERSHIP_FIELD_NUMBER: _builtins.int
     leaf_index: _builtins.int
     """The entry's leaf index."""
     entry: _builtins.bytes
@@ -252,6 +285,13 @@ class GetInclusionProofResponse(_message.Message):
     def checkpoint(self) -> Global___SealedCheckpoint:
         """The sealed checkpoint whose root the proof leads to."""
 
+    @_builtins.property
+    def membership(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProvedEntry]:
+        """Every MEMBERSHIP entry below the checkpoint's tree size, in log order, each proved to the
+        same checkpoint: with them a verifier that pinned the genesis follows the votes to the
+        members and quorum the checkpoint was sealed under (evidence bundle `membership`).
+        """
+
     def __init__(
         self,
         *,
@@ -260,10 +300,11 @@ class GetInclusionProofResponse(_message.Message):
         tree_size: _builtins.int = ...,
         proof: _abc.Iterable[_builtins.bytes] | None = ...,
         checkpoint: Global___SealedCheckpoint | None = ...,
+        membership: _abc.Iterable[Global___ProvedEntry] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "entry", b"entry", "leaf_index", b"leaf_index", "proof", b"proof", "tree_size", b"tree_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "entry", b"entry", "leaf_index", b"leaf_index", "membership", b"membership", "proof", b"proof", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -780,3 +821,234 @@ class ListAlarmsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAlarmsResponse: _TypeAlias = ListAlarmsResponse  # noqa: Y015
+
+@_typing.final
+class ProposeMembershipRequest(_message.Message):
+    """Request for ProposeMembership."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    entry: _builtins.bytes
+    """The exact bytes of a `ChainEntry` of kind MEMBERSHIP whose detail is a proposal, signed by
+    the proposer (see `MembershipDetail`).
+    """
+    def __init__(
+        self,
+        *,
+        entry: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposeMembershipRequest: _TypeAlias = ProposeMembershipRequest  # noqa: Y015
+
+@_typing.final
+class ProposeMembershipResponse(_message.Message):
+    """Response for ProposeMembership."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    entry_id: _builtins.str
+    """The entry's id, for GetEntryStatus."""
+    proposal_id: _builtins.str
+    """The proposal's id, for approvals."""
+    def __init__(
+        self,
+        *,
+        entry_id: _builtins.str = ...,
+        proposal_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_id", b"entry_id", "proposal_id", b"proposal_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposeMembershipResponse: _TypeAlias = ProposeMembershipResponse  # noqa: Y015
+
+@_typing.final
+class ApproveMembershipRequest(_message.Message):
+    """Request for ApproveMembership."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    entry: _builtins.bytes
+    """The exact bytes of a `ChainEntry` of kind MEMBERSHIP whose detail is an approval, signed by
+    the approver.
+    """
+    def __init__(
+        self,
+        *,
+        entry: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveMembershipRequest: _TypeAlias = ApproveMembershipRequest  # noqa: Y015
+
+@_typing.final
+class ApproveMembershipResponse(_message.Message):
+    """Response for ApproveMembership."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    entry_id: _builtins.str
+    """The entry's id, for GetEntryStatus."""
+    proposal_id: _builtins.str
+    """The approved proposal's id."""
+    def __init__(
+        self,
+        *,
+        entry_id: _builtins.str = ...,
+        proposal_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry_id", b"entry_id", "proposal_id", b"proposal_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApproveMembershipResponse: _TypeAlias = ApproveMembershipResponse  # noqa: Y015
+
+@_typing.final
+class GetMembershipRequest(_message.Message):
+    """Request for GetMembership."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMembershipRequest: _TypeAlias = GetMembershipRequest  # noqa: Y015
+
+@_typing.final
+class MemberState(_message.Message):
+    """A member as the log knows it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    VERIFIER_KEY_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The member's name."""
+    verifier_key: _builtins.str
+    """Its current signed-note verifier key."""
+    role: _entry_pb2.MemberRole.ValueType
+    """Its role."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        verifier_key: _builtins.str = ...,
+        role: _entry_pb2.MemberRole.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "role", b"role", "verifier_key", b"verifier_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberState: _TypeAlias = MemberState  # noqa: Y015
+
+@_typing.final
+class OpenProposal(_message.Message):
+    """A proposal still open: neither applied nor expired."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROPOSAL_ID_FIELD_NUMBER: _builtins.int
+    PROPOSER_FIELD_NUMBER: _builtins.int
+    CHANGE_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    LAST_LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    APPROVALS_FIELD_NUMBER: _builtins.int
+    proposal_id: _builtins.str
+    """The proposal's id."""
+    proposer: _builtins.str
+    """The member who proposed it."""
+    leaf_index: _builtins.int
+    """The proposal's leaf index."""
+    last_leaf_index: _builtins.int
+    """The last leaf index at which an approval counts."""
+    @_builtins.property
+    def change(self) -> _entry_pb2.MembershipChange:
+        """What it changes."""
+
+    @_builtins.property
+    def approvals(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The members who approved it so far, the proposer first."""
+
+    def __init__(
+        self,
+        *,
+        proposal_id: _builtins.str = ...,
+        proposer: _builtins.str = ...,
+        change: _entry_pb2.MembershipChange | None = ...,
+        leaf_index: _builtins.int = ...,
+        last_leaf_index: _builtins.int = ...,
+        approvals: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approvals", b"approvals", "change", b"change", "last_leaf_index", b"last_leaf_index", "leaf_index", b"leaf_index", "proposal_id", b"proposal_id", "proposer", b"proposer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OpenProposal: _TypeAlias = OpenProposal  # noqa: Y015
+
+@_typing.final
+class GetMembershipResponse(_message.Message):
+    """Response for GetMembership."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    QUORUM_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    PROPOSALS_FIELD_NUMBER: _builtins.int
+    quorum: _builtins.int
+    """The quorum of node members that seals a checkpoint and approves a change."""
+    position: _builtins.int
+    """The log position these answer for: the number of entries this node has validated."""
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___MemberState]:
+        """The members, in admission order (the genesis founders first)."""
+
+    @_builtins.property
+    def proposals(self) -> _containers.RepeatedCompositeFieldContainer[Global___OpenProposal]:
+        """The open proposals, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        members: _abc.Iterable[Global___MemberState] | None = ...,
+        quorum: _builtins.int = ...,
+        position: _builtins.int = ...,
+        proposals: _abc.Iterable[Global___OpenProposal] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "position", b"position", "proposals", b"proposals", "quorum", b"quorum"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMembershipResponse: _TypeAlias = GetMembershipResponse  # noqa: Y015

@@ -80,6 +80,21 @@ class ChainServiceStub:
                 request_serializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ListAlarmsRequest.SerializeToString,
                 response_deserializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ListAlarmsResponse.FromString,
                 _registered_method=True)
+        self.ProposeMembership = channel.unary_unary(
+                '/swiftchain.chain.v1.ChainService/ProposeMembership',
+                request_serializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ProposeMembershipRequest.SerializeToString,
+                response_deserializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ProposeMembershipResponse.FromString,
+                _registered_method=True)
+        self.ApproveMembership = channel.unary_unary(
+                '/swiftchain.chain.v1.ChainService/ApproveMembership',
+                request_serializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ApproveMembershipRequest.SerializeToString,
+                response_deserializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ApproveMembershipResponse.FromString,
+                _registered_method=True)
+        self.GetMembership = channel.unary_unary(
+                '/swiftchain.chain.v1.ChainService/GetMembership',
+                request_serializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.GetMembershipRequest.SerializeToString,
+                response_deserializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.GetMembershipResponse.FromString,
+                _registered_method=True)
 
 
 class ChainServiceServicer:
@@ -153,6 +168,33 @@ class ChainServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ProposeMembership(self, request, context):
+        """Submits a MEMBERSHIP entry carrying a proposal, signed by the proposing member's own key,
+        to the ordering topic. The node checks it against the member set it has reached first and
+        refuses what the log would reject (FAILED_PRECONDITION, with the rejection reason); the log
+        decides at the entry's position (GetEntryStatus). Callers: any (the entry's signature by a
+        voting member is the authorization).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveMembership(self, request, context):
+        """Submits a MEMBERSHIP entry carrying an approval, as ProposeMembership. Callers: any (the
+        entry's signature by a voting member is the authorization).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMembership(self, request, context):
+        """Returns the members, their keys and roles, the quorum and the open proposals as of this
+        node's position in the log. Callers: any.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChainServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -200,6 +242,21 @@ def add_ChainServiceServicer_to_server(servicer, server):
                     servicer.ListAlarms,
                     request_deserializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ListAlarmsRequest.FromString,
                     response_serializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ListAlarmsResponse.SerializeToString,
+            ),
+            'ProposeMembership': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeMembership,
+                    request_deserializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ProposeMembershipRequest.FromString,
+                    response_serializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ProposeMembershipResponse.SerializeToString,
+            ),
+            'ApproveMembership': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveMembership,
+                    request_deserializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ApproveMembershipRequest.FromString,
+                    response_serializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ApproveMembershipResponse.SerializeToString,
+            ),
+            'GetMembership': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMembership,
+                    request_deserializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.GetMembershipRequest.FromString,
+                    response_serializer=swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.GetMembershipResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -446,6 +503,87 @@ class ChainService:
             '/swiftchain.chain.v1.ChainService/ListAlarms',
             swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ListAlarmsRequest.SerializeToString,
             swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ListAlarmsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeMembership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swiftchain.chain.v1.ChainService/ProposeMembership',
+            swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ProposeMembershipRequest.SerializeToString,
+            swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ProposeMembershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveMembership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swiftchain.chain.v1.ChainService/ApproveMembership',
+            swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ApproveMembershipRequest.SerializeToString,
+            swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.ApproveMembershipResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMembership(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swiftchain.chain.v1.ChainService/GetMembership',
+            swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.GetMembershipRequest.SerializeToString,
+            swiftchain_dot_chain_dot_v1_dot_chain__service__pb2.GetMembershipResponse.FromString,
             options,
             channel_credentials,
             insecure,

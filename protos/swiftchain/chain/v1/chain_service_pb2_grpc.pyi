@@ -65,6 +65,21 @@ class ChainServiceStub:
     """Returns this node's progress and health (`swiftchain node status`). Callers: any."""
     ListAlarms: _grpc.UnaryUnaryMultiCallable[_chain_service_pb2.ListAlarmsRequest, _chain_service_pb2.ListAlarmsResponse]
     """Lists the alarms this node has raised (e.g. conflicting cosignatures). Callers: any."""
+    ProposeMembership: _grpc.UnaryUnaryMultiCallable[_chain_service_pb2.ProposeMembershipRequest, _chain_service_pb2.ProposeMembershipResponse]
+    """Submits a MEMBERSHIP entry carrying a proposal, signed by the proposing member's own key,
+    to the ordering topic. The node checks it against the member set it has reached first and
+    refuses what the log would reject (FAILED_PRECONDITION, with the rejection reason); the log
+    decides at the entry's position (GetEntryStatus). Callers: any (the entry's signature by a
+    voting member is the authorization).
+    """
+    ApproveMembership: _grpc.UnaryUnaryMultiCallable[_chain_service_pb2.ApproveMembershipRequest, _chain_service_pb2.ApproveMembershipResponse]
+    """Submits a MEMBERSHIP entry carrying an approval, as ProposeMembership. Callers: any (the
+    entry's signature by a voting member is the authorization).
+    """
+    GetMembership: _grpc.UnaryUnaryMultiCallable[_chain_service_pb2.GetMembershipRequest, _chain_service_pb2.GetMembershipResponse]
+    """Returns the members, their keys and roles, the quorum and the open proposals as of this
+    node's position in the log. Callers: any.
+    """
 
 @_typing.type_check_only
 class ChainServiceAsyncStub(ChainServiceStub):
@@ -97,6 +112,21 @@ class ChainServiceAsyncStub(ChainServiceStub):
     """Returns this node's progress and health (`swiftchain node status`). Callers: any."""
     ListAlarms: _aio.UnaryUnaryMultiCallable[_chain_service_pb2.ListAlarmsRequest, _chain_service_pb2.ListAlarmsResponse]  # type: ignore[assignment]
     """Lists the alarms this node has raised (e.g. conflicting cosignatures). Callers: any."""
+    ProposeMembership: _aio.UnaryUnaryMultiCallable[_chain_service_pb2.ProposeMembershipRequest, _chain_service_pb2.ProposeMembershipResponse]  # type: ignore[assignment]
+    """Submits a MEMBERSHIP entry carrying a proposal, signed by the proposing member's own key,
+    to the ordering topic. The node checks it against the member set it has reached first and
+    refuses what the log would reject (FAILED_PRECONDITION, with the rejection reason); the log
+    decides at the entry's position (GetEntryStatus). Callers: any (the entry's signature by a
+    voting member is the authorization).
+    """
+    ApproveMembership: _aio.UnaryUnaryMultiCallable[_chain_service_pb2.ApproveMembershipRequest, _chain_service_pb2.ApproveMembershipResponse]  # type: ignore[assignment]
+    """Submits a MEMBERSHIP entry carrying an approval, as ProposeMembership. Callers: any (the
+    entry's signature by a voting member is the authorization).
+    """
+    GetMembership: _aio.UnaryUnaryMultiCallable[_chain_service_pb2.GetMembershipRequest, _chain_service_pb2.GetMembershipResponse]  # type: ignore[assignment]
+    """Returns the members, their keys and roles, the quorum and the open proposals as of this
+    node's position in the log. Callers: any.
+    """
 
 class ChainServiceServicer(metaclass=_abc_1.ABCMeta):
     """The log: checkpoints, proofs and entries, as recomputed and cosigned by this node."""
@@ -180,5 +210,38 @@ class ChainServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_chain_service_pb2.ListAlarmsResponse, _abc.Awaitable[_chain_service_pb2.ListAlarmsResponse]]:
         """Lists the alarms this node has raised (e.g. conflicting cosignatures). Callers: any."""
+
+    @_abc_1.abstractmethod
+    def ProposeMembership(
+        self,
+        request: _chain_service_pb2.ProposeMembershipRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chain_service_pb2.ProposeMembershipResponse, _abc.Awaitable[_chain_service_pb2.ProposeMembershipResponse]]:
+        """Submits a MEMBERSHIP entry carrying a proposal, signed by the proposing member's own key,
+        to the ordering topic. The node checks it against the member set it has reached first and
+        refuses what the log would reject (FAILED_PRECONDITION, with the rejection reason); the log
+        decides at the entry's position (GetEntryStatus). Callers: any (the entry's signature by a
+        voting member is the authorization).
+        """
+
+    @_abc_1.abstractmethod
+    def ApproveMembership(
+        self,
+        request: _chain_service_pb2.ApproveMembershipRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chain_service_pb2.ApproveMembershipResponse, _abc.Awaitable[_chain_service_pb2.ApproveMembershipResponse]]:
+        """Submits a MEMBERSHIP entry carrying an approval, as ProposeMembership. Callers: any (the
+        entry's signature by a voting member is the authorization).
+        """
+
+    @_abc_1.abstractmethod
+    def GetMembership(
+        self,
+        request: _chain_service_pb2.GetMembershipRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_chain_service_pb2.GetMembershipResponse, _abc.Awaitable[_chain_service_pb2.GetMembershipResponse]]:
+        """Returns the members, their keys and roles, the quorum and the open proposals as of this
+        node's position in the log. Callers: any.
+        """
 
 def add_ChainServiceServicer_to_server(servicer: ChainServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

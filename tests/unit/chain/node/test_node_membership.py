@@ -14,10 +14,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from chain.checkpoint import verify_sealed_checkpoint
 from chain.consortium import ConsortiumConfig, Member
 from chain.cosigning import SealedCheckpoint
+from chain.errors import InvalidInputError, PreconditionError
+from chain.evidence_bundle import EvidenceBundle, EvidenceEntry
+from chain.evidence_verify import verify_against_consortium
 from chain.membership import membership_entry
 from chain.node.node import ChainNode
+from chain.node.service import membership_message
 from chain.node.tile_store import TileStore
 from chain.note import Signer, generate_key, new_signer
+from chain.proof_build import inclusion_proof
 from chain.sequencer import entry_record
 from services.platform.topics import ORDERING_TOPIC
 from swiftchain.chain.v1 import entry_pb2
@@ -119,7 +124,14 @@ def test_a_fourth_hospital_is_voted_in_signs_is_needed_and_is_voted_out(cluster:
         )
     )
     pid, proposal = votes.propose("hospital-a", admit_d)
-    cluster.order(proposal, votes.approve("hospital-b", pid))  # leaves 0, 1
+    node_a = cluster.nodes["hospital-a"]
+    # Submitted through a node, which checks each vote against the members it has reached.
+    assert node_a.submit_membership(proposal, "proposal").entry_id  # leaf 0
+    with pytest.raises(PreconditionError, match="MEMBERSHIP_NOT_A_MEMBER"):
+        node_a.submit_membership(votes.approve("hospital-d", pid), "approval")
+    with pytest.raises(InvalidInputError, match="carrying a proposal"):
+        node_a.submit_membership(votes.approve("hospital-b", pid), "proposal")
+    cluster.order(votes.approve("hospital-b", pid))  # leaf 1
     raise_q, proposal = votes.propose(
         "hospital-a", entry_pb2.MembershipChange(change_quorum=entry_pb2.ChangeQuorum(quorum=3))
     )
@@ -138,6 +150,33 @@ def test_a_fourth_hospital_is_voted_in_signs_is_needed_and_is_voted_out(cluster:
     verifiers = [SIGNERS[n].verifier() for n in NAMES]
     verify_sealed_checkpoint(sealed.note.encode(), verifiers, 3, ORIGIN)
     assert cluster.sealed("hospital-d", 8).note == sealed.note
+
+    # The votes below size 8, proved to its checkpoint, take a verifier holding only the
+    # genesis to the members that sealed it.
+    membership = node_a.membership_entries(8)
+    assert [i for i, _ in membership] == [0, 1, 2, 3]
+    tree = node_a.tree
+    bundle = EvidenceBundle(
+        origin=ORIGIN,
+        verifiers=tuple(m.verifier_key for m in CONFIG.members),
+        quorum=CONFIG.quorum,
+        checkpoint=sealed.note,
+        entries=(
+            EvidenceEntry(
+                7, cluster.stores["hospital-a"].entries[7], tuple(inclusion_proof(7, 8, tree))
+            ),
+        ),
+        membership=tuple(
+            EvidenceEntry(i, raw, tuple(inclusion_proof(i, 8, tree))) for i, raw in membership
+        ),
+    )
+    report = verify_against_consortium(bundle, CONFIG)
+    assert report.ok, report.failures
+    assert report.quorum == 3
+    status = membership_message(
+        node_a.membership.current, node_a.membership.open_proposals(), node_a.membership.position
+    )
+    assert [m.name for m in status.members] == list(NAMES) and status.quorum == 3
 
     # A restarted node rebuilds the member sets from its store and seals alike.
     cluster.stop("hospital-b")
