@@ -56,6 +56,10 @@ class NodeSettings(ProcessSettings):
 
     #: The node's own Mongo database; empty means ``chain_<node name>``.
     database: str = ""
+    #: A member admitted, or whose key was replaced, by a vote on the log: the node starts with
+    #: a name or key the genesis does not list, and its signatures count only at the tree sizes
+    #: where the member set the log leads to lists that key (chain.membership).
+    admitted_by_vote: bool = False
 
     @property
     def data_path(self) -> Path:
@@ -85,13 +89,26 @@ def load_genesis_and_key(settings: NodeSettings) -> tuple[ConsortiumConfig, Sign
     path = settings.consortium_file
     try:
         config = parse_genesis(path.read_bytes())
-        member = config.member(settings.node_name)
+        member = None if settings.admitted_by_vote else config.member(settings.node_name)
         path = settings.signing_key_file
         signer = new_signer(path.read_text().strip())
     except OSError as error:
         raise NodeRefusedError(f"{where}: cannot read {path}: {error.strerror}") from None
     except SwiftchainError as error:
         raise NodeRefusedError(f"{where}: {path}: {error}") from None
+    if member is None:
+        if signer.name != settings.node_name:
+            raise NodeRefusedError(
+                f"{where}: expected a key named {settings.node_name!r} in "
+                f"{settings.signing_key_file}, got {signer.name!r}"
+            )
+        _log.warning(
+            "%s: admitted by vote: key %s+%08x counts where the log's member set lists it",
+            where,
+            signer.name,
+            signer.key_hash,
+        )
+        return config, signer
     listed = member.verifier
     if (signer.name, signer.key_hash) != (listed.name, listed.key_hash):
         raise NodeRefusedError(
