@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from chain.checkpoint import verify_sealed_checkpoint
+from chain.alarms import BAD_COSIGNATURE
+from chain.checkpoint import GENESIS_PREVIOUS_HASH, Checkpoint, verify_sealed_checkpoint
 from chain.consortium import ConsortiumConfig, Member
 from chain.cosigning import SealedCheckpoint
 from chain.errors import InvalidInputError, PreconditionError
@@ -21,11 +22,11 @@ from chain.membership import membership_entry
 from chain.node.node import ChainNode
 from chain.node.service import membership_message
 from chain.node.tile_store import TileStore
-from chain.note import Signer, generate_key, new_signer
+from chain.note import Signer, generate_key, new_signer, signature_line
 from chain.proof_build import inclusion_proof
 from chain.sequencer import entry_record
 from services.platform.topics import ORDERING_TOPIC
-from swiftchain.chain.v1 import entry_pb2
+from swiftchain.chain.v1 import entry_pb2, ordering_pb2
 from tests.unit.chain.node.fakes import FakeKafka, FakeProducer, FakeReaders, MemoryStore
 from tests.unit.chain.test_sequencer import GENESIS, H1, record_body
 
@@ -199,3 +200,48 @@ def test_a_fourth_hospital_is_voted_in_signs_is_needed_and_is_voted_out(cluster:
     assert after.tree_size == 12
     assert after.signers == ("hospital-a", "hospital-b", "hospital-c")
     assert cluster.nodes["hospital-a"].alarm_count == 0
+    # hospital-c was away for every vote: reading the cosignatures topic from the start, it
+    # meets hospital-d's lines before it has sequenced d's admission, holds them until it has,
+    # and seals the same notes without blaming anyone.
+    assert cluster.sealed("hospital-c", 12).note == after.note
+    assert cluster.sealed("hospital-c", 8).tree_size >= 8
+    assert cluster.nodes["hospital-c"].sealed_at(8) is not None
+    assert cluster.nodes["hospital-c"].sealed_at(8).note == sealed.note  # type: ignore[union-attr]
+    assert cluster.nodes["hospital-c"].alarm_count == 0
+
+
+def cosignature_by_d(size: int) -> bytes:
+    text = Checkpoint(
+        origin=ORIGIN,
+        size=size,
+        root_hash=bytes(32),
+        height=1,
+        previous_hash=GENESIS_PREVIOUS_HASH,
+        cut_time_ms=1_767_225_600_000,
+    ).to_text()
+    return ordering_pb2.Cosignature(
+        node="hospital-d",
+        height=1,
+        tree_size=size,
+        checkpoint=text,
+        signature_line=signature_line(SIGNERS["hospital-d"], text),
+    ).SerializeToString()
+
+
+def test_a_line_by_an_unknown_key_waits_for_its_size_to_be_sequenced(cluster: Cluster) -> None:
+    """Before the node has read the votes below a size, a line it cannot verify may be by a
+    member those votes admit: it is held, not blamed. At a size it has sequenced, it is an
+    alarm as before."""
+    node = ChainNode(
+        name="hospital-a",
+        config=CONFIG,
+        signer=SIGNERS["hospital-a"],
+        store=cluster.stores["hospital-a"],
+        producer=FakeProducer(cluster.kafka),
+        readers=FakeReaders(cluster.kafka),
+    )
+    node._on_cosignature(cosignature_by_d(8), 0)
+    assert node.alarm_count == 0
+    node._on_cosignature(cosignature_by_d(0), 1)
+    assert node.alarm_count == 1
+    assert [a.kind for a in cluster.stores["hospital-a"].alarms()] == [BAD_COSIGNATURE]
