@@ -254,7 +254,7 @@ def verify(
             doc_bytes = read_input(document, "document")
             if canonical_json_document:
                 doc_bytes = _canonical(doc_bytes, document)
-        pinned = _pinned_consortium(consortium, trust_bundle_keys)
+        pinned = choose_consortium(consortium, trust_bundle_keys, "to check the bundle against")
     except UnreadableInputError as exc:
         raise _unreadable(str(exc), json_output) from None
 
@@ -280,24 +280,27 @@ def verify(
     raise typer.Exit(EXIT_OK if report.ok else EXIT_FAILED)
 
 
-def _pinned_consortium(
-    option: Path | None, trust_bundle_keys: bool
+def choose_consortium(
+    option: Path | None, trust_bundle_keys: bool, purpose: str
 ) -> pinned_consortium.PinnedConsortium | None:
-    """The consortium to check against, or ``None`` for the bundle's own keys (only with
-    ``--trust-bundle-keys`` and nothing pinned); UnreadableInputError (exit 2) otherwise."""
+    """The consortium to check evidence against (``--consortium``, else the pinned one), or
+    ``None`` for the evidence's own keys (only with ``--trust-bundle-keys`` and nothing
+    pinned); UnreadableInputError (exit 2) otherwise. ``purpose`` finishes "expected a pinned
+    consortium file ..." (e.g. "to check the bundle against"). Shared by every command that
+    checks evidence, so that none of them trusts what a node or a bundle hands it."""
     if option is not None and trust_bundle_keys:
         raise UnreadableInputError(
             "expected --consortium FILE or --trust-bundle-keys, got both: a pinned consortium "
-            "is what the bundle's keys are checked against"
+            "is what the evidence's keys are checked against"
         )
     try:
-        pinned = pinned_consortium.resolve(option, "to check the bundle against")
+        pinned = pinned_consortium.resolve(option, purpose)
     except PreconditionError as exc:
         if trust_bundle_keys:
             return None
         raise UnreadableInputError(
-            f"{exc}; --trust-bundle-keys checks the bundle against its own keys instead, which "
-            "proves only that it is consistent with itself"
+            f"{exc}; --trust-bundle-keys checks the evidence against its own keys instead, "
+            "which proves only that it is consistent with itself"
         ) from None
     except SwiftchainError as exc:
         raise UnreadableInputError(str(exc)) from None
@@ -305,7 +308,7 @@ def _pinned_consortium(
         # A pin outranks the flag, so the flag can never pass a bundle the pin fails.
         stderr().print(
             Text(
-                "swiftchain: --trust-bundle-keys ignored: the bundle is checked against the "
+                "swiftchain: --trust-bundle-keys ignored: the evidence is checked against the "
                 f"pinned consortium file {pinned.describe()}",
                 style="yellow",
             ),

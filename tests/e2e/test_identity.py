@@ -353,6 +353,8 @@ def test_a_revoked_key_signs_nothing_after_its_revocation_and_what_it_signed_bef
         str(bundle),
         "--tls-dir",
         tls,
+        "--consortium",
+        str(platform.consortium.config_path),
     )
     assert proved.exit_code == 0, proved.output
     verified = cli("verify", str(bundle), "--consortium", str(platform.consortium.config_path))

@@ -11,15 +11,18 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner, Result
 
 from chain.checkpoint import parse_checkpoint
+from chain.consortium import ConsortiumConfig, Member
 from chain.evidence import commitment, parse_bundle
-from chain.note import parse_note
+from chain.note import Signer, parse_note
 from cli.main import app
 from devstack.chain_cluster import ChainCluster
 from swiftchain.chain.v1 import entry_pb2
@@ -47,6 +50,15 @@ def cli(*args: str) -> Result:
     assert "Traceback" not in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return result
+
+
+def foreign_consortium(cluster: ChainCluster) -> ConsortiumConfig:
+    """The cluster's consortium with member keys of someone else's making."""
+    members = tuple(
+        Member(m.name, Signer(m.name, Ed25519PrivateKey.generate()).verifier().vkey)
+        for m in cluster.config.members
+    )
+    return replace(cluster.config, members=members)
 
 
 def entry_id(body: bytes) -> str:
@@ -136,7 +148,16 @@ def test_prove_then_verify_and_reject_tampered_copies(
     cluster.submit(cluster.hospital.sign_batch(early_bodies))
     cluster.wait_sealed_size("hospital-a", 10)
     early = tmp_path / "early.note"
-    saved = cli("chain", "checkpoint", "--node", node_a, "--out", str(early))
+    pinned = ("--consortium", str(cluster.files.config_path))
+    unpinned = cli("chain", "checkpoint", "--node", node_a, "--out", str(early))
+    assert unpinned.exit_code == 2, unpinned.output
+    assert "expected a pinned consortium file" in unpinned.stderr and not early.exists()
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(foreign_consortium(cluster).to_json())
+    refused = cli("chain", "checkpoint", "--node", node_a, "--consortium", str(foreign))
+    assert refused.exit_code == 1, refused.output
+    assert "does not verify against the pinned consortium" in refused.stderr
+    saved = cli("chain", "checkpoint", "--node", node_a, "--out", str(early), *pinned)
     assert saved.exit_code == 0, saved.output
     assert "signed by hospital-" in saved.stdout
     early_size = parse_checkpoint(parse_note(early.read_bytes()).text).size
@@ -166,6 +187,7 @@ def test_prove_then_verify_and_reject_tampered_copies(
         str(bundle),
         "--wait",
         "30",
+        *pinned,
     )
     assert proved.exit_code == 0, proved.output
     assert f"wrote {bundle}" in proved.stdout
@@ -246,7 +268,8 @@ def test_node_status_and_prove_errors(cluster: ChainCluster, tmp_path: Path) -> 
     assert human.exit_code == 0
     assert "last sealed" in human.stdout
 
-    printed = cli("chain", "checkpoint", "--node", node)
+    pinned = ("--consortium", str(cluster.files.config_path))
+    printed = cli("chain", "checkpoint", "--node", node, *pinned)
     assert printed.exit_code == 0
     assert printed.stdout.startswith(cluster.config.origin + "\n")
     assert "\n\n\u2014 hospital-" in printed.stdout
@@ -262,6 +285,7 @@ def test_node_status_and_prove_errors(cluster: ChainCluster, tmp_path: Path) -> 
         str(tmp_path / "never.json"),
         "--wait",
         "1",
+        *pinned,
     )
     assert unknown.exit_code == 1
     assert "has not been seen by node hospital-a" in unknown.stderr

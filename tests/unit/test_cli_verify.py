@@ -403,14 +403,31 @@ def test_node_commands_reject_a_malformed_address() -> None:
 
 def test_unreachable_node_exits_1() -> None:
     node = f"127.0.0.1:{_closed_port()}"
+    prove = ["chain", "prove", "--node", node, "--entry-id", "x", "--out", "/dev/null"]
     for args in (
         ["node", "status", "--node", node],
-        ["chain", "checkpoint", "--node", node],
-        ["chain", "prove", "--node", node, "--entry-id", "x", "--out", "/dev/null", "--wait", "0"],
+        ["chain", "checkpoint", "--node", node, "--trust-bundle-keys"],
+        [*prove, "--wait", "0", "--trust-bundle-keys"],
     ):
         result = run(*args)
         assert result.exit_code == 1, (args, result.output)
         assert f"cannot reach node {node} (UNAVAILABLE)" in result.stderr
+
+
+def test_chain_commands_exit_2_with_no_pinned_consortium_before_asking_the_node() -> None:
+    node = f"127.0.0.1:{_closed_port()}"
+    for args in (
+        ["chain", "checkpoint", "--node", node],
+        ["chain", "prove", "--node", node, "--entry-id", "x", "--out", "/dev/null"],
+    ):
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        expected = (
+            "expected a pinned consortium file to check the node's checkpoint against, got "
+            "none: pass --consortium FILE, or pin one once"
+        )
+        assert expected in " ".join(result.stderr.split()), result.stderr
+        assert "cannot reach node" not in result.stderr
 
 
 def test_prove_with_an_unreadable_since_checkpoint_exits_2(tmp_path: Path) -> None:
@@ -418,6 +435,7 @@ def test_prove_with_an_unreadable_since_checkpoint_exits_2(tmp_path: Path) -> No
     note.write_text("not a note\n")
     node = f"127.0.0.1:{_closed_port()}"
     args = ["chain", "prove", "--node", node, "--entry-id", "x", "--out", str(tmp_path / "b")]
+    args.append("--trust-bundle-keys")
     result = run(*args, "--since-checkpoint", str(note))
     assert result.exit_code == 2
     assert "is not a signed checkpoint: expected a blank line" in result.stderr

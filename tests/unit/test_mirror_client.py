@@ -150,6 +150,12 @@ def _closed_port() -> int:
     return port
 
 
+@pytest.fixture(autouse=True)
+def no_pinned_consortium(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty CLI config folder: nothing pinned, whatever the machine's own config says."""
+    monkeypatch.setenv("SWIFTCHAIN_CONFIG_DIR", str(tmp_path / "swiftchain-config"))
+
+
 def run(*args: str) -> Result:
     result = CliRunner().invoke(app, list(args))
     assert "Traceback" not in result.output
@@ -175,7 +181,11 @@ def test_the_cli_writes_a_verified_bundle_from_a_mirror(node: Node, tmp_path: Pa
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--leaf-index", "1"], "--mirror needs --consortium FILE"),
+        (["--leaf-index", "1"], "expected a pinned consortium file to check the node's"),
+        (
+            ["--leaf-index", "1", "--trust-bundle-keys"],
+            "--mirror needs a pinned consortium (--consortium FILE or `swiftchain config pin`)",
+        ),
         (["--consortium", "c.json"], "--mirror: expected at least one --leaf-index"),
         (["--entry-id", "x"], "--entry-id needs --node"),
         (["--node", "127.0.0.1:1", "--leaf-index", "1"], "expected either --node"),
@@ -199,3 +209,30 @@ def test_the_cli_exits_1_when_the_mirror_is_unreachable(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 1
     assert f"mirror {url}/checkpoint" in result.stderr
+
+
+def test_the_cli_proves_from_a_mirror_against_the_pinned_consortium_only(
+    node: Node, tmp_path: Path
+) -> None:
+    consortium = tmp_path / "consortium.json"
+    consortium.write_text(CONFIG.to_json())
+    assert run("config", "pin", str(consortium)).exit_code == 0
+    out = tmp_path / "receipt.json"
+    args = ("chain", "prove", "--mirror", node.url, "--leaf-index", "7", "--out", str(out))
+    pinned = run(*args)
+    assert pinned.exit_code == 0, pinned.output
+    assert f"checked     against {consortium} (swiftchain config pin)" in pinned.stdout
+    # A consortium of other keys (what a forger would hand out) refuses the mirror's checkpoint.
+    others = [Signer(f"hospital-{c}", Ed25519PrivateKey.generate()) for c in "abc"]
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text(
+        ConsortiumConfig(
+            origin=ORIGIN,
+            quorum=2,
+            members=tuple(Member(s.name, s.verifier().vkey) for s in others),
+            genesis_keys=(),
+        ).to_json()
+    )
+    refused = run(*args[:-1], str(tmp_path / "not-written.json"), "--consortium", str(foreign))
+    assert refused.exit_code == 1, refused.output
+    assert not (tmp_path / "not-written.json").exists()
