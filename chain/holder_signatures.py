@@ -11,12 +11,18 @@ forwards the very signature it checked and the holder signs once:
 - a patient's first device signs its own enrollment (its proof of possession over the one-time
   code's digest, which the registrar cannot make without the device's key);
 - a patient's further devices are added, and any device revoked, by a signature of one of the
-  patient's devices valid at that position.
+  patient's devices valid at that position;
+- a patient that lost every device recovers with a one-time recovery code a hospital issued:
+  the new device signs its own recovery request over the code's digest and the time it asked,
+  and the log takes the new key only if the entry's time is at least
+  :data:`RECOVERY_WAIT_FLOOR` later (the identity service waits 24 hours by default, during
+  which the patient's devices see the pending recovery and can cancel it).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -27,6 +33,7 @@ from chain.signed_messages import (
     enrollment_message,
     organization_key_revoke_message,
     organization_key_rotate_message,
+    recovery_message,
     request_time_micros,
 )
 from swiftchain.chain.v1 import entry_pb2
@@ -36,6 +43,10 @@ MIN_NONCE_SIZE = 16
 MAX_NONCE_SIZE = 64
 #: An enrollment code's digest, which stands in the nonce of a first device's proof.
 CODE_DIGEST_SIZE = 32
+#: The least time between a recovery's request (signed by the new device) and the KEY entry
+#: that registers the recovered device: the log refuses a recovery that claims to have waited
+#: less. The identity service waits longer (24 hours by default, an hour at least).
+RECOVERY_WAIT_FLOOR: Final = timedelta(hours=1)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ACTION_NAMES: dict[int, str] = {
@@ -120,6 +131,21 @@ def holder_message(detail: entry_pb2.KeyDetail, *, first_device: bool = False) -
     )
 
 
+def recovery_proof_message(detail: entry_pb2.KeyDetail) -> bytes:
+    """The bytes a recovered device signed to start its recovery: the recovery code's digest
+    (carried as the nonce), its own public key and the request time (the waiting period's
+    start). VerificationError if the fields are out of range."""
+    holder = detail.holder_signature
+    if len(holder.nonce) != CODE_DIGEST_SIZE:
+        raise VerificationError(
+            f"expected the recovery code's {CODE_DIGEST_SIZE}-byte digest as the nonce of a "
+            f"recovered device's proof, got {len(holder.nonce)} bytes"
+        )
+    return recovery_message(
+        holder.nonce, detail.public_key, request_time(holder.request_time_micros)
+    )
+
+
 def sign_as_holder(
     detail: entry_pb2.KeyDetail,
     key_id: str,
@@ -147,3 +173,15 @@ def sign_enrollment(
     holder.request_time_micros = 0
     holder.nonce = code_digest
     holder.signature = private_key.sign(enrollment_message(code_digest, detail.public_key))
+
+
+def sign_recovery(
+    detail: entry_pb2.KeyDetail, private_key: Ed25519PrivateKey, code_digest: bytes, when: datetime
+) -> None:
+    """Set ``detail.holder_signature`` to a recovered device's own recovery request, made at
+    ``when`` with the recovery code whose digest is ``code_digest``."""
+    holder = detail.holder_signature
+    holder.key_id = detail.key_id
+    holder.request_time_micros = request_time_micros(when)
+    holder.nonce = code_digest
+    holder.signature = private_key.sign(recovery_message(code_digest, detail.public_key, when))

@@ -31,6 +31,7 @@ __all__ = [
     "DELEGATION_PREFIX",
     "DEVICE_ADD_CONTEXT",
     "DEVICE_ENROLL_CONTEXT",
+    "DEVICE_RECOVER_CONTEXT",
     "DEVICE_REVOKE_CONTEXT",
     "DIRECTIVE_PREFIX",
     "GENESIS_CONTEXT",
@@ -38,6 +39,7 @@ __all__ = [
     "ORGANIZATION_KEY_REVOKE_CONTEXT",
     "ORGANIZATION_KEY_ROTATE_CONTEXT",
     "POSSESSION_CONTEXT",
+    "RECOVERY_CANCEL_CONTEXT",
     "device_add_message",
     "device_revoke_message",
     "enrollment_message",
@@ -46,6 +48,8 @@ __all__ = [
     "organization_key_revoke_message",
     "organization_key_rotate_message",
     "possession_message",
+    "recovery_cancel_message",
+    "recovery_message",
     "request_time_micros",
 ]
 
@@ -62,6 +66,11 @@ DEVICE_ENROLL_CONTEXT: Final = b"swiftchain/patient-device-enroll/v1\n"
 DEVICE_ADD_CONTEXT: Final = b"swiftchain/patient-device-add/v2\n"
 #: An active device of a patient signs this, then the fields, to revoke a device.
 DEVICE_REVOKE_CONTEXT: Final = b"swiftchain/patient-device-revoke/v2\n"
+#: A patient's new device signs this, then the recovery code's digest, its public key and the
+#: time it asks (the start of the waiting period), to recover a patient that lost its devices.
+DEVICE_RECOVER_CONTEXT: Final = b"swiftchain/patient-device-recover/v1\n"
+#: An active device of a patient signs this, then the fields, to cancel a pending recovery.
+RECOVERY_CANCEL_CONTEXT: Final = b"swiftchain/patient-recovery-cancel/v1\n"
 #: An organization's active signing key signs this, then the fields, to rotate a key.
 ORGANIZATION_KEY_ROTATE_CONTEXT: Final = b"swiftchain/organization-key-rotate/v1\n"
 #: An organization's active signing key signs this, then the fields, to revoke a key.
@@ -85,6 +94,28 @@ def enrollment_message(code_digest: bytes, public_key: bytes) -> bytes:
     one-time code whose digest is ``code_digest``: its proof of possession, bound to that code
     (the subject id is not known to the device before it enrolls)."""
     return _fields(DEVICE_ENROLL_CONTEXT, code_digest, public_key)
+
+
+def recovery_message(code_digest: bytes, public_key: bytes, request_time: datetime) -> bytes:
+    """The bytes a patient's new device signs with its key ``public_key`` to start a recovery
+    with the one-time recovery code whose digest is ``code_digest``, at ``request_time``: the
+    waiting period runs from then, and the log checks it from these very bytes."""
+    return _fields(
+        DEVICE_RECOVER_CONTEXT,
+        code_digest,
+        public_key,
+        struct.pack(">q", request_time_micros(request_time)),
+    )
+
+
+def recovery_cancel_message(
+    recovery_id: str, signer_key_id: str, request_time: datetime, nonce: bytes
+) -> bytes:
+    """The bytes an active device ``signer_key_id`` signs to cancel its own patient's pending
+    recovery ``recovery_id``."""
+    return _signed_request(
+        RECOVERY_CANCEL_CONTEXT, (recovery_id.encode(),), signer_key_id, request_time, nonce
+    )
 
 
 def request_time_micros(request_time: datetime) -> int:

@@ -13,6 +13,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -28,7 +29,13 @@ from chain.entry import (
     parse_entry,
 )
 from chain.errors import InvalidInputError, VerificationError
-from chain.holder_signatures import action_name, holder_message, needs_holder_signature
+from chain.holder_signatures import (
+    RECOVERY_WAIT_FLOOR,
+    action_name,
+    holder_message,
+    needs_holder_signature,
+    recovery_proof_message,
+)
 from chain.membership import MembershipLog, MembershipRejectedError
 from chain.proof_verify import root_from_inclusion_proof
 from swiftchain.chain.v1 import entry_pb2
@@ -92,12 +99,13 @@ class KeyRegistry:
         """The key ``key_id`` (valid or not), or None if the log never registered it."""
         return self._keys.get(key_id)
 
-    def check(self, detail: entry_pb2.KeyDetail) -> None:
+    def check(self, detail: entry_pb2.KeyDetail, *, time_micros: int = 0) -> None:
         """Raise :class:`VerificationError` if ``detail`` cannot apply at this position: it
         contradicts the key state (:meth:`check_state`), or it changes a key with a holder
-        without that holder's valid signature (:meth:`check_holder`)."""
+        without that holder's valid signature (:meth:`check_holder`). ``time_micros``: the
+        entry body's time, against which a recovery's waiting period is checked."""
         self.check_state(detail)
-        self.check_holder(detail)
+        self.check_holder(detail, time_micros=time_micros)
 
     def check_state(self, detail: entry_pb2.KeyDetail) -> None:
         """Raise :class:`VerificationError` if ``detail`` contradicts the keys at this
@@ -144,14 +152,16 @@ class KeyRegistry:
                     f"{entry_pb2.KeyOwnerKind.Name(detail.owner_kind)}"
                 )
 
-    def check_holder(self, detail: entry_pb2.KeyDetail) -> None:
+    def check_holder(self, detail: entry_pb2.KeyDetail, *, time_micros: int = 0) -> None:
         """Raise :class:`VerificationError` unless ``detail`` carries the holder's consent
         where the log requires it (:func:`chain.holder_signatures.needs_holder_signature`): a
         signature by a key of the same owner valid here, over the holder's request for exactly
         this change (:func:`chain.holder_signatures.holder_message`), with a nonce not used on
         the log before; for a patient's first device key, the key's own proof of possession
-        over its enrollment code's digest. So the registrar, which signs every KEY entry,
-        changes no holder's key alone."""
+        over its enrollment code's digest; for a device key registered by recovery, the key's
+        own recovery request, at least :data:`chain.holder_signatures.RECOVERY_WAIT_FLOOR`
+        before ``time_micros`` (the entry's time). So the registrar, which signs every KEY
+        entry, changes no holder's key alone."""
         has_holder = detail.HasField("holder_signature")
         if not needs_holder_signature(detail.owner_kind, detail.action):
             if has_holder:
@@ -165,25 +175,38 @@ class KeyRegistry:
                 "registrar alone cannot change a holder's key"
             )
         holder = detail.holder_signature
-        first_device = (
-            detail.owner_kind == entry_pb2.KEY_OWNER_KIND_PATIENT
-            and detail.action == entry_pb2.KEY_ACTION_REGISTER
-            and detail.owner_id not in self._owners
-        )
-        signer_key = self._first_device_key(detail) if first_device else self._holder_key(detail)
+        signer_key, message, what = self._holder_proof(detail, action, time_micros)
         if (holder.key_id, holder.nonce) in self._holder_nonces:
             raise VerificationError(
                 f"expected a holder signature with a fresh nonce, got one whose nonce key "
                 f"{holder.key_id!r} used on the log before (a replay)"
             )
         try:
-            signer_key.verify(holder.signature, holder_message(detail, first_device=first_device))
+            signer_key.verify(holder.signature, message)
         except InvalidSignature:
-            what = "enrollment proof" if first_device else f"{action} request"
             raise VerificationError(
                 f"expected the holder signature to verify with key {holder.key_id!r} over the "
                 f"{what} for this change, got one that does not"
             ) from None
+
+    def _holder_proof(
+        self, detail: entry_pb2.KeyDetail, action: str, time_micros: int
+    ) -> tuple[Ed25519PublicKey, bytes, str]:
+        """The key that must have made the holder signature, the bytes it signs, and what they
+        are called: a patient's first device signs its enrollment, a device signing for itself
+        on a patient with keys before is a recovery, any other change a key of the owner's."""
+        patient_register = (
+            detail.owner_kind == entry_pb2.KEY_OWNER_KIND_PATIENT
+            and detail.action == entry_pb2.KEY_ACTION_REGISTER
+        )
+        if patient_register and detail.owner_id not in self._owners:
+            proof = holder_message(detail, first_device=True)
+            return self._first_device_key(detail), proof, "enrollment proof"
+        if patient_register and detail.holder_signature.key_id == detail.key_id:
+            _check_recovery_wait(detail.holder_signature.request_time_micros, time_micros)
+            new_key = Ed25519PublicKey.from_public_bytes(detail.public_key)
+            return new_key, recovery_proof_message(detail), "recovery request"
+        return self._holder_key(detail), holder_message(detail), f"{action} request"
 
     def _first_device_key(self, detail: entry_pb2.KeyDetail) -> Ed25519PublicKey:
         """The key that signs a patient's first device key's enrollment: that key itself."""
@@ -246,6 +269,18 @@ class KeyRegistry:
             public_key=Ed25519PublicKey.from_public_bytes(detail.public_key),
             allowed_kinds=frozenset(detail.allowed_kinds),
             owner_kind=detail.owner_kind,
+        )
+
+
+def _check_recovery_wait(requested_micros: int, entry_micros: int) -> None:
+    """VerificationError unless the entry comes at least RECOVERY_WAIT_FLOOR after the
+    recovery's request."""
+    floor = RECOVERY_WAIT_FLOOR // timedelta(microseconds=1)
+    if entry_micros - requested_micros < floor:
+        raise VerificationError(
+            f"expected a recovered device's KEY entry at least {RECOVERY_WAIT_FLOOR} after its "
+            f"recovery request ({requested_micros} µs since the epoch), got one at "
+            f"{entry_micros} µs: the patient's devices must have had time to cancel it"
         )
 
 
@@ -363,7 +398,11 @@ class EntryValidator:
                 raise EntryRejectedError("BAD_SIGNATURE", str(error)) from None
         if kind == common_pb2.ENTRY_KIND_KEY:
             try:
-                self.registry.check(parsed.body.key)
+                body_time = parsed.body.time
+                self.registry.check(
+                    parsed.body.key,
+                    time_micros=body_time.seconds * 1_000_000 + body_time.nanos // 1000,
+                )
             except VerificationError as error:
                 raise EntryRejectedError("KEY_STATE_CONFLICT", str(error)) from None
         if seen(parsed.entry_id):

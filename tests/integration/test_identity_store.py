@@ -19,7 +19,12 @@ from chain.consortium import GenesisKey
 from chain.enrollment_codes import parse_enrollment_code
 from chain.entry import EntrySigner, parse_entry
 from chain.errors import ConflictError, PermissionDeniedError, UnauthenticatedError
-from chain.signed_messages import device_add_message, enrollment_message, possession_message
+from chain.signed_messages import (
+    device_add_message,
+    enrollment_message,
+    possession_message,
+    recovery_message,
+)
 from services.identity.domain.certificates import CertificateRecord
 from services.identity.domain.device_keys import DeviceKeyLog
 from services.identity.domain.organizations import OrganizationRegistry
@@ -30,6 +35,7 @@ from services.identity.domain.patients import (
     PatientDirectory,
     Registration,
 )
+from services.identity.domain.recovery import RecoveryDesk
 from services.identity.domain.request_signatures import RequestSignature
 from services.identity.store import ALIAS
 from services.identity.store.certificates import CertificateDoc, CertificateStore
@@ -175,6 +181,26 @@ def test_a_patients_device_key_entries_wait_with_the_patient_until_kafka_has_the
     assert [r.entry_id for r in doc.key_records] == [parse_entry(entries[0]).entry_id]
     patients.mark_submitted(subject_id, entries)
     assert patients.entries_to_submit() == []
+
+
+def test_a_recovery_round_trips_with_its_patient(database: str) -> None:
+    patients = PatientStore()
+    directory = patient_directory(patients)
+    registered = directory.register("hospital-a", "mrn-3", str(uuid.uuid4()), NOW)
+    enroll(directory, str(registered.code), Ed25519PrivateKey.generate())
+    subject_id = registered.patient.subject_id
+    desk = RecoveryDesk(patients)
+    code, _ = desk.issue_code(subject_id, "hospital-a", NOW)
+    key = Ed25519PrivateKey.generate()
+    proof = key.sign(recovery_message(code.digest, raw(key), NOW))
+    _, recovery = desk.begin(str(code), raw(key), proof, "new phone", NOW, NOW)
+    stored = patients.get(subject_id)
+    assert stored is not None and stored.recoveries == [recovery]
+    assert stored.recovery_code is None
+    device = desk.complete(subject_id, recovery.recovery_id, NOW + timedelta(days=1))
+    stored = patients.get(subject_id)
+    assert stored is not None and stored.recoveries[0].complete_time == NOW + timedelta(days=1)
+    assert stored.device(device.key_id).public_key == raw(key)
 
 
 def test_listing_filters_by_role_and_pages_by_id(database: str) -> None:

@@ -75,6 +75,29 @@ class DeviceKeyLog:
             subject_id, entry_pb2.KEY_ACTION_REGISTER, key_id, public_key, _holder(signed), now
         )
 
+    def recovered(
+        self,
+        subject_id: str,
+        key_id: str,
+        public_key: bytes,
+        code_digest: bytes,
+        proof: bytes,
+        request_time: datetime,
+        now: datetime,
+    ) -> KeyEntry:
+        """The entry for a device ``key_id`` recovered with the recovery code whose digest is
+        ``code_digest``, with the device's own signature ``proof`` over its recovery request
+        made at ``request_time`` (the log checks that ``now`` is late enough after it)."""
+        holder = entry_pb2.HolderSignature(
+            key_id=key_id,
+            request_time_micros=request_time_micros(request_time),
+            nonce=code_digest,
+            signature=proof,
+        )
+        return self._entry(
+            subject_id, entry_pb2.KEY_ACTION_REGISTER, key_id, public_key, holder, now
+        )
+
     def revoked(
         self, subject_id: str, key_id: str, signed: RequestSignature, now: datetime
     ) -> KeyEntry:

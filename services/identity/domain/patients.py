@@ -112,6 +112,36 @@ class PendingEnrollment:
 
 
 @dataclass
+class Recovery:
+    """A recovery of a patient that lost its devices: a new device key, waiting until
+    ``complete_after`` during which the patient's devices see it and may cancel it
+    (:mod:`services.identity.domain.recovery`)."""
+
+    recovery_id: str
+    #: The id the new device key gets (assigned when the recovery begins).
+    key_id: str
+    public_key: bytes
+    label: str
+    #: The recovery code's digest, and the new key's signature over its recovery request.
+    code_digest: bytes
+    proof: bytes
+    #: When the new device asked (its signed request time): the waiting period's start.
+    request_time: datetime
+    complete_after: datetime
+    cancel_time: datetime | None = None
+    #: The device key that cancelled it.
+    cancelled_by: str = ""
+    complete_time: datetime | None = None
+
+    @property
+    def status(self) -> str:
+        """PENDING, CANCELLED or COMPLETED."""
+        if self.cancel_time is not None:
+            return "CANCELLED"
+        return "PENDING" if self.complete_time is None else "COMPLETED"
+
+
+@dataclass
 class Patient:
     """A patient: a random subject id and its devices."""
 
@@ -126,6 +156,10 @@ class Patient:
     request_nonces: dict[bytes, datetime] = field(default_factory=dict)
     #: The code its first device may enroll with; None once one has enrolled.
     enrollment: PendingEnrollment | None = None
+    #: The recovery code a hospital issued last, until a new device begins a recovery with it.
+    recovery_code: PendingEnrollment | None = None
+    #: Its recoveries, oldest first.
+    recoveries: list[Recovery] = field(default_factory=list)
 
     def device(self, key_id: str) -> Device:
         """The device ``key_id``; NotFoundError if the patient has none such."""
@@ -291,7 +325,8 @@ class PatientDirectory:
             raise PreconditionError(
                 f"patient {patient.subject_id}'s devices are all revoked: a registrar cannot "
                 "give it a new first device, as that would let the registrar act as the "
-                "patient; recovery of a patient's lost devices does not exist yet"
+                "patient; a patient that lost its devices recovers with a recovery code and a "
+                "waiting period instead (swiftchain identity recovery-code)"
             )
         code = self._new_code(patient, now)
         self._store.update(patient, [])
@@ -405,7 +440,7 @@ class PatientDirectory:
         request_time = check_shape(signed)
         patient = self._patient(subject_id)
         message = device_add_message(public_key, signed.key_id, request_time, signed.nonce)
-        self._check_device_signed(patient, signed, message, now)
+        self.check_device_signed(patient, signed, message, now)
         if any(d.public_key == public_key for d in patient.devices):
             raise AlreadyExistsError("this public key is registered for the patient already")
         device = Device(new_device_key_id(), public_key, label, now)
@@ -432,7 +467,7 @@ class PatientDirectory:
         request_time = check_shape(signed)
         patient = self._patient(subject_id)
         message = device_revoke_message(key_id, signed.key_id, request_time, signed.nonce)
-        self._check_device_signed(patient, signed, message, now)
+        self.check_device_signed(patient, signed, message, now)
         device = patient.device(key_id)
         patient.request_nonces = remember_nonce(patient.request_nonces, signed, now)
         if not device.active:
@@ -451,11 +486,11 @@ class PatientDirectory:
         return device
 
     @staticmethod
-    def _check_device_signed(
+    def check_device_signed(
         patient: Patient, signed: RequestSignature, message: bytes, now: datetime
     ) -> None:
         """PermissionDeniedError unless an active device of ``patient`` signed ``message``
-        lately, with a nonce not seen before."""
+        lately, with a nonce not seen before (the caller remembers the nonce with its change)."""
         signer = next((d for d in patient.devices if d.key_id == signed.key_id), None)
         if signer is None:
             raise PermissionDeniedError(
@@ -552,6 +587,8 @@ class PatientDirectory:
             patient.version,
             patient.request_nonces,
             patient.enrollment,
+            patient.recovery_code,
+            patient.recoveries,
         )
 
 

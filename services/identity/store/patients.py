@@ -29,6 +29,7 @@ from services.identity.domain.patients import (
     Patient,
     PendingEnrollment,
     Practitioner,
+    Recovery,
     Registration,
 )
 from services.identity.store import ALIAS
@@ -56,6 +57,22 @@ class PendingEnrollmentDoc(me.EmbeddedDocument):
     expire_time = me.DateTimeField(required=True)
 
 
+class RecoveryDoc(me.EmbeddedDocument):
+    """A recovery of a patient that lost its devices (services/identity/domain/recovery.py)."""
+
+    recovery_id = me.StringField(required=True)
+    key_id = me.StringField(required=True)
+    public_key = me.BinaryField(required=True)
+    label = me.StringField(default="")
+    code_digest = me.BinaryField(required=True)
+    proof = me.BinaryField(required=True)
+    request_time = me.DateTimeField(required=True)
+    complete_after = me.DateTimeField(required=True)
+    cancel_time = me.DateTimeField(null=True)
+    cancelled_by = me.StringField(default="")
+    complete_time = me.DateTimeField(null=True)
+
+
 class PatientDoc(OutboxDocument):
     """A patient, ``_id`` = subject id."""
 
@@ -69,6 +86,8 @@ class PatientDoc(OutboxDocument):
     version = me.IntField(default=0)
     request_nonces = me.EmbeddedDocumentListField(RequestNonceDoc)
     enrollment = me.EmbeddedDocumentField(PendingEnrollmentDoc, null=True)
+    recovery_code = me.EmbeddedDocumentField(PendingEnrollmentDoc, null=True)
+    recoveries = me.EmbeddedDocumentListField(RecoveryDoc)
     #: The registration records (and salts) of the patient's KEY entries.
     key_records = me.EmbeddedDocumentListField(KeyRecordDoc)
     #: Signed KEY entries not yet acknowledged by Kafka, oldest first.
@@ -148,6 +167,38 @@ def _enrollment(doc: PendingEnrollmentDoc | None) -> PendingEnrollment | None:
     return PendingEnrollment(bytes(doc.code_digest), as_utc(doc.expire_time))
 
 
+def _recovery_doc(recovery: Recovery) -> RecoveryDoc:
+    return RecoveryDoc(
+        recovery_id=recovery.recovery_id,
+        key_id=recovery.key_id,
+        public_key=recovery.public_key,
+        label=recovery.label,
+        code_digest=recovery.code_digest,
+        proof=recovery.proof,
+        request_time=recovery.request_time,
+        complete_after=recovery.complete_after,
+        cancel_time=recovery.cancel_time,
+        cancelled_by=recovery.cancelled_by,
+        complete_time=recovery.complete_time,
+    )
+
+
+def _recovery(doc: RecoveryDoc) -> Recovery:
+    return Recovery(
+        recovery_id=doc.recovery_id,
+        key_id=doc.key_id,
+        public_key=bytes(doc.public_key),
+        label=doc.label,
+        code_digest=bytes(doc.code_digest),
+        proof=bytes(doc.proof),
+        request_time=as_utc(doc.request_time),
+        complete_after=as_utc(doc.complete_after),
+        cancel_time=as_utc(doc.cancel_time) if doc.cancel_time else None,
+        cancelled_by=doc.cancelled_by,
+        complete_time=as_utc(doc.complete_time) if doc.complete_time else None,
+    )
+
+
 def _patient(doc: PatientDoc) -> Patient:
     return Patient(
         subject_id=doc.id,
@@ -167,6 +218,8 @@ def _patient(doc: PatientDoc) -> Patient:
         version=doc.version,
         request_nonces=nonces_of(doc.request_nonces),
         enrollment=_enrollment(doc.enrollment),
+        recovery_code=_enrollment(doc.recovery_code),
+        recoveries=[_recovery(r) for r in doc.recoveries],
     )
 
 
@@ -220,6 +273,8 @@ class PatientStore:
             "set__references": dict(patient.references),
             "set__request_nonces": nonce_docs(patient.request_nonces),
             "set__enrollment": _enrollment_doc(patient.enrollment),
+            "set__recovery_code": _enrollment_doc(patient.recovery_code),
+            "set__recoveries": [_recovery_doc(r) for r in patient.recoveries],
             "inc__version": 1,
             **outbox_update(events),
         }

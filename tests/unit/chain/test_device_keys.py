@@ -6,7 +6,7 @@ directive's signature verifies against the log with no call to the identity serv
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -17,7 +17,7 @@ from chain.consortium import GenesisKey
 from chain.device_keys import check_consent_signature
 from chain.entry import EntrySigner
 from chain.errors import InvalidInputError, SwiftchainError, VerificationError
-from chain.holder_signatures import sign_as_holder, sign_enrollment
+from chain.holder_signatures import sign_as_holder, sign_enrollment, sign_recovery
 from chain.signed_messages import DIRECTIVE_PREFIX
 from chain.tags import device_key_tag, patient_key_owner, subject_tag
 from chain.validation import EntryRejectedError, EntryValidator, KeyRegistry
@@ -133,13 +133,14 @@ def test_the_first_device_enrolls_with_its_own_proof_and_only_once(log: Log) -> 
         log.device(entry_pb2.KEY_ACTION_REGISTER, "dev-bob", BOBS_PHONE, BOB),
         "to carry a signature by a key of",
     )
-    # Once Alice has a device, an enrollment proof (say, by a key the registrar made) adds none.
+    # Once Alice has a device, an enrollment proof (say, by a key the registrar made) adds none:
+    # a key signing for itself there is a recovery, and this is no recovery request.
     body = log.device(entry_pb2.KEY_ACTION_REGISTER, "dev-thief", THIEF)
     sign_enrollment(body.key, THIEF, CODE_DIGEST)
     log.reject(
         body,
-        f"expected the holder signature by a key of {patient_key_owner(ALICE)!r} valid here, "
-        "got one by 'dev-thief', an unknown key",
+        "expected the holder signature to verify with key 'dev-thief' over the recovery "
+        "request for this change, got one that does not",
     )
 
 
@@ -232,3 +233,32 @@ def test_rejected_device_entries_change_nothing(log: Log) -> None:
         log.append(log.device(entry_pb2.KEY_ACTION_REVOKE, "dev-phone"))
     owned = log.registry.owned_by(patient_key_owner(ALICE))
     assert [(k.key_id, k.valid) for k in owned] == [("dev-phone", True)]
+
+
+def recovery(
+    log: Log, key_id: str, key: Ed25519PrivateKey, asked: datetime, logged: datetime
+) -> entry_pb2.EntryBody:
+    """A registration of ``key`` as a recovered device of Alice, asked for at ``asked`` (the
+    device's own signed request) and logged at ``logged``."""
+    body = log.device(entry_pb2.KEY_ACTION_REGISTER, key_id, key)
+    body.time.FromDatetime(logged)
+    sign_recovery(body.key, key, CODE_DIGEST, asked)
+    return body
+
+
+def test_a_patient_that_lost_its_devices_recovers_only_after_the_wait(log: Log) -> None:
+    # Alice's phone is lost (not revoked: she cannot sign anything with it any more).
+    asked = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    early = recovery(log, "dev-new", TABLET, asked, asked + timedelta(minutes=30))
+    log.reject(early, "expected a recovered device's KEY entry at least 1:00:00 after its")
+    # A recovery request is signed by the new key over the code's digest and its time: the
+    # registrar's own key, or a request moved to an earlier time, does not verify.
+    forged = recovery(log, "dev-new", TABLET, asked, asked + timedelta(hours=25))
+    forged.key.holder_signature.request_time_micros -= 1
+    log.reject(forged, "over the recovery request for this change, got one that does not")
+    log.append(recovery(log, "dev-new", TABLET, asked, asked + timedelta(hours=25)))
+    # The recovered device is Alice's: it revokes the lost phone and adds a device.
+    log.revoke("dev-phone", by=("dev-new", TABLET))
+    log.add("dev-other", THIEF, by=("dev-new", TABLET))
+    owned = {k.key_id: k.valid for k in log.registry.owned_by(patient_key_owner(ALICE))}
+    assert owned == {"dev-phone": False, "dev-new": True, "dev-other": True}

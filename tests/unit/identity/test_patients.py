@@ -36,6 +36,8 @@ from chain.signed_messages import (
     device_revoke_message,
     enrollment_message,
     possession_message,
+    recovery_cancel_message,
+    recovery_message,
 )
 from chain.tags import device_key_tag, subject_tag
 from chain.validation import EntryRejectedError, EntryValidator, KeyRegistry
@@ -49,10 +51,12 @@ from services.identity.domain.patients import (
     PatientDirectory,
     Practitioner,
     PractitionerDirectory,
+    Recovery,
     Registered,
     Registration,
     login_message,
 )
+from services.identity.domain.recovery import RecoveryDesk
 from services.identity.domain.request_signatures import RequestSignature
 from services.platform.tokens import TokenIssuer, TokenVerifier
 from swiftchain.chain.v1 import entry_pb2
@@ -385,7 +389,7 @@ def test_no_second_code_once_a_device_enrolled_or_for_a_patient_whose_devices_ar
     directory.revoke_device(
         patient.subject_id, phone_id, revoke_signed(patient, phone, phone_id), NOW
     )
-    with pytest.raises(PreconditionError, match="recovery of a patient's lost devices"):
+    with pytest.raises(PreconditionError, match="recovers with a recovery code and a"):
         directory.register("hospital-a", "mrn-7", str(uuid.uuid4()), NOW)
     assert store.patients[patient.subject_id].enrollment is None
 
@@ -715,3 +719,112 @@ def test_device_keys_go_to_the_log_with_the_devices_own_signatures(store: FakeSt
         ),
     )
     assert check_consent_signature(registry, tag_key, consent, directive).key_id == tablet_id
+
+
+# --- recovery of a patient that lost its devices ---------------------------------------------
+
+
+def recovery_desk(store: FakeStore, **options: Any) -> RecoveryDesk:
+    return RecoveryDesk(store, **options)
+
+
+def begin_recovery(
+    desk: RecoveryDesk, code: EnrollmentCode, key: Ed25519PrivateKey, at: datetime = NOW
+) -> tuple[str, Recovery]:
+    """Begin a recovery with ``code`` for ``key``, as the patient's new device does."""
+    proof = key.sign(recovery_message(code.digest, raw(key), at))
+    return desk.begin(str(code), raw(key), proof, "new phone", at, at)
+
+
+def test_a_patient_that_lost_its_devices_recovers_after_the_wait_and_the_log_takes_it(
+    store: FakeStore,
+) -> None:
+    registrar_key = Ed25519PrivateKey.generate()
+    device_keys = DeviceKeyLog(EntrySigner("registrar", registrar_key), bytes(range(32)))
+    issuer = TokenIssuer(TOKEN_KEY, issuer="swiftchain-identity", audience="swiftchain")
+    directory = PatientDirectory(store, issuer, device_keys=device_keys)
+    desk = recovery_desk(store, device_keys=device_keys)
+    patient, _lost_phone = register(directory)
+    with pytest.raises(PermissionDeniedError, match="registered patient"):
+        desk.issue_code(patient.subject_id, "hospital-b", NOW)  # a hospital that never met her
+    code, _ = desk.issue_code(patient.subject_id, "hospital-a", NOW)
+    new_phone = Ed25519PrivateKey.generate()
+    subject_id, recovery = begin_recovery(desk, code, new_phone)
+    assert subject_id == patient.subject_id
+    assert recovery.complete_after == NOW + timedelta(hours=24)
+    # The patient's devices see it pending; it does not complete before the wait is over.
+    assert [(r.recovery_id, r.status) for r in desk.recoveries(subject_id)] == [
+        (recovery.recovery_id, "PENDING")
+    ]
+    with pytest.raises(PreconditionError, match="waits until"):
+        desk.complete(subject_id, recovery.recovery_id, NOW + timedelta(hours=23))
+    device = desk.complete(subject_id, recovery.recovery_id, NOW + timedelta(hours=24))
+    assert device.key_id == recovery.key_id and device.active
+    assert store.patients[subject_id].device(device.key_id).public_key == raw(new_phone)
+    # A real validator takes the enrollment, then the recovery, from the log.
+    genesis = GenesisKey("registrar", "identity", ("KEY",), raw(registrar_key))
+    validator = EntryValidator(KeyRegistry([genesis]))
+    for entry in store.entries:
+        validator.validate(entry.entry, lambda _entry_id: False)
+    recovered = parse_entry(store.entries[-1].entry).body.key
+    assert (recovered.key_id, recovered.holder_signature.key_id) == (device.key_id, device.key_id)
+
+
+def test_an_active_device_cancels_a_recovery_it_did_not_ask_for(store: FakeStore) -> None:
+    issuer = TokenIssuer(TOKEN_KEY, issuer="swiftchain-identity", audience="swiftchain")
+    directory = PatientDirectory(store, issuer)
+    desk = recovery_desk(store)
+    patient, phone = register(directory)
+    code, _ = desk.issue_code(patient.subject_id, "hospital-a", NOW)
+    impostor = Ed25519PrivateKey.generate()
+    _, recovery = begin_recovery(desk, code, impostor)
+    phone_id = patient.devices[0].key_id
+
+    def cancel_signed(key: Ed25519PrivateKey, key_id: str) -> RequestSignature:
+        return signed(
+            key,
+            key_id,
+            lambda kid, time, nonce: recovery_cancel_message(
+                recovery.recovery_id, kid, time, nonce
+            ),
+        )
+
+    with pytest.raises(PermissionDeniedError, match="expected a signature by"):
+        desk.cancel(patient.subject_id, recovery.recovery_id, None, NOW)  # a token alone
+    with pytest.raises(PermissionDeniedError, match="not a device of patient"):
+        desk.cancel(
+            patient.subject_id, recovery.recovery_id, cancel_signed(impostor, recovery.key_id), NOW
+        )
+    cancelled = desk.cancel(
+        patient.subject_id, recovery.recovery_id, cancel_signed(phone, phone_id), NOW
+    )
+    assert (cancelled.status, cancelled.cancelled_by) == ("CANCELLED", phone_id)
+    with pytest.raises(PermissionDeniedError, match="was cancelled"):
+        desk.complete(patient.subject_id, recovery.recovery_id, NOW + timedelta(days=2))
+    assert [d.key_id for d in store.patients[patient.subject_id].devices] == [phone_id]
+
+
+def test_recovery_codes_and_requests_are_checked(store: FakeStore) -> None:
+    with pytest.raises(InvalidInputError, match="at least 1:00:00"):
+        recovery_desk(store, waiting_period=timedelta(minutes=30))
+    issuer = TokenIssuer(TOKEN_KEY, issuer="swiftchain-identity", audience="swiftchain")
+    directory = PatientDirectory(store, issuer)
+    desk = recovery_desk(store, waiting_period=timedelta(hours=2))
+    fresh = registration(directory)
+    with pytest.raises(PreconditionError, match="never had a device"):
+        desk.issue_code(fresh.patient.subject_id, "hospital-a", NOW)
+    patient, _ = register(directory, reference="mrn-8")
+    code, _ = desk.issue_code(patient.subject_id, "hospital-a", NOW)
+    key = Ed25519PrivateKey.generate()
+    stale = key.sign(recovery_message(code.digest, raw(key), NOW - timedelta(minutes=6)))
+    with pytest.raises(PermissionDeniedError, match="within 0:05:00"):
+        desk.begin(str(code), raw(key), stale, "x", NOW - timedelta(minutes=6), NOW)
+    with pytest.raises(InvalidInputError, match="does not verify"):
+        desk.begin(str(code), raw(key), stale, "x", NOW, NOW)
+    _, recovery = begin_recovery(desk, code, key)
+    assert recovery.complete_after == NOW + timedelta(hours=2)
+    assert begin_recovery(desk, code, key)[1] == recovery  # a retry gets it back
+    with pytest.raises(UnauthenticatedError, match="used already"):
+        begin_recovery(desk, code, Ed25519PrivateKey.generate())
+    with pytest.raises(PreconditionError, match="pending already"):
+        desk.issue_code(patient.subject_id, "hospital-a", NOW)

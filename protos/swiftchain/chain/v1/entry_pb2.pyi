@@ -721,6 +721,11 @@ class HolderSignature(_message.Message):
        id; `request_time_micros` is 0);
      - REGISTER of another device key: "swiftchain/patient-device-add/v2\\n", then public_key,
        key_id (the signer), request_time_micros, nonce;
+     - REGISTER of a device key by recovery (the owner had keys, and `key_id` is the new key's
+       own id): "swiftchain/patient-device-recover/v1\\n", then nonce (the recovery code's 32-byte
+       SHA-256 digest), public_key, request_time_micros (when the recovery was asked for: the
+       start of the waiting period), signed by the new key itself; rejected unless the body's
+       `time` is at least one hour after `request_time_micros`;
      - REVOKE of a device key: "swiftchain/patient-device-revoke/v2\\n", then the revoked
        key_id, key_id (the signer), request_time_micros, nonce.
     A device's requests name no patient: the signer's owner on the log is the patient.
