@@ -31,6 +31,7 @@ from services.platform.consortium_files import (
     create_consortium,
     load_registrar_key,
 )
+from services.platform.genesis_ceremony import member_keygen
 from services.platform.kafka import KafkaSecurity, kafka_client_options
 from services.platform.tls import open_channel
 from services.platform.topics import COSIGNATURES_TOPIC, ORDERING_TOPIC, topic_spec
@@ -65,6 +66,10 @@ class ChainCluster:
     :mod:`services.platform.kafka_acls` grants chain nodes, on its own topics (this process
     must be the broker's super user). The cluster's own writes to the ordering topic go as this
     process.
+
+    ``voted_in`` names nodes the genesis does not list, for tests of membership by vote: each
+    has its own node key and card (``voted_in_keys``), a certificate and the chain nodes'
+    grants, and starts with ``SWIFTCHAIN_ADMITTED_BY_VOTE``.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class ChainCluster:
         batch_max: int = 50,
         batch_timeout_ms: int = 100,
         pki: Pki | None = None,
+        voted_in: Sequence[str] = (),
     ) -> None:
         suffix = uuid.uuid4().hex[:8]
         self.root = root
@@ -101,11 +107,15 @@ class ChainCluster:
             batch_timeout_ms=batch_timeout_ms,
         )
         self.config = self.files.load()
-        self.ports = {name: free_port() for name in MEMBERS}
+        #: Every node this cluster may run: the genesis members, then those voted in.
+        self.names = (*MEMBERS, *voted_in)
+        #: The node key and card of each node voted in, made as keygen makes them.
+        self.voted_in_keys = {name: member_keygen(name, root / "voted-in") for name in voted_in}
+        self.ports = {name: free_port() for name in self.names}
         #: Each node's public mirror (HTTP, tlog-tiles paths).
-        self.mirror_ports = {name: free_port() for name in MEMBERS}
+        self.mirror_ports = {name: free_port() for name in self.names}
         self.pki = ensure_pki(
-            (pki or _broker_pki(root)).folder, [(name, "chain-node") for name in MEMBERS]
+            (pki or _broker_pki(root)).folder, [(name, "chain-node") for name in self.names]
         )
         self._grant_nodes(self.ordering_topic, self.cosignatures_topic)
         #: The TLS folder tests and benchmarks call the nodes with (the consortium admin's).
@@ -122,6 +132,12 @@ class ChainCluster:
         self.hospital_key = Ed25519PrivateKey.generate()
         self.hospital = EntrySigner(f"{HOSPITAL}/key-1", self.hospital_key)
 
+    def node_key_path(self, name: str) -> Path:
+        """Node ``name``'s signed-note key file (its member key, which also signs its votes)."""
+        if name in self.voted_in_keys:
+            return self.voted_in_keys[name].key_path
+        return self.files.node_key_path(name)
+
     def data_dir(self, name: str) -> Path:
         """The folder of node ``name``'s log files."""
         return self.root / name / "data"
@@ -135,7 +151,7 @@ class ChainCluster:
         if self.kafka_security.protocol == "PLAINTEXT":
             return  # a broker without TLS knows no one and allows everything
         topics = {ORDERING_TOPIC: ordering_topic, COSIGNATURES_TOPIC: cosignatures_topic}
-        grant(self.kafka, platform_grants(self.pki, nodes=MEMBERS, topics=topics))
+        grant(self.kafka, platform_grants(self.pki, nodes=self.names, topics=topics))
 
     def database(self, name: str) -> str:
         """The node's database name in this test."""
@@ -153,7 +169,7 @@ class ChainCluster:
             "SWIFTCHAIN_KAFKA_TLS_DIR": str(self.pki.tls_dir(name)),
             "SWIFTCHAIN_MONGO_URI": self.mongo_uri,
             "SWIFTCHAIN_CONSORTIUM_FILE": str(self.files.config_path),
-            "SWIFTCHAIN_SIGNING_KEY_FILE": str(self.files.node_key_path(name)),
+            "SWIFTCHAIN_SIGNING_KEY_FILE": str(self.node_key_path(name)),
             "SWIFTCHAIN_ORDERING_TOPIC": self.ordering_topic,
             "SWIFTCHAIN_COSIGNATURES_TOPIC": cosignatures_topic or self.cosignatures_topic,
             "SWIFTCHAIN_DATABASE": self.database(name),
@@ -161,6 +177,8 @@ class ChainCluster:
             "SWIFTCHAIN_MIRROR_PORT": str(self.mirror_ports[name]),
             "SWIFTCHAIN_TLS_DIR": str(self.pki.tls_dir(name)),
         }
+        if name in self.voted_in_keys:
+            env["SWIFTCHAIN_ADMITTED_BY_VOTE"] = "true"
         process = ManagedProcess(
             name,
             [sys.executable, "-m", "chain.node"],
