@@ -9,6 +9,11 @@ A patient's keys are born on its device: ``register-patient`` (the hospital or a
 one-time enrollment code as text and as a QR code, and ``enroll`` (on the patient's device)
 generates the device key there and enrolls it with the code.
 
+A patient that lost every device recovers: a hospital that knows it runs ``recovery-code``,
+the new device runs ``recover --code`` (and again after the waiting period, to complete), and
+meanwhile any device still active sees it with ``recoveries`` and stops it with
+``cancel-recovery``.
+
 Changing keys takes more than who you are: ``rotate-key`` and ``revoke-key`` sign the request
 with the organization's active signing key (its folder's ``signing-key.pem``), ``add-device`` and
 ``revoke-device`` with the device of ``--device-dir`` (sdk/identity.py builds the requests).
@@ -45,7 +50,9 @@ from sdk.consent import PatientDevice
 from sdk.identity import (
     OrganizationSigningKey,
     add_device_request,
+    cancel_recovery_request,
     enroll_device,
+    recovery_request,
     register_patient_request,
     revoke_device_request,
 )
@@ -598,3 +605,186 @@ def revoke_device(
             timeout=CALL_TIMEOUT,
         )
     stdout().print(json.dumps({"key_id": revoked.device.key_id, "status": "revoked"}))
+
+
+# --- recovery of a patient that lost every device --------------------------------------------
+
+RECOVERY_FILE = "recovery.json"
+
+
+@app.command(
+    "recovery-code",
+    help=help_text(
+        "Issue a one-time recovery code for a patient that lost every device, as a hospital "
+        "that registered it or holds a reference to it.",
+        "The patient's new device begins a recovery with it (`swiftchain identity recover`), "
+        "which waits (24 h unless the service is set otherwise) while the patient's devices "
+        "can see and cancel it. Like an enrollment code it is good once, for a short time, "
+        "and shown only now.",
+    ),
+    epilog=examples("swiftchain identity recovery-code pt-… --tls-dir ./hospital-d"),
+    no_args_is_help=True,
+)
+def recovery_code(
+    subject_id: Annotated[str, typer.Argument(help="The patient's subject id.")],
+    qr: Annotated[
+        bool, typer.Option("--qr/--no-qr", help="Also draw the code as a QR code.")
+    ] = True,
+    identity: IdentityOption = DEFAULT_IDENTITY,
+    tls_dir: TlsDirOption = None,
+) -> None:
+    """Issue a recovery code (see ``help`` above)."""
+    with _identity(identity, tls_dir) as stub:
+        issued = stub.IssueRecoveryCode(
+            pb.IssueRecoveryCodeRequest(subject_id=subject_id), timeout=CALL_TIMEOUT
+        )
+    code = issued.recovery_code
+    console = stdout()
+    console.print(f"recovery code: {code}")
+    console.print(
+        f"single use, until {issued.recovery_code_expire_time.ToJsonString()}; shown only now"
+    )
+    console.print(
+        f"on the patient's new device: swiftchain identity recover --code {code} --device-out DIR",
+        soft_wrap=True,
+    )
+    if qr:
+        typer.echo(qr_text(code), nl=False)
+
+
+@app.command(
+    "recover",
+    help=help_text(
+        "Recover a patient that lost every device, on its new device, with a hospital's "
+        "recovery code.",
+        "The first run generates the device key here, begins the recovery and notes it in "
+        f"--device-out ({RECOVERY_FILE}); the recovery then waits for the patient's devices to "
+        "cancel it. Run the same command again once the wait is over: it completes the "
+        "recovery and writes the device folder.",
+    ),
+    epilog=examples(
+        "swiftchain identity recover --code 7ZQ4-K9M2-XW8D-3HJT-PC5V-R1NB-6YAF --device-out ./phone"
+    ),
+    no_args_is_help=True,
+)
+def recover(
+    code: Annotated[str, typer.Option("--code", help="The recovery code, as shown.")],
+    device_out: Annotated[
+        Path, typer.Option("--device-out", help="Folder for the device's key and files.")
+    ],
+    label: Annotated[str, typer.Option("--label", help="A label for the device.")] = "phone",
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca",
+            metavar="FILE",
+            help="The platform CA certificate. Default: ca.pem of $SWIFTCHAIN_TLS_DIR or of the "
+            "local stack.",
+            show_default=False,
+        ),
+    ] = None,
+    public: PublicOption = DEFAULT_PUBLIC,
+) -> None:
+    """Begin or complete a recovery (see ``help`` above)."""
+    if (device_out / files.DEVICE_FILE).exists():
+        fail(f"{device_out} holds an enrolled device already; choose another --device-out", 2)
+    try:
+        parse_enrollment_code(code)
+    except InvalidInputError as error:
+        fail(str(error), 2)
+    ca_file = _ca_file(ca)
+    key_file = device_out / files.DEVICE_KEY_FILE
+    if key_file.exists():
+        key = files.load_ed25519(key_file)
+    else:
+        key = Ed25519PrivateKey.generate()
+        files.write_secret(key_file, files.private_pem(key))
+    console = stdout()
+    with _public(public, ca_file) as stub:
+        if not (device_out / RECOVERY_FILE).exists():
+            begun = stub.BeginRecovery(recovery_request(code, key, label), timeout=CALL_TIMEOUT)
+            pending = {
+                "subject_id": begun.subject_id,
+                "recovery_id": begun.recovery.recovery_id,
+                "key_id": begun.recovery.key_id,
+            }
+            files.write_json(device_out / RECOVERY_FILE, pending)
+            console.print(
+                f"recovery {begun.recovery.recovery_id} of patient {begun.subject_id} begun; "
+                "the patient's devices can cancel it until "
+                f"{begun.recovery.earliest_complete_time.ToJsonString()}: run this command "
+                "again after that to complete it",
+                soft_wrap=True,
+            )
+            return
+        noted = files.read_json(device_out / RECOVERY_FILE)
+        completed = stub.CompleteRecovery(
+            pb.CompleteRecoveryRequest(
+                subject_id=str(noted["subject_id"]), recovery_id=str(noted["recovery_id"])
+            ),
+            timeout=CALL_TIMEOUT,
+        )
+    device = PatientDevice(str(noted["subject_id"]), completed.device.key_id, key)
+    files.write_device_folder(device_out, device, ca_file.read_bytes())
+    console.print(
+        f"device {device.key_id} recovered for patient {device.subject_id}; revoke the lost "
+        "devices with `swiftchain identity revoke-device`",
+        soft_wrap=True,
+    )
+
+
+@app.command(
+    "recoveries",
+    help=help_text(
+        "List the recoveries of the patient of --device-dir, newest first.",
+        "A PENDING recovery that is not yours means someone is taking over the patient: "
+        "cancel it with `swiftchain identity cancel-recovery`.",
+    ),
+    no_args_is_help=True,
+)
+def recoveries(device_dir: DeviceDirOption, public: PublicOption = DEFAULT_PUBLIC) -> None:
+    """List recoveries (see ``help`` above)."""
+    subject_id, _ = _device(device_dir)
+    with _public(public, device_dir / files.CA_FILE) as stub:
+        token = login_token(stub, device_dir)
+        listed = stub.ListRecoveries(
+            pb.ListRecoveriesRequest(subject_id=subject_id),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=CALL_TIMEOUT,
+        )
+    table = Table("recovery", "status", "device", "asked", "completes after")
+    for item in listed.recoveries:
+        table.add_row(
+            item.recovery_id,
+            pb.RecoveryStatus.Name(item.status).removeprefix("RECOVERY_STATUS_"),
+            f"{item.key_id} ({item.label})",
+            item.request_time.ToJsonString(),
+            item.earliest_complete_time.ToJsonString(),
+        )
+    stdout().print(table)
+
+
+@app.command(
+    "cancel-recovery",
+    help=help_text(
+        "Cancel a pending recovery of the patient of --device-dir.",
+        "Logs in with that device and signs the request with it: the token alone cancels nothing.",
+    ),
+    no_args_is_help=True,
+)
+def cancel_recovery(
+    device_dir: DeviceDirOption,
+    recovery_id: Annotated[str, typer.Argument(help="The recovery to cancel.")],
+    public: PublicOption = DEFAULT_PUBLIC,
+) -> None:
+    """Cancel a recovery (see ``help`` above)."""
+    signer = _signing_device(device_dir)
+    with _public(public, device_dir / files.CA_FILE) as stub:
+        token = login_token(stub, device_dir)
+        cancelled = stub.CancelRecovery(
+            cancel_recovery_request(signer, recovery_id),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=CALL_TIMEOUT,
+        )
+    status = pb.RecoveryStatus.Name(cancelled.recovery.status).removeprefix("RECOVERY_STATUS_")
+    stdout().print(json.dumps({"recovery_id": recovery_id, "status": status.lower()}))

@@ -24,6 +24,12 @@ once, within a few minutes, and build a new one to retry.
     hospital = OrganizationSigningKey.from_folder(Path("hospital-d"))
     new_key = Ed25519PrivateKey.generate()
     stub.RotateOrganizationKey(hospital.rotate_request(new_key, KEY_REASON_ROUTINE_ROTATION))
+
+A patient that lost every device recovers with a recovery code a hospital issues
+(``IssueRecoveryCode``): the new device signs its recovery request (:func:`recovery_request`),
+the recovery waits (24 hours by default) while the patient's devices list it
+(``ListRecoveries``) and may cancel it (:func:`cancel_recovery_request`), then completes
+(``CompleteRecovery``).
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ from chain.signed_messages import (
     organization_key_revoke_message,
     organization_key_rotate_message,
     possession_message,
+    recovery_cancel_message,
+    recovery_message,
 )
 from sdk.consent import PatientDevice
 from swiftchain.chain.v1 import entry_pb2
@@ -119,6 +127,39 @@ def enroll_device(
     key = key or Ed25519PrivateKey.generate()
     enrolled = stub.EnrollDevice(enrollment_request(code, key, label), timeout=timeout)
     return PatientDevice(enrolled.subject_id, enrolled.device.key_id, key)
+
+
+def recovery_request(
+    code: str, key: Ed25519PrivateKey, label: str, *, now: datetime | None = None
+) -> pb.BeginRecoveryRequest:
+    """A request to begin recovering a patient with the one-time recovery ``code``, for the
+    new device key ``key`` (generated on the device), signed by that key over the code's
+    digest, the key and the request time. InvalidInputError if the code is malformed."""
+    public = _public(key)
+    digest = parse_enrollment_code(code).digest
+    request_time = now or datetime.now(UTC)
+    request = pb.BeginRecoveryRequest(
+        recovery_code=code,
+        public_key=public,
+        label=label,
+        signature=key.sign(recovery_message(digest, public, request_time)),
+    )
+    request.request_time.FromDatetime(request_time)
+    return request
+
+
+def cancel_recovery_request(
+    device: PatientDevice, recovery_id: str, *, now: datetime | None = None
+) -> pb.CancelRecoveryRequest:
+    """A request to cancel the pending recovery ``recovery_id`` of ``device``'s patient,
+    signed by ``device`` (which must be active)."""
+    fresh = _Freshness.new(now)
+    message = recovery_cancel_message(recovery_id, device.key_id, fresh.request_time, fresh.nonce)
+    return pb.CancelRecoveryRequest(
+        subject_id=device.subject_id,
+        recovery_id=recovery_id,
+        request_signature=fresh.signature(device.key, device.key_id, message),
+    )
 
 
 def add_device_request(

@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import Field
 
 from chain.entry import EntrySigner
+from chain.holder_signatures import RECOVERY_WAIT_FLOOR
 from services.identity.domain.certificates import CertificateAuthority
 from services.identity.domain.device_keys import DeviceKeyLog
 from services.identity.domain.organizations import OrganizationRegistry
@@ -18,6 +19,7 @@ from services.identity.domain.patients import (
     PatientDirectory,
     PractitionerDirectory,
 )
+from services.identity.domain.recovery import DEFAULT_WAITING_PERIOD, RecoveryDesk
 from services.identity.log_sync import KeyLogSync
 from services.identity.servicer import IdentityServicer
 from services.identity.store import ALIAS
@@ -61,6 +63,11 @@ class IdentitySettings(ProcessSettings):
     #: that makes a device the patient's.
     enrollment_code_lifetime: timedelta = Field(
         default=ENROLLMENT_CODE_LIFETIME, gt=timedelta(0), le=timedelta(days=1)
+    )
+    #: How long a patient's recovery waits for its devices to cancel it
+    #: (``SWIFTCHAIN_RECOVERY_WAITING_PERIOD``); an hour at least, the least the log accepts.
+    recovery_waiting_period: timedelta = Field(
+        default=DEFAULT_WAITING_PERIOD, ge=RECOVERY_WAIT_FLOOR, le=timedelta(days=30)
     )
 
 
@@ -112,11 +119,18 @@ def main() -> None:
         audience=settings.token_audience,
     )
     patient_store = PatientStore()
+    device_keys = _device_key_log(files)
     patients = PatientDirectory(
         patient_store,
         tokens,
         enrollment_code_lifetime=settings.enrollment_code_lifetime,
-        device_keys=_device_key_log(files),
+        device_keys=device_keys,
+    )
+    recovery = RecoveryDesk(
+        patient_store,
+        waiting_period=settings.recovery_waiting_period,
+        code_lifetime=settings.enrollment_code_lifetime,
+        device_keys=device_keys,
     )
     practitioners = PractitionerDirectory(patient_store)
 
@@ -165,6 +179,7 @@ def main() -> None:
         clock=_now,
         on_write=on_write,
         revocations=revocations,
+        recovery=recovery,
     )
 
     def on_stop() -> None:

@@ -12,6 +12,7 @@ from datetime import datetime
 import grpc
 
 from chain.consortium import ConsortiumConfig, consortium_message
+from chain.errors import InvalidInputError, PreconditionError
 from services.identity.domain.certificates import CertificateAuthority
 from services.identity.domain.organizations import (
     Organization,
@@ -23,7 +24,9 @@ from services.identity.domain.patients import (
     Patient,
     PatientDirectory,
     PractitionerDirectory,
+    Recovery,
 )
+from services.identity.domain.recovery import RecoveryDesk
 from services.identity.domain.request_signatures import RequestSignature
 from services.platform.caller import current_caller
 from services.platform.convert import aware, timestamp
@@ -58,6 +61,7 @@ SignedRequest = (
     | pb.RevokePatientDeviceRequest
     | pb.RotateOrganizationKeyRequest
     | pb.RevokeOrganizationKeyRequest
+    | pb.CancelRecoveryRequest
 )
 
 
@@ -85,6 +89,32 @@ def organization_message(organization: Organization) -> identity_pb2.Organizatio
         create_time=timestamp(organization.create_time),
         update_time=timestamp(organization.update_time),
     )
+
+
+_RECOVERY_STATUS = {
+    "PENDING": pb.RECOVERY_STATUS_PENDING,
+    "CANCELLED": pb.RECOVERY_STATUS_CANCELLED,
+    "COMPLETED": pb.RECOVERY_STATUS_COMPLETED,
+}
+
+
+def recovery_message(recovery: Recovery) -> pb.PatientRecovery:
+    """The protobuf form of a patient's recovery."""
+    message = pb.PatientRecovery(
+        recovery_id=recovery.recovery_id,
+        key_id=recovery.key_id,
+        public_key=recovery.public_key,
+        label=recovery.label,
+        status=_RECOVERY_STATUS[recovery.status],
+        request_time=timestamp(recovery.request_time),
+        earliest_complete_time=timestamp(recovery.complete_after),
+        cancelled_by=recovery.cancelled_by,
+    )
+    if recovery.cancel_time is not None:
+        message.cancel_time.CopyFrom(timestamp(recovery.cancel_time))
+    if recovery.complete_time is not None:
+        message.complete_time.CopyFrom(timestamp(recovery.complete_time))
+    return message
 
 
 def device_message(device: Device) -> identity_pb2.PatientDevice:
@@ -132,8 +162,10 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         clock: Callable[[], datetime],
         on_write: Callable[[], None] = lambda: None,
         revocations: RevocationList | None = None,
+        recovery: RecoveryDesk | None = None,
     ) -> None:
         self.organizations = organizations
+        self._recovery = recovery
         self.certificates = certificates
         self.patients = patients
         self.practitioners = practitioners
@@ -176,6 +208,59 @@ class IdentityServicer(identity_service_pb2_grpc.IdentityServiceServicer):
         )
         self.outbox_written()
         return pb.EnrollDeviceResponse(subject_id=subject_id, device=device_message(device))
+
+    def IssueRecoveryCode(
+        self, request: pb.IssueRecoveryCodeRequest, context: grpc.ServicerContext
+    ) -> pb.IssueRecoveryCodeResponse:
+        code, expire_time = self._recovery_desk().issue_code(
+            request.subject_id, current_caller().id, self.clock()
+        )
+        return pb.IssueRecoveryCodeResponse(
+            recovery_code=str(code), recovery_code_expire_time=timestamp(expire_time)
+        )
+
+    def BeginRecovery(
+        self, request: pb.BeginRecoveryRequest, context: grpc.ServicerContext
+    ) -> pb.BeginRecoveryResponse:
+        if not request.HasField("request_time"):
+            raise InvalidInputError("expected the request time the signature covers, got none")
+        subject_id, recovery = self._recovery_desk().begin(
+            request.recovery_code,
+            request.public_key,
+            request.signature,
+            request.label,
+            aware(request.request_time),
+            self.clock(),
+        )
+        return pb.BeginRecoveryResponse(subject_id=subject_id, recovery=recovery_message(recovery))
+
+    def ListRecoveries(
+        self, request: pb.ListRecoveriesRequest, context: grpc.ServicerContext
+    ) -> pb.ListRecoveriesResponse:
+        found = self._recovery_desk().recoveries(request.subject_id)
+        return pb.ListRecoveriesResponse(recoveries=[recovery_message(r) for r in found])
+
+    def CancelRecovery(
+        self, request: pb.CancelRecoveryRequest, context: grpc.ServicerContext
+    ) -> pb.CancelRecoveryResponse:
+        recovery = self._recovery_desk().cancel(
+            request.subject_id, request.recovery_id, request_signature(request), self.clock()
+        )
+        return pb.CancelRecoveryResponse(recovery=recovery_message(recovery))
+
+    def CompleteRecovery(
+        self, request: pb.CompleteRecoveryRequest, context: grpc.ServicerContext
+    ) -> pb.CompleteRecoveryResponse:
+        device = self._recovery_desk().complete(
+            request.subject_id, request.recovery_id, self.clock()
+        )
+        self.outbox_written()
+        return pb.CompleteRecoveryResponse(device=device_message(device))
+
+    def _recovery_desk(self) -> RecoveryDesk:
+        if self._recovery is None:
+            raise PreconditionError("this identity service recovers no patients")
+        return self._recovery
 
     def AddPatientDevice(
         self, request: pb.AddPatientDeviceRequest, context: grpc.ServicerContext

@@ -109,6 +109,25 @@ RULES: Mapping[str, Rule] = MappingProxyType(
         _I + "RevokePatientDevice": _rule(
             Role.PATIENT, owners=_own("subject_id", Role.PATIENT), service_rule=_DEVICE_SIGNED
         ),
+        _I + "IssueRecoveryCode": _rule(
+            Role.HOSPITAL,
+            service_rule="the caller registered the patient or holds a reference to it, and the "
+            "patient has had a device",
+        ),
+        # The one-time recovery code is the credential, as an enrollment code is.
+        _I + "BeginRecovery": _rule(
+            *EVERYONE,
+            service_rule="the recovery code is unexpired, unused and the patient's latest, and "
+            "the new key signed the request within 5 minutes",
+        ),
+        _I + "ListRecoveries": _rule(Role.PATIENT, owners=_own("subject_id", Role.PATIENT)),
+        _I + "CancelRecovery": _rule(
+            Role.PATIENT, owners=_own("subject_id", Role.PATIENT), service_rule=_DEVICE_SIGNED
+        ),
+        _I + "CompleteRecovery": _rule(
+            *EVERYONE,
+            service_rule="the waiting period is over and no device of the patient cancelled it",
+        ),
         _I + "BeginLogin": _rule(*EVERYONE),
         _I + "CompleteLogin": _rule(*EVERYONE),
         _I + "GetOrganization": _rule(*ANY),

@@ -174,6 +174,9 @@ class RecoveryDesk:
     ) -> Recovery:
         """Cancel a pending recovery, on a request signed by one of the patient's active
         devices; cancelling a cancelled one changes nothing but uses up the nonce."""
+        if not recovery_id:
+            # The request's own fields first: an empty request is malformed, not unsigned.
+            raise InvalidInputError("expected the id of the recovery to cancel, got none")
         signed = require_signature(signed, _ACTIVE_DEVICE)
         request_time = check_shape(signed)
         patient = self._patient(subject_id)

@@ -17,7 +17,7 @@ import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -43,6 +43,7 @@ from sdk.identity import (
 from services.identity.domain.certificates import CertificateAuthority, CertificateRecord
 from services.identity.domain.organizations import OrganizationRegistry
 from services.identity.domain.patients import PatientDirectory, PractitionerDirectory
+from services.identity.domain.recovery import RecoveryDesk
 from services.identity.servicer import IdentityServicer
 from services.platform.auth import AuthInterceptor, Authorizer
 from services.platform.ca import PlatformCA
@@ -76,6 +77,8 @@ class Identity:
     patients: PatientStore
     #: The folder (TLS and signing key) of hospital-a, which registers the patients.
     hospital_dir: Path = Path()
+    #: How far the service's clock runs ahead of the real one (to pass a recovery's wait).
+    ahead: timedelta = timedelta(0)
     channels: list[grpc.Channel] = field(default_factory=list)
 
     def main(self, tls_dir: Path) -> Stub:
@@ -102,6 +105,11 @@ def identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Identity]:
     )
     token_key = Ed25519PrivateKey.generate()
     patient_store = PatientStore()
+    running: Identity | None = None
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + (running.ahead if running else timedelta(0))
+
     servicer = IdentityServicer(
         organizations=organizations,
         certificates=CertificateAuthority(
@@ -113,7 +121,8 @@ def identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Identity]:
         ),
         practitioners=PractitionerDirectory(patient_store),
         consortium=CONFIG,
-        clock=lambda: datetime.now(UTC),
+        clock=clock,
+        recovery=RecoveryDesk(patient_store),
     )
     verifier = TokenVerifier(
         token_key.public_key(), issuer="swiftchain-identity", audience="swiftchain"
@@ -515,3 +524,78 @@ def test_the_holder_of_the_active_key_rotates_it_and_the_admin_may_relay_its_req
         successor.revoke_request("hospital-m#2", COMPROMISE), timeout=TIMEOUT
     )
     assert revoked.key.key_id == "hospital-m#2" and revoked.key_entry_id
+
+
+def _cli_public(identity: Identity, *args: str) -> Result:
+    result = cli(*args, "--public", f"localhost:{identity.server.public_port}")
+    assert "Traceback" not in result.output, result.output
+    return result
+
+
+def test_a_patient_recovers_by_code_after_the_wait_and_a_device_can_stop_it(
+    identity: Identity, tmp_path: Path
+) -> None:
+    phone_dir = tmp_path / "phone"
+    phone = _register_patient(identity, phone_dir)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(identity.pki.ca_pem)
+
+    def issue() -> str:
+        issued = cli(
+            "identity", "recovery-code", phone.subject_id, "--no-qr",
+            "--identity", f"localhost:{identity.server.port}",
+            "--tls-dir", str(identity.hospital_dir),
+        )  # fmt: skip
+        assert issued.exit_code == 0, issued.output
+        found = re.search(r"^recovery code: (\S+)$", issued.output, re.MULTILINE)
+        assert found, issued.output
+        return found.group(1)
+
+    def recover(code: str, folder: Path, ahead: timedelta = timedelta(0)) -> Result:
+        identity.ahead = ahead
+        try:
+            return _cli_public(
+                identity, "identity", "recover", "--code", code, "--device-out", str(folder),
+                "--ca", str(ca_file),
+            )  # fmt: skip
+        finally:
+            identity.ahead = timedelta(0)
+
+    # Someone holding a recovery code begins taking the patient over; the phone lists it and
+    # cancels it with a request it signs (its token alone cancels nothing).
+    impostor, impostor_code = tmp_path / "impostor", issue()
+    begun = recover(impostor_code, impostor)
+    assert begun.exit_code == 0 and "run this command again after that" in begun.output
+    listed = _cli_public(identity, "identity", "recoveries", "--device-dir", str(phone_dir))
+    assert listed.exit_code == 0 and "PENDING" in listed.output, listed.output
+    [pending] = identity.patients.patients[phone.subject_id].recoveries
+    public = identity.public()
+    code, _ = refusal(
+        lambda: public.CancelRecovery(
+            pb.CancelRecoveryRequest(subject_id=phone.subject_id, recovery_id=pending.recovery_id),
+            metadata=_login(public, phone),
+            timeout=TIMEOUT,
+        )
+    )
+    assert code == grpc.StatusCode.PERMISSION_DENIED
+    cancelled = _cli_public(
+        identity, "identity", "cancel-recovery", "--device-dir", str(phone_dir),
+        pending.recovery_id,
+    )  # fmt: skip
+    assert cancelled.exit_code == 0 and '"status": "cancelled"' in cancelled.output
+    stopped = recover(impostor_code, impostor, timedelta(hours=25))
+    assert stopped.exit_code == 1 and "was cancelled" in stopped.output, stopped.output
+    assert not (impostor / files.DEVICE_FILE).exists()
+
+    # The patient, having lost the phone, recovers on a new one, once the wait is over.
+    new_phone, new_code = tmp_path / "new-phone", issue()
+    assert recover(new_code, new_phone).exit_code == 0
+    early = recover(new_code, new_phone)
+    assert early.exit_code == 1 and "waits until" in early.output, early.output
+    done = recover(new_code, new_phone, timedelta(hours=25))
+    assert done.exit_code == 0 and "recovered for patient" in done.output, done.output
+    recovered = PatientDevice.from_folder(new_phone)
+    assert recovered.subject_id == phone.subject_id
+    devices = identity.patients.patients[phone.subject_id].devices
+    assert [d.key_id for d in devices if d.active] == [phone.key_id, recovered.key_id]
+    assert _login(identity.public(), recovered)

@@ -13,6 +13,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from swiftchain.chain.v1 import consortium_pb2 as _consortium_pb2
 from swiftchain.chain.v1 import entry_pb2 as _entry_pb2
 from swiftchain.common.v1 import common_pb2 as _common_pb2
@@ -27,6 +28,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _RecoveryStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RecoveryStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecoveryStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECOVERY_STATUS_UNSPECIFIED: _RecoveryStatus.ValueType  # 0
+    """Not set."""
+    RECOVERY_STATUS_PENDING: _RecoveryStatus.ValueType  # 1
+    """Waiting until `earliest_complete_time`; the patient's devices may cancel it."""
+    RECOVERY_STATUS_CANCELLED: _RecoveryStatus.ValueType  # 2
+    """Cancelled by one of the patient's devices."""
+    RECOVERY_STATUS_COMPLETED: _RecoveryStatus.ValueType  # 3
+    """Completed: its key is a device of the patient."""
+
+class RecoveryStatus(_RecoveryStatus, metaclass=_RecoveryStatusEnumTypeWrapper):
+    """Where a recovery stands."""
+
+RECOVERY_STATUS_UNSPECIFIED: RecoveryStatus.ValueType  # 0
+"""Not set."""
+RECOVERY_STATUS_PENDING: RecoveryStatus.ValueType  # 1
+"""Waiting until `earliest_complete_time`; the patient's devices may cancel it."""
+RECOVERY_STATUS_CANCELLED: RecoveryStatus.ValueType  # 2
+"""Cancelled by one of the patient's devices."""
+RECOVERY_STATUS_COMPLETED: RecoveryStatus.ValueType  # 3
+"""Completed: its key is a device of the patient."""
+Global___RecoveryStatus: _TypeAlias = RecoveryStatus  # noqa: Y015
 
 @_typing.final
 class RegisterOrganizationRequest(_message.Message):
@@ -718,6 +747,352 @@ class RevokePatientDeviceResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokePatientDeviceResponse: _TypeAlias = RevokePatientDeviceResponse  # noqa: Y015
+
+@_typing.final
+class IssueRecoveryCodeRequest(_message.Message):
+    """Request for IssueRecoveryCode."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    subject_id: _builtins.str
+    """The patient, which has had at least one device."""
+    def __init__(
+        self,
+        *,
+        subject_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subject_id", b"subject_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueRecoveryCodeRequest: _TypeAlias = IssueRecoveryCodeRequest  # noqa: Y015
+
+@_typing.final
+class IssueRecoveryCodeResponse(_message.Message):
+    """Response for IssueRecoveryCode."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOVERY_CODE_FIELD_NUMBER: _builtins.int
+    RECOVERY_CODE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    recovery_code: _builtins.str
+    """The one-time recovery code, shown to the patient once (kept by identity only as its
+    SHA-256 digest), in the enrollment code's form.
+    """
+    @_builtins.property
+    def recovery_code_expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the code expires."""
+
+    def __init__(
+        self,
+        *,
+        recovery_code: _builtins.str = ...,
+        recovery_code_expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recovery_code_expire_time", b"recovery_code_expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recovery_code", b"recovery_code", "recovery_code_expire_time", b"recovery_code_expire_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueRecoveryCodeResponse: _TypeAlias = IssueRecoveryCodeResponse  # noqa: Y015
+
+@_typing.final
+class BeginRecoveryRequest(_message.Message):
+    """Request for BeginRecovery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOVERY_CODE_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    recovery_code: _builtins.str
+    """The recovery code the hospital gave."""
+    public_key: _builtins.bytes
+    """The new device's 32-byte Ed25519 public key."""
+    label: _builtins.str
+    """A label for the device, at most 64 characters."""
+    signature: _builtins.bytes
+    """64-byte Ed25519 signature by `public_key` over "swiftchain/patient-device-recover/v1\\n"
+    and the fields SHA-256(recovery code), public_key, request_time (int64 microseconds),
+    each as a 4-byte big-endian length and its bytes. The KEY entry carries it to the log.
+    """
+    @_builtins.property
+    def request_time(self) -> _timestamp_pb2.Timestamp:
+        """When the device asks: the start of the waiting period. Refused if more than 5 minutes
+        before, or more than 1 minute after, the service's clock.
+        """
+
+    def __init__(
+        self,
+        *,
+        recovery_code: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+        label: _builtins.str = ...,
+        request_time: _timestamp_pb2.Timestamp | None = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_time", b"request_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label", b"label", "public_key", b"public_key", "recovery_code", b"recovery_code", "request_time", b"request_time", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginRecoveryRequest: _TypeAlias = BeginRecoveryRequest  # noqa: Y015
+
+@_typing.final
+class PatientRecovery(_message.Message):
+    """A recovery of a patient's devices."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOVERY_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REQUEST_TIME_FIELD_NUMBER: _builtins.int
+    EARLIEST_COMPLETE_TIME_FIELD_NUMBER: _builtins.int
+    CANCEL_TIME_FIELD_NUMBER: _builtins.int
+    CANCELLED_BY_FIELD_NUMBER: _builtins.int
+    COMPLETE_TIME_FIELD_NUMBER: _builtins.int
+    recovery_id: _builtins.str
+    """The recovery's id (UUID)."""
+    key_id: _builtins.str
+    """The id the new device key has (once completed) or will have."""
+    public_key: _builtins.bytes
+    """The new device's public key."""
+    label: _builtins.str
+    """The new device's label."""
+    status: Global___RecoveryStatus.ValueType
+    """Where it stands."""
+    cancelled_by: _builtins.str
+    """The device key that cancelled it; empty otherwise."""
+    @_builtins.property
+    def request_time(self) -> _timestamp_pb2.Timestamp:
+        """When the new device asked."""
+
+    @_builtins.property
+    def earliest_complete_time(self) -> _timestamp_pb2.Timestamp:
+        """When it may complete, if nobody cancels it: `request_time` plus the waiting period."""
+
+    @_builtins.property
+    def cancel_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was cancelled; absent otherwise."""
+
+    @_builtins.property
+    def complete_time(self) -> _timestamp_pb2.Timestamp:
+        """When it completed; absent otherwise."""
+
+    def __init__(
+        self,
+        *,
+        recovery_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+        label: _builtins.str = ...,
+        status: Global___RecoveryStatus.ValueType = ...,
+        request_time: _timestamp_pb2.Timestamp | None = ...,
+        earliest_complete_time: _timestamp_pb2.Timestamp | None = ...,
+        cancel_time: _timestamp_pb2.Timestamp | None = ...,
+        cancelled_by: _builtins.str = ...,
+        complete_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "complete_time", b"complete_time", "earliest_complete_time", b"earliest_complete_time", "request_time", b"request_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancel_time", b"cancel_time", "cancelled_by", b"cancelled_by", "complete_time", b"complete_time", "earliest_complete_time", b"earliest_complete_time", "key_id", b"key_id", "label", b"label", "public_key", b"public_key", "recovery_id", b"recovery_id", "request_time", b"request_time", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatientRecovery: _TypeAlias = PatientRecovery  # noqa: Y015
+
+@_typing.final
+class BeginRecoveryResponse(_message.Message):
+    """Response for BeginRecovery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    RECOVERY_FIELD_NUMBER: _builtins.int
+    subject_id: _builtins.str
+    """The patient being recovered."""
+    @_builtins.property
+    def recovery(self) -> Global___PatientRecovery:
+        """The pending recovery."""
+
+    def __init__(
+        self,
+        *,
+        subject_id: _builtins.str = ...,
+        recovery: Global___PatientRecovery | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recovery", b"recovery"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recovery", b"recovery", "subject_id", b"subject_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeginRecoveryResponse: _TypeAlias = BeginRecoveryResponse  # noqa: Y015
+
+@_typing.final
+class ListRecoveriesRequest(_message.Message):
+    """Request for ListRecoveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    subject_id: _builtins.str
+    """The patient; must be the token's subject."""
+    def __init__(
+        self,
+        *,
+        subject_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subject_id", b"subject_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRecoveriesRequest: _TypeAlias = ListRecoveriesRequest  # noqa: Y015
+
+@_typing.final
+class ListRecoveriesResponse(_message.Message):
+    """Response for ListRecoveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def recoveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___PatientRecovery]:
+        """Every recovery of the patient, newest first."""
+
+    def __init__(
+        self,
+        *,
+        recoveries: _abc.Iterable[Global___PatientRecovery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recoveries", b"recoveries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRecoveriesResponse: _TypeAlias = ListRecoveriesResponse  # noqa: Y015
+
+@_typing.final
+class CancelRecoveryRequest(_message.Message):
+    """Request for CancelRecovery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    RECOVERY_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_SIGNATURE_FIELD_NUMBER: _builtins.int
+    subject_id: _builtins.str
+    """The patient; must be the token's subject."""
+    recovery_id: _builtins.str
+    """The recovery to cancel."""
+    @_builtins.property
+    def request_signature(self) -> _identity_pb2.RequestSignature:
+        """The signature by one of the patient's ACTIVE devices over
+        "swiftchain/patient-recovery-cancel/v1\\n" and the field recovery_id, then its key_id,
+        request_time and nonce (see RequestSignature). Required.
+        """
+
+    def __init__(
+        self,
+        *,
+        subject_id: _builtins.str = ...,
+        recovery_id: _builtins.str = ...,
+        request_signature: _identity_pb2.RequestSignature | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request_signature", b"request_signature"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recovery_id", b"recovery_id", "request_signature", b"request_signature", "subject_id", b"subject_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRecoveryRequest: _TypeAlias = CancelRecoveryRequest  # noqa: Y015
+
+@_typing.final
+class CancelRecoveryResponse(_message.Message):
+    """Response for CancelRecovery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOVERY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def recovery(self) -> Global___PatientRecovery:
+        """The recovery as it now stands."""
+
+    def __init__(
+        self,
+        *,
+        recovery: Global___PatientRecovery | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recovery", b"recovery"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recovery", b"recovery"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelRecoveryResponse: _TypeAlias = CancelRecoveryResponse  # noqa: Y015
+
+@_typing.final
+class CompleteRecoveryRequest(_message.Message):
+    """Request for CompleteRecovery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBJECT_ID_FIELD_NUMBER: _builtins.int
+    RECOVERY_ID_FIELD_NUMBER: _builtins.int
+    subject_id: _builtins.str
+    """The patient BeginRecovery named."""
+    recovery_id: _builtins.str
+    """The recovery to complete."""
+    def __init__(
+        self,
+        *,
+        subject_id: _builtins.str = ...,
+        recovery_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recovery_id", b"recovery_id", "subject_id", b"subject_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteRecoveryRequest: _TypeAlias = CompleteRecoveryRequest  # noqa: Y015
+
+@_typing.final
+class CompleteRecoveryResponse(_message.Message):
+    """Response for CompleteRecovery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def device(self) -> _identity_pb2.PatientDevice:
+        """The new device, now ACTIVE."""
+
+    def __init__(
+        self,
+        *,
+        device: _identity_pb2.PatientDevice | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteRecoveryResponse: _TypeAlias = CompleteRecoveryResponse  # noqa: Y015
 
 @_typing.final
 class BeginLoginRequest(_message.Message):

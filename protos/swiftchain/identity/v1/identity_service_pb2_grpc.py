@@ -85,6 +85,31 @@ class IdentityServiceStub:
                 request_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.RevokePatientDeviceRequest.SerializeToString,
                 response_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.RevokePatientDeviceResponse.FromString,
                 _registered_method=True)
+        self.IssueRecoveryCode = channel.unary_unary(
+                '/swiftchain.identity.v1.IdentityService/IssueRecoveryCode',
+                request_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.IssueRecoveryCodeRequest.SerializeToString,
+                response_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.IssueRecoveryCodeResponse.FromString,
+                _registered_method=True)
+        self.BeginRecovery = channel.unary_unary(
+                '/swiftchain.identity.v1.IdentityService/BeginRecovery',
+                request_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.BeginRecoveryRequest.SerializeToString,
+                response_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.BeginRecoveryResponse.FromString,
+                _registered_method=True)
+        self.ListRecoveries = channel.unary_unary(
+                '/swiftchain.identity.v1.IdentityService/ListRecoveries',
+                request_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.ListRecoveriesRequest.SerializeToString,
+                response_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.ListRecoveriesResponse.FromString,
+                _registered_method=True)
+        self.CancelRecovery = channel.unary_unary(
+                '/swiftchain.identity.v1.IdentityService/CancelRecovery',
+                request_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.CancelRecoveryRequest.SerializeToString,
+                response_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.CancelRecoveryResponse.FromString,
+                _registered_method=True)
+        self.CompleteRecovery = channel.unary_unary(
+                '/swiftchain.identity.v1.IdentityService/CompleteRecovery',
+                request_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.CompleteRecoveryRequest.SerializeToString,
+                response_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.CompleteRecoveryResponse.FromString,
+                _registered_method=True)
         self.BeginLogin = channel.unary_unary(
                 '/swiftchain.identity.v1.IdentityService/BeginLogin',
                 request_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.BeginLoginRequest.SerializeToString,
@@ -203,6 +228,48 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueRecoveryCode(self, request, context):
+        """Issues a one-time recovery code for a patient that lost every device: the patient's new
+        device begins a recovery with it, which waits (24 h by default) for the patient's devices
+        to cancel it. Callers: hospital, one that registered the patient or holds a reference to it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BeginRecovery(self, request, context):
+        """Begins a recovery with a recovery code: the new device generates its key and signs its
+        request. Callers: anonymous (the code is the credential).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRecoveries(self, request, context):
+        """Lists the calling patient's recoveries, newest first: how its devices learn of a pending
+        one. Callers: the patient.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRecovery(self, request, context):
+        """Cancels a pending recovery. Callers: the patient, with the request signed by one of its
+        ACTIVE devices (`request_signature`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteRecovery(self, request, context):
+        """Completes a recovery whose waiting period is over and that nobody cancelled: its key
+        becomes an active device of the patient, and a KEY entry puts it on the log. Callers:
+        anonymous (the recovery's key was proved when it began; completing early is refused).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def BeginLogin(self, request, context):
         """Starts a patient login: returns a challenge for a device key to sign. Callers: anonymous.
         """
@@ -300,6 +367,31 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.RevokePatientDevice,
                     request_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.RevokePatientDeviceRequest.FromString,
                     response_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.RevokePatientDeviceResponse.SerializeToString,
+            ),
+            'IssueRecoveryCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueRecoveryCode,
+                    request_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.IssueRecoveryCodeRequest.FromString,
+                    response_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.IssueRecoveryCodeResponse.SerializeToString,
+            ),
+            'BeginRecovery': grpc.unary_unary_rpc_method_handler(
+                    servicer.BeginRecovery,
+                    request_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.BeginRecoveryRequest.FromString,
+                    response_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.BeginRecoveryResponse.SerializeToString,
+            ),
+            'ListRecoveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRecoveries,
+                    request_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.ListRecoveriesRequest.FromString,
+                    response_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.ListRecoveriesResponse.SerializeToString,
+            ),
+            'CancelRecovery': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRecovery,
+                    request_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.CancelRecoveryRequest.FromString,
+                    response_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.CancelRecoveryResponse.SerializeToString,
+            ),
+            'CompleteRecovery': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteRecovery,
+                    request_deserializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.CompleteRecoveryRequest.FromString,
+                    response_serializer=swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.CompleteRecoveryResponse.SerializeToString,
             ),
             'BeginLogin': grpc.unary_unary_rpc_method_handler(
                     servicer.BeginLogin,
@@ -603,6 +695,141 @@ class IdentityService:
             '/swiftchain.identity.v1.IdentityService/RevokePatientDevice',
             swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.RevokePatientDeviceRequest.SerializeToString,
             swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.RevokePatientDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueRecoveryCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swiftchain.identity.v1.IdentityService/IssueRecoveryCode',
+            swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.IssueRecoveryCodeRequest.SerializeToString,
+            swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.IssueRecoveryCodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BeginRecovery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swiftchain.identity.v1.IdentityService/BeginRecovery',
+            swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.BeginRecoveryRequest.SerializeToString,
+            swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.BeginRecoveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRecoveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swiftchain.identity.v1.IdentityService/ListRecoveries',
+            swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.ListRecoveriesRequest.SerializeToString,
+            swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.ListRecoveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRecovery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swiftchain.identity.v1.IdentityService/CancelRecovery',
+            swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.CancelRecoveryRequest.SerializeToString,
+            swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.CancelRecoveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteRecovery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/swiftchain.identity.v1.IdentityService/CompleteRecovery',
+            swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.CompleteRecoveryRequest.SerializeToString,
+            swiftchain_dot_identity_dot_v1_dot_identity__service__pb2.CompleteRecoveryResponse.FromString,
             options,
             channel_credentials,
             insecure,

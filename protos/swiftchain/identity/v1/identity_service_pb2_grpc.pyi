@@ -78,6 +78,28 @@ class IdentityServiceStub:
     """Revokes one of the calling patient's device keys. Callers: the patient, with the request
     signed by one of its ACTIVE devices (`request_signature`).
     """
+    IssueRecoveryCode: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.IssueRecoveryCodeRequest, _identity_service_pb2.IssueRecoveryCodeResponse]
+    """Issues a one-time recovery code for a patient that lost every device: the patient's new
+    device begins a recovery with it, which waits (24 h by default) for the patient's devices
+    to cancel it. Callers: hospital, one that registered the patient or holds a reference to it.
+    """
+    BeginRecovery: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.BeginRecoveryRequest, _identity_service_pb2.BeginRecoveryResponse]
+    """Begins a recovery with a recovery code: the new device generates its key and signs its
+    request. Callers: anonymous (the code is the credential).
+    """
+    ListRecoveries: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.ListRecoveriesRequest, _identity_service_pb2.ListRecoveriesResponse]
+    """Lists the calling patient's recoveries, newest first: how its devices learn of a pending
+    one. Callers: the patient.
+    """
+    CancelRecovery: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.CancelRecoveryRequest, _identity_service_pb2.CancelRecoveryResponse]
+    """Cancels a pending recovery. Callers: the patient, with the request signed by one of its
+    ACTIVE devices (`request_signature`).
+    """
+    CompleteRecovery: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.CompleteRecoveryRequest, _identity_service_pb2.CompleteRecoveryResponse]
+    """Completes a recovery whose waiting period is over and that nobody cancelled: its key
+    becomes an active device of the patient, and a KEY entry puts it on the log. Callers:
+    anonymous (the recovery's key was proved when it began; completing early is refused).
+    """
     BeginLogin: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.BeginLoginRequest, _identity_service_pb2.BeginLoginResponse]
     """Starts a patient login: returns a challenge for a device key to sign. Callers: anonymous."""
     CompleteLogin: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.CompleteLoginRequest, _identity_service_pb2.CompleteLoginResponse]
@@ -141,6 +163,28 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     RevokePatientDevice: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.RevokePatientDeviceRequest, _identity_service_pb2.RevokePatientDeviceResponse]  # type: ignore[assignment]
     """Revokes one of the calling patient's device keys. Callers: the patient, with the request
     signed by one of its ACTIVE devices (`request_signature`).
+    """
+    IssueRecoveryCode: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.IssueRecoveryCodeRequest, _identity_service_pb2.IssueRecoveryCodeResponse]  # type: ignore[assignment]
+    """Issues a one-time recovery code for a patient that lost every device: the patient's new
+    device begins a recovery with it, which waits (24 h by default) for the patient's devices
+    to cancel it. Callers: hospital, one that registered the patient or holds a reference to it.
+    """
+    BeginRecovery: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.BeginRecoveryRequest, _identity_service_pb2.BeginRecoveryResponse]  # type: ignore[assignment]
+    """Begins a recovery with a recovery code: the new device generates its key and signs its
+    request. Callers: anonymous (the code is the credential).
+    """
+    ListRecoveries: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.ListRecoveriesRequest, _identity_service_pb2.ListRecoveriesResponse]  # type: ignore[assignment]
+    """Lists the calling patient's recoveries, newest first: how its devices learn of a pending
+    one. Callers: the patient.
+    """
+    CancelRecovery: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.CancelRecoveryRequest, _identity_service_pb2.CancelRecoveryResponse]  # type: ignore[assignment]
+    """Cancels a pending recovery. Callers: the patient, with the request signed by one of its
+    ACTIVE devices (`request_signature`).
+    """
+    CompleteRecovery: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.CompleteRecoveryRequest, _identity_service_pb2.CompleteRecoveryResponse]  # type: ignore[assignment]
+    """Completes a recovery whose waiting period is over and that nobody cancelled: its key
+    becomes an active device of the patient, and a KEY entry puts it on the log. Callers:
+    anonymous (the recovery's key was proved when it began; completing early is refused).
     """
     BeginLogin: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.BeginLoginRequest, _identity_service_pb2.BeginLoginResponse]  # type: ignore[assignment]
     """Starts a patient login: returns a challenge for a device key to sign. Callers: anonymous."""
@@ -262,6 +306,58 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_identity_service_pb2.RevokePatientDeviceResponse, _abc.Awaitable[_identity_service_pb2.RevokePatientDeviceResponse]]:
         """Revokes one of the calling patient's device keys. Callers: the patient, with the request
         signed by one of its ACTIVE devices (`request_signature`).
+        """
+
+    @_abc_1.abstractmethod
+    def IssueRecoveryCode(
+        self,
+        request: _identity_service_pb2.IssueRecoveryCodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.IssueRecoveryCodeResponse, _abc.Awaitable[_identity_service_pb2.IssueRecoveryCodeResponse]]:
+        """Issues a one-time recovery code for a patient that lost every device: the patient's new
+        device begins a recovery with it, which waits (24 h by default) for the patient's devices
+        to cancel it. Callers: hospital, one that registered the patient or holds a reference to it.
+        """
+
+    @_abc_1.abstractmethod
+    def BeginRecovery(
+        self,
+        request: _identity_service_pb2.BeginRecoveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.BeginRecoveryResponse, _abc.Awaitable[_identity_service_pb2.BeginRecoveryResponse]]:
+        """Begins a recovery with a recovery code: the new device generates its key and signs its
+        request. Callers: anonymous (the code is the credential).
+        """
+
+    @_abc_1.abstractmethod
+    def ListRecoveries(
+        self,
+        request: _identity_service_pb2.ListRecoveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.ListRecoveriesResponse, _abc.Awaitable[_identity_service_pb2.ListRecoveriesResponse]]:
+        """Lists the calling patient's recoveries, newest first: how its devices learn of a pending
+        one. Callers: the patient.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelRecovery(
+        self,
+        request: _identity_service_pb2.CancelRecoveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.CancelRecoveryResponse, _abc.Awaitable[_identity_service_pb2.CancelRecoveryResponse]]:
+        """Cancels a pending recovery. Callers: the patient, with the request signed by one of its
+        ACTIVE devices (`request_signature`).
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteRecovery(
+        self,
+        request: _identity_service_pb2.CompleteRecoveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.CompleteRecoveryResponse, _abc.Awaitable[_identity_service_pb2.CompleteRecoveryResponse]]:
+        """Completes a recovery whose waiting period is over and that nobody cancelled: its key
+        becomes an active device of the patient, and a KEY entry puts it on the log. Callers:
+        anonymous (the recovery's key was proved when it began; completing early is refused).
         """
 
     @_abc_1.abstractmethod
