@@ -2,12 +2,15 @@
 
 A node serves its log over plain HTTP in the C2SP tlog-tiles paths (``/checkpoint``,
 ``/tile/<L>/<N>[.p/<W>]``, ``/tile/entries/<N>[.p/<W>]``). :class:`MirrorClient` fetches them;
-:func:`prove_from_mirror` checks the checkpoint's signatures against a consortium pinned by the
-caller, builds each inclusion proof (and a consistency proof from an older checkpoint) from the
-tiles itself, and verifies every proof against the signed root before returning an evidence
-bundle. A mirror is trusted for nothing: a wrong tile or entry makes a proof fail to verify.
-:class:`VerifiedMirror` is the same for a client that reads many times: it keeps the checkpoint
-it verified (each newer one must be consistent with it) and proves one leaf at a time against it.
+:func:`prove_from_mirror` checks the checkpoint's signatures against the members and quorum at
+its size, which follow from the consortium pinned by the caller (the genesis) and the votes on
+the log (the MEMBERSHIP entries the mirror lists at ``/membership``, each proved against the
+checkpoint and replayed; they go into the bundle too), builds each inclusion proof (and a
+consistency proof from an older checkpoint) from the tiles itself, and verifies every proof
+against the signed root before returning an evidence bundle. A mirror is trusted for nothing:
+a wrong tile or entry makes a proof fail to verify. :class:`VerifiedMirror` is the same for a
+client that reads many times: it keeps the checkpoint it verified (each newer one must be
+consistent with it) and proves one leaf at a time against it.
 
 ::
 
@@ -25,9 +28,17 @@ from collections.abc import Iterable, Sequence
 
 from chain.checkpoint import Checkpoint, parse_checkpoint, verify_sealed_checkpoint
 from chain.consortium import ConsortiumConfig
-from chain.errors import InvalidInputError, NotFoundError, UnavailableError, VerificationError
+from chain.entry import parse_entry
+from chain.errors import (
+    InvalidInputError,
+    NotFoundError,
+    SwiftchainError,
+    UnavailableError,
+    VerificationError,
+)
 from chain.evidence import ConsistencyEvidence, EvidenceBundle, EvidenceEntry
 from chain.hashing import leaf_hash
+from chain.membership import MemberSet, MembershipLog
 from chain.note import parse_note
 from chain.proof_build import consistency_proof, inclusion_proof
 from chain.proof_verify import verify_consistency, verify_inclusion
@@ -126,6 +137,22 @@ class MirrorClient:
         """The latest sealed checkpoint as served (a signed note; not verified here)."""
         return self.get("checkpoint")
 
+    def membership(self) -> list[int]:
+        """The leaf indexes of the MEMBERSHIP entries the mirror lists, in log order (none from
+        a mirror that serves no ``/membership``). Trusted for nothing: each is proved and
+        replayed, and a vote left out leaves an older member set, under which a checkpoint
+        sealed by the newer one fails."""
+        try:
+            body = self.get("membership")
+        except NotFoundError:
+            return []
+        try:
+            return sorted({int(line) for line in body.decode("ascii").split()})
+        except (UnicodeDecodeError, ValueError):
+            raise UnavailableError(
+                f"mirror {self.base_url}: /membership: expected leaf indexes, one per line"
+            ) from None
+
     def read_tiles(self, tiles: Sequence[Tile]) -> list[bytes]:
         """The blobs of ``tiles`` (a :data:`chain.tiles.TileReader`)."""
         return [self.get(tile_path(tile)) for tile in tiles]
@@ -152,8 +179,9 @@ def prove_from_mirror(
     since: bytes | None = None,
 ) -> EvidenceBundle:
     """An evidence bundle for ``leaf_indexes`` built from ``client``'s mirror alone, every proof
-    verified against the latest checkpoint, whose signatures are checked against ``config``
-    (the pinned consortium). With ``since`` (an older signed checkpoint), a consistency proof
+    verified against the latest checkpoint, whose signatures are checked against the members at
+    its size: ``config`` (the pinned genesis) changed by the votes on the log, which the bundle
+    carries with their proofs. With ``since`` (an older signed checkpoint), a consistency proof
     from it is added and verified.
 
     Raises :class:`~chain.errors.VerificationError` if the mirror serves something that does
@@ -161,9 +189,8 @@ def prove_from_mirror(
     not cover or a ``since`` newer than it, and the errors of :class:`MirrorClient`.
     """
     note = client.checkpoint()
-    checkpoint = verify_sealed_checkpoint(note, config.verifiers, config.quorum, config.origin)
+    checkpoint, reader, votes = _verified_checkpoint(client, note, config)
     size, root = checkpoint.size, checkpoint.root_hash
-    reader = TiledHashReader(size, client.read_tiles)
     entries = []
     for index in leaf_indexes:
         if not 0 <= index < size:
@@ -189,7 +216,35 @@ def prove_from_mirror(
         checkpoint=note.decode("utf-8"),
         entries=tuple(entries),
         consistency=tuple(consistency),
+        membership=votes,
     )
+
+
+def _verified_checkpoint(
+    client: MirrorClient, note: bytes, config: ConsortiumConfig
+) -> tuple[Checkpoint, TiledHashReader, tuple[EvidenceEntry, ...]]:
+    """The checkpoint in ``note``, its signatures verified against the members and quorum at
+    its size: the pinned genesis ``config`` changed by the votes the mirror lists, each proved
+    against the checkpoint's root and replayed as every node did. Votes proved in a root that
+    the members they lead to did not sign prove nothing, so the signatures are checked last.
+    Also the reader of its tree and the proved votes."""
+    try:
+        unverified = parse_checkpoint(parse_note(note).text)
+    except InvalidInputError:  # let the verifier say what is wrong with it
+        unverified = verify_sealed_checkpoint(note, config.verifiers, config.quorum, config.origin)
+    size, root = unverified.size, unverified.root_hash
+    reader = TiledHashReader(size, client.read_tiles)
+    votes = tuple(_proved_leaf(client, reader, i, root) for i in client.membership() if i < size)
+    log = MembershipLog(MemberSet.from_consortium(config))
+    try:
+        log.replay((vote.leaf_index, parse_entry(vote.entry)) for vote in votes)
+    except SwiftchainError as error:
+        raise VerificationError(
+            f"mirror {client.base_url}: a MEMBERSHIP entry it lists is not a valid vote: {error}"
+        ) from None
+    members = log.members_at(size)
+    checkpoint = verify_sealed_checkpoint(note, members.verifiers, members.quorum, config.origin)
+    return checkpoint, reader, votes
 
 
 def _proved_leaf(
@@ -206,7 +261,8 @@ def _proved_leaf(
 
 class VerifiedMirror:
     """What a client that reads a mirror many times keeps: the latest checkpoint it verified
-    (the quorum's signatures checked against ``config``, the pinned consortium) and proofs of
+    (the quorum's signatures checked against the members at its size, from ``config``, the
+    pinned genesis, and the votes on the log) and proofs of
     single leaves against it. A newer checkpoint is taken only with a consistency proof from the
     one held (built from the tiles and verified), so every leaf proved through one
     ``VerifiedMirror`` is in one append-only history. Not thread-safe: one per client thread.
@@ -235,10 +291,8 @@ class VerifiedMirror:
     def refresh(self) -> Checkpoint:
         """Fetch the mirror's latest checkpoint, verify its signatures and its consistency with
         the checkpoint held, and hold it from now on."""
-        config = self.config
         note = self.client.checkpoint()
-        checkpoint = verify_sealed_checkpoint(note, config.verifiers, config.quorum, config.origin)
-        reader = TiledHashReader(checkpoint.size, self.client.read_tiles)
+        checkpoint, reader, _ = _verified_checkpoint(self.client, note, self.config)
         held = self._checkpoint
         if held is not None and held.size > checkpoint.size:
             raise VerificationError(

@@ -170,7 +170,13 @@ def main() -> None:
     node.start()
     mirror = None
     if settings.mirror_port:
-        mirror = MirrorServer(settings.listen_host, settings.mirror_port, tiles, _latest(node))
+        mirror = MirrorServer(
+            settings.listen_host,
+            settings.mirror_port,
+            tiles,
+            _latest(node),
+            lambda: node.membership.entry_indexes,
+        )
         mirror.start()
         _log.info("mirror of %s on http://%s:%d/", node.name, settings.listen_host, mirror.port)
 

@@ -3,7 +3,11 @@ paths (DESIGN §3.4).
 
 * ``GET /checkpoint``: the latest sealed checkpoint, the signed note with the quorum's lines;
 * ``GET /tile/<L>/<N>[.p/<W>]``: hash tiles; ``GET /tile/entries/<N>[.p/<W>]``: entry bundles
-  (big-endian uint16 length-prefixed entries).
+  (big-endian uint16 length-prefixed entries);
+* ``GET /membership`` (not a tlog-tiles path): the leaf indexes of the MEMBERSHIP entries below
+  the latest sealed checkpoint's size, one per line, so that a client holding only the genesis
+  can prove and replay the votes that decide who signs that checkpoint (``sdk/mirror.py``). It
+  proves nothing itself: a client proves each entry against the checkpoint and replays it.
 
 Only what the latest sealed checkpoint covers is served: a tile or bundle wider than the sealed
 tree is 404, as is every path that is not exactly one of the above (no query strings, no other
@@ -24,7 +28,7 @@ import logging
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -32,12 +36,14 @@ from chain.errors import InvalidInputError
 from chain.node.tile_store import ENTRIES, TileStore
 from chain.tiles import TILE_WIDTH, parse_entries_path, parse_tile_path, tile_width
 
-__all__ = ["IMMUTABLE", "LatestCheckpoint", "MirrorServer"]
+__all__ = ["IMMUTABLE", "LatestCheckpoint", "MembershipIndexes", "MirrorServer"]
 
 _log = logging.getLogger(__name__)
 
 #: ``(tree size, signed note)`` of the latest sealed checkpoint, or None before the first.
 LatestCheckpoint = Callable[[], tuple[int, str] | None]
+#: The leaf indexes of the MEMBERSHIP entries the node has accepted, in log order.
+MembershipIndexes = Callable[[], Sequence[int]]
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 #: A partial tile's bytes never change either, but the file goes once the tile grows.
@@ -48,7 +54,7 @@ _TEXT = "text/plain; charset=utf-8"
 #: Gzipped bodies of full tiles kept in memory (compressing 8 KiB costs ~100 µs).
 _GZIP_CACHE_BYTES = 16 * 1024 * 1024
 _LONGEST_PATH = 96
-_EXPECTED = "expected /checkpoint, /tile/<L>/<N>[.p/<W>] or /tile/entries/<N>[.p/<W>]"
+_EXPECTED = "expected /checkpoint, /membership, /tile/<L>/<N>[.p/<W>] or /tile/entries/<N>[.p/<W>]"
 
 
 class _GzipCache:
@@ -191,10 +197,15 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
 
     def __init__(
-        self, address: tuple[str, int], tiles: TileStore, latest: LatestCheckpoint
+        self,
+        address: tuple[str, int],
+        tiles: TileStore,
+        latest: LatestCheckpoint,
+        membership: MembershipIndexes,
     ) -> None:
         self.tiles = tiles
         self.latest = latest
+        self.membership = membership
         self._gzip = _GzipCache(_GZIP_CACHE_BYTES)
         super().__init__(address, _Handler)
 
@@ -212,6 +223,9 @@ class _Server(ThreadingHTTPServer):
                 return "not found: no checkpoint has been sealed yet\n"
             return latest[1].encode("utf-8"), _TEXT, _CHECKPOINT
         size = 0 if latest is None else latest[0]
+        if path == "membership":
+            below = "".join(f"{i}\n" for i in list(self.membership()) if i < size)
+            return below.encode("ascii"), _TEXT, _CHECKPOINT
         try:
             if path.startswith("tile/entries/"):
                 level, (index, width) = ENTRIES, parse_entries_path(path)
@@ -233,10 +247,18 @@ class _Server(ThreadingHTTPServer):
 
 
 class MirrorServer:
-    """Serves ``tiles`` (up to the size of ``latest()``) on ``host:port`` (0: any free port)."""
+    """Serves ``tiles`` (up to the size of ``latest()``) on ``host:port`` (0: any free port),
+    and the leaf indexes ``membership()`` of the MEMBERSHIP entries below that size."""
 
-    def __init__(self, host: str, port: int, tiles: TileStore, latest: LatestCheckpoint) -> None:
-        self._server = _Server((host, port), tiles, latest)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        tiles: TileStore,
+        latest: LatestCheckpoint,
+        membership: MembershipIndexes = tuple,
+    ) -> None:
+        self._server = _Server((host, port), tiles, latest, membership)
         self._thread: threading.Thread | None = None
 
     @property

@@ -73,11 +73,12 @@ def test_mirror_reads_prove_the_versions_and_the_tile_cache_saves_requests(
         assert len(latencies) == 2 * len(sample)
         requests[keep] = reads.requests
         reads.close()
-    # each thread, each round: 1 checkpoint; a read: its bundle, its level-0 tile, the level-1
-    # tile and the tree's partial level-0 tile (its own, for a leaf in it: 600 = 2 * 256 + 88)
+    # each thread, each round: 1 checkpoint and the list of membership votes it is checked
+    # with (none here); a read: its bundle, its level-0 tile, the level-1 tile and the tree's
+    # partial level-0 tile (its own, for a leaf in it: 600 = 2 * 256 + 88)
     in_partial = len([i for i in sample if i >= 512])
-    assert requests[False] == 2 * 2 + 2 * (4 * len(sample) - in_partial)
-    assert requests[True] < 2 * 2 + len(sample) * 3
+    assert requests[False] == 2 * 2 * 2 + 2 * (4 * len(sample) - in_partial)
+    assert requests[True] < 2 * 2 * 2 + len(sample) * 3
 
 
 def test_a_leaf_that_is_not_the_version_written_fails_the_read(mirror_url: str) -> None:
