@@ -2,36 +2,123 @@
 
 Each reads partition 0 of its topic without a consumer group (every node reads everything and
 keeps its own position in its store), with long broker waits while nothing comes.
+
+A reader that has read nothing for :data:`STALL_SECONDS` asks the broker whether records are
+waiting past its position, and if they are (or the broker cannot say) it reopens its consumer
+there. kafka-python's consumer can read nothing for minutes after the broker restarted while
+others read on: measured on Kafka 4.3 with kafka-python 3.0.12 (request timeout 30 s), one of
+three consumers stalled 2 minutes after a SIGKILL and restart of the broker, and with a 20 s
+request timeout stalls of 20-40 s were common. A node whose reader stalls cuts no block and seals nothing the others seal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import LogTruncationError, OffsetOutOfRangeError
 
-from chain.errors import InvalidInputError
+from chain.errors import InvalidInputError, UnavailableError
 from chain.node.ports import IDLE_WAIT_MS, PolledRecord, Reader
 from services.platform.kafka import KafkaSecurity, kafka_client_options, record_lag
 
-__all__ = ["KafkaReaders"]
+__all__ = ["STALL_SECONDS", "KafkaReaders"]
+
+_log = logging.getLogger(__name__)
+
+#: Seconds without a record after which a reader checks that it is not stalled.
+STALL_SECONDS = 15.0
+#: How long that check waits for the broker's answer, in milliseconds.
+_END_OFFSET_TIMEOUT_MS = 5_000
 
 
 class _KafkaReader:
-    def __init__(self, consumer: Any, max_records: int | None, lag_name: str | None) -> None:
-        self._consumer = consumer
+    """Partition 0 of ``topic`` from ``position`` on (``None``: from the beginning), through
+    consumers made by ``open_consumer(position)``; reopened where it stands when stalled."""
+
+    def __init__(
+        self,
+        topic: str,
+        open_consumer: Callable[[int | None], Any],
+        position: int | None,
+        max_records: int | None,
+        lag_name: str | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._partition = TopicPartition(topic, 0)
+        self._open = open_consumer
+        self._position = position
         self._max_records = max_records
         self._lag_name = lag_name
+        self._clock = clock
+        self._consumer = open_consumer(position)
+        self._quiet_since = clock()
+        self.reopened = 0
 
     def poll(self, timeout_ms: int) -> Sequence[PolledRecord]:
-        batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=self._max_records)
+        try:
+            batches = self._consumer.poll(timeout_ms=timeout_ms, max_records=self._max_records)
+        except OffsetOutOfRangeError:
+            # Retried by the caller until the broker has the offset again; never skipped.
+            raise UnavailableError(
+                f"expected the broker to hold offset {self._position} of "
+                f"{self._partition.topic}, got an offset out of its range"
+            ) from None
+        except LogTruncationError as error:
+            # Raised once by a consumer that keeps its position; a broker that really lost
+            # records this node applied shows as checkpoints that differ (an alarm).
+            _log.error(
+                "%s: the broker says its log was truncated (%s); reading on from offset %s",
+                self._partition.topic,
+                error,
+                self._position,
+            )
+            return []
         if self._lag_name is not None:
             record_lag(self._consumer, self._lag_name, batches)
-        return [record for records in batches.values() for record in records]
+        records = [record for records in batches.values() for record in records]
+        now = self._clock()
+        if records:
+            self._position = records[-1].offset + 1
+            self._quiet_since = now
+        elif now - self._quiet_since >= STALL_SECONDS:
+            self._quiet_since = now
+            waiting = self._records_waiting()
+            if waiting is not None:
+                self._reopen(waiting)
+        return records
 
     def close(self) -> None:
         self._consumer.close()
+
+    def _records_waiting(self) -> str | None:
+        """Why this reader should be reopened, or None if nothing waits past its position."""
+        try:
+            ends = self._consumer.end_offsets([self._partition], timeout_ms=_END_OFFSET_TIMEOUT_MS)
+        except Exception as error:  # the broker away, or this consumer's connection broken
+            return f"it could not ask the broker for the end offset ({type(error).__name__})"
+        end = ends.get(self._partition)
+        if end is not None and end > (self._position or 0):
+            return f"records wait up to offset {end}"
+        return None
+
+    def _reopen(self, why: str) -> None:
+        _log.warning(
+            "%s reader read nothing for %.0f s at offset %s and %s: reopening its consumer there",
+            self._partition.topic,
+            STALL_SECONDS,
+            self._position,
+            why,
+        )
+        try:
+            self._consumer.close()
+        except Exception as error:  # a broken consumer may fail to close; it is dropped anyway
+            _log.warning("closing the stalled consumer failed: %s: %s", type(error).__name__, error)
+        self._consumer = self._open(self._position)
+        self.reopened += 1
 
 
 class KafkaReaders:
@@ -55,22 +142,27 @@ class KafkaReaders:
         self._poll_max = poll_max_records
 
     def ordering(self, topic: str, from_offset: int) -> Reader:
-        consumer = self._consumer(
-            topic,
-            f"chain-node-{self._name}",
-            max_poll_records=self._poll_max,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
-        consumer.seek(TopicPartition(topic, 0), from_offset)
-        return _KafkaReader(consumer, self._poll_max, "chain-node")
+        def open_at(position: int | None) -> Any:
+            return self._consumer(
+                topic,
+                position,
+                f"chain-node-{self._name}",
+                max_poll_records=self._poll_max,
+                max_partition_fetch_bytes=8 * 1024 * 1024,
+            )
+
+        return _KafkaReader(topic, open_at, from_offset, self._poll_max, "chain-node")
 
     def cosignatures(self, topic: str) -> Reader:
-        consumer = self._consumer(topic, f"chain-node-{self._name}-cosign")
-        consumer.seek_to_beginning(TopicPartition(topic, 0))
-        return _KafkaReader(consumer, None, None)
+        def open_at(position: int | None) -> Any:
+            return self._consumer(topic, position, f"chain-node-{self._name}-cosign")
 
-    def _consumer(self, topic: str, client_id: str, **options: Any) -> Any:
-        """A consumer without a group, assigned partition 0 of ``topic``."""
+        return _KafkaReader(topic, open_at, None, None, None)
+
+    def _consumer(self, topic: str, position: int | None, client_id: str, **options: Any) -> Any:
+        """A consumer without a group on partition 0 of ``topic``, at ``position`` (None: the
+        beginning). It never moves itself elsewhere: an offset out of range or a truncated log
+        raises instead of skipping to the end, since a node must apply every record in order."""
         consumer = KafkaConsumer(
             **self._connection,
             bootstrap_servers=self._bootstrap,
@@ -78,7 +170,13 @@ class KafkaReaders:
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=IDLE_WAIT_MS,
+            auto_offset_reset="none",
             **options,
         )
-        consumer.assign([TopicPartition(topic, 0)])
+        partition = TopicPartition(topic, 0)
+        consumer.assign([partition])
+        if position is None:
+            consumer.seek_to_beginning(partition)
+        else:
+            consumer.seek(partition, position)
         return consumer

@@ -268,6 +268,27 @@ def checkpoints(platform: Platform) -> dict[str, tuple[int, bytes]]:
     return seen
 
 
+def node_statuses(platform: Platform) -> dict[str, str]:
+    """Every node's own account of where it is (GetNodeStatus), for a failure message."""
+    seen = {}
+    for node in NODES:
+        try:
+            with platform.channel(platform.admin, node) as channel:
+                status = chain_service_pb2_grpc.ChainServiceStub(channel).GetNodeStatus(
+                    chain_pb.GetNodeStatusRequest(), timeout=10
+                )
+        except grpc.RpcError as error:
+            seen[node] = f"no answer: {error.code().name}"
+            continue
+        seen[node] = (
+            f"offset {status.applied_offset}/{status.end_offset}, tree {status.tree_size}, "
+            f"height {status.height}, pending {status.pending_entries}, "
+            f"sealed {status.last_sealed.tree_size}, unsealed blocks {status.unsealed_blocks}, "
+            f"alarms {status.alarm_count}"
+        )
+    return seen
+
+
 def alarms(platform: Platform) -> dict[str, list[str]]:
     """Every node's alarms, most recent first, as ``kind: detail``."""
     seen = {}
@@ -334,11 +355,14 @@ def run_drill(platform: Platform, hospital: Principal, sealed_log: SealedLog, vi
             return set(promised) - set(sealed_log.ids)
 
         _wait_sealed(unsealed, len(promised))
-        wait_for(
-            "every node on the same sealed checkpoint",
-            lambda: len(set(checkpoints(platform).values())) == 1,
-            timeout=120,
-        )
+        try:
+            wait_for(
+                "every node on the same sealed checkpoint",
+                lambda: len(set(checkpoints(platform).values())) == 1,
+                timeout=120,
+            )
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the nodes say: {node_statuses(platform)}") from None
         [(size, root)] = set(checkpoints(platform).values())
         agreed_at = time.monotonic()
         sealed_log.read_to(size)
