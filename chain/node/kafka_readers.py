@@ -3,18 +3,15 @@
 Each reads partition 0 of its topic without a consumer group (every node reads everything and
 keeps its own position in its store), with long broker waits while nothing comes.
 
-A reader that has read nothing for :data:`STALL_SECONDS` asks the broker whether records are
-waiting past its position, and if they are (or the broker cannot say) it reopens its consumer
-there. kafka-python's consumer can read nothing for minutes after the broker restarted while
-others read on: measured on Kafka 4.3 with kafka-python 3.0.12 (request timeout 30 s), one of
-three consumers stalled 2 minutes after a SIGKILL and restart of the broker, and with a 20 s
-request timeout stalls of 20-40 s were common. A node whose reader stalls cuts no block and seals nothing the others seal.
+A reader that has read nothing for a while and lags the partition's end (or cannot ask the
+broker where it ends) reopens its consumer where it stands
+(:class:`~services.platform.kafka.StallWatch`): a node whose reader stalls after a broker
+restart cuts no block and seals nothing the others seal.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,16 +20,16 @@ from kafka.errors import LogTruncationError, OffsetOutOfRangeError
 
 from chain.errors import InvalidInputError, UnavailableError
 from chain.node.ports import IDLE_WAIT_MS, PolledRecord, Reader
-from services.platform.kafka import KafkaSecurity, kafka_client_options, record_lag
+from services.platform.kafka import (
+    KafkaSecurity,
+    StallWatch,
+    kafka_client_options,
+    record_lag,
+)
 
-__all__ = ["STALL_SECONDS", "KafkaReaders"]
+__all__ = ["KafkaReaders"]
 
 _log = logging.getLogger(__name__)
-
-#: Seconds without a record after which a reader checks that it is not stalled.
-STALL_SECONDS = 15.0
-#: How long that check waits for the broker's answer, in milliseconds.
-_END_OFFSET_TIMEOUT_MS = 5_000
 
 
 class _KafkaReader:
@@ -46,16 +43,15 @@ class _KafkaReader:
         position: int | None,
         max_records: int | None,
         lag_name: str | None,
-        clock: Callable[[], float] = time.monotonic,
+        watch: StallWatch | None = None,
     ) -> None:
         self._partition = TopicPartition(topic, 0)
         self._open = open_consumer
         self._position = position
         self._max_records = max_records
         self._lag_name = lag_name
-        self._clock = clock
+        self._watch = watch or StallWatch()
         self._consumer = open_consumer(position)
-        self._quiet_since = clock()
         self.reopened = 0
 
     def poll(self, timeout_ms: int) -> Sequence[PolledRecord]:
@@ -80,38 +76,19 @@ class _KafkaReader:
         if self._lag_name is not None:
             record_lag(self._consumer, self._lag_name, batches)
         records = [record for records in batches.values() for record in records]
-        now = self._clock()
         if records:
             self._position = records[-1].offset + 1
-            self._quiet_since = now
-        elif now - self._quiet_since >= STALL_SECONDS:
-            self._quiet_since = now
-            waiting = self._records_waiting()
-            if waiting is not None:
-                self._reopen(waiting)
+        why = self._watch.stalled(self._consumer, bool(records), {self._partition: self._position})
+        if why is not None:
+            self._reopen(why)
         return records
 
     def close(self) -> None:
         self._consumer.close()
 
-    def _records_waiting(self) -> str | None:
-        """Why this reader should be reopened, or None if nothing waits past its position."""
-        try:
-            ends = self._consumer.end_offsets([self._partition], timeout_ms=_END_OFFSET_TIMEOUT_MS)
-        except Exception as error:  # the broker away, or this consumer's connection broken
-            return f"it could not ask the broker for the end offset ({type(error).__name__})"
-        end = ends.get(self._partition)
-        if end is not None and end > (self._position or 0):
-            return f"records wait up to offset {end}"
-        return None
-
     def _reopen(self, why: str) -> None:
         _log.warning(
-            "%s reader read nothing for %.0f s at offset %s and %s: reopening its consumer there",
-            self._partition.topic,
-            STALL_SECONDS,
-            self._position,
-            why,
+            "reopening the %s reader at offset %s: %s", self._partition.topic, self._position, why
         )
         try:
             self._consumer.close()

@@ -16,6 +16,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from kafka import KafkaConsumer
 from pydantic import Field
 
 from services.audit.domain import AuditBook, AuditPolicy, CheckpointGate
@@ -89,9 +90,13 @@ def main() -> None:
     gate = CheckpointGate(consortium, store.log_checkpoint())
     follower = LogFollower(chain, book, store.log_position(), gate, clock=_now)
     book.attach_log(follower)
-    consumer = make_consumer(
-        settings.kafka_bootstrap, settings.process_name, settings.consumer_group, EVENT_TOPICS
-    )
+
+    def open_consumer() -> KafkaConsumer:
+        return make_consumer(
+            settings.kafka_bootstrap, settings.process_name, settings.consumer_group, EVENT_TOPICS
+        )
+
+    consumer = open_consumer()
     stop = threading.Event()
 
     def handle(messages: list[ConsumedMessage]) -> None:
@@ -102,7 +107,7 @@ def main() -> None:
         book.apply_events([accept_event(m.topic, decode(m.value)) for m in messages])
 
     def consume() -> None:
-        run_batch_consumer(consumer, handle, stop)
+        run_batch_consumer(consumer, handle, stop, reopen=open_consumer)
 
     def check_consents() -> None:
         while not stop.wait(CONSENT_CHECK_EVERY):

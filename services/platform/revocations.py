@@ -19,7 +19,7 @@ from kafka import TopicPartition
 
 from chain.errors import InvalidInputError, UnavailableError
 from services.platform.events import decode
-from services.platform.kafka import make_consumer
+from services.platform.kafka import StallWatch, make_consumer
 from services.platform.poison import PoisonRecord, PoisonSink, set_aside
 from services.platform.threads import Backoff, Stopped, start_supervised
 from services.platform.topics import IDENTITY_EVENTS_TOPIC
@@ -135,10 +135,15 @@ class IdentityEventFeed:
             consumer.assign(partitions)
             consumer.seek_to_beginning(*partitions)
             targets = consumer.end_offsets(partitions)
+            watch = StallWatch()
             while not self._stop.is_set():
-                for records in consumer.poll(timeout_ms=200).values():
+                polled = consumer.poll(timeout_ms=200)
+                for records in polled.values():
                     for record in records:
                         self._take(record)
+                stalled = watch.stalled(consumer, bool(polled))
+                if stalled is not None:  # read again from the start by a new consumer
+                    raise UnavailableError(f"the consumer stalled: {stalled}")
                 if not self._caught_up.is_set() and all(
                     consumer.position(tp) >= end for tp, end in targets.items()
                 ):

@@ -10,7 +10,8 @@ from kafka import TopicPartition
 from kafka.errors import KafkaTimeoutError, LogTruncationError, OffsetOutOfRangeError
 
 from chain.errors import UnavailableError
-from chain.node.kafka_readers import STALL_SECONDS, _KafkaReader
+from chain.node.kafka_readers import _KafkaReader
+from services.platform.kafka import STALL_SECONDS, StallWatch
 
 TOPIC = "chain.ordering.v1"
 PARTITION = TopicPartition(TOPIC, 0)
@@ -69,7 +70,11 @@ def reader_over(first: FakeConsumer, end: int) -> tuple[_KafkaReader, list[FakeC
         return consumer
 
     clock = Clock()
-    return _KafkaReader(TOPIC, open_at, first.position, None, None, clock), opened, clock
+    return (
+        _KafkaReader(TOPIC, open_at, first.position, None, None, StallWatch(clock)),
+        opened,
+        clock,
+    )
 
 
 def test_a_stalled_consumer_is_reopened_where_the_reader_stands() -> None:
