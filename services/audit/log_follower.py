@@ -30,6 +30,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 
 from chain.checkpoint import Checkpoint
 from chain.entry import read_body
+from chain.evidence import EvidenceEntry
 from services.audit.domain import (
     AuditBook,
     CheckpointGate,
@@ -156,7 +157,7 @@ class LogFollower:
         with self._lock:
             if sealed.tree_size < self._position:
                 return  # the node is behind the index: nothing to index
-            checked = self._gate.check(sealed.note, sealed.tree_size, self._prove)
+            checked = self._gate.check(sealed.note, sealed.tree_size, self._prove, self._votes)
             if isinstance(checked, CheckpointRejection):
                 self._refuse(checked)
                 return
@@ -194,6 +195,18 @@ class LogFollower:
             timeout=CALL_TIMEOUT,
         )
         return tuple(response.proof)
+
+    def _votes(self, tree_size: int) -> Sequence[EvidenceEntry]:
+        """Every MEMBERSHIP entry below ``tree_size`` with its proof to the node's checkpoint of
+        that size: the node carries them with any inclusion proof, so it proves its first leaf."""
+        response = self._chain.GetInclusionProof(
+            pb.GetInclusionProofRequest(leaf_index=0, tree_size=tree_size),
+            timeout=CALL_TIMEOUT,
+        )
+        return tuple(
+            EvidenceEntry(vote.leaf_index, vote.entry, tuple(vote.proof))
+            for vote in response.membership
+        )
 
     def _refuse(self, rejection: CheckpointRejection) -> None:
         if not self._node:

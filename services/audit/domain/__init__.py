@@ -27,6 +27,7 @@ from services.audit.domain.checkpoints import (
     CheckpointGate,
     CheckpointRejection,
     ConsistencyProver,
+    VoteReader,
 )
 from services.audit.domain.completeness import Completeness
 from services.audit.domain.events import EventEffects, EventTranslator
@@ -98,6 +99,7 @@ __all__ = [
     "TrailQuery",
     "TrailRecord",
     "Trails",
+    "VoteReader",
     "cursor",
     "flag_id",
     "read_cursor",

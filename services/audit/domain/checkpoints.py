@@ -7,7 +7,11 @@ A checkpoint passes when
 * it is a signed note whose text is a checkpoint of the consortium's origin;
 * at least ``quorum`` distinct members signed it with the keys the consortium file pins (a line
   by a member's key that does not verify fails it; lines by other keys count for nothing). The
-  members at every tree size are the file's: membership by vote does not exist yet;
+  members and quorum are those at the checkpoint's size: the consortium file is the genesis, and
+  the MEMBERSHIP entries the node serves below that size (each proved in the checkpoint) are
+  replayed from it as every node and offline verifier does
+  (:class:`chain.membership.MembershipLog`), so a member admitted by vote counts and a member
+  voted out does not;
 * its tree is consistent with the last checkpoint the audit service accepted: an RFC 9162
   consistency proof, asked of the node, leads from the older root to the newer (equal sizes need
   equal roots). The first checkpoint, with none accepted before, is believed on its signatures.
@@ -26,14 +30,28 @@ from datetime import datetime
 
 from chain.checkpoint import Checkpoint, parse_checkpoint
 from chain.consortium import ConsortiumConfig
-from chain.errors import InvalidInputError, VerificationError
+from chain.entry import parse_entry
+from chain.errors import InvalidInputError, SwiftchainError, VerificationError
+from chain.evidence import EvidenceEntry
+from chain.hashing import leaf_hash
+from chain.membership import MemberSet, MembershipLog
 from chain.note import ParsedNote, parse_note, verify_note
-from chain.proof_verify import verify_consistency
+from chain.proof_verify import verify_consistency, verify_inclusion
 from services.audit.domain.records import FlagRecord, flag_id
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 
 #: Asks the node for the RFC 9162 consistency proof from tree size ``first`` to ``second``.
 ConsistencyProver = Callable[[int, int], Sequence[bytes]]
+
+#: Asks the node for every MEMBERSHIP entry below a tree size, in log order, each with its
+#: inclusion proof to the sealed checkpoint of that size.
+VoteReader = Callable[[int], Sequence[EvidenceEntry]]
+
+
+def no_votes(_tree_size: int) -> Sequence[EvidenceEntry]:
+    """The votes of a log that carries none: every checkpoint is checked against the genesis."""
+    return ()
+
 
 #: What a rejected checkpoint failed: its signatures (or its form, or its origin) ...
 SIGNED = "signed"
@@ -94,7 +112,7 @@ class CheckpointGate:
         """``accepted_note``: the last checkpoint accepted before a restart ('' for none); it
         passed when it was accepted, so it is read, not checked again."""
         self._consortium = consortium
-        self._verifiers = consortium.verifiers
+        self._genesis = MemberSet.from_consortium(consortium)
         self._accepted: AcceptedCheckpoint | None = None
         if accepted_note:
             text = parse_note(accepted_note.encode("utf-8")).text
@@ -106,14 +124,19 @@ class CheckpointGate:
         return self._accepted
 
     def check(
-        self, note: str, served_size: int, prove: ConsistencyProver
+        self,
+        note: str,
+        served_size: int,
+        prove: ConsistencyProver,
+        votes: VoteReader = no_votes,
     ) -> Checkpoint | CheckpointRejection:
         """What the signed ``note`` says, if it passes; else why not. ``served_size`` is the
-        size the node said the note has (named when the note is unreadable); ``prove`` is
-        asked for a consistency proof only once the signatures passed. Errors of ``prove``
+        size the node said the note has (named when the note is unreadable); ``votes`` is
+        asked for the MEMBERSHIP entries below the note's size once its form and origin pass,
+        ``prove`` for a consistency proof only once the signatures passed. Errors of either
         (the node away) propagate: they reject nothing."""
         held = self._accepted.checkpoint.size if self._accepted else 0
-        opened = self._open(note)
+        opened = self._open(note, votes)
         if isinstance(opened, str):
             return CheckpointRejection(_size_in(note, served_size), held, SIGNED, opened)
         inconsistency = self._inconsistency(opened, prove)
@@ -129,9 +152,9 @@ class CheckpointGate:
         self._accepted = AcceptedCheckpoint(note, checkpoint)
         return True
 
-    def _open(self, note: str) -> Checkpoint | str:
+    def _open(self, note: str, votes: VoteReader) -> Checkpoint | str:
         """The checkpoint if ``note`` is one of the consortium's origin signed by a quorum of
-        its members; else what is wrong with it."""
+        the members at its size; else what is wrong with it."""
         try:
             parsed = parse_note(note.encode("utf-8"))
             checkpoint = parse_checkpoint(parsed.text)
@@ -142,16 +165,41 @@ class CheckpointGate:
                 f"expected the consortium's origin {self._consortium.origin!r}, "
                 f"got {checkpoint.origin!r}"
             )
-        shortfall = self._quorum_shortfall(parsed)
+        members = self._members_at(checkpoint, votes)
+        if isinstance(members, str):
+            return members
+        shortfall = self._quorum_shortfall(parsed, members)
         return checkpoint if shortfall is None else shortfall
 
-    def _quorum_shortfall(self, parsed: ParsedNote) -> str | None:
+    def _members_at(self, checkpoint: Checkpoint, votes: VoteReader) -> MemberSet | str:
+        """The members and quorum at ``checkpoint``'s size: the genesis changed by the votes
+        below it, each proved in ``checkpoint`` before it is replayed; else why the votes the
+        node served prove nothing."""
+        if checkpoint.size == 0:
+            return self._genesis
+        log = MembershipLog(self._genesis)
+        proved = votes(checkpoint.size)
         try:
-            verified = verify_note(parsed, self._verifiers)
+            for vote in proved:
+                verify_inclusion(
+                    leaf_hash(vote.entry),
+                    vote.leaf_index,
+                    checkpoint.size,
+                    vote.inclusion_proof,
+                    checkpoint.root_hash,
+                )
+            log.replay((vote.leaf_index, parse_entry(vote.entry)) for vote in proved)
+        except SwiftchainError as error:
+            return f"the membership votes the node served with it do not hold ({error})"
+        return log.members_at(checkpoint.size)
+
+    def _quorum_shortfall(self, parsed: ParsedNote, members: MemberSet) -> str | None:
+        try:
+            verified = verify_note(parsed, members.verifiers)
         except (VerificationError, InvalidInputError) as error:
             return f"a signature by a member's pinned key does not verify ({error})"
         signers = sorted({signature.name for signature in verified.signatures})
-        quorum = self._consortium.quorum
+        quorum = members.quorum
         if len(signers) >= quorum:
             return None
         reason = f"expected a quorum of {quorum} member signatures, got {len(signers)}"
@@ -160,7 +208,7 @@ class CheckpointGate:
         foreign = [signature.key_id for signature in verified.unverified_signatures]
         if foreign:
             reason += (
-                "; signatures by keys the consortium does not pin count for nothing: "
+                "; signatures by keys of no member at this size count for nothing: "
                 + ", ".join(foreign)
             )
         return reason

@@ -15,13 +15,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from chain.checkpoint import Checkpoint
 from chain.consortium import ConsortiumConfig, Member
 from chain.hashing import leaf_hash
+from chain.membership import membership_entry
 from chain.note import Signer, sign
-from chain.proof_build import consistency_proof, tree_root
+from chain.proof_build import consistency_proof, inclusion_proof, tree_root
 from chain.tags import subject_tag
 from chain.tiles import MemoryHashStore
 from services.audit.domain import (
@@ -40,6 +42,7 @@ from services.audit.domain import (
 from services.platform.events import envelope
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.chain.v1 import chain_service_pb2 as pb
+from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.events.v1 import events_pb2
 
@@ -420,6 +423,52 @@ CONSORTIUM = ConsortiumConfig(
     genesis_keys=(),
 )
 NODE_NAME = "hospital-c"
+#: A fourth hospital's note key: no member of the genesis, admitted only by a vote on the log.
+NEWCOMER = Signer("hospital-d", Ed25519PrivateKey.generate())
+
+
+def membership_vote(by: Signer, n: int, detail: entry_pb2.MembershipDetail) -> bytes:
+    """A MEMBERSHIP entry signed by ``by``, the ``n``-th vote of a test."""
+    entry_id = f"{n:08x}-0000-4000-8000-00000000f00d"
+    time = Timestamp()
+    time.FromDatetime(NOW)
+    return membership_entry(by, detail, entry_id=entry_id, time=time)
+
+
+def propose(by: Signer, n: int, proposal_id: str, change: entry_pb2.MembershipChange) -> bytes:
+    """``by`` proposes ``change`` (its own vote for it), open for ten entries."""
+    proposal = entry_pb2.MembershipProposal(
+        proposal_id=proposal_id, change=change, lifetime_entries=10
+    )
+    return membership_vote(by, n, entry_pb2.MembershipDetail(proposal=proposal))
+
+
+def approve(by: Signer, n: int, proposal_id: str) -> bytes:
+    """``by`` approves proposal ``proposal_id``."""
+    approval = entry_pb2.MembershipApproval(proposal_id=proposal_id)
+    return membership_vote(by, n, entry_pb2.MembershipDetail(approval=approval))
+
+
+def admit(signer: Signer) -> entry_pb2.MembershipChange:
+    """The change admitting ``signer``'s holder as a node member."""
+    return entry_pb2.MembershipChange(
+        admit_member=entry_pb2.AdmitMember(
+            name=signer.name, verifier_key=signer.verifier().vkey, role=entry_pb2.MEMBER_ROLE_NODE
+        )
+    )
+
+
+def remove(name: str) -> entry_pb2.MembershipChange:
+    """The change removing member ``name``."""
+    return entry_pb2.MembershipChange(remove_member=entry_pb2.RemoveMember(name=name))
+
+
+def _is_vote(raw: bytes) -> bool:
+    try:
+        body = entry_pb2.EntryBody.FromString(entry_pb2.ChainEntry.FromString(raw).body)
+    except DecodeError:
+        return False
+    return body.kind == common_pb2.ENTRY_KIND_MEMBERSHIP
 
 
 class FakeChainNode:
@@ -490,6 +539,23 @@ class FakeChainNode:
         proof = consistency_proof(request.first_size, request.second_size, self._tree)
         return pb.GetConsistencyProofResponse(
             first_size=request.first_size, second_size=request.second_size, proof=proof
+        )
+
+    def GetInclusionProof(
+        self, request: pb.GetInclusionProofRequest, timeout: float
+    ) -> pb.GetInclusionProofResponse:
+        size, index = request.tree_size, request.leaf_index
+        votes = [
+            pb.ProvedEntry(leaf_index=i, entry=raw, proof=inclusion_proof(i, size, self._tree))
+            for i, raw in enumerate(self.entries[:size])
+            if _is_vote(raw)
+        ]
+        return pb.GetInclusionProofResponse(
+            leaf_index=index,
+            entry=self.entries[index],
+            tree_size=size,
+            proof=inclusion_proof(index, size, self._tree),
+            membership=votes,
         )
 
     def GetNodeStatus(

@@ -5,21 +5,28 @@ the flag a failure becomes."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 
 import pytest
 
 from chain.checkpoint import Checkpoint
+from chain.evidence import EvidenceEntry
 from services.audit.domain import AuditBook, CheckpointGate, CheckpointRejection
-from services.audit.domain.checkpoints import CONSISTENT, SIGNED
+from services.audit.domain.checkpoints import CONSISTENT, SIGNED, no_votes
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.chain.v1 import chain_service_pb2 as pb
 from tests.unit.audit.fakes import (
     CONSORTIUM,
     MEMBER_SIGNERS,
+    NEWCOMER,
     NOW,
     TAG_KEY,
     FakeAuditStore,
     FakeChainNode,
+    admit,
+    approve,
+    propose,
+    remove,
 )
 
 ENTRIES = [f"entry {n}".encode() for n in range(10)]
@@ -36,6 +43,19 @@ class Prover:
         self.asked.append((first, second))
         request = pb.GetConsistencyProofRequest(first_size=first, second_size=second)
         return list(self.node.GetConsistencyProof(request, timeout=1).proof)
+
+
+def node_votes(node: FakeChainNode) -> Callable[[int], list[EvidenceEntry]]:
+    """The MEMBERSHIP entries below a size, proved to it, as the log follower reads them."""
+
+    def votes(size: int) -> list[EvidenceEntry]:
+        request = pb.GetInclusionProofRequest(leaf_index=0, tree_size=size)
+        return [
+            EvidenceEntry(v.leaf_index, v.entry, tuple(v.proof))
+            for v in node.GetInclusionProof(request, timeout=1).membership
+        ]
+
+    return votes
 
 
 def accepted_at(node: FakeChainNode, size: int) -> CheckpointGate:
@@ -149,3 +169,60 @@ def test_a_rejection_is_one_flag_per_node_check_and_accepted_checkpoint(check: s
     # After a restart (a new book over the same store) the same rejection is the same flag.
     AuditBook(store, TAG_KEY).checkpoint_rejected("hospital-c", first, NOW)
     assert len(store.flag_records) == 3
+
+
+# --- members and quorum at the checkpoint's size, from the votes ------------------------------
+
+A, B, C = MEMBER_SIGNERS
+ADMIT_D, REMOVE_C = "00000001-0000-4000-8000-00000000cafe", "00000002-0000-4000-8000-00000000cafe"
+#: hospital-d is admitted at leaf 2 (from size 3), hospital-c removed at leaf 4 (from size 5).
+VOTED = [
+    b"entry 0",
+    propose(A, 1, ADMIT_D, admit(NEWCOMER)),
+    approve(B, 2, ADMIT_D),
+    propose(A, 3, REMOVE_C, remove(C.name)),
+    approve(NEWCOMER, 4, REMOVE_C),
+    b"entry 5",
+]
+
+
+def test_a_checkpoint_sealed_by_a_member_admitted_by_vote_passes() -> None:
+    node = FakeChainNode(VOTED)
+    note = node.seal(3, [A, NEWCOMER]).note
+    checked = CheckpointGate(CONSORTIUM).check(note, 3, Prover(node), node_votes(node))
+    assert isinstance(checked, Checkpoint) and checked.size == 3
+    # Against the genesis alone hospital-d's line counts for nothing.
+    found = rejection(CheckpointGate(CONSORTIUM).check(note, 3, Prover(node), no_votes))
+    assert found.reason.startswith("expected a quorum of 2 member signatures, got 1")
+
+
+def test_a_checkpoint_counting_a_member_voted_out_fails() -> None:
+    node = FakeChainNode(VOTED)
+    gate = CheckpointGate(CONSORTIUM)
+    # Below the removal hospital-c still counts ...
+    assert isinstance(
+        gate.check(node.seal(4, [C, NEWCOMER]).note, 4, Prover(node), node_votes(node)), Checkpoint
+    )
+    # ... from the removal's leaf on it does not.
+    found = rejection(gate.check(node.seal(6, [A, C]).note, 6, Prover(node), node_votes(node)))
+    assert (found.check, found.tree_size) == (SIGNED, 6)
+    assert found.reason.startswith(
+        "expected a quorum of 2 member signatures, got 1 (by hospital-a)"
+    )
+    assert "hospital-c+" in found.reason
+    assert isinstance(
+        gate.check(node.seal(6, [A, NEWCOMER]).note, 6, Prover(node), node_votes(node)), Checkpoint
+    )
+
+
+def test_votes_not_proved_in_the_checkpoint_fail_it() -> None:
+    node = FakeChainNode(VOTED)
+    note = node.seal(3, [A, NEWCOMER]).note
+    proved = node_votes(node)(3)
+    # hospital-d's admission claimed by a vote the checkpoint's tree does not hold.
+    forged = [EvidenceEntry(2, approve(C, 9, ADMIT_D), proved[1].inclusion_proof)]
+    found = rejection(
+        CheckpointGate(CONSORTIUM).check(note, 3, Prover(node), lambda _size: proved[:1] + forged)
+    )
+    assert found.check == SIGNED
+    assert found.reason.startswith("the membership votes the node served with it do not hold (")

@@ -39,12 +39,17 @@ from tests.unit.audit.fakes import (
     HOSPITAL,
     IMPOSTOR,
     MEMBER_SIGNERS,
+    NEWCOMER,
     NODE_NAME,
     NOW,
     TAG_KEY,
     FakeAuditStore,
     FakeChainNode,
     FakeLogReader,
+    admit,
+    approve,
+    propose,
+    remove,
     tag,
 )
 
@@ -142,7 +147,7 @@ def test_a_good_sequence_is_indexed_and_each_checkpoint_proved_consistent() -> N
         (
             [MEMBER_SIGNERS[0], IMPOSTOR],
             "expected a quorum of 2 member signatures, got 1 (by hospital-a); signatures by "
-            "keys the consortium does not pin count for nothing: "
+            "keys of no member at this size count for nothing: "
             f"hospital-b+{IMPOSTOR.key_hash:08x}",
         ),
         ([MEMBER_SIGNERS[0]], "expected a quorum of 2 member signatures, got 1 (by hospital-a)."),
@@ -177,6 +182,37 @@ def test_a_checkpoint_without_a_quorum_of_member_keys_is_flagged_once_and_not_in
     assert store.position == 8 and len(store.leaves) == 8
     assert node.proofs_asked[-1] == (3, 8)
     assert len(store.flag_records) == 1
+
+
+def test_the_follower_checks_each_checkpoint_against_the_members_the_votes_lead_to() -> None:
+    a, b, c = MEMBER_SIGNERS
+    admit_d, remove_c = (
+        "00000001-0000-4000-8000-0000000000ad",
+        "00000002-0000-4000-8000-00000000000c",
+    )
+    node = FakeChainNode(
+        [
+            raw_entry("e-0"),
+            propose(a, 1, admit_d, admit(NEWCOMER)),
+            approve(b, 2, admit_d),
+            propose(a, 3, remove_c, remove(c.name)),
+            approve(NEWCOMER, 4, remove_c),
+            raw_entry("e-5"),
+            raw_entry("e-6"),
+        ]
+    )
+    node.seal(3, [a, NEWCOMER])  # hospital-d admitted by vote from size 3: passes
+    node.seal(6, [b, c])  # hospital-c voted out from size 5: only hospital-b counts
+    follower, store = following(node)
+    follower._follow_once()
+    assert store.position == 3 and store.checkpoint == node.sealed[0].note
+    [flag] = bad_checkpoint_flags(store)
+    assert "served a sealed checkpoint of tree size 6" in flag.summary
+    assert "expected a quorum of 2 member signatures, got 1 (by hospital-b)" in flag.summary
+    node.seal(7, [NEWCOMER, b])
+    follower._follow_once()
+    assert store.position == 7 and store.checkpoint == node.sealed[-1].note
+    assert len(bad_checkpoint_flags(store)) == 1
 
 
 def test_a_forked_tree_is_flagged_once_and_nothing_past_the_fork_is_indexed() -> None:
