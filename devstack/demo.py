@@ -6,7 +6,11 @@ enroll a key of its own after that); hospital A anchors three versions of a reco
 grants hospital B treatment access; B is permitted and C denied; C breaks the glass; the
 patient revokes; B is denied; the regulator pulls the patient's trail, checks it is complete
 against the log, reviews the break-glass flag, exports the evidence to a file that
-``swiftchain verify`` accepts offline, and sees a tampered copy rejected.
+``swiftchain verify`` accepts offline, and sees a tampered copy rejected. Last, the consortium
+votes on the log: hospital A proposes admitting the regulator as a (non-voting) regulator member
+and hospital B approves, each with its own node key through ``swiftchain consortium propose``
+and ``approve``; the member set before and after, and the leaf the change took effect at, are
+shown.
 
 Every party is registered afresh through the identity service (ids carry a per-run suffix), so
 the demo can run again and again on the same stack. It uses the stack of ``make up`` when one
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import re
 import subprocess
 import sys
 import time
@@ -30,7 +35,10 @@ from typing import Any
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
 
+from chain.membership import role_name
+from cli.main import app as swiftchain_cli
 from devstack.parties import Principal, StackParties
 from devstack.paths import REPO_ROOT, run_dir
 from devstack.process import ProcessError
@@ -40,8 +48,11 @@ from sdk.audit import enum_word, item_detail, proof_state
 from sdk.consent import PERMIT, PatientDevice, bearer, organization, provision
 from sdk.identity import enrollment_request
 from services.platform.caller import Role
+from services.platform.genesis_ceremony import member_keygen
 from swiftchain.audit.v1 import audit_service_pb2 as apb
 from swiftchain.audit.v1 import audit_service_pb2_grpc
+from swiftchain.chain.v1 import chain_service_pb2 as chain_pb
+from swiftchain.chain.v1 import chain_service_pb2_grpc, entry_pb2
 from swiftchain.common.v1 import common_pb2
 from swiftchain.consent.v1 import consent_service_pb2 as cpb
 from swiftchain.consent.v1 import consent_service_pb2_grpc
@@ -51,6 +62,11 @@ Say = Callable[[str], None]
 
 #: Seconds the demo waits for anything asynchronous (sealing, the audit read model).
 WAIT = 90.0
+#: The chain node the consortium's votes are sent to and its member set is read from.
+VOTE_NODE = "hospital-a"
+#: What ``swiftchain consortium propose|approve --wait`` prints once its vote is on the log.
+_LOGGED = re.compile(r"on the log at leaf (\d+) \(entry ([0-9a-f-]{36})\)")
+_PROPOSAL = re.compile(r"proposal ([0-9a-f-]{36}) by ")
 _PERMIT = common_pb2.ACCESS_DECISION_PERMIT
 _DENY = common_pb2.ACCESS_DECISION_DENY
 
@@ -77,6 +93,10 @@ class DemoResult:
     evidence_path: Path = Path()
     tampered_path: Path = Path()
     tampered_output: str = ""
+    #: The member names before and after the vote, and the leaf the change took effect at.
+    members_before: list[str] = field(default_factory=list)
+    members_after: list[str] = field(default_factory=list)
+    vote_leaf: int = -1
     steps: list[str] = field(default_factory=list)
 
 
@@ -203,6 +223,37 @@ class Demo:
             return f"{error.code().name}: {error.details()}"
         return "enrolled"
 
+    def _membership(self) -> chain_pb.GetMembershipResponse:
+        """The members, quorum and open proposals as the voting node has them."""
+        with self.parties.channel(self.parties.admin, VOTE_NODE) as channel:
+            return chain_service_pb2_grpc.ChainServiceStub(channel).GetMembership(
+                chain_pb.GetMembershipRequest(), timeout=15
+            )
+
+    def _vote(self, step: str, member: str, *args: str) -> tuple[str, int]:
+        """Cast ``member``'s vote with ``swiftchain consortium ARGS``, signed with its own node
+        key, and wait until the log has it; (what the CLI said, the vote's leaf index)."""
+        key = self.parties.consortium.node_key_path(member)
+        said = CliRunner().invoke(
+            swiftchain_cli,
+            [
+                "consortium",
+                *args,
+                "--key",
+                str(key),
+                "--node",
+                self.parties.target(VOTE_NODE),
+                "--tls-dir",
+                str(self.parties.admin.tls_dir),
+                "--wait",
+                str(int(WAIT)),
+            ],
+        )
+        logged = _LOGGED.search(said.output)
+        if said.exit_code != 0 or logged is None:
+            raise DemoStepError(step, f"{member}'s vote on the log", said.output.strip())
+        return said.output, int(logged.group(1))
+
     # --- the scenario ---------------------------------------------------------------------
 
     def run_all(self) -> DemoResult:
@@ -312,7 +363,8 @@ class Demo:
         ).consent_version
         result.consent_entry_ids.append(granted.proof.entry_id)
         self.say(
-            f"    directive {granted.directive.directive_id} v1 signed on the phone; "
+            f"    a device-signed grant: directive {granted.directive.directive_id} v1 signed on "
+            f"the phone with device key {device.key_id}, which no hospital holds; "
             f"CONSENT entry {granted.proof.entry_id}"
         )
 
@@ -484,7 +536,63 @@ class Demo:
         result.tampered_output = rejected.stdout + rejected.stderr
         _expect(step, "swiftchain verify's exit status", rejected.returncode, 1)
         self.say(f"    one bit flipped in one entry: exit 1 ({result.tampered_path})")
+
+        self._membership_vote(regulator)
         return result
+
+    def _membership_vote(self, regulator: Principal) -> None:
+        """Hospital A proposes admitting ``regulator`` as a regulator member, the other node
+        members approve until the quorum is reached; show the member set before and after."""
+        result = self.result
+        step = self._step("The consortium votes the regulator in as a member, on the log")
+        before = self._membership()
+        result.members_before = [m.name for m in before.members]
+        self.say(f"    before: {_members_line(before)}")
+        card = member_keygen(regulator.id, self.out_dir / "member-keys").card_path
+        self.say(f"    the regulator made its member key on its own machine; its card: {card}")
+        voters = [m.name for m in before.members if m.role == entry_pb2.MEMBER_ROLE_NODE]
+        proposer, approvers = voters[0], voters[1 : before.quorum]
+        said, leaf = self._vote(
+            step,
+            proposer,
+            "propose",
+            "--admit",
+            regulator.id,
+            "--role",
+            "regulator",
+            "--card",
+            str(card),
+        )
+        proposed = _PROPOSAL.search(said)
+        if proposed is None:
+            raise DemoStepError(step, "a proposal id", said.strip())
+        self.say(
+            f"    {proposer} proposes admitting {regulator.id} (regulator, no vote), signed with "
+            f"its node key: proposal {proposed.group(1)} at leaf {leaf}"
+        )
+        for approver in approvers:
+            _, leaf = self._vote(step, approver, "approve", proposed.group(1))
+            self.say(f"    {approver} approves, signed with its node key: leaf {leaf}")
+
+        def past_the_vote() -> chain_pb.GetMembershipResponse | None:
+            membership = self._membership()
+            return membership if membership.position > leaf else None
+
+        after = _wait(step, f"the node past leaf {leaf}", past_the_vote)
+        result.members_after = [m.name for m in after.members]
+        _expect(
+            step,
+            "the member set after the vote",
+            result.members_after,
+            [*result.members_before, regulator.id],
+        )
+        result.vote_leaf = leaf
+        self.say(
+            f"    the quorum of {before.quorum} was reached by the vote at leaf {leaf}: the change "
+            f"took effect there: the member set of every checkpoint from tree size {leaf + 1} "
+            f"includes {regulator.id}"
+        )
+        self.say(f"    after: {_members_line(after)}")
 
 
 def _retry_not_found(call: Callable[[], Any]) -> Any:
@@ -494,6 +602,11 @@ def _retry_not_found(call: Callable[[], Any]) -> Any:
         if error.code() == grpc.StatusCode.NOT_FOUND:
             return None
         raise
+
+
+def _members_line(membership: chain_pb.GetMembershipResponse) -> str:
+    members = ", ".join(f"{m.name} ({role_name(m.role)})" for m in membership.members)
+    return f"{members}; quorum {membership.quorum}, at leaf {membership.position}"
 
 
 def _trail_line(item: apb.TrailItem) -> str:

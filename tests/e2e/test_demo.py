@@ -36,12 +36,21 @@ def test_the_demo_scenario_behaves_at_every_step(platform: Platform, tmp_path: P
 
 def assert_the_demo_behaved(result: DemoResult, lines: list[str]) -> None:
     """Every step of the scenario produced what it narrates (``lines``: what it said)."""
-    assert len(result.steps) == 12, result.steps
+    assert len(result.steps) == 13, result.steps
     # The patient's key was made on its phone, enrolled with the code the hospital was given;
     # the hospital, holding the code, could not enroll a key of its own.
     said = "\n".join(lines)
     assert "was given a one-time enrollment code, not a key" in said
     assert "tries to enroll a key of its own: UNAUTHENTICATED" in said
+    assert "a device-signed grant: directive" in said
+    # The members voted the run's regulator in: a proposal and an approval, each on the log,
+    # the change in force from the approval's leaf.
+    regulator = f"regulator-{result.hospitals['a'].rsplit('-', 1)[1]}"
+    assert result.members_after == [*result.members_before, regulator]
+    assert regulator not in result.members_before
+    assert result.vote_leaf > 0
+    assert "proposes admitting" in said and " approves, signed with its node key" in said
+    assert "the change took effect there" in said
     assert len(result.record_entry_ids) == 3
     assert len(result.consent_entry_ids) == 2
     assert set(result.access_entry_ids) == {
