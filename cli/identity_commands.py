@@ -37,7 +37,7 @@ from rich.table import Table
 from chain.enrollment_codes import parse_enrollment_code
 from chain.errors import InvalidInputError
 from cli import identity_files as files
-from cli.common import check_target, examples, fail, help_text, stdout
+from cli.common import EXIT_UNREADABLE, check_target, examples, fail, help_text, stdout
 from cli.grpc_client import (
     CALL_TIMEOUT,
     TlsDirOption,
@@ -136,32 +136,82 @@ def _public(target: str, ca_file: Path) -> Iterator[identity_service_pb2_grpc.Id
 
 
 def _issue_certificate(
-    stub: identity_service_pb2_grpc.IdentityServiceStub, organization_id: str, out: Path
+    stub: identity_service_pb2_grpc.IdentityServiceStub,
+    organization_id: str,
+    csr_pem: str,
+    out: Path,
 ) -> pb.IssueCertificateResponse:
-    key, csr = files.new_csr(organization_id)
+    """Have the CA sign ``csr_pem`` and write the certificate and the CA root into ``out``."""
     issued = stub.IssueCertificate(
-        pb.IssueCertificateRequest(organization_id=organization_id, csr_pem=csr),
+        pb.IssueCertificateRequest(organization_id=organization_id, csr_pem=csr_pem),
         timeout=CALL_TIMEOUT,
     )
-    files.write_secret(out / files.KEY_FILE, files.private_pem(key))
     (out / files.CERT_FILE).write_text(issued.certificate_pem)
     (out / files.CA_FILE).write_text(files.root_of(issued.certificate_chain_pem))
     return issued
 
 
 @app.command(
+    "org-keygen",
+    help=help_text(
+        "Make an organization's keys on its own machine, and the request that registers them.",
+        "Writes the Ed25519 signing key (its KEY entry goes on the log; a hospital's signs "
+        "RECORD entries) and the mTLS key into --out, mode 0600, and ORG.request.json beside "
+        "them: the public key with its proof of possession and a certificate signing request. "
+        "Only the request leaves the machine: the consortium admin registers it with "
+        "register-org --request and hands back cert.pem, ca.pem and organization.json, which "
+        "go into the same folder.",
+    ),
+    epilog=examples("swiftchain identity org-keygen hospital-d --out ./hospital-d"),
+    no_args_is_help=True,
+)
+def org_keygen(
+    organization_id: Annotated[str, typer.Argument(help="The organization's id (a slug).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for its keys (kept on this machine).")],
+) -> None:
+    """Make an organization's keys (see ``help`` above)."""
+    if (out / files.KEY_FILE).exists() or (out / files.SIGNING_KEY_FILE).exists():
+        fail(f"{out} holds an organization's keys already; choose another --out")
+    signing = files.NewSigningKey.for_owner(organization_id)
+    tls_key, csr = files.new_csr(organization_id)
+    files.write_secret(out / files.SIGNING_KEY_FILE, files.private_pem(signing.private_key))
+    files.write_secret(out / files.KEY_FILE, files.private_pem(tls_key))
+    request = files.OrganizationRequest(organization_id, signing.public_key, signing.proof, csr)
+    request_path = out / f"{organization_id}.request.json"
+    files.write_json(request_path, request.to_json())
+    console = stdout()
+    console.print(f"keys of {organization_id} in {out} (they stay on this machine)")
+    console.print(f"send {request_path} to the consortium admin (register-org --request)")
+
+
+def _read_request(path: Path, organization_id: str) -> files.OrganizationRequest:
+    try:
+        request = files.OrganizationRequest.from_json(files.read_json(path))
+    except (OSError, ValueError) as error:
+        fail(f"cannot read the request {path}: {error}", EXIT_UNREADABLE)
+    if request.organization_id != organization_id:
+        fail(
+            f"expected a request for {organization_id!r} in {path}, "
+            f"got one for {request.organization_id!r}"
+        )
+    return request
+
+
+@app.command(
     "register-org",
     help=help_text(
-        "Register an organization and write its key and certificate files.",
-        "Generates the organization's Ed25519 signing key (its KEY entry goes on the log; a "
-        "hospital's key signs RECORD entries, the other roles' keys sign nothing on the log) "
-        "and an mTLS client certificate from the platform CA. "
-        "The output folder works as --tls-dir for the organization's own calls. Needs the "
-        "consortium admin's --tls-dir.",
+        "Register an organization and write the files it needs to act.",
+        "With --request (made by org-keygen on the organization's machine) it sends the "
+        "organization's public signing key with its proof of possession and has the platform "
+        "CA sign its CSR; --out then gets cert.pem, ca.pem and organization.json only, to hand "
+        "back (no private key ever reaches this machine). Without --request it makes the keys "
+        "here, for a local stack or an organization that runs this itself; the folder then "
+        "works as --tls-dir for the organization's own calls. Needs the consortium admin's "
+        "--tls-dir.",
     ),
     epilog=examples(
         "swiftchain identity register-org hospital-d --name 'Hospital D' --role hospital "
-        "--out ./hospital-d",
+        "--request hospital-d.request.json --out ./for-hospital-d",
     ),
     no_args_is_help=True,
 )
@@ -169,33 +219,45 @@ def register_org(
     organization_id: Annotated[str, typer.Argument(help="The new organization's id (a slug).")],
     name: Annotated[str, typer.Option("--name", help="Its human-readable name.")],
     role: Annotated[str, typer.Option("--role", help="hospital, regulator, app or admin.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for its key and certificate files.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the files it needs.")],
+    request_file: Annotated[
+        Path | None,
+        typer.Option("--request", help="The organization's request, from org-keygen."),
+    ] = None,
     identity: IdentityOption = DEFAULT_IDENTITY,
     tls_dir: TlsDirOption = None,
 ) -> None:
     """Register an organization (see ``help`` above)."""
     role_value = _choice(role, _ROLES, "role")
-    if (out / files.KEY_FILE).exists():
-        fail(f"{out} holds an organization's keys already; choose another --out")
-    signing = files.NewSigningKey.for_owner(organization_id)
+    if (out / files.KEY_FILE).exists() or (out / files.CERT_FILE).exists():
+        fail(f"{out} holds an organization's files already; choose another --out")
+    signing: files.NewSigningKey | None = None
+    if request_file is not None:
+        request = _read_request(request_file, organization_id)
+    else:
+        signing = files.NewSigningKey.for_owner(organization_id)
+        tls_key, csr = files.new_csr(organization_id)
+        request = files.OrganizationRequest(organization_id, signing.public_key, signing.proof, csr)
     with _identity(identity, tls_dir) as stub:
         registered = stub.RegisterOrganization(
             pb.RegisterOrganizationRequest(
                 organization_id=organization_id,
                 display_name=name,
                 role=role_value,  # type: ignore[arg-type]
-                public_key=signing.public_key,
-                proof_of_possession=signing.proof,
+                public_key=request.public_key,
+                proof_of_possession=request.proof_of_possession,
             ),
             timeout=CALL_TIMEOUT,
         )
         out.mkdir(parents=True, exist_ok=True)
         key_id = registered.organization.keys[0].key_id if registered.organization.keys else ""
-        files.write_secret(out / files.SIGNING_KEY_FILE, files.private_pem(signing.private_key))
+        if signing is not None:
+            files.write_secret(out / files.SIGNING_KEY_FILE, files.private_pem(signing.private_key))
+            files.write_secret(out / files.KEY_FILE, files.private_pem(tls_key))
         files.write_json(
             out / files.ORGANIZATION_FILE, {"organization_id": organization_id, "key_id": key_id}
         )
-        issued = _issue_certificate(stub, organization_id, out)
+        issued = _issue_certificate(stub, organization_id, request.csr_pem, out)
     console = stdout()
     console.print(f"registered {organization_id} ({role})")
     if key_id:
@@ -203,7 +265,13 @@ def register_org(
     console.print(
         f"certificate {issued.serial_number} until {issued.not_after_time.ToJsonString()}"
     )
-    console.print(f"files in {out}")
+    if signing is None:
+        console.print(
+            f"hand {out}/{{{files.CERT_FILE},{files.CA_FILE},{files.ORGANIZATION_FILE}}} to "
+            f"{organization_id}: they go next to its keys"
+        )
+    else:
+        console.print(f"files in {out}")
 
 
 @app.command(
@@ -221,8 +289,10 @@ def renew_cert(
     tls_dir: TlsDirOption = None,
 ) -> None:
     """Renew a certificate (see ``help`` above)."""
+    key, csr = files.new_csr(organization_id)
     with _identity(identity, tls_dir) as stub:
-        issued = _issue_certificate(stub, organization_id, out)
+        issued = _issue_certificate(stub, organization_id, csr, out)
+        files.write_secret(out / files.KEY_FILE, files.private_pem(key))
     stdout().print(
         f"certificate {issued.serial_number} until {issued.not_after_time.ToJsonString()}"
     )

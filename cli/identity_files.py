@@ -1,5 +1,10 @@
 """The files an organization or a patient device keeps, and how the CLI makes them.
 
+An organization's keys are made on its own machine (``swiftchain identity org-keygen``), which
+writes them and a registration request holding only public parts (the signing key with its
+proof of possession and a CSR); the admin registers the request (``register-org --request``)
+and hands back ``cert.pem``, ``ca.pem`` and ``organization.json``, which go next to the keys.
+
 An organization folder (``swiftchain identity register-org --out DIR``) is also a TLS folder
 that ``--tls-dir DIR`` accepts: ``ca.pem`` (the platform CA), ``cert.pem`` and ``key.pem`` (its
 mTLS client certificate and ECDSA P-256 key), plus ``signing-key.pem`` (its Ed25519 key, registered
@@ -13,6 +18,8 @@ with mode 0600.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +41,8 @@ DEVICE_FILE = "device.json"
 CA_FILE = "ca.pem"
 CERT_FILE = "cert.pem"
 KEY_FILE = "key.pem"
+#: The format name of an organization's registration request (``org-keygen``).
+ORG_REQUEST_FORMAT = "swiftchain-org-request/v1"
 
 
 def write_secret(path: Path, data: bytes) -> None:
@@ -120,3 +129,43 @@ def read_json(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise ValueError(f"expected a JSON object in {path}")
     return document
+
+
+@dataclass(frozen=True)
+class OrganizationRequest:
+    """What an organization sends to be registered: public parts only."""
+
+    organization_id: str
+    public_key: bytes
+    proof_of_possession: bytes
+    csr_pem: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The request as written by ``org-keygen``."""
+        return {
+            "format": ORG_REQUEST_FORMAT,
+            "organization_id": self.organization_id,
+            "public_key": base64.b64encode(self.public_key).decode(),
+            "proof_of_possession": base64.b64encode(self.proof_of_possession).decode(),
+            "csr_pem": self.csr_pem,
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> OrganizationRequest:
+        """Read a request; ValueError naming what is wrong ("expected X, got Y")."""
+        if document.get("format") != ORG_REQUEST_FORMAT:
+            raise ValueError(
+                f"expected format {ORG_REQUEST_FORMAT!r}, got {document.get('format')!r}"
+            )
+        fields = {}
+        for name in ("organization_id", "public_key", "proof_of_possession", "csr_pem"):
+            value = document.get(name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"expected a non-empty string {name!r}, got {value!r}")
+            fields[name] = value
+        try:
+            public_key = base64.b64decode(fields["public_key"], validate=True)
+            proof = base64.b64decode(fields["proof_of_possession"], validate=True)
+        except binascii.Error:
+            raise ValueError("expected base64 public_key and proof_of_possession") from None
+        return cls(fields["organization_id"], public_key, proof, fields["csr_pem"])

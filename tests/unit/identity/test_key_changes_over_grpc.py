@@ -599,3 +599,62 @@ def test_a_patient_recovers_by_code_after_the_wait_and_a_device_can_stop_it(
     devices = identity.patients.patients[phone.subject_id].devices
     assert [d.key_id for d in devices if d.active] == [phone.key_id, recovered.key_id]
     assert _login(identity.public(), recovered)
+
+
+def test_an_organization_makes_its_keys_and_the_admin_registers_only_public_parts(
+    identity: Identity, tmp_path: Path
+) -> None:
+    own = tmp_path / "hospital-keygen"  # the organization's machine
+    made = cli("identity", "org-keygen", "hospital-keygen", "--out", str(own))
+    assert made.exit_code == 0, made.output
+    request = own / "hospital-keygen.request.json"
+    assert "private" not in request.read_text().lower()
+    assert (own / files.SIGNING_KEY_FILE).stat().st_mode & 0o777 == 0o600
+    assert cli("identity", "org-keygen", "hospital-keygen", "--out", str(own)).exit_code == 1
+
+    handed = tmp_path / "for-hospital-keygen"  # the admin's machine
+    admin = (
+        "--identity", f"localhost:{identity.server.port}",
+        "--tls-dir", str(identity.pki.tls_dir(ADMIN)),
+    )  # fmt: skip
+    wrong = cli(
+        "identity", "register-org", "hospital-j", "--name", "J", "--role", "hospital",
+        "--request", str(request), "--out", str(handed), *admin,
+    )  # fmt: skip
+    assert wrong.exit_code == 1
+    assert "expected a request for 'hospital-j'" in wrong.output, wrong.output
+    registered = cli(
+        "identity", "register-org", "hospital-keygen", "--name", "Hospital K", "--role", "hospital",
+        "--request", str(request), "--out", str(handed), *admin,
+    )  # fmt: skip
+    assert registered.exit_code == 0, registered.output
+    assert sorted(p.name for p in handed.iterdir()) == sorted(
+        [files.CA_FILE, files.CERT_FILE, files.ORGANIZATION_FILE]
+    ), "expected no private key on the admin's machine"
+    stored = identity.organizations.get("hospital-keygen").keys[0]
+    own_key = files.load_ed25519(own / files.SIGNING_KEY_FILE)
+    assert stored.public_key == files.raw_public(own_key)
+
+    for handed_file in handed.iterdir():  # the organization puts them next to its keys
+        (own / handed_file.name).write_bytes(handed_file.read_bytes())
+    shown = cli(
+        "identity", "show", "hospital-keygen", "--identity", f"localhost:{identity.server.port}",
+        "--tls-dir", str(own),
+    )  # fmt: skip
+    assert shown.exit_code == 0 and "hospital-keygen#1" in shown.output, shown.output
+
+
+def test_an_unreadable_organization_request_is_refused_saying_why(
+    identity: Identity, tmp_path: Path
+) -> None:
+    request = tmp_path / "bad.request.json"
+    request.write_text('{"format": "something-else/v1"}')
+    refused = cli(
+        "identity", "register-org", "hospital-z", "--name", "Z", "--role", "hospital",
+        "--request", str(request), "--out", str(tmp_path / "out"),
+        "--identity", f"localhost:{identity.server.port}",
+        "--tls-dir", str(identity.pki.tls_dir(ADMIN)),
+    )  # fmt: skip
+    assert refused.exit_code == 2
+    assert "expected format 'swiftchain-org-request/v1', got 'something-else/v1'" in refused.output
+    assert not (tmp_path / "out").exists()
