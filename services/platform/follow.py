@@ -34,9 +34,10 @@ def follow_until_stopped(
             if stop.is_set():
                 return
             _log.warning(
-                "%s: the chain node failed (%s); again in %.0f s",
+                "%s: the chain node failed (%s: %s); again in %.0f s",
                 doing,
                 error.code(),
+                getattr(error, "details", lambda: "")(),
                 retry_after,
             )
         except Exception:

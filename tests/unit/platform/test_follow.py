@@ -16,6 +16,9 @@ class _Unavailable(grpc.RpcError):
     def code(self) -> grpc.StatusCode:
         return grpc.StatusCode.UNAVAILABLE
 
+    def details(self) -> str:
+        return "no checkpoint has been sealed yet; try again shortly"
+
 
 def test_it_retries_after_each_failure_until_stopped(caplog: pytest.LogCaptureFixture) -> None:
     stop = threading.Event()
@@ -34,7 +37,8 @@ def test_it_retries_after_each_failure_until_stopped(caplog: pytest.LogCaptureFi
     assert calls == [0, 1, 2]
     messages = [r.getMessage() for r in caplog.records]
     assert messages == [
-        "recording seals: the chain node failed (StatusCode.UNAVAILABLE); again in 0 s",
+        "recording seals: the chain node failed (StatusCode.UNAVAILABLE: no checkpoint has "
+        "been sealed yet; try again shortly); again in 0 s",
         "recording seals failed; again in 0 s",
     ]
 
