@@ -19,12 +19,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from chain.entry import (
+from chain.entry import is_key_id
+from chain.entry_rules import (
     KINDS_BY_NAME,
     PUBLIC_KEY_SIZE,
     SIGNATURE_SIZE,
     SMALL_ORDER_KEY_MESSAGE,
-    is_key_id,
     is_small_order_public_key,
 )
 from chain.errors import InvalidInputError

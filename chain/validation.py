@@ -20,14 +20,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from chain.consortium import GenesisKey
 from chain.entry import (
-    KIND_NAMES,
-    KINDS_BY_NAME,
     EntryTooLargeError,
     ParsedEntry,
     batch_signing_input,
     entry_signing_input,
     parse_entry,
 )
+from chain.entry_rules import KIND_NAMES, KINDS_BY_NAME
 from chain.errors import InvalidInputError, VerificationError
 from chain.holder_signatures import (
     RECOVERY_WAIT_FLOOR,

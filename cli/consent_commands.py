@@ -24,7 +24,7 @@ from cli import identity_files as files
 from cli.common import check_target, examples, fail, help_text, stdout
 from cli.grpc_client import CALL_TIMEOUT, TlsDirOption, open_channel, open_public_channel
 from cli.grpc_client import rpc_error_message as _rpc_error_message
-from cli.identity_commands import DEFAULT_PUBLIC, login_token
+from cli.patient_commands import DEFAULT_PUBLIC, login_token
 from sdk.consent import DENY, PERMIT, PatientDevice, bearer, organization, practitioner, provision
 from swiftchain.chain.v1 import entry_pb2
 from swiftchain.common.v1 import common_pb2

@@ -26,6 +26,7 @@ from cli import (
     consortium_commands,
     identity_commands,
     node_commands,
+    patient_commands,  # noqa: F401  (adds the patients' commands to `identity`)
     verify_command,
 )
 from cli.common import EXIT_FAILED

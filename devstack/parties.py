@@ -24,7 +24,7 @@ from kafka import KafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from cli import identity_files as files
-from cli.identity_commands import login_token
+from cli.patient_commands import login_token
 from devstack.pki import ADMIN, Pki
 from devstack.stack import StackPorts
 from sdk.anchoring import HospitalClient

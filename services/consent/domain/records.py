@@ -11,7 +11,7 @@ from typing import Protocol, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from chain.entry import unknown_field_numbers
+from chain.entry_rules import unknown_field_numbers
 from chain.errors import InvalidInputError
 from services.consent.domain.directory import Directory
 from swiftchain.chain.v1 import entry_pb2

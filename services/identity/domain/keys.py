@@ -10,8 +10,8 @@ from __future__ import annotations
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from chain.entry import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, SMALL_ORDER_KEY_MESSAGE
-from chain.entry import is_small_order_public_key as _is_small_order
+from chain.entry_rules import PUBLIC_KEY_SIZE, SIGNATURE_SIZE, SMALL_ORDER_KEY_MESSAGE
+from chain.entry_rules import is_small_order_public_key as _is_small_order
 from chain.errors import InvalidInputError
 from chain.signed_messages import possession_message
 

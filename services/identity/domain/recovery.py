@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from cryptography.exceptions import InvalidSignature
 
 from chain.enrollment_codes import EnrollmentCode, new_enrollment_code, parse_enrollment_code
-from chain.entry import SIGNATURE_SIZE
+from chain.entry_rules import SIGNATURE_SIZE
 from chain.errors import (
     InvalidInputError,
     NotFoundError,

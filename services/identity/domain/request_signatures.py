@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from cryptography.exceptions import InvalidSignature
 
-from chain.entry import SIGNATURE_SIZE
+from chain.entry_rules import SIGNATURE_SIZE
 from chain.errors import InvalidInputError, PermissionDeniedError
 from services.identity.domain.keys import check_public_key
 

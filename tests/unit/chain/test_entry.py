@@ -21,18 +21,16 @@ from hypothesis import strategies as st
 from chain.entry import (
     BATCH_SIGNATURE_CONTEXT,
     ENTRY_SIGNATURE_CONTEXT,
-    KIND_NAMES,
-    KINDS_BY_NAME,
     EntrySigner,
     EntryTooLargeError,
     ParsedEntry,
     batch_signing_input,
     entry_signing_input,
     is_key_id,
-    is_small_order_public_key,
     new_entry_id,
     parse_entry,
 )
+from chain.entry_rules import KIND_NAMES, KINDS_BY_NAME, is_small_order_public_key
 from chain.errors import InvalidInputError
 from chain.hashing import leaf_hash
 from chain.limits import MAX_ENTRY_BYTES
