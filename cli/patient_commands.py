@@ -63,6 +63,21 @@ from swiftchain.identity.v1 import identity_service_pb2_grpc
 DEFAULT_PUBLIC = "127.0.0.1:50151"
 LOGIN_SIGNATURE_CONTEXT = b"swiftchain/login/v1\n"
 
+DeviceOutOption = Annotated[
+    Path, typer.Option("--device-out", help="Folder for the device's key and files.")
+]
+LabelOption = Annotated[str, typer.Option("--label", help="A label for the device.")]
+CaOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca",
+        metavar="FILE",
+        help="The platform CA certificate. Default: ca.pem of $SWIFTCHAIN_TLS_DIR or of the "
+        "local stack.",
+        show_default=False,
+    ),
+]
+
 PublicOption = Annotated[
     str,
     typer.Option(
@@ -174,20 +189,9 @@ def _ca_file(ca: Path | None) -> Path:
 )
 def enroll(
     code: Annotated[str, typer.Option("--code", help="The enrollment code, as shown.")],
-    device_out: Annotated[
-        Path, typer.Option("--device-out", help="Folder for the device's key and files.")
-    ],
-    label: Annotated[str, typer.Option("--label", help="A label for the device.")] = "phone",
-    ca: Annotated[
-        Path | None,
-        typer.Option(
-            "--ca",
-            metavar="FILE",
-            help="The platform CA certificate. Default: ca.pem of $SWIFTCHAIN_TLS_DIR or of the "
-            "local stack.",
-            show_default=False,
-        ),
-    ] = None,
+    device_out: DeviceOutOption,
+    label: LabelOption = "phone",
+    ca: CaOption = None,
     public: PublicOption = DEFAULT_PUBLIC,
 ) -> None:
     """Enroll a device (see ``help`` above)."""
@@ -381,20 +385,9 @@ def recovery_code(
 )
 def recover(
     code: Annotated[str, typer.Option("--code", help="The recovery code, as shown.")],
-    device_out: Annotated[
-        Path, typer.Option("--device-out", help="Folder for the device's key and files.")
-    ],
-    label: Annotated[str, typer.Option("--label", help="A label for the device.")] = "phone",
-    ca: Annotated[
-        Path | None,
-        typer.Option(
-            "--ca",
-            metavar="FILE",
-            help="The platform CA certificate. Default: ca.pem of $SWIFTCHAIN_TLS_DIR or of the "
-            "local stack.",
-            show_default=False,
-        ),
-    ] = None,
+    device_out: DeviceOutOption,
+    label: LabelOption = "phone",
+    ca: CaOption = None,
     public: PublicOption = DEFAULT_PUBLIC,
 ) -> None:
     """Begin or complete a recovery (see ``help`` above)."""
