@@ -211,8 +211,7 @@ def _check_patient_key(body: entry_pb2.EntryBody) -> None:
             "expected ORGANIZATION_ROLE_UNSPECIFIED for a patient's key, "
             f"got {common_pb2.OrganizationRole.Name(detail.owner_role)}"
         )
-    _exact(body.subject_tag, HASH_SIZE, "a subject tag on a patient's KEY entry")
-    owner = patient_key_owner(body.subject_tag)
+    owner = patient_key_owner(body.subject_tag)  # the tag's size was checked with the body
     if detail.owner_id != owner:
         raise InvalidInputError(
             f"expected the owner id of a patient's key to be {owner!r} (from the subject tag), "

@@ -75,7 +75,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _device_key_log(files: ConsortiumFiles) -> DeviceKeyLog | None:
+def _device_key_log(files: ConsortiumFiles, registrar: EntrySigner) -> DeviceKeyLog | None:
     """What puts patients' device keys on the log, under their subject tags: it needs the
     consortium tag key. Without it, devices are still checked here but not logged, which is
     said once at start, since consent signatures then verify only through this service."""
@@ -85,9 +85,7 @@ def _device_key_log(files: ConsortiumFiles) -> DeviceKeyLog | None:
             files.tag_key_path,
         )
         return None
-    return DeviceKeyLog(
-        EntrySigner(REGISTRAR_KEY_ID, load_registrar_key(files)), files.load_tag_key()
-    )
+    return DeviceKeyLog(registrar, files.load_tag_key())
 
 
 def main() -> None:
@@ -101,11 +99,8 @@ def main() -> None:
     producer = make_producer(settings.kafka_bootstrap, settings.process_name)
 
     organization_store = OrganizationStore()
-    registry = OrganizationRegistry(
-        organization_store,
-        EntrySigner(REGISTRAR_KEY_ID, load_registrar_key(files)),
-        consortium.genesis_keys,
-    )
+    registrar = EntrySigner(REGISTRAR_KEY_ID, load_registrar_key(files))
+    registry = OrganizationRegistry(organization_store, registrar, consortium.genesis_keys)
     certificates = CertificateAuthority(
         CertificateStore(),
         PlatformCA.load(settings.ca_dir),
@@ -119,7 +114,7 @@ def main() -> None:
         audience=settings.token_audience,
     )
     patient_store = PatientStore()
-    device_keys = _device_key_log(files)
+    device_keys = _device_key_log(files, registrar)
     patients = PatientDirectory(
         patient_store,
         tokens,

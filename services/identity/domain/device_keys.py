@@ -72,7 +72,12 @@ class DeviceKeyLog:
         """The entry for another device ``key_id``, with the signature of the active device
         that asked for it."""
         return self._entry(
-            subject_id, entry_pb2.KEY_ACTION_REGISTER, key_id, public_key, _holder(signed), now
+            subject_id,
+            entry_pb2.KEY_ACTION_REGISTER,
+            key_id,
+            public_key,
+            signed.holder_signature(),
+            now,
         )
 
     def recovered(
@@ -104,7 +109,7 @@ class DeviceKeyLog:
         """The entry revoking device ``key_id``, with the signature of the active device that
         asked for it (which may be ``key_id`` itself)."""
         return self._entry(
-            subject_id, entry_pb2.KEY_ACTION_REVOKE, key_id, b"", _holder(signed), now
+            subject_id, entry_pb2.KEY_ACTION_REVOKE, key_id, b"", signed.holder_signature(), now
         )
 
     def _entry(
@@ -154,14 +159,3 @@ class DeviceKeyLog:
         return KeyEntry(
             entry_id, self._registrar.sign_entry(body.SerializeToString()), record, salt
         )
-
-
-def _holder(signed: RequestSignature) -> entry_pb2.HolderSignature:
-    """A device's request signature as the entry carries it."""
-    assert signed.request_time is not None  # the request's shape was checked first
-    return entry_pb2.HolderSignature(
-        key_id=signed.key_id,
-        request_time_micros=request_time_micros(signed.request_time),
-        nonce=signed.nonce,
-        signature=signed.signature,
-    )

@@ -612,14 +612,7 @@ class OrganizationRegistry:
         entry (``KeyDetail.holder_signature``, which every node checks, so that the registrar
         alone cannot change the owner's key) and into the record."""
         if authorization is not None and authorization.request_time is not None:
-            detail.holder_signature.CopyFrom(
-                entry_pb2.HolderSignature(
-                    key_id=authorization.key_id,
-                    request_time_micros=request_time_micros(authorization.request_time),
-                    nonce=authorization.nonce,
-                    signature=authorization.signature,
-                )
-            )
+            detail.holder_signature.CopyFrom(authorization.holder_signature())
         entry_id = new_entry_id()
         fields: dict[str, object] = {
             "format": "swiftchain-key-record/v1",

@@ -236,7 +236,8 @@ class PatientStore(Protocol):
         """The subject id the code with ``code_digest`` was issued for; None if unknown."""
 
 
-def _check_label(label: str) -> None:
+def check_label(label: str) -> None:
+    """That a device label is at most 64 characters (InvalidInputError saying how long)."""
     if len(label) > 64:
         raise InvalidInputError(
             f"expected a device label of at most 64 characters, got {len(label)}"
@@ -362,7 +363,7 @@ class PatientDirectory:
         device. The code is used up; a malformed request uses up nothing, and the same key
         enrolling with the same code again gets its device back."""
         code = parse_enrollment_code(code_text)
-        _check_label(label)
+        check_label(label)
         key = check_public_key(public_key)
         if len(proof) != SIGNATURE_SIZE:
             raise InvalidInputError(
@@ -434,7 +435,7 @@ class PatientDirectory:
         """Add a device key to a patient (proof of possession over the subject id), on a
         request signed by one of the patient's active devices."""
         _check_subject(subject_id)
-        _check_label(label)
+        check_label(label)
         check_possession(subject_id, public_key, proof)
         signed = require_signature(signed, _ACTIVE_DEVICE)
         request_time = check_shape(signed)

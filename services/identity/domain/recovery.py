@@ -47,6 +47,7 @@ from services.identity.domain.patients import (
     PatientStore,
     PendingEnrollment,
     Recovery,
+    check_label,
     new_device_key_id,
 )
 from services.identity.domain.request_signatures import (
@@ -128,10 +129,7 @@ class RecoveryDesk:
         ``request_time``; the subject id and the pending recovery. The code is used up; the
         same key beginning again with the same code gets its recovery back."""
         code = parse_enrollment_code(code_text)
-        if len(label) > 64:
-            raise InvalidInputError(
-                f"expected a device label of at most 64 characters, got {len(label)}"
-            )
+        check_label(label)
         _check_recovery_proof(code, public_key, proof, request_time, now)
         subject_id = self._store.enrollment_subject(code.digest)
         if subject_id is None:

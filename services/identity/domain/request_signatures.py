@@ -21,7 +21,9 @@ from cryptography.exceptions import InvalidSignature
 
 from chain.entry_rules import SIGNATURE_SIZE
 from chain.errors import InvalidInputError, PermissionDeniedError
+from chain.signed_messages import request_time_micros
 from services.identity.domain.keys import check_public_key
+from swiftchain.chain.v1 import entry_pb2
 
 #: A signed request older than this (by its request time) is refused.
 MAX_REQUEST_AGE = timedelta(minutes=5)
@@ -41,6 +43,17 @@ class RequestSignature:
     request_time: datetime | None
     nonce: bytes
     signature: bytes
+
+    def holder_signature(self) -> entry_pb2.HolderSignature:
+        """This signature as a KEY entry carries it (``KeyDetail.holder_signature``); only for
+        a request that had a time (its shape is checked first)."""
+        assert self.request_time is not None
+        return entry_pb2.HolderSignature(
+            key_id=self.key_id,
+            request_time_micros=request_time_micros(self.request_time),
+            nonce=self.nonce,
+            signature=self.signature,
+        )
 
 
 def require_signature(signed: RequestSignature | None, by: str, then: str = "") -> RequestSignature:
